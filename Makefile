@@ -1,0 +1,37 @@
+# Veil. Two commands matter: `make demo` and `make test`. Everything else is for developers.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/veil/v1/*.proto)
+
+.PHONY: demo test bench proto install clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start a node on embedded defaults, run an analyst query end to end, print the decrypted result.
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe. Prints ratios.
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+## Regenerate the committed protobuf/gRPC stubs from proto/.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I proto --python_out=client --grpc_python_out=client \
+	    --pyi_out=client $(PROTOS)
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

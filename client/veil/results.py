@@ -1,0 +1,93 @@
+"""Decrypting a node's result locally into a pandas DataFrame.
+
+The result is checked before it is trusted: its digest, the key it was encrypted under, the
+number and width of its ciphertexts, and the number of cells against the non-suppressed rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+
+import pandas as pd
+
+from .crypto import Ciphertext, PackingLayout, PrivateKey, decrypt_packed
+from .errors import IntegrityError
+from .v1 import query_pb2
+
+KEY, AGG = query_pb2.ResultColumn.KIND_GROUP_KEY, query_pb2.ResultColumn.KIND_AGGREGATE
+
+
+def result_digest(result: query_pb2.QueryResult) -> str:
+    copy = query_pb2.QueryResult()
+    copy.CopyFrom(result)
+    copy.result_digest = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey) -> list[int]:
+    pk = private_key.public_key
+    if result.public_key_fingerprint != pk.fingerprint():
+        raise IntegrityError("the result is encrypted under a different key than this keyring's",
+                             reason="KEY_MISMATCH")
+    if result.result_digest != result_digest(result):
+        raise IntegrityError("the result does not match its digest", reason="DIGEST_MISMATCH")
+    cells = result.cells
+    aggregates = sum(1 for c in result.columns if c.kind == AGG)
+    released = sum(1 for r in result.rows if not r.suppressed)
+    if cells.cell_count != released * aggregates:
+        raise IntegrityError("the number of cells does not match the released rows", reason="SHAPE_MISMATCH")
+    if cells.cell_count == 0:
+        return []
+    if not 0 < cells.slot_bits * cells.slots_per_ciphertext < pk.bits - 2:
+        raise IntegrityError("the packing layout does not fit the key", reason="SHAPE_MISMATCH")
+    low = int(cells.slot_offset)
+    layout = PackingLayout(slot_bits=cells.slot_bits, slots=cells.slots_per_ciphertext, low=low,
+                           high=low + (1 << cells.slot_bits) - 1, terms=1, key_bits=pk.bits)
+    expected = -(-cells.cell_count // cells.slots_per_ciphertext)
+    if len(cells.ciphertexts) != expected:
+        raise IntegrityError("the number of ciphertexts does not match the cells", reason="SHAPE_MISMATCH")
+    cts = [Ciphertext.from_bytes(pk, b) for b in cells.ciphertexts]
+    return decrypt_packed(private_key, cts, layout, cells.cell_count)
+
+
+def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: bool = False) -> pd.DataFrame:
+    """Group keys, decrypted aggregates and a ``suppressed`` flag, one row per group.
+
+    Suppressed groups keep their row (with missing aggregates), never silently dropped.
+    ``exact=True`` gives ``Decimal`` aggregates instead of floats.
+    """
+    values = iter(decrypt_cells(result, private_key))
+    columns = list(result.columns)
+    data: dict[str, list] = {c.name: [] for c in columns}
+    for row in result.rows:
+        keys = iter(row.keys)
+        for c in columns:
+            if c.kind == KEY:
+                data[c.name].append(_key(next(keys), c.numeric_key))
+            elif row.suppressed:
+                data[c.name].append(None)
+            else:
+                data[c.name].append(_cell(next(values), c.scale, exact))
+    frame = pd.DataFrame(data)
+    for c in columns:
+        if c.kind == AGG and c.scale == 0 and not exact:
+            frame[c.name] = frame[c.name].astype("Int64")
+        elif c.kind == AGG and not exact:
+            frame[c.name] = frame[c.name].astype("float64")
+    frame["suppressed"] = [r.suppressed for r in result.rows]
+    return frame
+
+
+def _key(text: str, numeric: bool):
+    if not numeric:
+        return text
+    d = Decimal(text)
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _cell(value: int, scale: int, exact: bool):
+    if scale == 0:
+        return value
+    d = Decimal(value).scaleb(-scale)
+    return d if exact else float(d)

@@ -1,0 +1,276 @@
+"""The analyst's SDK: ``with veil.connect(target, token=...) as node: node.query(sql, purpose=...)``.
+
+The SDK keeps the analyst's Paillier keys (``veil.keys``), sends only the public key with each
+query and decrypts results locally. Submission is idempotent: the SDK picks a request id once
+and retries transient failures with it, so a retry never creates a second query.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, TypeVar
+
+import grpc
+import pandas as pd
+
+from .crypto import PrivateKey, PublicKey
+from .errors import QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
+from .keys import Keyring
+from .results import to_frame
+from .v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+
+T = TypeVar("T")
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_CONTROLS = {v: k.removeprefix("COLUMN_CONTROL_").lower() for k, v in catalog_pb2.ColumnControl.items()}
+_TYPES = {v: k.removeprefix("COLUMN_TYPE_").lower() for k, v in catalog_pb2.ColumnType.items()}
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    controls: tuple[str, ...]
+    description: str = ""
+    categories: tuple[str, ...] = ()
+    range: tuple[str, str] | None = None
+    scale: int = 0
+    bin_width: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    columns: tuple[ColumnInfo, ...]
+    purposes: tuple[str, ...]
+    min_group_size: int
+    max_groups: int
+    approximate_row_count: int
+
+    @classmethod
+    def from_proto(cls, d: catalog_pb2.Dataset) -> "DatasetInfo":
+        return cls(
+            name=d.name.removeprefix("datasets/"),
+            description=d.description,
+            columns=tuple(
+                ColumnInfo(
+                    name=c.name, type=_TYPES[c.type], controls=tuple(_CONTROLS[x] for x in c.controls),
+                    description=c.description, categories=tuple(c.categories),
+                    range=(c.range_low, c.range_high) if c.range_low or c.range_high else None,
+                    scale=c.scale, bin_width=c.bin_width or None,
+                )
+                for c in d.columns
+            ),
+            purposes=tuple(d.purposes),
+            min_group_size=d.min_group_size,
+            max_groups=d.max_groups,
+            approximate_row_count=d.approximate_row_count,
+        )
+
+    def columns_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"column": c.name, "type": c.type, "controls": ",".join(c.controls),
+              "domain": ",".join(c.categories) or (f"bins of {c.bin_width}" if c.bin_width else ""),
+              "range": f"[{c.range[0]}, {c.range[1]}]" if c.range else ""} for c in self.columns]
+        )
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    name: str
+    state: str
+    state_reason: str
+    state_message: str
+    dataset: str
+    purpose: str
+    sql: str
+    canonical_sql: str
+    history: tuple[tuple[str, str, str], ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return self.name.removeprefix("queries/")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("SUCCEEDED", "FAILED", "REJECTED", "CANCELLED", "EXPIRED")
+
+    @classmethod
+    def from_proto(cls, q: query_pb2.Query) -> "QueryInfo":
+        st = query_pb2.QueryState.Name
+        return cls(
+            name=q.name, state=st(q.state).removeprefix("QUERY_STATE_"), state_reason=q.state_reason,
+            state_message=q.state_message, dataset=q.dataset.removeprefix("datasets/"), purpose=q.purpose,
+            sql=q.sql, canonical_sql=q.canonical_sql,
+            history=tuple((st(h.to_state).removeprefix("QUERY_STATE_"), h.reason, h.message) for h in q.history),
+        )
+
+
+class Node:
+    """A connection to one Veil node, as one principal."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+        key_bits: int = 2048,
+        timeout: float = 30.0,
+        channel: grpc.Channel | None = None,
+        retries: int = 3,
+    ) -> None:
+        self.target = target
+        self._token = token if token is not None else os.environ.get("VEIL_TOKEN")
+        self._timeout = timeout
+        self._retries = retries
+        self._channel = channel or grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        )
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
+        self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
+        self._keyring = Keyring(home)
+        self._key_bits = key_bits
+        self._keys: tuple[PublicKey, PrivateKey] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @property
+    def keys(self) -> tuple[PublicKey, PrivateKey]:
+        if self._keys is None:
+            self._keys = self._keyring.load_or_create(self._key_bits)
+        return self._keys
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self._token}")] if self._token else []
+
+    def _call(self, method: Callable[..., T], request, *, retry: bool = False) -> T:
+        attempts = self._retries + 1 if retry else 1
+        for attempt in range(attempts):
+            try:
+                return method(request, metadata=self._metadata(), timeout=self._timeout)
+            except grpc.RpcError as e:
+                if retry and e.code() in _RETRYABLE and attempt + 1 < attempts:
+                    time.sleep(min(2.0, 0.1 * 2**attempt))
+                    continue
+                raise from_rpc_error(e) from None
+        raise Unavailable("unreachable")  # pragma: no cover
+
+    # -- catalog --------------------------------------------------------------------------
+
+    def datasets(self) -> list[DatasetInfo]:
+        out, token = [], ""
+        while True:
+            resp = self._call(self._catalog.ListDatasets, catalog_pb2.ListDatasetsRequest(page_token=token),
+                              retry=True)
+            out += [DatasetInfo.from_proto(d) for d in resp.datasets]
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def dataset(self, name: str) -> DatasetInfo:
+        return DatasetInfo.from_proto(
+            self._call(self._catalog.GetDataset, catalog_pb2.GetDatasetRequest(name=_ds(name)), retry=True)
+        )
+
+    # -- queries --------------------------------------------------------------------------
+
+    def submit(self, sql: str, *, purpose: str, request_id: str | None = None) -> QueryInfo:
+        """Submit without waiting; safe to retry (one request id for every attempt)."""
+        pk, _ = self.keys
+        req = query_pb2.SubmitQueryRequest(
+            sql=sql, purpose=purpose, request_id=request_id or str(uuid.uuid4()),
+            public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()),
+        )
+        return QueryInfo.from_proto(self._call(self._queries.SubmitQuery, req, retry=True))
+
+    def get(self, query: str) -> QueryInfo:
+        return QueryInfo.from_proto(
+            self._call(self._queries.GetQuery, query_pb2.GetQueryRequest(name=_q(query)), retry=True)
+        )
+
+    def queries(self, *, limit: int = 100) -> list[QueryInfo]:
+        out: list[QueryInfo] = []
+        token = ""
+        while len(out) < limit:
+            resp = self._call(self._queries.ListQueries,
+                              query_pb2.ListQueriesRequest(page_size=min(500, limit - len(out)), page_token=token),
+                              retry=True)
+            out += [QueryInfo.from_proto(q) for q in resp.queries]
+            token = resp.next_page_token
+            if not token:
+                break
+        return out
+
+    def cancel(self, query: str) -> QueryInfo:
+        return QueryInfo.from_proto(
+            self._call(self._queries.CancelQuery, query_pb2.CancelQueryRequest(name=_q(query)), retry=True)
+        )
+
+    def result(self, query: str, *, exact: bool = False) -> pd.DataFrame:
+        """Fetch and decrypt the result of a SUCCEEDED query."""
+        res = self._call(self._queries.GetQueryResult, query_pb2.GetQueryResultRequest(name=_q(query)),
+                         retry=True)
+        return to_frame(res, self.keys[1], exact=exact)
+
+    def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
+        """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
+        info = self._wait_finished(query, timeout)
+        if info.state != "SUCCEEDED":
+            raise QueryFailed(f"query {info.id} is {info.state}: {info.state_message}",
+                              state=info.state, reason=info.state_reason)
+        return self.result(info.name, exact=exact)
+
+    def _wait_finished(self, query: str, timeout: float | None) -> QueryInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        for info in self._poll(query):
+            if info.finished:
+                return info
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise Timeout(f"query {info.id} is still {info.state} after {timeout} s; "
+                              f"wait again or check it with get()", reason="WAIT_TIMEOUT")
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _poll(self, query: str) -> Iterator[QueryInfo]:
+        while True:
+            yield self.get(query)
+
+    def query(self, sql: str, *, purpose: str, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
+        """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed)."""
+        return self.wait(self.submit(sql, purpose=purpose).name, timeout=timeout, exact=exact)
+
+
+def connect(target: str | None = None, *, token: str | None = None, **kwargs) -> Node:
+    """Open a connection: ``with veil.connect("host:port", token=...) as node: ...``.
+
+    ``target`` defaults to ``VEIL_TARGET`` or 127.0.0.1:50051; ``token`` to ``VEIL_TOKEN``.
+    """
+    return Node(target or os.environ.get("VEIL_TARGET") or DEFAULT_TARGET, token=token, **kwargs)
+
+
+def _ds(name: str) -> str:
+    return name if name.startswith("datasets/") else f"datasets/{name}"
+
+
+def _q(name: str) -> str:
+    return name if name.startswith("queries/") else f"queries/{name}"
+
+
+__all__ = ["Node", "connect", "DatasetInfo", "ColumnInfo", "QueryInfo", "VeilError"]

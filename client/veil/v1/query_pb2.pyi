@@ -1,0 +1,198 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class QueryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUERY_STATE_UNSPECIFIED: _ClassVar[QueryState]
+    QUERY_STATE_PENDING_APPROVAL: _ClassVar[QueryState]
+    QUERY_STATE_APPROVED: _ClassVar[QueryState]
+    QUERY_STATE_RUNNING: _ClassVar[QueryState]
+    QUERY_STATE_SUCCEEDED: _ClassVar[QueryState]
+    QUERY_STATE_FAILED: _ClassVar[QueryState]
+    QUERY_STATE_REJECTED: _ClassVar[QueryState]
+    QUERY_STATE_CANCELLED: _ClassVar[QueryState]
+    QUERY_STATE_EXPIRED: _ClassVar[QueryState]
+QUERY_STATE_UNSPECIFIED: QueryState
+QUERY_STATE_PENDING_APPROVAL: QueryState
+QUERY_STATE_APPROVED: QueryState
+QUERY_STATE_RUNNING: QueryState
+QUERY_STATE_SUCCEEDED: QueryState
+QUERY_STATE_FAILED: QueryState
+QUERY_STATE_REJECTED: QueryState
+QUERY_STATE_CANCELLED: QueryState
+QUERY_STATE_EXPIRED: QueryState
+
+class PaillierPublicKey(_message.Message):
+    __slots__ = ("n",)
+    N_FIELD_NUMBER: _ClassVar[int]
+    n: bytes
+    def __init__(self, n: _Optional[bytes] = ...) -> None: ...
+
+class SubmitQueryRequest(_message.Message):
+    __slots__ = ("sql", "purpose", "public_key", "request_id")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    purpose: str
+    public_key: PaillierPublicKey
+    request_id: str
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class StateTransition(_message.Message):
+    __slots__ = ("from_state", "to_state", "reason", "message", "time")
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    from_state: QueryState
+    to_state: QueryState
+    reason: str
+    message: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, from_state: _Optional[_Union[QueryState, str]] = ..., to_state: _Optional[_Union[QueryState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("name", "principal", "dataset", "purpose", "sql", "canonical_sql", "plan_digest", "state", "state_reason", "state_message", "create_time", "update_time", "history", "public_key_fingerprint", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    CANONICAL_SQL_FIELD_NUMBER: _ClassVar[int]
+    PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    principal: str
+    dataset: str
+    purpose: str
+    sql: str
+    canonical_sql: str
+    plan_digest: str
+    state: QueryState
+    state_reason: str
+    state_message: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    history: _containers.RepeatedCompositeFieldContainer[StateTransition]
+    public_key_fingerprint: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., sql: _Optional[str] = ..., canonical_sql: _Optional[str] = ..., plan_digest: _Optional[str] = ..., state: _Optional[_Union[QueryState, str]] = ..., state_reason: _Optional[str] = ..., state_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class GetQueryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListQueriesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListQueriesResponse(_message.Message):
+    __slots__ = ("queries", "next_page_token")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[Query]
+    next_page_token: str
+    def __init__(self, queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelQueryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetQueryResultRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ResultColumn(_message.Message):
+    __slots__ = ("name", "kind", "function", "source_column", "scale", "numeric_key")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ResultColumn.Kind]
+        KIND_GROUP_KEY: _ClassVar[ResultColumn.Kind]
+        KIND_AGGREGATE: _ClassVar[ResultColumn.Kind]
+    KIND_UNSPECIFIED: ResultColumn.Kind
+    KIND_GROUP_KEY: ResultColumn.Kind
+    KIND_AGGREGATE: ResultColumn.Kind
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ResultColumn.Kind
+    function: str
+    source_column: str
+    scale: int
+    numeric_key: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ResultColumn.Kind, str]] = ..., function: _Optional[str] = ..., source_column: _Optional[str] = ..., scale: _Optional[int] = ..., numeric_key: _Optional[bool] = ...) -> None: ...
+
+class ResultRow(_message.Message):
+    __slots__ = ("keys", "suppressed")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    suppressed: bool
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., suppressed: _Optional[bool] = ...) -> None: ...
+
+class EncryptedCells(_message.Message):
+    __slots__ = ("slot_bits", "slots_per_ciphertext", "slot_offset", "cell_count", "ciphertexts")
+    SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_PER_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CELL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    slot_bits: int
+    slots_per_ciphertext: int
+    slot_offset: str
+    cell_count: int
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class QueryResult(_message.Message):
+    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
+    rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
+    cells: EncryptedCells
+    public_key_fingerprint: str
+    min_group_size: int
+    result_digest: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

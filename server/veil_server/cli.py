@@ -1,0 +1,65 @@
+"""The ``veil`` command: the analyst commands of :mod:`veil.cli` plus ``veil node ...``.
+
+The node commands live here, in the server package, so the client library never imports the
+server; the console script points at this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from veil.cli import build_parser, run
+
+from .config import ConfigError, load_config
+from .demo import init_node_folder
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    folder = Path(args.folder)
+    try:
+        tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
+                                  force=args.force)
+    except FileExistsError as e:
+        raise ValueError(str(e)) from None
+    print(f"wrote {folder / 'veil.toml'}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}")
+    print(f"serve it:   veil node serve --config {folder / 'veil.toml'}")
+    print(f"query it:   VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil datasets")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .server import serve_forever
+
+    logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = args.config or os.environ.get("VEIL_CONFIG") or "veil.toml"
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        raise ValueError(f"configuration: {e}") from None
+    serve_forever(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, sub = build_parser()
+    node = sub.add_parser("node", help="run and set up a node (data owner / operator)")
+    node_sub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND")
+    node_sub.required = True
+    p = node_sub.add_parser("init", help="write a node folder: config, synthetic demo data, tokens")
+    p.add_argument("folder")
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--listen", default="127.0.0.1:50051")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.set_defaults(func=cmd_init)
+    p = node_sub.add_parser("serve", help="serve a node until SIGINT/SIGTERM")
+    p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
+    p.set_defaults(func=cmd_serve)
+    return run(parser, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Node configuration: one TOML file, overridable by ``VEIL_*`` environment variables.
+
+Paths in the file are relative to the file itself. Tokens are never stored in the file: each
+principal carries the SHA-256 of its bearer token, so a leaked config does not leak a credential.
+
+Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
+``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Mapping
+
+from .catalog import Column, ColumnControl, ColumnType, Dataset
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+DEFAULT_MIN_GROUP_SIZE = 10
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class Role(enum.Enum):
+    ANALYST = "analyst"
+    OWNER = "owner"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str
+    listen: str
+    state_dir: Path
+    min_group_size: int
+    workers: int
+    principals: tuple[Principal, ...]
+    datasets: tuple[Dataset, ...]
+    source: Path | None = None
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; create one with `veil node init DIR`") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return parse_config(raw, base_dir=path.parent, env=os.environ if env is None else env, source=path)
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    source: Path | None = None,
+) -> NodeConfig:
+    env = env or {}
+    node = dict(raw.get("node", {}))
+    for key, var in (
+        ("listen", "VEIL_LISTEN"),
+        ("state_dir", "VEIL_STATE_DIR"),
+        ("min_group_size", "VEIL_MIN_GROUP_SIZE"),
+        ("workers", "VEIL_WORKERS"),
+        ("name", "VEIL_NODE_NAME"),
+    ):
+        if env.get(var):
+            node[key] = env[var]
+
+    name = str(node.get("name", "veil-node"))
+    listen = str(node.get("listen", "127.0.0.1:50051"))
+    state_dir = _path(node.get("state_dir", "state"), base_dir)
+    min_k = _int(node.get("min_group_size", DEFAULT_MIN_GROUP_SIZE), "node.min_group_size", low=2)
+    workers = _int(node.get("workers", 4), "node.workers", low=1, high=64)
+
+    principals = []
+    seen: set[str] = set()
+    for i, p in enumerate(raw.get("principals", [])):
+        where = f"principals[{i}]"
+        pname = _name(p.get("name"), f"{where}.name")
+        if pname in seen:
+            raise ConfigError(f"{where}.name: principal {pname!r} is declared twice")
+        seen.add(pname)
+        try:
+            role = Role(p.get("role"))
+        except ValueError:
+            raise ConfigError(f"{where}.role must be one of {[r.value for r in Role]}") from None
+        digest = str(p.get("token_sha256", "")).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{where}.token_sha256 must be the 64-hex-digit SHA-256 of the principal's token")
+        principals.append(Principal(pname, role, digest))
+
+    datasets = []
+    names: set[str] = set()
+    for i, d in enumerate(raw.get("datasets", [])):
+        ds = _dataset(d, f"datasets[{i}]", base_dir, min_k)
+        if ds.name.lower() in names:
+            raise ConfigError(f"datasets[{i}].name: dataset {ds.name!r} is declared twice")
+        names.add(ds.name.lower())
+        datasets.append(ds)
+
+    return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source)
+
+
+def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) -> Dataset:
+    name = _name(d.get("name"), f"{where}.name")
+    source = d.get("source")
+    if not source:
+        raise ConfigError(f"{where}.source is required (a CSV or Parquet file path)")
+    src = _path(source, base_dir)
+    fmt = str(d.get("format") or src.suffix.lstrip(".")).lower()
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"{where}.format must be 'csv' or 'parquet'")
+    purposes = d.get("purposes") or []
+    if not purposes or not all(isinstance(p, str) and NAME_RE.match(p) for p in purposes):
+        raise ConfigError(f"{where}.purposes must list at least one purpose name (letters, digits, _)")
+    # The node's minimum group size is a floor: a dataset may raise it, never lower it.
+    k = _int(d.get("min_group_size", node_min_k), f"{where}.min_group_size", low=node_min_k)
+    max_groups = _int(d.get("max_groups", 10_000), f"{where}.max_groups", low=1, high=1_000_000)
+    max_rows = _int(d.get("max_rows", 1_000_000_000), f"{where}.max_rows", low=1, high=10**15)
+    cols = []
+    seen: set[str] = set()
+    for j, c in enumerate(d.get("columns", [])):
+        col = _column(c, f"{where}.columns[{j}]")
+        if col.name.lower() in seen:
+            raise ConfigError(f"{where}.columns[{j}]: column {col.name!r} is declared twice")
+        seen.add(col.name.lower())
+        cols.append(col)
+    if not cols:
+        raise ConfigError(f"{where}.columns must declare every column the owner exposes")
+    return Dataset(
+        name=name,
+        source=str(src),
+        format=fmt,
+        columns=tuple(cols),
+        purposes=frozenset(purposes),
+        description=str(d.get("description", "")),
+        min_group_size=k,
+        max_groups=max_groups,
+        max_rows=max_rows,
+    )
+
+
+def _column(c: Mapping[str, Any], where: str) -> Column:
+    name = _name(c.get("name"), f"{where}.name")
+    try:
+        ctype = ColumnType(c.get("type"))
+    except ValueError:
+        raise ConfigError(f"{where}.type must be one of {[t.value for t in ColumnType]}") from None
+    raw_controls = c.get("controls", c.get("control", ["hidden"]))
+    if isinstance(raw_controls, str):
+        raw_controls = [raw_controls]
+    try:
+        controls = frozenset(ColumnControl(x) for x in raw_controls)
+    except ValueError:
+        raise ConfigError(f"{where}.controls: each must be one of {[x.value for x in ColumnControl]}") from None
+    if ColumnControl.HIDDEN in controls and len(controls) > 1:
+        raise ConfigError(f"{where}.controls: 'hidden' cannot be combined with other controls")
+    numeric = ctype in (ColumnType.INTEGER, ColumnType.DECIMAL)
+    scale = _int(c.get("scale", 0), f"{where}.scale", low=0, high=12)
+    if ctype is ColumnType.INTEGER and scale:
+        raise ConfigError(f"{where}.scale must be 0 for an integer column")
+    value_range = None
+    if "range" in c:
+        r = c["range"]
+        if not (isinstance(r, list) and len(r) == 2):
+            raise ConfigError(f"{where}.range must be [low, high]")
+        low, high = _dec(r[0], f"{where}.range"), _dec(r[1], f"{where}.range")
+        if not low < high:
+            raise ConfigError(f"{where}.range: low must be below high")
+        value_range = (low, high)
+    bin_width = _dec(c["bin_width"], f"{where}.bin_width") if "bin_width" in c else None
+    if bin_width is not None and bin_width <= 0:
+        raise ConfigError(f"{where}.bin_width must be positive")
+    categories = tuple(c.get("categories", ()))
+    if any(not isinstance(x, (str, int)) or isinstance(x, bool) for x in categories):
+        raise ConfigError(f"{where}.categories must be strings or integers")
+    if len(set(map(str, categories))) != len(categories):
+        raise ConfigError(f"{where}.categories must not repeat a value")
+    col = Column(name, ctype, controls, str(c.get("description", "")), categories, value_range, scale, bin_width)
+    if col.allows(ColumnControl.AGGREGATE) and numeric and value_range is None:
+        raise ConfigError(f"{where}: an aggregate column needs a declared range = [low, high] (rows are clamped to it)")
+    if col.allows(ColumnControl.AGGREGATE) and not numeric and ColumnControl.AGGREGATE in controls:
+        raise ConfigError(f"{where}: only integer and decimal columns can be aggregated")
+    if ColumnControl.GROUP in controls and not categories and bin_width is None:
+        raise ConfigError(f"{where}: a group column needs its public domain: categories = [...] or bin_width with range")
+    if bin_width is not None and (value_range is None or not numeric):
+        raise ConfigError(f"{where}: bin_width needs a numeric column with a declared range")
+    return col
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ConfigError(f"{where} must be a name of letters, digits and _ (not starting with a digit)")
+    return value
+
+
+def _int(value: Any, where: str, *, low: int | None = None, high: int | None = None) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be an integer") from None
+    if (low is not None and v < low) or (high is not None and v > high):
+        raise ConfigError(f"{where} must be between {low} and {high}" if high else f"{where} must be at least {low}")
+    return v
+
+
+def _dec(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number")
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise ConfigError(f"{where} must be a number") from None
+    if not d.is_finite():
+        raise ConfigError(f"{where} must be finite")
+    return d
+
+
+def _path(value: Any, base_dir: Path) -> Path:
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else (base_dir / p).resolve()

@@ -1,0 +1,242 @@
+"""Execution: a validated plan in, per-group sufficient statistics out.
+
+The engine renders its own SQL from the :class:`QueryPlan` (quoted identifiers from the
+catalog, every analyst-supplied literal a bound parameter), so no analyst text reaches it.
+It returns, per group, the row count and for each aggregated column the count of non-null
+values, their sum and sum of squares, all as exact integers in the column's fixed-point scale
+after clamping each value to the declared range (contribution bounding). Every released
+aggregate is derived from these in :mod:`veil_server.release`.
+
+Rows whose group key is NULL or outside the declared public domain fall in no group.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import duckdb
+
+from .catalog import Column, ColumnType, Dataset
+from .errors import Internal, Unavailable
+from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
+
+
+@dataclass
+class ColumnStats:
+    count: int = 0
+    total: int = 0  # sum of fixed-point values
+    squares: int = 0  # sum of squared fixed-point values
+
+
+@dataclass
+class GroupStats:
+    keys: tuple[str, ...]
+    rows: int
+    columns: dict[str, ColumnStats] = field(default_factory=dict)
+
+
+@dataclass
+class AggregateResult:
+    groups: list[GroupStats]
+    rows_matched: int
+
+
+class Engine(Protocol):
+    def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult: ...
+
+    def row_count(self, dataset: Dataset) -> int: ...
+
+
+def key_string(value: Any) -> str:
+    """The canonical text of a group-key value: the same for 30, 30.0 and Decimal('30.00')."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    d = d.normalize()
+    if d == d.to_integral_value():
+        return str(d.quantize(Decimal(1)))
+    return format(d, "f")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def aggregated_columns(plan: QueryPlan) -> list[str]:
+    """Columns whose statistics the plan needs, in first-use order."""
+    out: list[str] = []
+    for a in plan.aggregates:
+        if a.column is not None and a.column not in out:
+            out.append(a.column)
+    return out
+
+
+def needs_squares(plan: QueryPlan, column: str) -> bool:
+    return any(
+        a.column == column and a.function in (AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP) for a in plan.aggregates
+    )
+
+
+class SqlRenderer:
+    """Renders a plan into parameterised SQL for a dialect (DuckDB here; PostgreSQL later)."""
+
+    placeholder = "?"
+
+    def __init__(self, dataset: Dataset, relation: str) -> None:
+        self.dataset = dataset
+        self.relation = relation
+        self.params: list[Any] = []
+
+    def fixed(self, col: Column) -> str:
+        """The column as an exact integer in its fixed-point scale."""
+        ident = quote_ident(col.name)
+        if col.type is ColumnType.INTEGER:
+            return f"CAST({ident} AS BIGINT)"
+        return f"CAST(ROUND(CAST({ident} AS DOUBLE) * {10 ** col.scale}) AS BIGINT)"
+
+    def clamped(self, col: Column) -> str:
+        assert col.value_range is not None
+        low, high = (int((v * 10**col.scale).to_integral_value()) for v in col.value_range)
+        return f"LEAST(GREATEST({self.fixed(col)}, {low}), {high})"
+
+    def group_expr(self, column: str, bin_width: Decimal | None) -> str:
+        col = self.dataset.column(column)
+        assert col is not None
+        if bin_width is None:
+            return quote_ident(col.name)
+        width = int((bin_width * 10**col.scale).to_integral_value())
+        return f"CAST(FLOOR({self.fixed(col)} / {width}) AS BIGINT)"
+
+    def filter(self, node: Filter) -> str:
+        if isinstance(node, Compare):
+            self.params.append(_param(node.value))
+            return f"{quote_ident(node.column)} {node.op} {self.placeholder}"
+        if isinstance(node, InList):
+            self.params.extend(_param(v) for v in node.values)
+            marks = ", ".join(self.placeholder for _ in node.values)
+            return f"{quote_ident(node.column)} {'NOT IN' if node.negated else 'IN'} ({marks})"
+        if isinstance(node, Between):
+            self.params.extend((_param(node.low), _param(node.high)))
+            kw = "NOT BETWEEN" if node.negated else "BETWEEN"
+            return f"{quote_ident(node.column)} {kw} {self.placeholder} AND {self.placeholder}"
+        if isinstance(node, IsNull):
+            return f"{quote_ident(node.column)} IS {'NOT NULL' if node.negated else 'NULL'}"
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.filter(o) for o in node.operands) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.filter(o) for o in node.operands) + ")"
+        if isinstance(node, Not):
+            return f"(NOT {self.filter(node.operand)})"
+        raise Internal("unknown filter node in a validated plan", private=type(node).__name__)
+
+    def render(self, plan: QueryPlan) -> str:
+        inner = [f"{self.group_expr(g.column, g.bin_width)} AS k{i}" for i, g in enumerate(plan.group_keys)]
+        outer_keys = [f"k{i}" for i in range(len(plan.group_keys))]
+        outer = list(outer_keys) + ["COUNT(*) AS n"]
+        for j, name in enumerate(aggregated_columns(plan)):
+            col = self.dataset.column(name)
+            assert col is not None
+            inner.append(f"{self.clamped(col)} AS v{j}")
+            outer += [f"COUNT(v{j})", f"SUM(v{j})"]
+            outer.append(f"SUM(CAST(v{j} AS HUGEINT) * v{j})" if needs_squares(plan, name) else "0")
+        where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
+        select_inner = ", ".join(inner) if inner else "1 AS one"
+        sql = f"SELECT {', '.join(outer)} FROM (SELECT {select_inner} FROM {self.relation}{where}) AS t"
+        if outer_keys:
+            sql += " GROUP BY " + ", ".join(outer_keys)
+        return sql
+
+
+def _param(value: Any) -> Any:
+    return value
+
+
+def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> AggregateResult:
+    nk = len(plan.group_keys)
+    cols = aggregated_columns(plan)
+    groups = []
+    matched = 0
+    for row in rows:
+        keys = []
+        for g, raw in zip(plan.group_keys, row[:nk]):
+            if raw is None:
+                keys.append(None)
+            elif g.bin_width is None:
+                keys.append(key_string(raw))
+            else:
+                keys.append(key_string(Decimal(int(raw)) * g.bin_width))
+        n = int(row[nk])
+        matched += n
+        stats = {}
+        for j, name in enumerate(cols):
+            c, s, q = row[nk + 1 + 3 * j : nk + 4 + 3 * j]
+            stats[name] = ColumnStats(int(c or 0), int(s or 0), int(q or 0))
+        if any(k is None for k in keys):
+            continue
+        groups.append(GroupStats(tuple(keys), n, stats))  # type: ignore[arg-type]
+    return AggregateResult(groups, matched)
+
+
+class DuckDBEngine:
+    """Embedded DuckDB over the owner's CSV and Parquet files (one view per dataset)."""
+
+    def __init__(self, datasets: list[Dataset] | tuple[Dataset, ...], *, threads: int | None = None) -> None:
+        self._db = duckdb.connect(":memory:")
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
+        self._local = threading.local()
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        for ds in datasets:
+            self._register(ds)
+
+    def _register(self, ds: Dataset) -> None:
+        reader = "read_parquet" if ds.format == "parquet" else "read_csv_auto"
+        self._db.execute(
+            f"CREATE OR REPLACE VIEW {self._view(ds)} AS SELECT * FROM {reader}({quote_string(ds.source)})"
+        )
+
+    @staticmethod
+    def _view(ds: Dataset) -> str:
+        return quote_ident("ds_" + ds.name.lower())
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._db.cursor()
+            self._local.cursor = cur
+        return cur
+
+    def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
+        r = SqlRenderer(dataset, self._view(dataset))
+        sql = r.render(plan)
+        try:
+            rows = self._cursor().execute(sql, r.params).fetchall()
+        except duckdb.IOException as e:
+            raise Unavailable(
+                "the dataset's source cannot be read; the owner must restore it",
+                reason="DATASET_UNAVAILABLE",
+                private=str(e),
+            ) from None
+        except duckdb.Error as e:
+            raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
+        return decode_rows(plan, dataset, rows)
+
+    def row_count(self, dataset: Dataset) -> int:
+        with self._lock:
+            if dataset.name not in self._counts:
+                try:
+                    (n,) = self._cursor().execute(f"SELECT COUNT(*) FROM {self._view(dataset)}").fetchone()
+                except duckdb.Error:
+                    return 0
+                self._counts[dataset.name] = int(n)
+            return self._counts[dataset.name]

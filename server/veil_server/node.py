@@ -1,0 +1,196 @@
+"""The node: catalog, planner, policy, engine, store and release, wired into one lifecycle.
+
+Nothing here knows gRPC. Submission validates everything it can synchronously (key, SQL,
+purpose, policy) so the analyst gets the refusal at once; an accepted query is persisted
+before it is acknowledged and executed by a worker pool. On start, queries that were approved
+or running when the node stopped are re-queued, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from veil.crypto import InvalidKey, PublicKey
+from veil.v1 import query_pb2
+
+from .catalog import Catalog, Dataset
+from .config import NodeConfig, Principal
+from .engine import DuckDBEngine, Engine
+from .errors import DatasetNotFound, InvalidArgument, NotReady, QueryNotFound, VeilError
+from .lifecycle import QueryState
+from .plan import QueryPlan
+from .planner import plan_query
+from .policy import Decision, evaluate
+from .release import build_result
+from .store import NewQuery, QueryRecord, StateStore
+
+log = logging.getLogger("veil.node")
+
+MAX_REQUEST_ID = 128
+MIN_KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class Submission:
+    query: QueryRecord
+    created: bool
+
+
+class Node:
+    def __init__(self, config: NodeConfig, *, engine: Engine | None = None) -> None:
+        self.config = config
+        self.catalog = Catalog(config.datasets)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore(config.state_dir / "state.db")
+        self.engine = engine or DuckDBEngine(config.datasets)
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
+        self._closed = threading.Event()
+        self._recover()
+
+    # -- lifecycle of the node ------------------------------------------------------------
+
+    def _recover(self) -> None:
+        for q in self.store.in_states([QueryState.RUNNING]):
+            self.store.transition(q.id, QueryState.APPROVED, "NODE_RESTARTED",
+                                  "the node restarted while the query ran; it will run again")
+        for q in self.store.in_states([QueryState.APPROVED]):
+            self._pool.submit(self._execute, q.id)
+
+    def close(self, *, wait: bool = True) -> None:
+        self._closed.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self.store.close()
+
+    # -- catalog --------------------------------------------------------------------------
+
+    def dataset(self, name: str) -> Dataset:
+        bare = name.removeprefix("datasets/")
+        ds = self.catalog.get(bare)
+        if ds is None:
+            raise DatasetNotFound(f"no dataset named datasets/{bare}; list them with ListDatasets",
+                                  metadata={"dataset": bare})
+        return ds
+
+    def approximate_rows(self, ds: Dataset) -> int:
+        n = self.engine.row_count(ds)
+        if n < 100:
+            return 0 if n == 0 else 100  # small tables are reported as "about 100"
+        digits = len(str(n)) - 2
+        return round(n, -digits)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def submit(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes,
+               request_id: str) -> Submission:
+        if len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters",
+                                  reason="INVALID_REQUEST_ID")
+        try:
+            key = PublicKey.from_bytes(public_key, min_bits=MIN_KEY_BITS)
+        except InvalidKey as e:
+            raise InvalidArgument(f"the Paillier public key is not acceptable: {e}",
+                                  reason="INVALID_PUBLIC_KEY") from None
+        if not purpose:
+            raise InvalidArgument("every query declares a purpose; set purpose to one the dataset allows",
+                                  reason="PURPOSE_REQUIRED")
+        plan = plan_query(sql, self.catalog)
+        ds = self.dataset(plan.dataset)
+        decision = evaluate(plan, ds, principal=principal, purpose=purpose)
+        decision.raise_if_rejected()
+        record, created = self.store.create_query(
+            NewQuery(principal.name, request_id, ds.name, purpose, sql, plan.canonical_sql(), plan.to_json(),
+                     plan.digest(), bytes(public_key), key.fingerprint()),
+            "SUBMITTED", "query received and validated",
+        )
+        if created:
+            record = self._decide(record, decision)
+        return Submission(record, created)
+
+    def _decide(self, record: QueryRecord, decision: Decision) -> QueryRecord:
+        if decision.auto_approve:
+            record = self.store.transition(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED",
+                                           decision.summary())
+            self._pool.submit(self._execute, record.id)
+        return record
+
+    def get(self, principal: Principal, query_id: str) -> QueryRecord:
+        rec = self.store.get(_bare(query_id))
+        if rec.principal != principal.name and principal.role.value == "analyst":
+            # Another analyst's query does not exist, as far as this caller can tell.
+            raise QueryNotFound(f"no query named queries/{_bare(query_id)}; list yours with ListQueries")
+        return rec
+
+    def cancel(self, principal: Principal, query_id: str) -> QueryRecord:
+        rec = self.get(principal, query_id)
+        if rec.state is QueryState.CANCELLED:
+            return rec
+        if rec.state.terminal:
+            from .errors import FailedPrecondition
+
+            raise FailedPrecondition(f"query is {rec.state.value}; only unfinished queries can be cancelled",
+                                     reason="QUERY_FINISHED", metadata={"state": rec.state.value})
+        return self.store.transition(rec.id, QueryState.CANCELLED, "CANCELLED_BY_ANALYST",
+                                     "cancelled at the analyst's request")
+
+    def result(self, principal: Principal, query_id: str) -> bytes:
+        rec = self.get(principal, query_id)
+        if rec.state is not QueryState.SUCCEEDED:
+            raise NotReady(f"query is {rec.state.value}; a result exists only once it has SUCCEEDED",
+                           metadata={"state": rec.state.value})
+        data = self.store.result(rec.id)
+        if data is None:  # the store writes both in one transaction; this is corruption
+            raise NotReady("the result is missing", reason="RESULT_MISSING")
+        return data
+
+    # -- execution ------------------------------------------------------------------------
+
+    def _execute(self, query_id: str) -> None:
+        if self._closed.is_set():
+            return
+        try:
+            rec = self.store.transition(query_id, QueryState.RUNNING, "EXECUTION_STARTED",
+                                        "running inside the domain", expect=[QueryState.APPROVED])
+        except VeilError:
+            return  # cancelled (or taken by another worker) before it started
+        try:
+            plan = QueryPlan.from_json(rec.plan_json)
+            ds = self.dataset(plan.dataset)
+            key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
+            stats = self.engine.aggregate(plan, ds)
+            now = Timestamp()
+            now.GetCurrentTime()
+            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now)
+            self.store.transition(
+                query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
+                f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
+                expect=[QueryState.RUNNING],
+                result=(result.SerializeToString(deterministic=True), result.result_digest),
+            )
+        except VeilError as e:
+            if e.private:
+                log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
+            self._fail(query_id, e.reason, e.message)
+        except Exception:
+            log.exception("query %s failed", query_id)
+            self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details")
+
+    def _fail(self, query_id: str, reason: str, message: str) -> None:
+        try:
+            self.store.transition(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING])
+        except VeilError:
+            pass  # cancelled meanwhile: the cancellation stands
+
+
+def _bare(name: str) -> str:
+    return name.removeprefix("queries/")
+
+
+def decode_result(data: bytes) -> query_pb2.QueryResult:
+    r = query_pb2.QueryResult()
+    r.ParseFromString(data)
+    return r

@@ -1,0 +1,198 @@
+"""From per-group statistics to the released, encrypted result.
+
+1. The result covers the *whole* declared group domain (every combination of categories and
+   bins), so which groups exist in the data is not revealed: a group with no rows looks the
+   same as any other group below the minimum size.
+2. A group is suppressed when it has fewer than ``k`` rows, or when any aggregated column has
+   fewer than ``k`` non-null values in it. A suppressed group carries no cell at all; the result
+   marks it suppressed and says nothing of its count.
+3. Every released cell is an exact fixed-point integer with an explicit per-column scale. Cell
+   bounds, and so the packing layout, come from the declared ranges and row bound only, never
+   from the data, so the shape of the ciphertexts leaks nothing about the values.
+4. Cells are packed several to a Paillier plaintext, encrypted and obfuscated under the
+   analyst's key. The plaintext cells exist only in this process's memory, never on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from math import isqrt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from veil.crypto import EncodingOverflow, PackingLayout, PublicKey, encrypt_packed
+from veil.v1 import query_pb2
+
+from .catalog import Column, Dataset
+from .engine import AggregateResult, ColumnStats, key_string
+from .errors import Internal
+from .plan import AggFunc, Aggregate, QueryPlan
+
+# Extra decimal digits kept for derived aggregates (AVG, VAR_SAMP, STDDEV_SAMP) beyond the
+# column's own scale: enough for 1e-9 relative accuracy on any value of ordinary magnitude.
+DERIVED_DIGITS = 12
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """How one aggregate column is encoded: its scale and declared bounds (fixed point)."""
+
+    scale: int
+    low: int
+    high: int
+
+
+def group_domain(plan: QueryPlan, dataset: Dataset) -> list[tuple[str, ...]]:
+    """Every group the result will list, in declared order."""
+    axes = []
+    for g in plan.group_keys:
+        col = dataset.column(g.column)
+        assert col is not None
+        if g.bin_width is None:
+            axes.append([key_string(c) for c in col.categories])
+        else:
+            axes.append([key_string(b) for b in col.bin_domain(g.bin_width)])
+    return [tuple(k) for k in itertools.product(*axes)]
+
+
+def expected_groups(plan: QueryPlan, dataset: Dataset) -> int:
+    n = 1
+    for g in plan.group_keys:
+        col = dataset.column(g.column)
+        assert col is not None
+        n *= len(col.categories) if g.bin_width is None else len(col.bin_domain(g.bin_width))
+    return n
+
+
+def cell_spec(agg: Aggregate, dataset: Dataset) -> CellSpec:
+    rows = dataset.max_rows
+    if agg.column is None or agg.function is AggFunc.COUNT:
+        return CellSpec(0, 0, rows)
+    col = dataset.column(agg.column)
+    assert col is not None and col.value_range is not None
+    lo, hi = col.value_range
+    s = col.scale
+    if agg.function is AggFunc.SUM:
+        return CellSpec(s, _fx(min(Decimal(0), lo * rows), s), _fx(max(Decimal(0), hi * rows), s))
+    if agg.function is AggFunc.AVG:
+        sc = s + DERIVED_DIGITS
+        return CellSpec(sc, _fx(lo, sc), _fx(hi, sc))
+    spread = hi - lo
+    if agg.function is AggFunc.VAR_SAMP:
+        # The sample variance of values in [lo, hi] is at most (hi - lo)^2 / 4 * n / (n - 1),
+        # which is at most (hi - lo)^2 / 2 for n >= 2.
+        sc = 2 * s + DERIVED_DIGITS
+        return CellSpec(sc, 0, _fx(spread * spread / 2, sc) + 1)
+    sc = s + DERIVED_DIGITS  # STDDEV_SAMP <= sqrt((hi - lo)^2 / 2) < hi - lo
+    return CellSpec(sc, 0, _fx(spread, sc))
+
+
+def _fx(value: Decimal, scale: int) -> int:
+    return int((value * (Decimal(10) ** scale)).to_integral_value())
+
+
+def _round(x: Fraction) -> int:
+    """Round half to even, exactly."""
+    return round(x)
+
+
+def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | None, spec: CellSpec) -> int:
+    if agg.function is AggFunc.COUNT:
+        return rows if agg.column is None else st.count  # type: ignore[union-attr]
+    assert st is not None and col is not None
+    if agg.function is AggFunc.SUM:
+        return st.total
+    if agg.function is AggFunc.AVG:
+        return _round(Fraction(st.total * 10 ** (spec.scale - col.scale), st.count))
+    # Sample variance in the column's squared fixed-point units, exactly.
+    var = Fraction(st.count * st.squares - st.total * st.total, st.count * (st.count - 1))
+    if agg.function is AggFunc.VAR_SAMP:
+        return _round(var * 10 ** (spec.scale - 2 * col.scale))
+    x = var * 10 ** (2 * spec.scale - 2 * col.scale)  # STDDEV: round(sqrt(x)), exactly
+    floor_x = x.numerator // x.denominator
+    r = isqrt(floor_x)
+    if 4 * r * r + 4 * r + 1 <= 4 * x:
+        r += 1
+    return r
+
+
+def build_result(
+    query_name: str,
+    plan: QueryPlan,
+    dataset: Dataset,
+    stats: AggregateResult,
+    public_key: PublicKey,
+    *,
+    now: Timestamp | None = None,
+) -> tuple[query_pb2.QueryResult, dict[str, int]]:
+    """Returns the encrypted result and counters for metering (groups released/suppressed)."""
+    k = dataset.min_group_size
+    specs = [cell_spec(a, dataset) for a in plan.aggregates]
+    cols = [dataset.column(a.column) if a.column else None for a in plan.aggregates]
+    by_key = {g.keys: g for g in stats.groups}
+
+    result = query_pb2.QueryResult(query=query_name, min_group_size=k,
+                                   public_key_fingerprint=public_key.fingerprint())
+    for out in plan.output:
+        if out.kind == "group":
+            g = plan.group_keys[out.index]
+            col = dataset.column(g.column)
+            result.columns.add(name=out.name, kind=query_pb2.ResultColumn.KIND_GROUP_KEY,
+                               source_column=g.column, numeric_key=bool(col and col.numeric))
+        else:
+            a = plan.aggregates[out.index]
+            result.columns.add(
+                name=out.name,
+                kind=query_pb2.ResultColumn.KIND_AGGREGATE,
+                function=a.function.value,
+                source_column=a.column or "",
+                scale=specs[out.index].scale,
+            )
+
+    cells: list[int] = []
+    released = suppressed = 0
+    group_outputs = [o for o in plan.output if o.kind == "group"]
+    agg_outputs = [o for o in plan.output if o.kind == "aggregate"]
+    for keys in group_domain(plan, dataset):
+        g = by_key.get(keys)
+        ok = g is not None and g.rows >= k and all(
+            c.count >= k for c in g.columns.values()
+        )
+        result.rows.add(keys=[keys[o.index] for o in group_outputs], suppressed=not ok)
+        if not ok:
+            suppressed += 1
+            continue
+        released += 1
+        for o in agg_outputs:
+            a = plan.aggregates[o.index]
+            cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], specs[o.index]))
+
+    low = min((s.low for s in specs), default=0)
+    high = max((s.high for s in specs), default=1)
+    layout = PackingLayout.for_range(public_key, low, high, terms=1)
+    try:
+        ciphertexts = encrypt_packed(public_key, cells, layout) if cells else []
+    except EncodingOverflow:
+        # Cannot happen with clamped inputs; refusing is the safe answer if it ever does.
+        raise Internal("a result cell fell outside its declared bound", reason="RESULT_OUT_OF_RANGE") from None
+    result.cells.slot_bits = layout.slot_bits
+    result.cells.slots_per_ciphertext = layout.slots
+    result.cells.slot_offset = str(layout.low)
+    result.cells.cell_count = len(cells)
+    result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
+    if now is not None:
+        result.create_time.CopyFrom(now)
+    result.result_digest = result_digest(result)
+    return result, {"groups_released": released, "groups_suppressed": suppressed, "cells": len(cells)}
+
+
+def result_digest(result: query_pb2.QueryResult) -> str:
+    """SHA-256 over the result with its digest field cleared (deterministic serialisation)."""
+    copy = query_pb2.QueryResult()
+    copy.CopyFrom(result)
+    copy.result_digest = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()

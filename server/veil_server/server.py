@@ -1,0 +1,97 @@
+"""Starting and stopping a node's gRPC server.
+
+``run_server`` is a context manager that binds (port 0 picks a free one), registers the
+services, health checking and reflection, and yields the running server with its bound port.
+On exit, health turns NOT_SERVING first so balancers drain, then in-flight calls get a grace
+period before the server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Iterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from veil.v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+
+from .auth import AuthInterceptor, TokenAuthenticator
+from .config import NodeConfig
+from .node import Node
+from .services import CatalogServicer, QueryServicer
+
+log = logging.getLogger("veil.server")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+)
+
+
+@dataclass
+class RunningNode:
+    server: grpc.Server
+    node: Node
+    port: int
+    health: health.HealthServicer
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0) -> Iterator[RunningNode]:
+    node = Node(config)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="veil-rpc"),
+        interceptors=[AuthInterceptor(TokenAuthenticator(config.principals))],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=256,
+    )
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    address = listen or config.listen
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        node.close()
+        raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
+    server.start()
+    for name in ("",) + SERVICE_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("node %s listening on %s (port %d)", config.name, address, port)
+    try:
+        yield RunningNode(server, node, port, health_servicer)
+    finally:
+        health_servicer.enter_graceful_shutdown()
+        server.stop(grace).wait()
+        node.close()
+
+
+def serve_forever(config: NodeConfig) -> None:
+    """Run until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with run_server(config) as running:
+        print(f"veil node '{config.name}' serving on {config.listen} (port {running.port})", flush=True)
+        stop.wait()
+        print("veil node stopping", flush=True)

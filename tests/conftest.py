@@ -1,0 +1,83 @@
+"""Shared fixtures: a real node on a real loopback socket, and analysts with real 2048-bit keys.
+
+Keys are generated once per session (2048-bit generation takes a second or two) and written to
+a temporary VEIL_HOME, exactly where the SDK would keep them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import veil
+from veil.crypto import generate_keypair
+from veil_server.config import load_config
+from veil_server.demo import init_node_folder
+from veil_server.server import RunningNode, run_server
+
+E2E_ROWS = 100_000
+
+
+@dataclass
+class NodeFixture:
+    folder: Path
+    tokens: dict[str, str]
+    running: RunningNode
+
+    @property
+    def target(self) -> str:
+        return self.running.target
+
+    @property
+    def csv(self) -> Path:
+        return self.folder / "data" / "patients.csv"
+
+    def connect(self, who: str, home: Path, **kw) -> veil.Node:
+        return veil.connect(self.target, token=self.tokens[who], home=home, **kw)
+
+
+def write_home(home: Path, sk) -> Path:
+    (home / "keys").mkdir(parents=True, exist_ok=True)
+    (home / "keys" / f"paillier-{sk.public_key.bits}.json").write_text(
+        json.dumps({"format": "veil-paillier-v1", "bits": sk.public_key.bits, "private_key": sk.to_dict()})
+    )
+    return home
+
+
+@pytest.fixture(scope="session")
+def analyst_home(tmp_path_factory) -> Path:
+    """VEIL_HOME of analyst alice, holding a real 2048-bit key pair."""
+    _, sk = generate_keypair(bits=2048)
+    return write_home(tmp_path_factory.mktemp("alice-home"), sk)
+
+
+@pytest.fixture(scope="session")
+def other_home(tmp_path_factory) -> Path:
+    """VEIL_HOME of analyst bob, with his own 2048-bit key pair."""
+    _, sk = generate_keypair(bits=2048)
+    return write_home(tmp_path_factory.mktemp("bob-home"), sk)
+
+
+@pytest.fixture(scope="session")
+def demo_node(tmp_path_factory) -> Iterator[NodeFixture]:
+    folder = tmp_path_factory.mktemp("node")
+    tokens = init_node_folder(folder, rows=E2E_ROWS)
+    config = load_config(folder / "veil.toml", env={})
+    with run_server(config, listen="127.0.0.1:0", grace=1.0) as running:
+        yield NodeFixture(folder, tokens, running)
+
+
+@pytest.fixture()
+def alice(demo_node: NodeFixture, analyst_home: Path) -> Iterator[veil.Node]:
+    with demo_node.connect("alice", analyst_home) as node:
+        yield node
+
+
+@pytest.fixture()
+def bob(demo_node: NodeFixture, other_home: Path) -> Iterator[veil.Node]:
+    with demo_node.connect("bob", other_home) as node:
+        yield node

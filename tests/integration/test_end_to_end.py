@@ -1,0 +1,186 @@
+"""End to end through real gRPC: every aggregate equals the same aggregate computed directly
+with DuckDB on the raw file (exact for counts and sums, 1e-9 relative for the rest)."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pandas as pd
+import pytest
+
+import veil
+from tests.conftest import E2E_ROWS
+
+REL = 1e-9
+
+
+def raw(demo_node, sql_body: str) -> pd.DataFrame:
+    """Run ``sql_body`` (with {t} for the table) directly on the raw CSV: the owner's view."""
+    con = duckdb.connect()
+    return con.execute(sql_body.format(t=f"read_csv_auto('{demo_node.csv}')")).df()
+
+
+def close(ours, theirs) -> bool:
+    if theirs is None or (isinstance(theirs, float) and math.isnan(theirs)):
+        return False
+    return abs(float(ours) - float(theirs)) <= REL * max(1e-300, abs(float(theirs)))
+
+
+def test_dataset_is_large_enough(demo_node):
+    assert raw(demo_node, "SELECT COUNT(*) AS n FROM {t}")["n"][0] == E2E_ROWS >= 100_000
+
+
+def test_catalog_lists_rules_not_rows(alice):
+    (ds,) = alice.datasets()
+    assert ds.name == "patients"
+    names = [c.name for c in ds.columns]
+    assert "patient_id" not in names  # hidden columns are not even listed
+    assert {"region", "age", "cost"} <= set(names)
+    assert ds.approximate_row_count == 100_000
+    region = next(c for c in ds.columns if c.name == "region")
+    assert region.controls == ("filter", "group") and len(region.categories) == 8
+    with pytest.raises(veil.NotFound) as e:
+        alice.dataset("nope")
+    assert e.value.reason == "DATASET_NOT_FOUND"
+
+
+def test_grouped_aggregates_equal_duckdb(alice, demo_node):
+    df = alice.query(
+        "SELECT region, COUNT(*) AS n, COUNT(cost) AS n_cost, SUM(length_of_stay) AS stay, SUM(cost) AS total,"
+        " AVG(cost) AS avg_cost, VARIANCE(cost) AS var_cost, STDDEV(length_of_stay) AS sd_stay,"
+        " VAR_SAMP(age) AS var_age, STDDEV_SAMP(cost) AS sd_cost"
+        " FROM patients GROUP BY region",
+        purpose="research",
+    )
+    ref = raw(demo_node,
+              "SELECT region, COUNT(*) AS n, COUNT(cost) AS n_cost, SUM(length_of_stay) AS stay,"
+              " SUM(CAST(ROUND(cost * 100) AS BIGINT)) AS total_cents, AVG(cost) AS avg_cost,"
+              " VAR_SAMP(cost) AS var_cost, STDDEV_SAMP(length_of_stay) AS sd_stay, VAR_SAMP(age) AS var_age,"
+              " STDDEV_SAMP(cost) AS sd_cost FROM {t} GROUP BY region").set_index("region")
+    assert len(df) == 8 and not df["suppressed"].any()
+    for _, row in df.iterrows():
+        r = ref.loc[row["region"]]
+        assert row["n"] == r["n"] and row["n_cost"] == r["n_cost"]  # exact
+        assert row["stay"] == r["stay"]  # exact integer sum
+        assert round(row["total"] * 100) == r["total_cents"]  # exact to the cent
+        for col in ("avg_cost", "var_cost", "sd_stay", "var_age", "sd_cost"):
+            assert close(row[col], r[col]), (row["region"], col, row[col], r[col])
+
+
+def test_exact_mode_gives_decimals(alice, demo_node):
+    df = alice.query("SELECT SUM(cost) AS total, AVG(age) AS a FROM patients", purpose="research", exact=True)
+    ref = raw(demo_node, "SELECT SUM(CAST(ROUND(cost * 100) AS BIGINT)) AS c, AVG(age) AS a FROM {t}")
+    assert int(df["total"][0] * 100) == ref["c"][0]
+    assert close(df["a"][0], ref["a"][0])
+
+
+def test_binned_keys_filters_and_suppression(alice, demo_node):
+    sql = ("SELECT diagnosis, FLOOR(age / 10) * 10 AS decade, COUNT(*) AS n, AVG(length_of_stay) AS stay"
+           " FROM patients WHERE region IN ('North', 'Islands') AND (sex = 'F' OR age BETWEEN 80 AND 90)"
+           " AND NOT admitted_year < 2017 AND postcode <> '12345' GROUP BY diagnosis, decade")
+    df = alice.query(sql, purpose="research")
+    ref = raw(demo_node,
+              "SELECT diagnosis, FLOOR(age / 10) * 10 AS decade, COUNT(*) AS n, AVG(length_of_stay) AS stay"
+              " FROM {t} WHERE region IN ('North', 'Islands') AND (sex = 'F' OR age BETWEEN 80 AND 90)"
+              " AND NOT admitted_year < 2017 AND postcode <> '12345' GROUP BY diagnosis, decade")
+    ref = {(r.diagnosis, int(r.decade)): r for r in ref.itertuples()}
+    # The whole declared domain is listed: 10 diagnoses x 12 decades over [0, 110].
+    assert len(df) == 10 * 12
+    seen_suppressed = seen_released = 0
+    for row in df.itertuples():
+        r = ref.get((row.diagnosis, row.decade))
+        if r is None or r.n < 10:
+            assert row.suppressed and pd.isna(row.n) and pd.isna(row.stay)
+            seen_suppressed += 1
+        else:
+            assert not row.suppressed and row.n == r.n and close(row.stay, r.stay)
+            seen_released += 1
+    assert seen_suppressed > 0 and seen_released > 0
+
+
+def test_global_aggregate(alice, demo_node):
+    df = alice.query("SELECT COUNT(*), AVG(cost) FROM patients WHERE diagnosis = 'renal'", purpose="planning")
+    ref = raw(demo_node, "SELECT COUNT(*) AS n, AVG(cost) AS a FROM {t} WHERE diagnosis = 'renal'")
+    assert list(df.columns) == ["count", "avg_cost", "suppressed"]
+    assert df["count"][0] == ref["n"][0] and close(df["avg_cost"][0], ref["a"][0])
+
+
+def test_submit_is_idempotent(alice):
+    sql = "SELECT sex, COUNT(*) FROM patients GROUP BY sex"
+    first = alice.submit(sql, purpose="research", request_id="retry-me-1")
+    again = alice.submit(sql, purpose="research", request_id="retry-me-1")
+    assert first.name == again.name
+    assert sum(q.name == first.name for q in alice.queries(limit=500)) == 1
+    with pytest.raises(veil.AlreadyExists) as e:
+        alice.submit("SELECT COUNT(*) FROM patients", purpose="research", request_id="retry-me-1")
+    assert e.value.reason == "REQUEST_ID_REUSED"
+    assert alice.wait(first.name)["count"].sum() > 0
+
+
+def test_lifecycle_history_and_listing(alice):
+    info = alice.submit("SELECT region, AVG(age) FROM patients GROUP BY region", purpose="research")
+    alice.wait(info.name)
+    done = alice.get(info.name)
+    assert done.state == "SUCCEEDED"
+    assert [h[0] for h in done.history] == ["PENDING_APPROVAL", "APPROVED", "RUNNING", "SUCCEEDED"]
+    assert done.history[1][1] == "POLICY_AUTO_APPROVED"
+    listed = alice.queries(limit=500)
+    assert listed[0].name == info.name  # newest first
+    with pytest.raises(veil.WrongState) as e:
+        alice.cancel(info.name)
+    assert e.value.reason == "QUERY_FINISHED"
+
+
+def test_paging_walks_every_query(alice):
+    names = {alice.submit("SELECT COUNT(*) FROM patients", purpose="research").name for _ in range(7)}
+    seen = []
+    stub_pages = alice.queries(limit=10_000)
+    seen = [q.name for q in stub_pages]
+    assert names <= set(seen) and len(seen) == len(set(seen))
+
+
+def test_other_analysts_cannot_see_my_queries(alice, bob):
+    info = alice.submit("SELECT COUNT(*) FROM patients", purpose="research")
+    alice.wait(info.name)
+    for call in (bob.get, bob.cancel, bob.result):
+        with pytest.raises(veil.NotFound):
+            call(info.name)
+    assert info.name not in {q.name for q in bob.queries()}
+
+
+def test_wrong_purpose_and_roles(alice, demo_node, analyst_home):
+    with pytest.raises(veil.PermissionDenied) as e:
+        alice.query("SELECT COUNT(*) FROM patients", purpose="marketing")
+    assert e.value.reason == "PURPOSE_NOT_ALLOWED"
+    with demo_node.connect("olivia", analyst_home) as owner:
+        assert owner.datasets()[0].name == "patients"
+        with pytest.raises(veil.PermissionDenied) as e:
+            owner.query("SELECT COUNT(*) FROM patients", purpose="research")
+        assert e.value.reason == "ROLE_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("token,reason", [(None, "MISSING_CREDENTIALS"), ("not-a-token", "INVALID_TOKEN")])
+def test_authentication_required(demo_node, analyst_home, token, reason, monkeypatch):
+    monkeypatch.delenv("VEIL_TOKEN", raising=False)
+    with veil.connect(demo_node.target, token=token, home=analyst_home) as anon:
+        with pytest.raises(veil.AuthenticationError) as e:
+            anon.datasets()
+    assert e.value.reason == reason
+
+
+def test_cancel_pending_query_and_wait_reports_it(alice, demo_node):
+    # Cancelling races with execution; whichever wins, the state is final and consistent.
+    info = alice.submit("SELECT region, VARIANCE(cost) FROM patients GROUP BY region", purpose="research")
+    try:
+        alice.cancel(info.name)
+    except veil.WrongState:
+        pass  # it finished first
+    final = alice.get(info.name)
+    assert final.state in ("CANCELLED", "SUCCEEDED")
+    if final.state == "CANCELLED":
+        with pytest.raises(veil.QueryFailed) as e:
+            alice.wait(info.name)
+        assert e.value.state == "CANCELLED"
+        with pytest.raises(veil.NotReady):
+            alice.result(info.name)

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, TypeVar
 
 import grpc
 import pandas as pd
@@ -158,11 +158,11 @@ class Node:
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token}")] if self._token else []
 
-    def _call(self, method: Callable[..., T], request, *, retry: bool = False) -> T:
+    def _call(self, method: Callable[..., T], request, *, retry: bool = False, timeout: float | None = None) -> T:
         attempts = self._retries + 1 if retry else 1
         for attempt in range(attempts):
             try:
-                return method(request, metadata=self._metadata(), timeout=self._timeout)
+                return method(request, metadata=self._metadata(), timeout=timeout or self._timeout)
             except grpc.RpcError as e:
                 if retry and e.code() in _RETRYABLE and attempt + 1 < attempts:
                     time.sleep(min(2.0, 0.1 * 2**attempt))
@@ -236,21 +236,19 @@ class Node:
         return self.result(info.name, exact=exact)
 
     def _wait_finished(self, query: str, timeout: float | None) -> QueryInfo:
+        """Server-side waiting (WaitQuery) in slices of at most 30 s: no polling."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
-        for info in self._poll(query):
+        while True:
+            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            req = query_pb2.WaitQueryRequest(name=_q(query))
+            req.timeout.FromNanoseconds(int(left * 1e9))
+            info = QueryInfo.from_proto(self._call(self._queries.WaitQuery, req, retry=True,
+                                                   timeout=left + self._timeout))
             if info.finished:
                 return info
-            if deadline is not None and time.monotonic() + delay > deadline:
+            if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"query {info.id} is still {info.state} after {timeout} s; "
                               f"wait again or check it with get()", reason="WAIT_TIMEOUT")
-            time.sleep(delay)
-            delay = min(1.0, delay * 1.5)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _poll(self, query: str) -> Iterator[QueryInfo]:
-        while True:
-            yield self.get(query)
 
     def query(self, sql: str, *, purpose: str, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
         """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed)."""

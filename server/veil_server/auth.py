@@ -40,6 +40,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.QueryService/ListQueries": frozenset({ANALYST, OWNER, ADMIN}),
     "/veil.v1.QueryService/CancelQuery": frozenset({ANALYST}),
     "/veil.v1.QueryService/GetQueryResult": frozenset({ANALYST}),
+    "/veil.v1.QueryService/WaitQuery": frozenset({ANALYST, OWNER, ADMIN}),
 }
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",

@@ -65,7 +65,7 @@ source = "{source}"
 description = "Synthetic hospital admissions: one row per admission."
 purposes = ["research", "planning"]
 min_group_size = {min_group_size}
-max_groups = 10000
+max_groups = 2000
 
   [[datasets.columns]]
   name = "patient_id"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,19 +51,28 @@ class Node:
         self.engine = engine or DuckDBEngine(config.datasets)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         self._closed = threading.Event()
+        self._changed = threading.Condition()
         self._recover()
 
     # -- lifecycle of the node ------------------------------------------------------------
 
     def _recover(self) -> None:
         for q in self.store.in_states([QueryState.RUNNING]):
-            self.store.transition(q.id, QueryState.APPROVED, "NODE_RESTARTED",
+            self._move(q.id, QueryState.APPROVED, "NODE_RESTARTED",
                                   "the node restarted while the query ran; it will run again")
         for q in self.store.in_states([QueryState.APPROVED]):
             self._pool.submit(self._execute, q.id)
 
+    def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
+        rec = self.store.transition(query_id, to, reason, message, **kw)
+        with self._changed:
+            self._changed.notify_all()
+        return rec
+
     def close(self, *, wait: bool = True) -> None:
         self._closed.set()
+        with self._changed:
+            self._changed.notify_all()
         self._pool.shutdown(wait=wait, cancel_futures=True)
         self.store.close()
 
@@ -113,7 +123,7 @@ class Node:
 
     def _decide(self, record: QueryRecord, decision: Decision) -> QueryRecord:
         if decision.auto_approve:
-            record = self.store.transition(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED",
+            record = self._move(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED",
                                            decision.summary())
             self._pool.submit(self._execute, record.id)
         return record
@@ -125,6 +135,19 @@ class Node:
             raise QueryNotFound(f"no query named queries/{_bare(query_id)}; list yours with ListQueries")
         return rec
 
+    def wait(self, principal: Principal, query_id: str, timeout: float) -> QueryRecord:
+        """The query once it is finished, or as it is when ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        with self._changed:  # read under the condition's lock so no notification is missed
+            rec = self.get(principal, query_id)
+            while not rec.state.terminal and not self._closed.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, 1.0))
+                rec = self.store.get(rec.id)
+        return rec
+
     def cancel(self, principal: Principal, query_id: str) -> QueryRecord:
         rec = self.get(principal, query_id)
         if rec.state is QueryState.CANCELLED:
@@ -134,7 +157,7 @@ class Node:
 
             raise FailedPrecondition(f"query is {rec.state.value}; only unfinished queries can be cancelled",
                                      reason="QUERY_FINISHED", metadata={"state": rec.state.value})
-        return self.store.transition(rec.id, QueryState.CANCELLED, "CANCELLED_BY_ANALYST",
+        return self._move(rec.id, QueryState.CANCELLED, "CANCELLED_BY_ANALYST",
                                      "cancelled at the analyst's request")
 
     def result(self, principal: Principal, query_id: str) -> bytes:
@@ -153,7 +176,7 @@ class Node:
         if self._closed.is_set():
             return
         try:
-            rec = self.store.transition(query_id, QueryState.RUNNING, "EXECUTION_STARTED",
+            rec = self._move(query_id, QueryState.RUNNING, "EXECUTION_STARTED",
                                         "running inside the domain", expect=[QueryState.APPROVED])
         except VeilError:
             return  # cancelled (or taken by another worker) before it started
@@ -165,7 +188,7 @@ class Node:
             now = Timestamp()
             now.GetCurrentTime()
             result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now)
-            self.store.transition(
+            self._move(
                 query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                 f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
                 expect=[QueryState.RUNNING],
@@ -181,7 +204,7 @@ class Node:
 
     def _fail(self, query_id: str, reason: str, message: str) -> None:
         try:
-            self.store.transition(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING])
+            self._move(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING])
         except VeilError:
             pass  # cancelled meanwhile: the cancellation stands
 

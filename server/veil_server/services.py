@@ -20,6 +20,7 @@ from .store import QueryRecord
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
+MAX_WAIT = 60.0
 
 _CONTROL = {
     ColumnControl.HIDDEN: catalog_pb2.COLUMN_CONTROL_HIDDEN,
@@ -166,6 +167,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return query_pb2.ListQueriesResponse(
             queries=[query_proto(self.node, r) for r in recs[:size]], next_page_token=nxt
         )
+
+    def WaitQuery(self, request, context):
+        timeout = request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 10.0
+        if timeout < 0:
+            raise InvalidArgument("timeout must not be negative", reason="INVALID_TIMEOUT")
+        remaining = context.time_remaining()
+        timeout = min(timeout, MAX_WAIT, remaining if remaining is not None else MAX_WAIT)
+        return query_proto(self.node, self.node.wait(current_principal(), request.name, timeout))
 
     def CancelQuery(self, request, context):
         return query_proto(self.node, self.node.cancel(current_principal(), request.name))

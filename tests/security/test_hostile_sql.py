@@ -63,7 +63,7 @@ HOSTILE = [
     ("SELEC COUNT(*) FROM patients", INV, None),
     ("SELECT COUNT(*) FROM patients WHERE region = 'North' -- ' OR 1=1", None, None),  # comment: harmless
     ("SELECT COUNT(*) FROM patients WHERE age > 1 OR 1 = 1", INV, None),
-    ("SELECT COUNT(*) FROM patients WHERE age IN (" + ", ".join(map(str, range(5000))) + ")", INV, "TOO_MANY_IN_ITEMS"),
+    ("SELECT COUNT(*) FROM patients WHERE age IN (" + ", ".join(map(str, range(1500))) + ")", INV, "TOO_MANY_IN_ITEMS"),
     ("SELECT COUNT(*) FROM patients WHERE " + "(" * 300 + "age > 1" + ")" * 300, INV, None),
     ("SELECT COUNT(*) FROM patients WHERE region = 'x\x00'; DROP TABLE patients", INV, None),
     ("SELECT COUNT(*) FROM patients " + "x" * 30_000, INV, "SQL_TOO_LONG"),

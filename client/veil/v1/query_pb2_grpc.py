@@ -60,6 +60,11 @@ class QueryServiceStub:
                 request_serializer=veil_dot_v1_dot_query__pb2.GetQueryResultRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_query__pb2.QueryResult.FromString,
                 _registered_method=True)
+        self.WaitQuery = channel.unary_unary(
+                '/veil.v1.QueryService/WaitQuery',
+                request_serializer=veil_dot_v1_dot_query__pb2.WaitQueryRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_query__pb2.Query.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -103,6 +108,14 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitQuery(self, request, context):
+        """Blocks until the query is finished or the timeout passes (at most 60 s), then returns it
+        as GetQuery would. Lets clients wait without polling; call again to keep waiting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +143,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetQueryResult,
                     request_deserializer=veil_dot_v1_dot_query__pb2.GetQueryResultRequest.FromString,
                     response_serializer=veil_dot_v1_dot_query__pb2.QueryResult.SerializeToString,
+            ),
+            'WaitQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitQuery,
+                    request_deserializer=veil_dot_v1_dot_query__pb2.WaitQueryRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_query__pb2.Query.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +286,33 @@ class QueryService:
             '/veil.v1.QueryService/GetQueryResult',
             veil_dot_v1_dot_query__pb2.GetQueryResultRequest.SerializeToString,
             veil_dot_v1_dot_query__pb2.QueryResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.QueryService/WaitQuery',
+            veil_dot_v1_dot_query__pb2.WaitQueryRequest.SerializeToString,
+            veil_dot_v1_dot_query__pb2.Query.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark, side by side in one run. Pass --quick for a short smoke run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import crypto_bench  # noqa: E402
+import query_bench  # noqa: E402
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    print("=" * 100)
+    print("Veil benchmarks" + (" (quick)" if quick else ""))
+    print("=" * 100)
+    query_bench.main(["--rows", "1000000", "--repeat", "3"] if quick else [])
+    print()
+    crypto_bench.main(["--quick"] if quick else [])
+
+
+if __name__ == "__main__":
+    main()

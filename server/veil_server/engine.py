@@ -106,7 +106,9 @@ class SqlRenderer:
     def clamped(self, col: Column) -> str:
         assert col.value_range is not None
         low, high = (int((v * 10**col.scale).to_integral_value()) for v in col.value_range)
-        return f"LEAST(GREATEST({self.fixed(col)}, {low}), {high})"
+        v = self.fixed(col)
+        # CASE, not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound.
+        return f"CASE WHEN {v} < {low} THEN {low} WHEN {v} > {high} THEN {high} ELSE {v} END"
 
     def group_expr(self, column: str, bin_width: Decimal | None) -> str:
         col = self.dataset.column(column)

@@ -1,0 +1,82 @@
+"""The `veil` command as a user types it: init a node, serve it, list, query, refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+VEIL = [sys.executable, "-m", "veil_server.cli"]
+
+
+@pytest.fixture()
+def served(tmp_path, analyst_home):
+    folder = tmp_path / "node"
+    out = subprocess.run(VEIL + ["node", "init", str(folder), "--rows", "2000"], capture_output=True, text=True,
+                         check=True)
+    assert "veil node serve" in out.stdout
+    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(VEIL + ["node", "serve", "--config", str(folder / "veil.toml")], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    port = re.search(r"\(port (\d+)\)", line).group(1)
+    client_env = dict(os.environ, VEIL_TARGET=f"127.0.0.1:{port}", VEIL_HOME=str(analyst_home),
+                      VEIL_TOKEN_FILE=str(folder / "tokens" / "alice.token"))
+    client_env.pop("VEIL_TOKEN", None)
+    try:
+        yield client_env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # graceful stop
+
+
+def veil(env, *args):
+    return subprocess.run(VEIL + list(args), env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_end_to_end(served):
+    r = veil(served, "datasets", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["name"] == "patients"
+
+    r = veil(served, "dataset", "patients")
+    assert r.returncode == 0 and "length_of_stay" in r.stdout and "patient_id" not in r.stdout
+
+    r = veil(served, "query", "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex", "--purpose", "research",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {row["sex"] for row in rows} == {"F", "M"} and sum(row["n"] for row in rows) == 2000
+
+    r = veil(served, "query", "SELECT region, AVG(cost) FROM patients GROUP BY region", "--purpose", "research")
+    assert r.returncode == 0 and "Islands" in r.stdout and "suppressed" in r.stdout
+
+    r = veil(served, "query", "SELECT COUNT(*) FROM patients", "--purpose", "research", "--no-wait", "--json")
+    qid = json.loads(r.stdout)["name"].removeprefix("queries/")
+    for _ in range(100):
+        status = json.loads(veil(served, "status", qid, "--json").stdout)
+        if status["state"] == "SUCCEEDED":
+            break
+        time.sleep(0.1)
+    r = veil(served, "result", qid, "--json")
+    assert json.loads(r.stdout)[0]["count"] == 2000
+    assert qid in veil(served, "queries").stdout
+
+
+def test_cli_refusals_have_reasons_and_exit_codes(served):
+    r = veil(served, "query", "SELECT postcode, COUNT(*) FROM patients GROUP BY postcode", "--purpose", "research")
+    assert r.returncode == 2 and "GROUP_BY_NOT_ALLOWED" in r.stderr
+    r = veil(served, "query", "SELECT COUNT(*) FROM patients", "--purpose", "gossip")
+    assert r.returncode == 2 and "PURPOSE_NOT_ALLOWED" in r.stderr
+    bad = dict(served, VEIL_TOKEN="wrong")
+    bad.pop("VEIL_TOKEN_FILE")
+    r = veil(bad, "datasets")
+    assert r.returncode == 2 and "INVALID_TOKEN" in r.stderr
+    r = veil(dict(served, VEIL_TARGET="127.0.0.1:1"), "datasets")
+    assert r.returncode == 3 and "cannot reach" in r.stderr

@@ -1,0 +1,120 @@
+"""Released cells are exact: derived from integer sufficient statistics, checked against
+exact rational arithmetic, and bounded by declared ranges only."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from decimal import Decimal
+from fractions import Fraction
+
+import duckdb
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
+from veil_server.engine import ColumnStats, DuckDBEngine
+from veil_server.plan import AggFunc, Aggregate
+from veil_server.planner import plan_query
+from veil_server.release import cell_spec, cell_value, expected_groups, group_domain
+
+AGG = frozenset({ColumnControl.AGGREGATE, ColumnControl.FILTER})
+COLS = (
+    Column("g", ColumnType.TEXT, frozenset({ColumnControl.GROUP}), categories=("a", "b", "c")),
+    Column("x", ColumnType.DECIMAL, AGG, value_range=(Decimal("-50"), Decimal("50")), scale=2),
+    Column("n", ColumnType.INTEGER, frozenset({ColumnControl.GROUP, ColumnControl.AGGREGATE}),
+           value_range=(Decimal(0), Decimal(100)), bin_width=Decimal(5)),
+)
+
+
+def dataset(tmp_path, rows: list[tuple], k: int = 2) -> Dataset:
+    path = tmp_path / "t.csv"
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (g VARCHAR, x DOUBLE, n BIGINT)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    con.execute(f"COPY t TO '{path}' (HEADER)")
+    return Dataset("t", str(path), "csv", COLS, frozenset({"r"}), min_group_size=k, max_rows=10_000)
+
+
+def exact(values: list[Fraction], fn: AggFunc) -> Fraction | float:
+    n = len(values)
+    mean = sum(values) / n
+    if fn is AggFunc.AVG:
+        return mean
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return var if fn is AggFunc.VAR_SAMP else math.sqrt(var)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5000, 5000), min_size=2, max_size=60))
+def test_cells_match_exact_rational_arithmetic(cents):
+    col = COLS[1]
+    stats = ColumnStats(len(cents), sum(cents), sum(c * c for c in cents))
+    values = [Fraction(c, 100) for c in cents]
+    ds = Dataset("t", "-", "csv", COLS, frozenset({"r"}), max_rows=100)
+    for fn in (AggFunc.AVG, AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP, AggFunc.SUM, AggFunc.COUNT):
+        agg = Aggregate(fn, "x", "out")
+        spec = cell_spec(agg, ds)
+        got = cell_value(agg, len(cents), stats, col, spec)
+        assert spec.low <= got <= spec.high
+        if fn is AggFunc.SUM:
+            assert got == sum(cents)
+        elif fn is AggFunc.COUNT:
+            assert got == len(cents)
+        elif fn is AggFunc.STDDEV_SAMP:
+            assert abs(Fraction(got, 10**spec.scale) - Fraction(exact(values, fn))) <= Fraction(1, 10**spec.scale)
+        else:
+            # Exact rational result, rounded half-even to the cell's scale.
+            assert got == round(exact(values, fn) * 10**spec.scale)
+
+
+def test_engine_clamps_skips_nulls_and_keeps_the_domain(tmp_path):
+    rows = [("a", 10.25, 3), ("a", 99.0, 7), ("a", None, 12), ("b", -80.5, 99), ("b", 1.5, 101),
+            ("zzz", 1.0, 1), (None, 2.0, 2), ("c", 3.0, None)]
+    ds = dataset(tmp_path, rows, k=1)
+    cat = Catalog([ds])
+    plan = plan_query("SELECT g, COUNT(*), COUNT(x), SUM(x), AVG(x) FROM t GROUP BY g", cat)
+    res = DuckDBEngine([ds]).aggregate(plan, ds)
+    by = {g.keys: g for g in res.groups}
+    assert ("zzz",) in by and ("c",) in by  # the engine reports what is there; release keeps the domain
+    assert [k for k in group_domain(plan, ds)] == [("a",), ("b",), ("c",)]
+    a = by[("a",)]
+    assert a.rows == 3 and a.columns["x"].count == 2
+    assert a.columns["x"].total == 1025 + 5000  # 99.0 clamped to the range's 50.00
+    assert by[("b",)].columns["x"].total == -5000 + 150  # -80.5 clamped to -50.00
+    assert res.rows_matched == len(rows)
+
+    binned = plan_query("SELECT FLOOR(n / 10) * 10 AS b, COUNT(*) FROM t GROUP BY b", cat)
+    keys = {g.keys[0]: g.rows for g in DuckDBEngine([ds]).aggregate(binned, ds).groups}
+    assert keys == {"0": 4, "10": 1, "90": 1, "100": 1}  # n = 3, 7, 1, 2 | 12 | 99 | 101
+    assert group_domain(binned, ds)[:3] == [("0",), ("10",), ("20",)] and expected_groups(binned, ds) == 11
+
+
+def test_bounds_come_from_declarations_not_data():
+    ds = Dataset("t", "-", "csv", COLS, frozenset({"r"}), max_rows=1000)
+    specs = {fn: cell_spec(Aggregate(fn, "x", "o"), ds) for fn in AggFunc}
+    assert specs[AggFunc.COUNT].high == 1000
+    assert (specs[AggFunc.SUM].low, specs[AggFunc.SUM].high) == (-50 * 1000 * 100, 50 * 1000 * 100)
+    assert specs[AggFunc.AVG].scale == 14 and specs[AggFunc.AVG].high == 50 * 10**14
+    assert specs[AggFunc.VAR_SAMP].high >= 100**2 // 2 * 10**specs[AggFunc.VAR_SAMP].scale
+    # The worst case fits: n values at the two ends give the largest sample variance.
+    worst = [Fraction(-50)] * 3 + [Fraction(50)] * 3
+    assert statistics.variance(worst) * 10**specs[AggFunc.VAR_SAMP].scale <= specs[AggFunc.VAR_SAMP].high
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_suppression_threshold(tmp_path, k):
+    from veil.crypto import generate_keypair
+    from veil_server.release import build_result
+
+    rows = [("a", 1.0, 1)] * 3 + [("b", 2.0, 2)] * 2 + [("c", None, 3)] * 5
+    ds = dataset(tmp_path, rows, k=k)
+    plan = plan_query("SELECT g, COUNT(*), AVG(x) FROM t GROUP BY g", Catalog([ds]))
+    stats = DuckDBEngine([ds]).aggregate(plan, ds)
+    pk, sk = generate_keypair(bits=1024, insecure_test_key=True)  # small key: this test is about suppression
+    result, counters = build_result("queries/x", plan, ds, stats, pk)
+    flags = {r.keys[0]: r.suppressed for r in result.rows}
+    # 'c' has 5 rows but no non-null x: its AVG cell would rest on fewer than k values.
+    assert flags == {"a": 3 < k, "b": 2 < k, "c": True}
+    assert counters["cells"] == 2 * sum(not s for s in flags.values())
+    assert result.cells.cell_count == counters["cells"]

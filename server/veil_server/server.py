@@ -28,6 +28,8 @@ from .node import Node
 from .services import CatalogServicer, QueryServicer
 
 log = logging.getLogger("veil.server")
+# sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SERVICE_NAMES = (

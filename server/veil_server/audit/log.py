@@ -1,0 +1,384 @@
+"""The node's append-only, tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints).
+
+What it guarantees, and against whom:
+
+* **Fail closed.** ``append`` returns only after the entry is committed and fsynced
+  (SQLite WAL, ``synchronous=FULL``); on any storage error it raises :class:`AuditUnavailable`
+  and the caller must not perform the action. An action without an entry does not happen.
+* **Against the operator rewriting history** (the one party DESIGN.md trusts with the data but
+  not with the past): every entry is a leaf of a Merkle tree whose roots the node signs
+  (:meth:`AuditLog.checkpoint`). Anyone holding an earlier signed checkpoint detects an edited,
+  deleted, reordered or truncated entry, a rollback to a backup, or a fork: the later log is not
+  consistent with the checkpoint (``veil.audit.verify_export(..., old_checkpoint=...)`` or a
+  consistency proof). Auditors should keep the checkpoints they see, and receipts carry one.
+* **Without any checkpoint** a verifier can only check internal consistency (canonical entries,
+  contiguous indices, the hash chain, signatures and roots of the checkpoints present): an
+  operator who holds the signing key can rebuild a whole, shorter or different, log that is
+  consistent with itself. Signed checkpoints held by others are what make history fixed.
+* **Against accidents and naive tampering** (a flipped byte, a deleted or swapped row, a
+  truncation that leaves its checkpoints behind): opening the log recomputes every leaf, the
+  chain, the stored subtree hashes and the stored checkpoints, and refuses to start
+  (:class:`AuditCorrupted`) naming the first bad entry. A restored backup is consistent with
+  itself: only a checkpoint held outside the node reveals it.
+* Entries after the latest checkpoint are covered by no signature yet: sign checkpoints often
+  (``export`` and ``receipt`` sign one when they need it).
+
+Entries hold names, counts, reasons and digests, never a data value: the log is read by
+auditors who must not see the data either. One writer process per log file.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from veil.audit import merkle
+from veil.audit.canonical import NonCanonical, format_time
+from veil.audit.records import (
+    DATASET_CERTIFICATE,
+    QUERY_DIGEST,
+    RESULT_DIGEST,
+    Checkpoint,
+    Entry,
+    Receipt,
+    is_known_kind,
+)
+
+from ..errors import InvalidArgument
+from ..node_key import NodeKey
+from . import export as _export
+from . import search as _search
+from . import store
+from .errors import AuditCorrupted, AuditUnavailable
+from .search import SearchPage
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AuditLog:
+    """``AuditLog(path, key, node_id=...)`` opens (or creates) the log and checks it end to end."""
+
+    def __init__(
+        self,
+        path: Path,
+        key: NodeKey,
+        *,
+        node_id: str,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.node_id = node_id
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._stale = False
+        self._conn: sqlite3.Connection | None = store.connect(self.path)
+        try:
+            self._init_meta()
+            self._tail = store.check(
+                self._conn, node_id=node_id, public_key=key.public_key_bytes
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise AuditUnavailable(f"cannot read {self.path}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _init_meta(self) -> None:
+        conn = self._db()
+        conn.executescript(store.DDL)
+        want = {
+            "schema": store.SCHEMA_VERSION, "node_id": self.node_id, "key_id": self.key.key_id,
+            "public_key": base64.b64encode(self.key.public_key_bytes).decode(),
+        }
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            for k, v in want.items():
+                if k not in have:
+                    conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (k, v))
+                elif have[k] != v:
+                    raise AuditUnavailable(f"{self.path}: log has {k}={have[k]!r}, node has {v!r}")
+            # A write at every open: a log we cannot write to is refused now, not at the
+            # first action.
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', ?)",
+                (format_time(self._clock()),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AuditUnavailable(f"{self.path}: the log is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def tree_size(self) -> int:
+        with self._lock:
+            return self._tail.range.size
+
+    @property
+    def root_hash(self) -> bytes:
+        with self._lock:
+            return self._tail.range.root()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def append(
+        self,
+        kind: str,
+        *,
+        principal: str,
+        outcome: str,
+        dataset: str | None = None,
+        query: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Log one event and return its index once it is durable.
+
+        Raises :class:`AuditUnavailable` if it could not be made durable (the caller must then
+        not perform the action), ``ValueError``/``TypeError`` for an unknown kind or outcome or
+        a value canonical JSON does not allow (floats, None, bytes: convert them first).
+        """
+        if not is_known_kind(kind):
+            raise ValueError(f"unknown audit kind {kind!r}")
+        with self._lock:
+            conn = self._db()
+            if self._stale:
+                self._resync(conn)
+            tail = self._tail
+            entry = Entry(
+                index=tail.range.size,
+                time=max(format_time(self._clock()), tail.last_time),  # never goes back
+                kind=kind, principal=principal, outcome=outcome, prev=tail.last_leaf,
+                dataset=dataset, query=query, details=dict(details or {}),
+            )
+            body = entry.to_bytes()
+            leaf = merkle.leaf_hash(body)
+            new_range = tail.range.copy()
+            nodes = [(lvl, i, h) for lvl, i, h in new_range.append(leaf) if lvl > 0]
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    f"INSERT INTO entry ({store.ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    store.entry_row(entry, body, leaf),
+                )
+                conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
+                conn.execute("COMMIT")
+            except (sqlite3.Error, OSError) as exc:
+                self._stale = True  # the commit may or may not have happened: re-read first
+                self._rollback(conn)
+                raise AuditUnavailable(f"append of entry {entry.index} failed: {exc}") from exc
+            self._tail = store.Tail(new_range, leaf, entry.time)
+            return entry.index
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except (sqlite3.Error, OSError):
+            pass
+
+    def _resync(self, conn: sqlite3.Connection) -> None:
+        """After a failed append: learn whether its commit landed, before appending again."""
+        tail = self._tail
+        try:
+            rows = conn.execute(
+                "SELECT idx, body, leaf_hash FROM entry WHERE idx >= ? ORDER BY idx",
+                (tail.range.size,),
+            ).fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            raise AuditUnavailable(f"audit log unreadable after a failed append: {exc}") from exc
+        if len(rows) > 1:
+            raise AuditCorrupted("ENTRY_UNEXPECTED", tail.range.size, "rows beyond the tail")
+        if rows:
+            idx, body, leaf = rows[0]
+            try:
+                entry = Entry.from_bytes(bytes(body))
+            except NonCanonical as exc:
+                raise AuditCorrupted("ENTRY_MALFORMED", idx, str(exc)) from None
+            if merkle.leaf_hash(bytes(body)) != bytes(leaf) or entry.prev != tail.last_leaf:
+                raise AuditCorrupted("ENTRY_MODIFIED", idx, "entry after a failed append")
+            new_range = tail.range.copy()
+            new_range.append(bytes(leaf))
+            self._tail = store.Tail(new_range, bytes(leaf), entry.time)
+        self._stale = False
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign and store a checkpoint of the whole log as it is now (or return the stored one
+        for this size). Raises :class:`AuditUnavailable` if it cannot be stored."""
+        with self._lock:
+            conn = self._db()
+            if self._stale:
+                self._resync(conn)
+            size, root = self._tail.range.size, self._tail.range.root()
+            try:
+                row = conn.execute(
+                    "SELECT body, signature FROM checkpoint WHERE tree_size = ?", (size,)
+                ).fetchone()
+                if row is not None:
+                    return Checkpoint.from_signed_bytes(bytes(row[0]), bytes(row[1]))
+                cp = Checkpoint(
+                    origin=self.node_id, tree_size=size, root_hash=root, key_id=self.key.key_id,
+                    time=max(format_time(self._clock()), self._tail.last_time),
+                )
+                cp = cp.with_signature(self.key.sign(cp.signed_bytes()))
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "INSERT INTO checkpoint (tree_size, body, signature) VALUES (?, ?, ?)",
+                    (size, cp.signed_bytes(), cp.signature),
+                )
+                conn.execute("COMMIT")
+                return cp
+            except (sqlite3.Error, OSError) as exc:
+                self._rollback(conn)
+                raise AuditUnavailable(f"checkpoint at {size} failed: {exc}") from exc
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._lock:
+            try:
+                return fn(self._db())
+            except (sqlite3.Error, OSError) as exc:
+                raise AuditUnavailable(f"audit log read failed: {exc}") from exc
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        cps = self.checkpoints(limit=1)
+        return cps[0] if cps else None
+
+    def checkpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
+        """Stored checkpoints, newest first."""
+        rows = self._read(lambda c: c.execute(
+            "SELECT body, signature FROM checkpoint ORDER BY tree_size DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        ).fetchall())
+        return [Checkpoint.from_signed_bytes(bytes(b), bytes(s)) for b, s in rows]
+
+    def _check_size(self, name: str, value: int, *, low: int = 0) -> int:
+        size = self.tree_size
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= size:
+            raise InvalidArgument(f"{name} must be an integer in [{low}, {size}], got {value!r}")
+        return value
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> list[bytes]:
+        """RFC 6962 PATH for entry ``index`` in the tree of ``tree_size`` (default: now)."""
+        size = self._check_size("tree_size", self.tree_size if tree_size is None else tree_size)
+        if not isinstance(index, int) or not 0 <= index < size:
+            raise InvalidArgument(f"index must be in [0, {size}), got {index!r}")
+        return self._read(lambda c: merkle.inclusion_proof_from(
+            lambda a, b: store.subtree_hash(c, a, b), index, size))
+
+    def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
+        """RFC 6962 PROOF that the tree of ``old`` entries is a prefix of the tree of ``new``."""
+        new = self._check_size("new", self.tree_size if new is None else new)
+        old = self._check_size("old", old)
+        if old > new:
+            raise InvalidArgument(f"old size {old} is larger than new size {new}")
+        return self._read(lambda c: merkle.consistency_proof_from(
+            lambda a, b: store.subtree_hash(c, a, b), old, new))
+
+    def entries(self, start: int, end: int | None = None) -> list[Entry]:
+        """Entries ``[start, end)``; ``end`` defaults to the end of the log."""
+        end = self._check_size("end", self.tree_size if end is None else end)
+        start = self._check_size("start", start)
+        rows = self._read(lambda c: c.execute(
+            "SELECT body FROM entry WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall())
+        return [Entry.from_bytes(bytes(r[0])) for r in rows]
+
+    def search(
+        self,
+        kind: str | None = None,
+        principal: str | None = None,
+        dataset: str | None = None,
+        outcome: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page_size: int = _search.DEFAULT_PAGE_SIZE,
+        page_token: str = "",
+    ) -> SearchPage:
+        """Entries matching every filter given, oldest first, a page at a time (AIP-158).
+        ``kind`` may end in ``.*`` (``"admin.*"``); ``since`` is inclusive, ``until`` exclusive.
+        Raises ``InvalidArgument`` for a bad page size or a token from another search."""
+        q = _search.build(kind, principal, dataset, outcome, since, until, page_size, page_token)
+        return q.page(self._read(lambda c: c.execute(q.sql, q.args).fetchall()))
+
+    # --- export and receipts ------------------------------------------------------------------
+
+    def export(self, fileobj: IO[bytes]) -> Checkpoint:
+        """Write the JSONL export (``veil.audit.verify`` documents it) to a binary file.
+
+        Signs a checkpoint of the current size first, so every exported entry is covered;
+        returns it. Entries are read in batches, so appends continue meanwhile.
+        """
+        cp = self.checkpoint()
+        header = _export.header(self.node_id, self.key.public_key_bytes, cp.tree_size)
+
+        def batches() -> Iterator[list[tuple[int, bytes]]]:
+            for start in range(0, cp.tree_size, _export.BATCH):
+                end = min(start + _export.BATCH, cp.tree_size)
+                yield self._read(lambda c: c.execute(
+                    "SELECT idx, body FROM entry WHERE idx >= ? AND idx < ? ORDER BY idx",
+                    (start, end),
+                ).fetchall())
+
+        cps = [c for c in self.checkpoints() if c.tree_size <= cp.tree_size]
+        _export.write(fileobj, header, batches(), cps)
+        return cp
+
+    def receipt(self, index: int, *, checkpoint: Checkpoint | None = None) -> Receipt:
+        """A :class:`Receipt` for the ``query.release`` entry at ``index``, proven against
+        ``checkpoint`` (default: the latest stored one covering it, else a new one)."""
+        entry = self.entries(self._check_size("index", index), index + 1)
+        if not entry or entry[0].kind != "query.release" or entry[0].query is None:
+            raise InvalidArgument(f"entry {index} is not a query release")
+        e = entry[0]
+        missing = {QUERY_DIGEST, DATASET_CERTIFICATE, RESULT_DIGEST} - e.details.keys()
+        if missing:
+            raise InvalidArgument(f"release entry {index} lacks {sorted(missing)}")
+        if checkpoint is None:
+            latest = self.latest_checkpoint()
+            checkpoint = latest if latest and latest.tree_size > index else self.checkpoint()
+        if checkpoint.tree_size <= index:
+            raise InvalidArgument(
+                f"checkpoint of size {checkpoint.tree_size} does not cover entry {index}"
+            )
+        return Receipt(
+            query_id=e.query, query_digest=bytes.fromhex(e.details[QUERY_DIGEST]),
+            dataset_certificate_id=e.details[DATASET_CERTIFICATE],
+            result_digest=bytes.fromhex(e.details[RESULT_DIGEST]), log_index=index,
+            entry=e.to_bytes(), inclusion_proof=self.inclusion_proof(index, checkpoint.tree_size),
+            checkpoint=checkpoint,
+        )
+
+
+export_raw = _export.export_raw
+
+__all__ = ["AuditLog", "AuditUnavailable", "AuditCorrupted", "SearchPage", "export_raw"]

@@ -23,11 +23,12 @@ from .errors import (
     WrongState,
 )
 from .sdk import ColumnInfo, DatasetInfo, Node, QueryInfo, connect
+from .weights import WeightedSum
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Node", "DatasetInfo", "ColumnInfo", "QueryInfo", "VeilError", "InvalidQuery",
+    "connect", "Node", "WeightedSum", "DatasetInfo", "ColumnInfo", "QueryInfo", "VeilError", "InvalidQuery",
     "InvalidRequest", "PermissionDenied", "AuthenticationError", "NotFound", "AlreadyExists",
     "NotReady", "QueryFailed", "QuotaExceeded", "Unavailable", "Timeout", "IntegrityError", "NodeError", "WrongState",
 ]

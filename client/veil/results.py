@@ -16,6 +16,7 @@ from .errors import IntegrityError
 from .v1 import query_pb2
 
 KEY, AGG = query_pb2.ResultColumn.KIND_GROUP_KEY, query_pb2.ResultColumn.KIND_AGGREGATE
+WEIGHTED = query_pb2.ResultColumn.KIND_WEIGHTED_SUM
 
 
 def result_digest(result: query_pb2.QueryResult) -> str:
@@ -51,6 +52,17 @@ def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey) -> lis
     return decrypt_packed(private_key, cts, layout, cells.cell_count)
 
 
+def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey) -> list[int]:
+    """Encrypted-input sums: one signed fixed-point value per (released row, weighted column)."""
+    pk = private_key.public_key
+    columns = sum(1 for c in result.columns if c.kind == WEIGHTED)
+    released = sum(1 for r in result.rows if not r.suppressed)
+    if len(result.weighted_cells) != columns * released:
+        raise IntegrityError("the number of weighted-sum cells does not match the released rows",
+                             reason="SHAPE_MISMATCH")
+    return [private_key.decrypt(Ciphertext.from_bytes(pk, b)) for b in result.weighted_cells]
+
+
 def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: bool = False) -> pd.DataFrame:
     """Group keys, decrypted aggregates and a ``suppressed`` flag, one row per group.
 
@@ -58,6 +70,7 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
     ``exact=True`` gives ``Decimal`` aggregates instead of floats.
     """
     values = iter(decrypt_cells(result, private_key))
+    weighted = iter(decrypt_weighted(result, private_key))
     columns = list(result.columns)
     data: dict[str, list] = {c.name: [] for c in columns}
     for row in result.rows:
@@ -67,13 +80,15 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
                 data[c.name].append(_key(next(keys), c.numeric_key))
             elif row.suppressed:
                 data[c.name].append(None)
+            elif c.kind == WEIGHTED:
+                data[c.name].append(_cell(next(weighted), c.scale, exact))
             else:
                 data[c.name].append(_cell(next(values), c.scale, exact))
     frame = pd.DataFrame(data)
     for c in columns:
-        if c.kind == AGG and c.scale == 0 and not exact:
+        if c.kind in (AGG, WEIGHTED) and c.scale == 0 and not exact:
             frame[c.name] = frame[c.name].astype("Int64")
-        elif c.kind == AGG and not exact:
+        elif c.kind in (AGG, WEIGHTED) and not exact:
             frame[c.name] = frame[c.name].astype("float64")
     frame["suppressed"] = [r.suppressed for r in result.rows]
     return frame

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import grpc
 import pandas as pd
@@ -21,6 +21,7 @@ from .errors import QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
 from .keys import Keyring
 from .results import to_frame
 from .v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+from .weights import WeightedSum, encrypt_all
 
 T = TypeVar("T")
 
@@ -189,12 +190,17 @@ class Node:
 
     # -- queries --------------------------------------------------------------------------
 
-    def submit(self, sql: str, *, purpose: str, request_id: str | None = None) -> QueryInfo:
-        """Submit without waiting; safe to retry (one request id for every attempt)."""
+    def submit(self, sql: str, *, purpose: str, request_id: str | None = None,
+               weighted_sums: Sequence[WeightedSum] = ()) -> QueryInfo:
+        """Submit without waiting; safe to retry (one request id for every attempt).
+
+        ``weighted_sums`` add encrypted-input columns (see :class:`veil.WeightedSum`): the weights
+        are encrypted here, under your key, and the node never reads them."""
         pk, _ = self.keys
         req = query_pb2.SubmitQueryRequest(
             sql=sql, purpose=purpose, request_id=request_id or str(uuid.uuid4()),
             public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()),
+            weighted_sums=encrypt_all(weighted_sums, pk),
         )
         return QueryInfo.from_proto(self._call(self._queries.SubmitQuery, req, retry=True))
 
@@ -250,9 +256,11 @@ class Node:
                 raise Timeout(f"query {info.id} is still {info.state} after {timeout} s; "
                               f"wait again or check it with get()", reason="WAIT_TIMEOUT")
 
-    def query(self, sql: str, *, purpose: str, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
+    def query(self, sql: str, *, purpose: str, timeout: float | None = 300.0, exact: bool = False,
+              weighted_sums: Sequence[WeightedSum] = ()) -> pd.DataFrame:
         """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed)."""
-        return self.wait(self.submit(sql, purpose=purpose).name, timeout=timeout, exact=exact)
+        info = self.submit(sql, purpose=purpose, weighted_sums=weighted_sums)
+        return self.wait(info.name, timeout=timeout, exact=exact)
 
 
 def connect(target: str | None = None, *, token: str | None = None, **kwargs) -> Node:

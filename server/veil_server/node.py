@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
+from . import encrypted_input
 from .catalog import Catalog, Dataset
 from .config import NodeConfig, Principal
 from .engine import DuckDBEngine, Engine
@@ -96,7 +97,7 @@ class Node:
     # -- queries --------------------------------------------------------------------------
 
     def submit(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes,
-               request_id: str) -> Submission:
+               request_id: str, weighted_sums: list | None = None) -> Submission:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters",
                                   reason="INVALID_REQUEST_ID")
@@ -112,9 +113,12 @@ class Node:
         ds = self.dataset(plan.dataset)
         decision = evaluate(plan, ds, principal=principal, purpose=purpose)
         decision.raise_if_rejected()
+        weighted = list(weighted_sums or [])
+        encrypted_input.validate(weighted, plan, ds, key)
+        inputs = query_pb2.SubmitQueryRequest(weighted_sums=weighted).SerializeToString(deterministic=True)
         record, created = self.store.create_query(
             NewQuery(principal.name, request_id, ds.name, purpose, sql, plan.canonical_sql(), plan.to_json(),
-                     plan.digest(), bytes(public_key), key.fingerprint()),
+                     plan.digest(), bytes(public_key), key.fingerprint(), inputs),
             "SUBMITTED", "query received and validated",
         )
         if created:
@@ -185,9 +189,12 @@ class Node:
             ds = self.dataset(plan.dataset)
             key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
             stats = self.engine.aggregate(plan, ds)
+            specs = encrypted_input.validate(
+                list(query_pb2.SubmitQueryRequest.FromString(rec.inputs).weighted_sums), plan, ds, key)
+            weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
             now = Timestamp()
             now.GetCurrentTime()
-            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now)
+            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted)
             self._move(
                 query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                 f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",

@@ -12,7 +12,7 @@ from .catalog import Dataset
 from .config import Principal, Role
 from .errors import PermissionDenied, PolicyViolation, VeilError
 from .plan import QueryPlan
-from .release import expected_groups
+from .domain import expected_groups
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass
+from typing import Sequence
 from decimal import Decimal
 from fractions import Fraction
 from math import isqrt
@@ -28,7 +28,9 @@ from veil.crypto import EncodingOverflow, PackingLayout, PublicKey, encrypt_pack
 from veil.v1 import query_pb2
 
 from .catalog import Column, Dataset
-from .engine import AggregateResult, ColumnStats, key_string
+from .domain import group_domain
+from .encrypted_input import WeightedSpec, cells_for_groups
+from .engine import AggregateResult, ColumnStats
 from .errors import Internal
 from .plan import AggFunc, Aggregate, QueryPlan
 
@@ -44,28 +46,6 @@ class CellSpec:
     scale: int
     low: int
     high: int
-
-
-def group_domain(plan: QueryPlan, dataset: Dataset) -> list[tuple[str, ...]]:
-    """Every group the result will list, in declared order."""
-    axes = []
-    for g in plan.group_keys:
-        col = dataset.column(g.column)
-        assert col is not None
-        if g.bin_width is None:
-            axes.append([key_string(c) for c in col.categories])
-        else:
-            axes.append([key_string(b) for b in col.bin_domain(g.bin_width)])
-    return [tuple(k) for k in itertools.product(*axes)]
-
-
-def expected_groups(plan: QueryPlan, dataset: Dataset) -> int:
-    n = 1
-    for g in plan.group_keys:
-        col = dataset.column(g.column)
-        assert col is not None
-        n *= len(col.categories) if g.bin_width is None else len(col.bin_domain(g.bin_width))
-    return n
 
 
 def cell_spec(agg: Aggregate, dataset: Dataset) -> CellSpec:
@@ -128,8 +108,13 @@ def build_result(
     public_key: PublicKey,
     *,
     now: Timestamp | None = None,
+    weighted: Sequence[tuple[WeightedSpec, AggregateResult]] = (),
 ) -> tuple[query_pb2.QueryResult, dict[str, int]]:
-    """Returns the encrypted result and counters for metering (groups released/suppressed)."""
+    """Returns the encrypted result and counters for metering (groups released/suppressed).
+
+    ``weighted`` holds encrypted-input sums with the statistics that feed them
+    (see :mod:`veil_server.encrypted_input`); they get one ciphertext per released group.
+    """
     k = dataset.min_group_size
     specs = [cell_spec(a, dataset) for a in plan.aggregates]
     cols = [dataset.column(a.column) if a.column else None for a in plan.aggregates]
@@ -153,7 +138,13 @@ def build_result(
                 scale=specs[out.index].scale,
             )
 
+    for spec, _ in weighted:
+        result.columns.add(name=spec.name, kind=query_pb2.ResultColumn.KIND_WEIGHTED_SUM,
+                           function="WEIGHTED_SUM", source_column=",".join(spec.value_columns),
+                           scale=spec.result_scale)
+
     cells: list[int] = []
+    released_keys: list[tuple[str, ...]] = []
     released = suppressed = 0
     group_outputs = [o for o in plan.output if o.kind == "group"]
     agg_outputs = [o for o in plan.output if o.kind == "aggregate"]
@@ -167,6 +158,7 @@ def build_result(
             suppressed += 1
             continue
         released += 1
+        released_keys.append(keys)
         for o in agg_outputs:
             a = plan.aggregates[o.index]
             cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], specs[o.index]))
@@ -184,10 +176,14 @@ def build_result(
     result.cells.slot_offset = str(layout.low)
     result.cells.cell_count = len(cells)
     result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
+    per_column = [cells_for_groups(spec, released_keys, st, public_key, k) for spec, st in weighted]
+    for i in range(len(released_keys)):
+        result.weighted_cells.extend(col[i] for col in per_column)
     if now is not None:
         result.create_time.CopyFrom(now)
     result.result_digest = result_digest(result)
-    return result, {"groups_released": released, "groups_suppressed": suppressed, "cells": len(cells)}
+    return result, {"groups_released": released, "groups_suppressed": suppressed,
+                    "cells": len(cells) + len(result.weighted_cells)}
 
 
 def result_digest(result: query_pb2.QueryResult) -> str:

@@ -152,6 +152,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             purpose=request.purpose,
             public_key=request.public_key.n,
             request_id=request.request_id,
+            weighted_sums=list(request.weighted_sums),
         )
         return query_proto(self.node, sub.query)
 

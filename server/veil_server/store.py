@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS queries (
     state_message TEXT NOT NULL,
     created_us INTEGER NOT NULL,
     updated_us INTEGER NOT NULL,
+    inputs BLOB NOT NULL,
     UNIQUE (principal, request_id)
 );
 CREATE INDEX IF NOT EXISTS queries_by_principal ON queries (principal, seq);
@@ -99,6 +100,7 @@ class QueryRecord:
     state_message: str
     created_us: int
     updated_us: int
+    inputs: bytes = b""
 
     @property
     def resource_name(self) -> str:
@@ -117,6 +119,7 @@ class NewQuery:
     plan_digest: str
     public_key: bytes
     key_fingerprint: str
+    inputs: bytes = b""  # serialised encrypted inputs (ciphertexts only), empty if none
 
 
 class StateStore:
@@ -176,7 +179,8 @@ class StateStore:
             ).fetchone()
             if row is not None:
                 existing = _record(row)
-                if (existing.sql, existing.purpose, existing.public_key) != (q.sql, q.purpose, q.public_key):
+                if (existing.sql, existing.purpose, existing.public_key, existing.inputs) != (
+                    q.sql, q.purpose, q.public_key, q.inputs):
                     raise AlreadyExists(
                         "request_id was already used for a different query; use a new request_id for a new query",
                         reason="REQUEST_ID_REUSED",
@@ -188,9 +192,9 @@ class StateStore:
             db.execute(
                 "INSERT INTO queries (id, principal, request_id, dataset, purpose, sql, canonical_sql,"
                 " plan_json, plan_digest, public_key, key_fingerprint, state, state_reason,"
-                " state_message, created_us, updated_us) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " state_message, created_us, updated_us, inputs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (qid, q.principal, q.request_id, q.dataset, q.purpose, q.sql, q.canonical_sql, q.plan_json,
-                 q.plan_digest, q.public_key, q.key_fingerprint, state.value, reason, message, t, t),
+                 q.plan_digest, q.public_key, q.key_fingerprint, state.value, reason, message, t, t, q.inputs),
             )
             db.execute(
                 "INSERT INTO transitions VALUES (?, 0, NULL, ?, ?, ?, ?)", (qid, state.value, reason, message, t)
@@ -276,7 +280,7 @@ class StateStore:
 
 _COLUMNS = (
     "seq id principal request_id dataset purpose sql canonical_sql plan_json plan_digest public_key "
-    "key_fingerprint state state_reason state_message created_us updated_us"
+    "key_fingerprint state state_reason state_message created_us updated_us inputs"
 ).split()
 
 
@@ -284,6 +288,7 @@ def _record(row: tuple) -> QueryRecord:
     d = dict(zip(_COLUMNS, row))
     d["state"] = QueryState(d["state"])
     d["public_key"] = bytes(d["public_key"])
+    d["inputs"] = bytes(d["inputs"])
     return QueryRecord(**d)
 
 

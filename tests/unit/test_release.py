@@ -16,7 +16,8 @@ from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Data
 from veil_server.engine import ColumnStats, DuckDBEngine
 from veil_server.plan import AggFunc, Aggregate
 from veil_server.planner import plan_query
-from veil_server.release import cell_spec, cell_value, expected_groups, group_domain
+from veil_server.domain import expected_groups, group_domain
+from veil_server.release import cell_spec, cell_value
 
 AGG = frozenset({ColumnControl.AGGREGATE, ColumnControl.FILTER})
 COLS = (

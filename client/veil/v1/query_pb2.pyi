@@ -39,16 +39,32 @@ class PaillierPublicKey(_message.Message):
     def __init__(self, n: _Optional[bytes] = ...) -> None: ...
 
 class SubmitQueryRequest(_message.Message):
-    __slots__ = ("sql", "purpose", "public_key", "request_id")
+    __slots__ = ("sql", "purpose", "public_key", "request_id", "weighted_sums")
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_SUMS_FIELD_NUMBER: _ClassVar[int]
     sql: str
     purpose: str
     public_key: PaillierPublicKey
     request_id: str
-    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    weighted_sums: _containers.RepeatedCompositeFieldContainer[WeightedSum]
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., weighted_sums: _Optional[_Iterable[_Union[WeightedSum, _Mapping]]] = ...) -> None: ...
+
+class WeightedSum(_message.Message):
+    __slots__ = ("name", "key_column", "value_columns", "weight_scale", "weights")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key_column: str
+    value_columns: _containers.RepeatedScalarFieldContainer[str]
+    weight_scale: int
+    weights: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, name: _Optional[str] = ..., key_column: _Optional[str] = ..., value_columns: _Optional[_Iterable[str]] = ..., weight_scale: _Optional[int] = ..., weights: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class StateTransition(_message.Message):
     __slots__ = ("from_state", "to_state", "reason", "message", "time")
@@ -147,9 +163,11 @@ class ResultColumn(_message.Message):
         KIND_UNSPECIFIED: _ClassVar[ResultColumn.Kind]
         KIND_GROUP_KEY: _ClassVar[ResultColumn.Kind]
         KIND_AGGREGATE: _ClassVar[ResultColumn.Kind]
+        KIND_WEIGHTED_SUM: _ClassVar[ResultColumn.Kind]
     KIND_UNSPECIFIED: ResultColumn.Kind
     KIND_GROUP_KEY: ResultColumn.Kind
     KIND_AGGREGATE: ResultColumn.Kind
+    KIND_WEIGHTED_SUM: ResultColumn.Kind
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -187,7 +205,7 @@ class EncryptedCells(_message.Message):
     def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time")
+    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +214,7 @@ class QueryResult(_message.Message):
     MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTED_CELLS_FIELD_NUMBER: _ClassVar[int]
     query: str
     columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
@@ -204,4 +223,5 @@ class QueryResult(_message.Message):
     min_group_size: int
     result_digest: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    weighted_cells: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -1,0 +1,218 @@
+"""Paillier round trips and homomorphic arithmetic on real 2048-bit keys (plus one 3072)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import gmpy2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from veil.crypto import (
+    Ciphertext,
+    EncodingOverflow,
+    InvalidCiphertext,
+    PrivateKey,
+    PublicKey,
+    generate_keypair,
+)
+from veil.crypto.obfuscation import (
+    FixedBaseTable,
+    configure_table_cache,
+    exponent_bits,
+    obfuscators,
+    table_cache_info,
+)
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[PublicKey, PrivateKey]:
+    return generate_keypair(2048)
+
+
+@pytest.fixture(scope="module")
+def other_keys() -> tuple[PublicKey, PrivateKey]:
+    return generate_keypair(2048)
+
+
+def signed_in_range(pk: PublicKey) -> st.SearchStrategy[int]:
+    edges = st.sampled_from([0, 1, -1, pk.max_int, -pk.max_int, pk.max_int - 1, -pk.max_int + 1])
+    return st.one_of(edges, st.integers(-pk.max_int, pk.max_int), st.integers(-(2**64), 2**64))
+
+
+def test_generated_key_shape(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    assert pk.bits == 2048 and pk.n.bit_length() == 2048
+    assert pk.g == pk.n + 1 and pk.nsquare == pk.n**2
+    assert pk.max_int == pk.n // 3
+    assert pk.ciphertext_size == 512 and len(pk.to_bytes()) == 256
+    p, q = int(sk.to_dict()["p"]), int(sk.to_dict()["q"])
+    # DJN sec. 4.1 conditions the fast randomness relies on.
+    assert p % 4 == 3 and q % 4 == 3 and gmpy2.gcd(p - 1, q - 1) == 2
+
+
+def test_round_trip_edges(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    for m in (0, 1, -1, pk.max_int, -pk.max_int, 2**63, -(2**63)):
+        assert sk.decrypt(pk.encrypt(m)) == m
+        assert sk.decrypt(pk.encrypt(m, obfuscation="full")) == m
+
+
+def test_encrypt_refuses_out_of_range(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, _ = keys
+    for m in (pk.max_int + 1, -pk.max_int - 1, pk.n):
+        with pytest.raises(EncodingOverflow):
+            pk.encrypt(m)
+    with pytest.raises(TypeError):
+        pk.encrypt(1.5)  # type: ignore[arg-type]
+
+
+@FAST
+@given(data=st.data())
+def test_homomorphic_ops(keys: tuple[PublicKey, PrivateKey], data: st.DataObject) -> None:
+    pk, sk = keys
+    bound = pk.max_int // 2
+    a = data.draw(st.one_of(st.integers(-bound, bound), st.sampled_from([bound, -bound, 0])))
+    b = data.draw(st.one_of(st.integers(-bound, bound), st.sampled_from([bound, -bound, 0])))
+    k = data.draw(st.integers(-(2**40), 2**40))
+    ca, cb = pk.encrypt(a), pk.encrypt(b)
+    assert sk.decrypt(ca + cb) == a + b
+    assert sk.decrypt(ca - cb) == a - b
+    assert sk.decrypt(ca + b) == a + b
+    assert sk.decrypt(b + ca) == a + b
+    assert sk.decrypt(b - ca) == b - a
+    assert sk.decrypt(-ca) == -a
+    small = data.draw(st.integers(-(2**200), 2**200))
+    assert sk.decrypt(pk.encrypt(small) * k) == small * k
+    assert sk.decrypt(k * pk.encrypt(small)) == small * k
+
+
+def test_sum_and_scalar_edge_cases(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    cs = pk.encrypt_many([5, -7, 11], workers=1)
+    assert sk.decrypt(sum(cs)) == 9  # sum() starts from int 0
+    assert sk.decrypt(cs[0] * 0) == 0
+    assert sk.decrypt(cs[1] * 1) == -7
+    assert sk.decrypt(cs[1] * -1) == 7
+    assert sk.decrypt(cs[0] * (pk.n - 2)) == -10  # scalars act mod n
+
+
+def test_overflow_is_detected_on_decrypt(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    with pytest.raises(EncodingOverflow):
+        sk.decrypt(pk.encrypt(pk.max_int) + pk.encrypt(1))
+    assert sk.decrypt_raw(pk.encrypt(pk.max_int) + pk.encrypt(1)) == pk.max_int + 1
+
+
+def test_fresh_randomness(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    for mode in ("djn", "full"):
+        cts = [pk.encrypt(42, obfuscation=mode) for _ in range(50)]
+        assert len({c.value for c in cts}) == 50
+    batch = pk.encrypt_many([7] * 300, workers=1)
+    assert len({c.value for c in batch}) == 300
+    c = pk.encrypt(3)
+    o = c.obfuscate()
+    assert o != c and o.obfuscated and sk.decrypt(o) == 3
+    assert not (c + 0).obfuscated and not (c * 2).obfuscated
+
+
+def test_obfuscators_are_nth_residues(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    n, n2 = gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare)
+    for mode in ("djn", "full"):
+        for s in obfuscators(n, n2, 40, mode):  # type: ignore[arg-type]
+            # An obfuscator is an encryption of 0; anything else would shift plaintexts.
+            assert sk.decrypt_raw(Ciphertext(pk, int(s))) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(e=st.integers(0, 2**1024 - 1))
+def test_fixed_base_table_matches_powmod(e: int) -> None:
+    m = gmpy2.mpz(2**2048 + 981)  # any odd modulus works for table arithmetic
+    base = gmpy2.mpz(123456789123456789)
+    table = _TABLES.setdefault("t", FixedBaseTable(base, m, 1024, 8))
+    assert table.power(e) == gmpy2.powmod(base, e, m)
+    table6 = _TABLES.setdefault("t6", FixedBaseTable(base, m, 1024, 6))
+    assert table6.power(e) == gmpy2.powmod(base, e, m)
+
+
+_TABLES: dict[str, FixedBaseTable] = {}
+
+
+def test_djn_exponent_is_half_the_modulus(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, _ = keys
+    assert exponent_bits(pk.n) == 1024
+    assert exponent_bits(2**3071 + 1) == 1536
+    assert exponent_bits(2**2046 + 1) == 1024  # ceil(2047 / 2)
+
+
+def test_table_cache_is_bounded(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    before = table_cache_info()["max_bytes"]
+    try:
+        configure_table_cache(0)
+        assert table_cache_info()["table_bytes"] == 0
+        cts = pk.encrypt_many(list(range(100)), workers=1)  # falls back to direct powmod
+        assert sk.decrypt_many(cts, workers=1) == list(range(100))
+        assert table_cache_info()["table_bytes"] == 0
+    finally:
+        configure_table_cache(before)
+    pk.encrypt_many(list(range(64)), workers=1)
+    info = table_cache_info()
+    assert 0 < info["table_bytes"] <= info["max_bytes"]
+
+
+def test_serialization(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    c = pk.encrypt(-99)
+    data = c.to_bytes()
+    assert len(data) == pk.ciphertext_size
+    assert sk.decrypt(Ciphertext.from_bytes(pk, data)) == -99
+    assert PublicKey.from_bytes(pk.to_bytes()) == pk
+    assert pk.fingerprint() == hashlib.sha256(pk.to_bytes()).hexdigest()
+    d = json.loads(json.dumps(sk.to_dict()))
+    sk2 = PrivateKey.from_dict(d)
+    assert sk2.public_key == pk and sk2.decrypt(c) == -99
+    assert d["p"] not in repr(sk) and d["q"] not in repr(sk)
+
+
+def test_keys_do_not_mix(keys: tuple[PublicKey, PrivateKey], other_keys: tuple[PublicKey, PrivateKey]) -> None:
+    (pk, sk), (pk2, sk2) = keys, other_keys
+    a, b = pk.encrypt(1), pk2.encrypt(1)
+    with pytest.raises(InvalidCiphertext):
+        _ = a + b
+    with pytest.raises(InvalidCiphertext):
+        sk2.decrypt(a)
+
+
+def test_batches_through_process_pool(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, sk = keys
+    ms = list(range(-150, 150))  # >= PARALLEL_MIN_ITEMS, so this crosses process boundaries
+    cts = pk.encrypt_many(ms, workers=2)
+    assert len({c.value for c in cts}) == len(ms)
+    assert sk.decrypt_many(cts, workers=2) == ms
+    assert sk.decrypt_many(cts[:10], workers=1) == ms[:10]
+
+
+def test_key_sizes() -> None:
+    with pytest.raises(ValueError):
+        generate_keypair(1024)
+    with pytest.raises(ValueError):
+        generate_keypair(2047)
+    # Small keys exist only so tests can be fast; the flag makes that explicit.
+    pk, sk = generate_keypair(512, insecure_test_key=True)
+    assert pk.bits == 512 and sk.decrypt(pk.encrypt(-3)) == -3
+
+
+@pytest.mark.slow
+def test_3072_round_trip() -> None:
+    pk, sk = generate_keypair(3072)
+    assert pk.bits == 3072 and pk.ciphertext_size == 768
+    cts = pk.encrypt_many([pk.max_int, -pk.max_int, 0, 12345], workers=1)
+    assert sk.decrypt_many(cts, workers=1) == [pk.max_int, -pk.max_int, 0, 12345]
+    assert sk.decrypt(cts[3] * -3 + cts[2]) == -37035

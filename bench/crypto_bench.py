@@ -33,7 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "client"))
 
-from veil.crypto import PackingLayout, PrivateKey, PublicKey, dot, encrypt_packed, generate_keypair  # noqa: E402
+from veil.crypto import (  # noqa: E402
+    Ciphertext,
+    PackingLayout,
+    PrivateKey,
+    PublicKey,
+    dot,
+    encrypt_packed,
+    generate_keypair,
+)
 from veil.crypto import sharing  # noqa: E402
 from veil.crypto.obfuscation import FixedBaseTable, exponent_bits, table_cache_info, window_bits  # noqa: E402
 from veil.crypto.paillier import crt_decrypt  # noqa: E402
@@ -151,15 +159,17 @@ def packing_rows(pk: PublicKey, phe_cells: float, met: list[bool]) -> list[Row]:
              f"{cells / phe_cells:.0f}x phe per cell", f">=300x {verdict(ok)}")]
 
 
-def chained_ciphertexts(pk: PublicKey, count: int) -> tuple[list, list[int]]:
-    """``count`` distinct ciphertexts cheaply: Enc(w_{i-1}) * Enc(step_j) (setup, not timed)."""
-    from veil.crypto import Ciphertext
+def chained_ciphertexts(pk: PublicKey, count: int) -> tuple[list[Ciphertext], list[int]]:
+    """``count`` distinct valid ciphertexts made cheaply for the 1M-item dot (setup, not timed).
 
+    Each is the previous one times Enc(step_j): one multiplication instead of one encryption.
+    """
     steps = [secrets.randbelow(2**16) for _ in range(64)]
     step_cts = pk.encrypt_many(steps, workers=1)
     n2 = gmpy2.mpz(pk.nsquare)
     cur, w = pk.encrypt(0)._c, 0
-    cts, ws = [], []
+    cts: list[Ciphertext] = []
+    ws: list[int] = []
     for i in range(count):
         j = i & 63
         cur = cur * step_cts[j]._c % n2

@@ -66,7 +66,7 @@ def test_phe_conversion_refusals(keys: tuple[PublicKey, PrivateKey]) -> None:
     ppk = pk.to_phe()
     with pytest.raises(InvalidCiphertext, match="exponent"):
         Ciphertext.from_phe(ppk.encrypt(1.5))  # phe picked a value-dependent exponent
-    other, _ = generate_keypair(512, insecure_test_key=True)
+    other, _ = generate_keypair(512, insecure_test_key=True)  # only needs to differ; small = fast
     with pytest.raises(InvalidCiphertext, match="different public key"):
         Ciphertext.from_phe(ppk.encrypt(1), public_key=other)
     small = phe.PaillierPublicKey(other.n)

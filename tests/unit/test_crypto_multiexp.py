@@ -66,7 +66,7 @@ def test_dot_special_cases(keys: tuple[PublicKey, PrivateKey]) -> None:
         dot(cts, [1, 2])
     with pytest.raises(ValueError):
         dot([], [])
-    other, _ = generate_keypair(512, insecure_test_key=True)
+    other, _ = generate_keypair(512, insecure_test_key=True)  # any other key will do; small = fast
     with pytest.raises(InvalidCiphertext):
         dot([cts[0], other.encrypt(1)], [1, 1])
 

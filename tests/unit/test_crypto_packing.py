@@ -116,7 +116,7 @@ def test_numpy_input_and_key_checks(keys: tuple[PublicKey, PrivateKey]) -> None:
     assert decrypt_packed(sk, cts, lay, arr.size, workers=1) == arr.tolist()
     with pytest.raises(TypeError):
         lay.pack(np.array([0.5]))
-    small, _ = generate_keypair(512, insecure_test_key=True)
+    small, _ = generate_keypair(512, insecure_test_key=True)  # must be shorter than the layout's key
     with pytest.raises(EncodingOverflow, match="longer key"):
         encrypt_packed(small, [1], lay)
     with pytest.raises(EncodingOverflow, match="exceeds the layout"):

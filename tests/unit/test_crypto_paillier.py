@@ -94,7 +94,7 @@ def test_homomorphic_ops(keys: tuple[PublicKey, PrivateKey], data: st.DataObject
 def test_sum_and_scalar_edge_cases(keys: tuple[PublicKey, PrivateKey]) -> None:
     pk, sk = keys
     cs = pk.encrypt_many([5, -7, 11], workers=1)
-    assert sk.decrypt(sum(cs)) == 9  # sum() starts from int 0
+    assert sk.decrypt(sum(cs)) == 9  # type: ignore[arg-type]  # sum() starts from int 0
     assert sk.decrypt(cs[0] * 0) == 0
     assert sk.decrypt(cs[1] * 1) == -7
     assert sk.decrypt(cs[1] * -1) == 7
@@ -216,3 +216,22 @@ def test_3072_round_trip() -> None:
     cts = pk.encrypt_many([pk.max_int, -pk.max_int, 0, 12345], workers=1)
     assert sk.decrypt_many(cts, workers=1) == [pk.max_int, -pk.max_int, 0, 12345]
     assert sk.decrypt(cts[3] * -3 + cts[2]) == -37035
+
+
+def test_broken_pool_falls_back_in_process(
+    keys: tuple[PublicKey, PrivateKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from veil.crypto import pool
+
+    def broken(workers: int) -> None:
+        raise BrokenProcessPool("simulated")
+
+    pk, sk = keys
+    monkeypatch.setattr(pool, "_executor", broken)
+    monkeypatch.setattr(pool, "_broken", False)
+    ms = list(range(300))
+    cts = pk.encrypt_many(ms, workers=2)  # slower, never wrong
+    assert pool.resolve_workers(2) == 1  # and the pool stays off afterwards
+    assert sk.decrypt_many(cts, workers=2) == ms

@@ -64,10 +64,11 @@ class Ciphertext:
     # -- serialization ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Big-endian, exactly ``public_key.ciphertext_size`` bytes."""
-        return self._c.to_bytes(self.public_key.ciphertext_size, "big")
+        data: bytes = self._c.to_bytes(self.public_key.ciphertext_size, "big")
+        return data
 
     @classmethod
-    def from_bytes(cls, public_key: PublicKey, data: bytes) -> Ciphertext:
+    def from_bytes(cls, public_key: PublicKey, data: bytes | bytearray | memoryview) -> Ciphertext:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidCiphertext("ciphertext must be bytes")
         if len(data) != public_key.ciphertext_size:

@@ -54,6 +54,7 @@ class FixedPoint:
             raise EncodingError("booleans are not numbers here")
         if not isinstance(x, int | Decimal | float | str):
             x = _coerce(x)  # numpy scalars and other number-likes
+        out: int
         if isinstance(x, int):
             out = x * self.factor
         else:

@@ -105,7 +105,9 @@ def _dot_chunk(n_bytes: bytes, blob: bytes, scalars: list[int]) -> bytes:
     n = mpz.from_bytes(n_bytes, "big")
     n2 = n * n
     width = 2 * len(n_bytes)
-    return _signed_multiexp(pool.from_blob(blob, width), scalars, int(n), n2).to_bytes(width, "big")
+    acc = _signed_multiexp(pool.from_blob(blob, width), scalars, int(n), n2)
+    data: bytes = acc.to_bytes(width, "big")
+    return data
 
 
 def dot(

@@ -10,10 +10,12 @@ semantic security rests on the Decisional Composite Residuosity Assumption (Pail
   public-key system with applications to electronic voting" (Int. J. Inf. Secur. 9, 2010,
   sec. 4.1), also used by production HE libraries (e.g. SecretFlow HEU, ABY). Pick x uniform in
   Z_n^*, h = -x^2 mod n, hs = h^n mod n^2, and s = hs^a with a uniform of ceil(k/2) bits for a
-  k-bit n. Besides DCRA this rests on the assumption that hs^a for such a short a cannot be told
-  apart from a uniform element of <hs>; DJN prescribe k/2 bits and argue it from the hardness of
-  factoring n (the short-exponent results of Hastad, Schrift and Shamir). ceil(k/2) bits is the
-  shortest exponent Veil accepts: nothing here takes a shorter one, by design.
+  k-bit n. Besides DCRA this rests on one extra assumption: that hs^a for such a short a cannot be
+  told apart from a uniform element of <hs> (a short-exponent assumption, in the line of Hastad,
+  Schrift and Shamir's results on short exponents modulo a composite). ceil(k/2) bits is the
+  length DJN prescribe and the shortest Veil accepts: nothing here takes a shorter exponent.
+  Keys Veil generates meet DJN sec. 4.1's modulus conditions (p = q = 3 mod 4, gcd(p-1, q-1) = 2);
+  for imported keys correctness is unaffected, and ``"full"`` avoids the extra assumption.
   Because hs is a fixed base, hs^a is evaluated from a precomputed table with ceil(k/2)/w
   multiplications and no squarings (w = window bits), ~15x cheaper than r^n.
 

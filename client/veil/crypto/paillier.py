@@ -123,13 +123,13 @@ class PublicKey:
         return self._n_int.to_bytes(self._width, "big")
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, min_bits: int = 2048) -> PublicKey:
+    def from_bytes(cls, data: bytes | bytearray | memoryview, *, min_bits: int = 2048) -> PublicKey:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidKey("public key must be bytes")
         data = bytes(data)
         if len(data) * 8 < min_bits:
             raise InvalidKey(f"public key is shorter than the required {min_bits} bits")
-        if data[0] == 0:
+        if not data or data[0] == 0:
             raise InvalidKey("public key encoding must not have leading zero bytes")
         return cls.from_int(int.from_bytes(data, "big"), min_bits=min_bits)
 
@@ -322,7 +322,7 @@ class PrivateKey:
 
 
 def _parse_decimal(v: object) -> int:
-    if not isinstance(v, str) or not v.isdecimal() or len(v) > 2000:
+    if not isinstance(v, str) or not v.isascii() or not v.isdecimal() or len(v) > 5000:
         raise InvalidKey("key fields must be decimal strings")
     return int(v)
 

@@ -5,6 +5,11 @@ The pool uses the ``spawn`` start method (safe next to gRPC's threads, where for
 crosses the process boundary with ints and fixed-width bytes only -- no Veil objects, so no
 object graph is ever pickled.
 
+Spawned workers re-import the parent's ``__main__`` module, so an entry script must keep its
+work under ``if __name__ == "__main__":`` (as any spawn-based pool requires). If the pool cannot
+start or dies, the batch is computed in this process instead and the pool stays off for the
+rest of the process: slower, never wrong. ``VEIL_CRYPTO_WORKERS=1`` turns it off up front.
+
 What it reveals: worker processes are this process's own children on the same host; for
 decryption they receive p and q over the executor's pipe, which is no wider than the parent's
 own memory. Each worker draws its own randomness from ``secrets`` (os.urandom is fork- and
@@ -42,6 +47,7 @@ _ENV_WORKERS = "VEIL_CRYPTO_WORKERS"
 _T = TypeVar("_T")
 _executors: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
+_broken = False  # set once a pool failed; later batches stay in-process
 
 
 def available_cpus() -> int:
@@ -58,7 +64,7 @@ def resolve_workers(workers: int | None) -> int:
         workers = int(env) if env.isdecimal() else available_cpus()
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    return workers
+    return 1 if _broken else workers
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
@@ -83,16 +89,22 @@ atexit.register(shutdown)
 
 
 def run_chunks(fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]], workers: int) -> list[_T]:
-    """Run ``fn(*chunk)`` for each chunk on the pool; results in chunk order."""
-    ex = _executor(workers)
+    """Run ``fn(*chunk)`` for each chunk on the pool; results in chunk order.
+
+    Chunk functions are pure, so when the pool breaks they are simply run here instead.
+    """
+    global _broken
     try:
+        ex = _executor(workers)
         futures = [ex.submit(fn, *chunk) for chunk in chunks]
         return [f.result() for f in futures]
-    except BrokenProcessPool:
-        with _lock:  # a dead pool is not reused; the next batch starts a fresh one
-            if _executors.get(workers) is ex:
-                del _executors[workers]
-        raise
+    except (BrokenProcessPool, OSError):
+        with _lock:
+            _broken = True
+            dead = _executors.pop(workers, None)
+        if dead is not None:
+            dead.shutdown(wait=False, cancel_futures=True)
+        return [fn(*chunk) for chunk in chunks]
 
 
 def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:

@@ -59,7 +59,7 @@ def keystream_uint64(count: int, key: bytes, nonce: bytes = bytes(16)) -> np.nda
     nbytes = 8 * count
     # Room for update_into's block-size slack; CTR writes exactly as many bytes as it reads.
     buf = np.empty(nbytes + 16, dtype=np.uint8)
-    view = memoryview(buf)
+    view = buf.data
     enc = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
     for off in range(0, nbytes, _CHUNK):
         n = min(_CHUNK, nbytes - off)

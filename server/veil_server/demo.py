@@ -66,6 +66,8 @@ description = "Synthetic hospital admissions: one row per admission."
 purposes = ["research", "planning"]
 min_group_size = {min_group_size}
 max_groups = 2000
+# Declared upper bound on the table's size: it bounds counts and sums, and so ciphertext slots.
+max_rows = 100000000
 
   [[datasets.columns]]
   name = "patient_id"

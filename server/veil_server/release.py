@@ -34,9 +34,18 @@ from .engine import AggregateResult, ColumnStats
 from .errors import Internal
 from .plan import AggFunc, Aggregate, QueryPlan
 
-# Extra decimal digits kept for derived aggregates (AVG, VAR_SAMP, STDDEV_SAMP) beyond the
-# column's own scale: enough for 1e-9 relative accuracy on any value of ordinary magnitude.
-DERIVED_DIGITS = 12
+# Derived aggregates (AVG, VAR_SAMP, STDDEV_SAMP) are not integers in the column's scale. Their
+# resolution is set relative to the declared range: one unit is at most 10^-RESOLUTION_DIGITS times the
+# range's width (squared width for variances). That keeps every value of ordinary magnitude
+# within 1e-9 relative of the exact figure while a cell stays ~40 bits wide whatever the units,
+# and, like every layout choice here, depends on declarations only, never on the data.
+RESOLUTION_DIGITS = 12
+
+
+def derived_scale(width: Decimal, column_scale: int, power: int = 1) -> int:
+    """Decimal digits such that 10^-digits <= width^power * 10^-RESOLUTION_DIGITS."""
+    magnitude = (width**power).adjusted()  # floor(log10(width^power))
+    return max(power * column_scale, RESOLUTION_DIGITS - magnitude)
 
 
 @dataclass(frozen=True)
@@ -59,15 +68,15 @@ def cell_spec(agg: Aggregate, dataset: Dataset) -> CellSpec:
     if agg.function is AggFunc.SUM:
         return CellSpec(s, _fx(min(Decimal(0), lo * rows), s), _fx(max(Decimal(0), hi * rows), s))
     if agg.function is AggFunc.AVG:
-        sc = s + DERIVED_DIGITS
+        sc = derived_scale(hi - lo, s)
         return CellSpec(sc, _fx(lo, sc), _fx(hi, sc))
     spread = hi - lo
     if agg.function is AggFunc.VAR_SAMP:
         # The sample variance of values in [lo, hi] is at most (hi - lo)^2 / 4 * n / (n - 1),
         # which is at most (hi - lo)^2 / 2 for n >= 2.
-        sc = 2 * s + DERIVED_DIGITS
+        sc = derived_scale(spread, s, 2)
         return CellSpec(sc, 0, _fx(spread * spread / 2, sc) + 1)
-    sc = s + DERIVED_DIGITS  # STDDEV_SAMP <= sqrt((hi - lo)^2 / 2) < hi - lo
+    sc = derived_scale(spread, s)  # STDDEV_SAMP <= sqrt((hi - lo)^2 / 2) < hi - lo
     return CellSpec(sc, 0, _fx(spread, sc))
 
 

@@ -96,7 +96,9 @@ def test_bounds_come_from_declarations_not_data():
     specs = {fn: cell_spec(Aggregate(fn, "x", "o"), ds) for fn in AggFunc}
     assert specs[AggFunc.COUNT].high == 1000
     assert (specs[AggFunc.SUM].low, specs[AggFunc.SUM].high) == (-50 * 1000 * 100, 50 * 1000 * 100)
-    assert specs[AggFunc.AVG].scale == 14 and specs[AggFunc.AVG].high == 50 * 10**14
+    # Range width 100: one unit of an average is 1e-12 * 100, i.e. 10 decimal digits.
+    assert specs[AggFunc.AVG].scale == 10 and specs[AggFunc.AVG].high == 50 * 10**10
+    assert specs[AggFunc.VAR_SAMP].scale == 8 and specs[AggFunc.STDDEV_SAMP].scale == 10
     assert specs[AggFunc.VAR_SAMP].high >= 100**2 // 2 * 10**specs[AggFunc.VAR_SAMP].scale
     # The worst case fits: n values at the two ends give the largest sample variance.
     worst = [Fraction(-50)] * 3 + [Fraction(50)] * 3

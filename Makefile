@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/veil/v1/*.proto)
 
-.PHONY: demo test bench proto install clean
+.PHONY: demo demo-federated test bench proto install clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -19,6 +19,11 @@ install: $(STAMP)
 ## Start a node on embedded defaults, run an analyst query end to end, print the decrypted result.
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+## Federation (issue 6): three member nodes on loopback, one grouped query under Paillier and
+## under secret sharing; prints the totals and what each party saw.
+demo-federated: $(STAMP)
+	$(PY) examples/federated_demo.py
 
 ## Run the whole test suite.
 test: $(STAMP)

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import crypto_bench  # noqa: E402
+import federation_bench  # noqa: E402  (federation, issue 6)
 import query_bench  # noqa: E402
 
 
@@ -19,6 +20,8 @@ def main() -> None:
     query_bench.main(["--rows", "1000000", "--repeat", "3"] if quick else [])
     print()
     crypto_bench.main(["--quick"] if quick else [])
+    print()
+    federation_bench.main(["--quick"] if quick else [])  # federation (issue 6)
 
 
 if __name__ == "__main__":

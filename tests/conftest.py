@@ -48,6 +48,13 @@ def write_home(home: Path, sk) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def _own_known_nodes(tmp_path_factory, monkeypatch) -> None:
+    """Each test pins node keys (trust on first use) in a file of its own: tests start many
+    nodes, each with its own key, on ports the OS hands out again."""
+    monkeypatch.setenv("VEIL_KNOWN_NODES", str(tmp_path_factory.mktemp("known") / "known_nodes"))
+
+
 @pytest.fixture(scope="session")
 def analyst_home(tmp_path_factory) -> Path:
     """VEIL_HOME of analyst alice, holding a real 2048-bit key pair."""

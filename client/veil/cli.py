@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from . import audit_cli
 from .errors import Unavailable, VeilError
 from .sdk import DEFAULT_TARGET, Node, QueryInfo
 
@@ -143,13 +144,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     add("status", cmd_status, "show a query's state").add_argument("query")
     add("cancel", cmd_cancel, "cancel an unfinished query").add_argument("query")
     add("result", cmd_result, "fetch and decrypt a finished query's result").add_argument("query")
+    audit_cli.register(sub, _common, _node)
     return parser, sub
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # commands that verify return 1 when verification fails
     except Unavailable as e:
         print(f"veil: cannot reach the node [{e.reason or 'UNAVAILABLE'}]: {e.message}", file=sys.stderr)
         return 3
@@ -159,7 +161,7 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"veil: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,15 @@ from typing import Callable, Sequence, TypeVar
 import grpc
 import pandas as pd
 
+from .audit.records import Receipt, load_public_key
+from .auditor import AuditAPI
 from .crypto import PrivateKey, PublicKey
-from .errors import QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
+from .errors import IntegrityError, QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
 from .keys import Keyring
+from .known_nodes import KnownNodes
+from .receipts import check_receipt, receipt_from_proto
 from .results import to_frame
-from .v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+from .v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
 
 T = TypeVar("T")
@@ -125,7 +129,17 @@ class Node:
         timeout: float = 30.0,
         channel: grpc.Channel | None = None,
         retries: int = 3,
+        node_key: bytes | str | None = None,
+        verify_receipts: bool = True,
+        crypto_workers: int = 1,
     ) -> None:
+        """``crypto_workers > 1`` decrypts large results in that many processes; they are
+        spawned, so a script using it needs the ``if __name__ == "__main__":`` guard (the default,
+        1, never starts a process).
+
+        ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
+        by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
+        on first use. ``verify_receipts=False`` skips receipt checks (not recommended)."""
         self.target = target
         self._token = token if token is not None else os.environ.get("VEIL_TOKEN")
         self._timeout = timeout
@@ -138,6 +152,11 @@ class Node:
         self._keyring = Keyring(home)
         self._key_bits = key_bits
         self._keys: tuple[PublicKey, PrivateKey] | None = None
+        self._crypto_workers = max(1, int(crypto_workers))
+        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self._home = home
+        self._node_key = load_public_key(node_key) if node_key is not None else None
+        self._verify_receipts = verify_receipts
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -227,11 +246,50 @@ class Node:
             self._call(self._queries.CancelQuery, query_pb2.CancelQueryRequest(name=_q(query)), retry=True)
         )
 
-    def result(self, query: str, *, exact: bool = False) -> pd.DataFrame:
-        """Fetch and decrypt the result of a SUCCEEDED query."""
+    def result(self, query: str, *, exact: bool = False, _info: QueryInfo | None = None) -> pd.DataFrame:
+        """Fetch the result of a SUCCEEDED query, check its receipt, decrypt it.
+
+        Raises :class:`veil.IntegrityError` if the receipt does not prove this result's release."""
         res = self._call(self._queries.GetQueryResult, query_pb2.GetQueryResultRequest(name=_q(query)),
                          retry=True)
-        return to_frame(res, self.keys[1], exact=exact)
+        if self._verify_receipts:
+            info = _info or self.get(query)
+            try:
+                receipt = self.receipt(query, verify=False)
+            except VeilError as e:
+                if e.reason != "RECEIPT_MISSING":
+                    raise
+                raise IntegrityError("the node released this result without logging it", reason=e.reason) from None
+            check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql)
+        return to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers)
+
+    # -- receipts and the node key --------------------------------------------------------
+
+    def node_key(self):
+        """The node's Ed25519 public key: the one given, else the pinned one, else fetched and
+        pinned now (trust on first use)."""
+        if self._node_key is None:
+            known = KnownNodes(self._home)
+            pinned = known.get(self.target)
+            if pinned is None:
+                k = self._call(self._audit.GetNodeKey, audit_pb2.GetNodeKeyRequest(), retry=True)
+                pinned = known.pin(self.target, k.node_id, bytes(k.public_key))
+            self._node_key = load_public_key(pinned.public_key)
+        return self._node_key
+
+    def receipt(self, query: str, *, verify: bool = True) -> Receipt:
+        """The signed receipt of a released result (``veil.audit.Receipt``; save it with
+        ``json.dumps(r.to_json())``). Checked against the node key unless ``verify=False``."""
+        r = receipt_from_proto(self._call(self._audit.GetReceipt, audit_pb2.GetReceiptRequest(name=_q(query)),
+                                          retry=True))
+        if verify:
+            check_receipt(r, self.node_key(), query_id=_q(query))
+        return r
+
+    @property
+    def audit(self) -> AuditAPI:
+        """Auditor calls: events, export, checkpoints, consistency (auditor tokens only)."""
+        return AuditAPI(self)
 
     def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
         """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
@@ -239,7 +297,7 @@ class Node:
         if info.state != "SUCCEEDED":
             raise QueryFailed(f"query {info.id} is {info.state}: {info.state_message}",
                               state=info.state, reason=info.state_reason)
-        return self.result(info.name, exact=exact)
+        return self.result(info.name, exact=exact, _info=info)
 
     def _wait_finished(self, query: str, timeout: float | None) -> QueryInfo:
         """Server-side waiting (WaitQuery) in slices of at most 30 s: no polling."""
@@ -261,6 +319,22 @@ class Node:
         """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed)."""
         info = self.submit(sql, purpose=purpose, weighted_sums=weighted_sums)
         return self.wait(info.name, timeout=timeout, exact=exact)
+
+    # -- federation (issue 6): see veil.federation ------------------------------------------
+
+    def federated_query(self, sql: str, *, purpose: str, protocol: str = "paillier",
+                        compute_parties: Sequence[str] = (), exact: bool = False,
+                        timeout: float = 120.0) -> pd.DataFrame:
+        """Run ``sql`` over a federated dataset with this node as coordinator; decrypt the total.
+
+        ``protocol`` is ``"paillier"`` or ``"sharing"`` (``compute_parties``: sharing only,
+        default every member). Raises ``veil.federation.FederationFailed`` naming the member
+        that refused or could not be reached; nothing is released then."""
+        from . import federation
+
+        result = federation.run(self, sql, purpose=purpose, protocol=protocol, compute_parties=compute_parties,
+                                timeout=timeout)
+        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers)
 
 
 def connect(target: str | None = None, *, token: str | None = None, **kwargs) -> Node:

@@ -32,6 +32,15 @@ log = logging.getLogger("veil.auth")
 ANALYST, OWNER, AUDITOR, ADMIN = Role.ANALYST, Role.OWNER, Role.AUDITOR, Role.ADMIN
 ANYONE = frozenset(Role)
 
+
+class _PeerSigned(frozenset):
+    """Federation (issue 6): node-to-node methods. No role may call them with a token; the
+    request's Ed25519-signed envelope, checked against the peer keys pinned in [federation], is
+    the credential (veil_server.federation.envelope), and the servicer maps its own errors."""
+
+
+PEER_SIGNED: frozenset[Role] = _PeerSigned()
+
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.CatalogService/ListDatasets": ANYONE,
     "/veil.v1.CatalogService/GetDataset": ANYONE,
@@ -41,6 +50,24 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.QueryService/CancelQuery": frozenset({ANALYST}),
     "/veil.v1.QueryService/GetQueryResult": frozenset({ANALYST}),
     "/veil.v1.QueryService/WaitQuery": frozenset({ANALYST, OWNER, ADMIN}),
+    # The log is for auditors. Anyone may fetch the key that signs it (to pin it and verify
+    # receipts); an analyst may fetch the receipts of their own queries (the node checks).
+    "/veil.v1.AuditService/ListAuditEvents": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/GetCheckpoint": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/ListCheckpoints": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/GetInclusionProof": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/GetConsistencyProof": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/ExportAuditLog": frozenset({AUDITOR}),
+    "/veil.v1.AuditService/GetNodeKey": ANYONE,
+    "/veil.v1.AuditService/GetReceipt": frozenset({ANALYST, AUDITOR}),
+    # Federation (issue 6). Analysts run federated queries at any member; peers call PeerService.
+    "/veil.v1.FederationService/ListFederatedDatasets": ANYONE,
+    "/veil.v1.FederationService/RunFederatedQuery": frozenset({ANALYST}),
+    "/veil.v1.PeerService/PrepareFederatedQuery": PEER_SIGNED,
+    "/veil.v1.PeerService/ContributePartial": PEER_SIGNED,
+    "/veil.v1.PeerService/AggregateShares": PEER_SIGNED,
+    "/veil.v1.PeerService/ReleasePartial": PEER_SIGNED,
+    "/veil.v1.PeerService/AbortFederatedQuery": PEER_SIGNED,
 }
 
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
@@ -102,6 +129,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if method.startswith(PUBLIC_PREFIXES) or handler is None:
             return handler
         roles = METHOD_ROLES.get(method)
+        if roles is PEER_SIGNED:  # federation: the signed envelope is checked by the servicer
+            return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(method, roles, handler.unary_unary),
@@ -155,21 +184,34 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return handle
 
     def _wrap_stream(self, method: str, roles: frozenset[Role] | None, behavior: Callable) -> Callable:
+        """Server streaming. The principal cannot be set in the worker thread's context around
+        ``yield``: between two ``next()`` calls that context belongs to whatever the thread does
+        next, and a stream abandoned mid-way would leave it set (or be reset from another thread,
+        which raises). So the servicer's generator runs in a private copy of the context, one
+        ``next()`` at a time, and the worker's own context is never touched."""
+
         def handle(request, context):
             failure: VeilError | None = None
-            token = None
+            steps = None
             try:
-                token = _current.set(self._admit(method, roles, context))
-                yield from behavior(request, context)
-                return
+                principal = self._admit(method, roles, context)
+                own = contextvars.copy_context()
+                own.run(_current.set, principal)
+                steps = own.run(behavior, request, context)
+                while True:
+                    try:
+                        item = own.run(next, steps)
+                    except StopIteration:
+                        return
+                    yield item
             except VeilError as e:
                 failure = e
             except Exception:
                 log.exception("unhandled error in %s", method)
                 failure = Internal("the node hit an internal error; the operator has the details")
             finally:
-                if token is not None:
-                    _current.reset(token)
+                if steps is not None and hasattr(steps, "close"):
+                    own.run(steps.close)  # runs the servicer's cleanup in its own context
             context.abort_with_status(to_status(failure))
 
         return handle

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from veil.cli import build_parser, run
 
+from .audit.events import LOG_FILE, public_key_path
 from .config import ConfigError, load_config
 from .demo import init_node_folder
 
@@ -28,6 +29,9 @@ def cmd_init(args: argparse.Namespace) -> None:
     print(f"wrote {folder / 'veil.toml'}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}")
     print(f"serve it:   veil node serve --config {folder / 'veil.toml'}")
     print(f"query it:   VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil datasets")
+    state = load_config(folder / "veil.toml", env={}).state_dir
+    print(f"node key:   {public_key_path(state)} (Ed25519, written when the node first starts;"
+          f" give it to auditors; the private key stays in {state})")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -35,12 +39,33 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    path = args.config or os.environ.get("VEIL_CONFIG") or "veil.toml"
+    serve_forever(_config(args))
+    # Everything the node owns is closed and durable by now. Skip interpreter finalisation: it
+    # can kill library threads (gRPC, DuckDB) mid-call, which aborts the process after a clean
+    # stop ("exception not rethrown") and would make a graceful SIGTERM look like a crash.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
+
+
+def _config(args: argparse.Namespace):
     try:
-        config = load_config(path)
+        return load_config(args.config or os.environ.get("VEIL_CONFIG") or "veil.toml")
     except ConfigError as e:
         raise ValueError(f"configuration: {e}") from None
-    serve_forever(config)
+
+
+def cmd_audit_export(args: argparse.Namespace) -> None:
+    """The operator's raw export, straight from the file, for a log that refuses to open."""
+    from .audit import export_raw
+
+    path = _config(args).state_dir / LOG_FILE
+    if not path.exists():
+        raise ValueError(f"no audit log at {path}")
+    with open(args.file, "wb") as f:
+        export_raw(path, f)
+    print(f"wrote {args.file} from {path} (unverified: run `veil audit verify {args.file} --key NODE.pub`)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p = node_sub.add_parser("serve", help="serve a node until SIGINT/SIGTERM")
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
     p.set_defaults(func=cmd_serve)
+    p = node_sub.add_parser("audit-export", help="export the audit log file as stored, without a running node")
+    p.add_argument("file")
+    p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
+    p.set_defaults(func=cmd_audit_export)
     return run(parser, argv)
 
 

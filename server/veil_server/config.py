@@ -33,6 +33,7 @@ class Role(enum.Enum):
     OWNER = "owner"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    REVIEWER = "reviewer"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class NodeConfig:
     principals: tuple[Principal, ...]
     datasets: tuple[Dataset, ...]
     source: Path | None = None
+    # Federation (issue 6): peers with pinned keys and federated datasets, from [federation];
+    # None when the file has no such section. See veil_server.federation.settings.
+    federation: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -116,7 +120,13 @@ def parse_config(
         names.add(ds.name.lower())
         datasets.append(ds)
 
-    return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source)
+    # Federation (issue 6): parsed by its own module; imported here to avoid an import cycle.
+    from .federation.settings import parse_federation
+
+    federation = parse_federation(raw.get("federation"), base_dir=base_dir, node_name=name,
+                                  local_datasets={d.name.lower() for d in datasets}, error=ConfigError)
+    return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
+                      federation)
 
 
 def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) -> Dataset:
@@ -237,3 +247,27 @@ def _dec(value: Any, where: str) -> Decimal:
 def _path(value: Any, base_dir: Path) -> Path:
     p = Path(str(value)).expanduser()
     return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
+    """A dataset in the shape of a ``[[datasets]]`` table (absolute source path)."""
+    cols = []
+    for c in ds.columns:
+        col: dict[str, Any] = {"name": c.name, "type": c.type.value, "controls": sorted(x.value for x in c.controls),
+                               "description": c.description, "scale": c.scale}
+        if c.categories:
+            col["categories"] = list(c.categories)
+        if c.value_range is not None:
+            col["range"] = [str(v) for v in c.value_range]
+        if c.bin_width is not None:
+            col["bin_width"] = str(c.bin_width)
+        cols.append(col)
+    return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
+            "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
+            "max_rows": ds.max_rows, "columns": cols}
+
+
+def dataset_from_dict(d: Mapping[str, Any], *, where: str = "dataset", base_dir: Path = Path("/"),
+                      min_group_size: int = 2) -> Dataset:
+    """Parse and validate one dataset table (as in the config file, or as stored by the registry)."""
+    return _dataset(d, where, base_dir, min_group_size)

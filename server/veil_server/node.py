@@ -4,6 +4,10 @@ Nothing here knows gRPC. Submission validates everything it can synchronously (k
 purpose, policy) so the analyst gets the refusal at once; an accepted query is persisted
 before it is acknowledged and executed by a worker pool. On start, queries that were approved
 or running when the node stopped are re-queued, so nothing acknowledged is lost.
+
+Every step is audited before it happens: the entry is appended inside the state change's
+transaction (``write_ahead=``), so if it cannot be made durable the step does not happen
+(:mod:`veil_server.audit.events`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
 from . import encrypted_input
+from .audit.events import AuditTrail
 from .catalog import Catalog, Dataset
 from .config import NodeConfig, Principal
 from .engine import DuckDBEngine, Engine
-from .errors import DatasetNotFound, InvalidArgument, NotReady, QueryNotFound, VeilError
+from .errors import DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, QueryNotFound, VeilError
 from .lifecycle import QueryState
 from .plan import QueryPlan
 from .planner import plan_query
@@ -48,11 +53,14 @@ class Node:
         self.config = config
         self.catalog = Catalog(config.datasets)
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
+        self.audit = AuditTrail.open(config.state_dir)
         self.store = StateStore(config.state_dir / "state.db")
         self.engine = engine or DuckDBEngine(config.datasets)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         self._closed = threading.Event()
         self._changed = threading.Condition()
+        self.audit.node_started(config)
         self._recover()
 
     # -- lifecycle of the node ------------------------------------------------------------
@@ -75,7 +83,9 @@ class Node:
         with self._changed:
             self._changed.notify_all()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        self.audit.node_stopping()
         self.store.close()
+        self.audit.close()
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -96,8 +106,28 @@ class Node:
 
     # -- queries --------------------------------------------------------------------------
 
-    def submit(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes,
-               request_id: str, weighted_sums: list | None = None) -> Submission:
+    def submit(self, principal: Principal, **request) -> Submission:
+        """Validate, log and store a query (``_submit``). Refusals are logged too."""
+        try:
+            return self._submit(principal, **request)
+        except VeilError as e:
+            self.audit.refused(principal, e, sql=request.get("sql", ""), purpose=request.get("purpose", ""),
+                               request_id=request.get("request_id", ""),
+                               **self._refusal_context(principal, request.get("sql", ""), request.get("purpose", "")))
+            raise
+
+    def _refusal_context(self, principal: Principal, sql: str, purpose: str) -> dict:
+        """The plan and policy decision of a refused submission, when it got that far: the log
+        names the canonical SQL and the rules that fired."""
+        try:
+            plan = plan_query(sql, self.catalog)
+            return {"plan": plan, "decision": evaluate(plan, self.dataset(plan.dataset), principal=principal,
+                                                       purpose=purpose)}
+        except VeilError:
+            return {}
+
+    def _submit(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes,
+                request_id: str, weighted_sums: list | None = None) -> Submission:
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters",
                                   reason="INVALID_REQUEST_ID")
@@ -120,15 +150,21 @@ class Node:
             NewQuery(principal.name, request_id, ds.name, purpose, sql, plan.canonical_sql(), plan.to_json(),
                      plan.digest(), bytes(public_key), key.fingerprint(), inputs),
             "SUBMITTED", "query received and validated",
+            write_ahead=lambda new: self.audit.submitted(new, decision),
         )
-        if created:
+        if created or record.state is QueryState.PENDING_APPROVAL:  # a retry finishes the decision
             record = self._decide(record, decision)
         return Submission(record, created)
 
     def _decide(self, record: QueryRecord, decision: Decision) -> QueryRecord:
         if decision.auto_approve:
-            record = self._move(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED",
-                                           decision.summary())
+            try:
+                record = self._move(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED", decision.summary(),
+                                    expect=[QueryState.PENDING_APPROVAL],
+                                    write_ahead=lambda r: self.audit.approved(r, approvers=["policy"],
+                                                                              reason=decision.summary()))
+            except FailedPrecondition:
+                return self.store.get(record.id)  # a concurrent retry decided (or it was cancelled)
             self._pool.submit(self._execute, record.id)
         return record
 
@@ -157,12 +193,11 @@ class Node:
         if rec.state is QueryState.CANCELLED:
             return rec
         if rec.state.terminal:
-            from .errors import FailedPrecondition
-
             raise FailedPrecondition(f"query is {rec.state.value}; only unfinished queries can be cancelled",
                                      reason="QUERY_FINISHED", metadata={"state": rec.state.value})
         return self._move(rec.id, QueryState.CANCELLED, "CANCELLED_BY_ANALYST",
-                                     "cancelled at the analyst's request")
+                          "cancelled at the analyst's request",
+                          write_ahead=lambda r: self.audit.cancelled(r, principal))
 
     def result(self, principal: Principal, query_id: str) -> bytes:
         rec = self.get(principal, query_id)
@@ -195,11 +230,14 @@ class Node:
             now = Timestamp()
             now.GetCurrentTime()
             result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted)
+            scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
             self._move(
                 query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                 f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
                 expect=[QueryState.RUNNING],
                 result=(result.SerializeToString(deterministic=True), result.result_digest),
+                # No release without its entry: if the append fails, the query fails unreleased.
+                write_ahead=lambda r: self.audit.released(r, result, counters, rows_scanned_approx=scanned),
             )
         except VeilError as e:
             if e.private:
@@ -211,7 +249,8 @@ class Node:
 
     def _fail(self, query_id: str, reason: str, message: str) -> None:
         try:
-            self._move(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING])
+            self._move(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING],
+                       write_ahead=lambda r: self.audit.failed(r, reason))
         except VeilError:
             pass  # cancelled meanwhile: the cancellation stands
 

@@ -47,6 +47,8 @@ class NodeKey:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         self.key_id: str = _key_id(self.public_key_bytes)
+        # True only for the process that created the key file: the node logs the creation.
+        self.created = False
 
     def __repr__(self) -> str:
         return f"NodeKey(key_id={self.key_id[:16]}…, path={self.path})"
@@ -114,4 +116,6 @@ class NodeKey:
                 os.close(dir_fd)
         except OSError as exc:
             raise NodeKeyError("the node key cannot be created", private=f"{path}: {exc}") from exc
-        return cls(key, path)
+        made = cls(key, path)
+        made.created = True
+        return made

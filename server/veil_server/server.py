@@ -14,16 +14,18 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from veil.v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+from veil.v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 
+from .audit_service import AuditServicer
 from .auth import AuthInterceptor, TokenAuthenticator
 from .config import NodeConfig
+from .federation.service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_federation_services
 from .node import Node
 from .services import CatalogServicer, QueryServicer
 
@@ -35,7 +37,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
-)
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+) + FEDERATION_SERVICE_NAMES  # federation (issue 6)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunningNode:
     node: Node
     port: int
     health: health.HealthServicer
+    federation: Any = None  # federation (issue 6): veil_server.federation.service.Federation
 
     @property
     def target(self) -> str:
@@ -55,7 +59,8 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
     node = Node(config)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="veil-rpc"),
-        interceptors=[AuthInterceptor(TokenAuthenticator(config.principals))],
+        # Every refusal at the door (no token, bad token, wrong role) is itself audited.
+        interceptors=[AuthInterceptor(TokenAuthenticator(config.principals), on_denied=node.audit.denied)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -65,6 +70,8 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
     )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
+    federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
@@ -74,6 +81,7 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
     except RuntimeError:
         port = 0
     if port == 0:
+        federation.close()
         node.close()
         raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
     server.start()
@@ -81,10 +89,11 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
-        yield RunningNode(server, node, port, health_servicer)
+        yield RunningNode(server, node, port, health_servicer, federation)
     finally:
         health_servicer.enter_graceful_shutdown()
         server.stop(grace).wait()
+        federation.close()
         node.close()
 
 

@@ -14,7 +14,7 @@ from veil.v1 import catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 
 from .auth import current_principal
 from .catalog import ColumnControl, ColumnType, Dataset
-from .errors import InvalidArgument
+from .errors import InvalidArgument, VeilError
 from .node import Node
 from .store import QueryRecord
 
@@ -124,6 +124,7 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def ListDatasets(self, request, context):
         size = page_size(request.page_size)
         start = decode_token("ds", request.page_token) or 0
+        self.node.audit.catalog_read(current_principal(), "ListDatasets")  # no entry, no answer
         items = list(self.node.catalog)
         page = items[start : start + size]
         nxt = encode_token("ds", start + size) if start + size < len(items) else ""
@@ -132,7 +133,13 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         )
 
     def GetDataset(self, request, context):
-        return dataset_proto(self.node, self.node.dataset(request.name))
+        try:
+            ds = self.node.dataset(request.name)
+        except VeilError as e:  # probes for datasets that do not exist are worth an entry too
+            self.node.audit.catalog_read(current_principal(), "GetDataset", request.name, error=e)
+            raise
+        self.node.audit.catalog_read(current_principal(), "GetDataset", ds.name)
+        return dataset_proto(self.node, ds)
 
 
 class QueryServicer(query_pb2_grpc.QueryServiceServicer):

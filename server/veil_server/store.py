@@ -7,17 +7,22 @@ transaction as the move to SUCCEEDED, so a query is never SUCCEEDED without its 
 
 Only ciphertexts, group keys from public domains and metadata are stored here: never a
 released value in plaintext.
+
+``write_ahead`` hooks run inside a change's transaction, after its checks and before its
+commit: the node appends the audit entry there, so a change whose entry could not be made
+durable rolls back, and no other change to the query can slip in between entry and change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from .errors import AlreadyExists, FailedPrecondition, QueryNotFound
 from .lifecycle import QueryState, can_move
@@ -66,6 +71,9 @@ CREATE TABLE IF NOT EXISTS results (
     created_us INTEGER NOT NULL
 );
 """
+
+
+WriteAhead = Callable[["QueryRecord"], object]
 
 
 def now_us() -> int:
@@ -167,12 +175,26 @@ class StateStore:
     def _tx(self) -> "StateStore._Tx":
         return StateStore._Tx(self)
 
+    @contextlib.contextmanager
+    def joined_tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction for other components sharing this database (governance): joins the
+        calling thread's open transaction if there is one, so a check and the change it guards
+        (e.g. a grant's use and the query it admits) commit together."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+            else:
+                with self._tx() as db:
+                    yield db
+
     # -- queries -----------------------------------------------------------------------------
 
-    def create_query(self, q: NewQuery, reason: str, message: str) -> tuple[QueryRecord, bool]:
+    def create_query(self, q: NewQuery, reason: str, message: str, *,
+                     write_ahead: WriteAhead | None = None) -> tuple[QueryRecord, bool]:
         """Insert a query in PENDING_APPROVAL. Idempotent on (principal, request_id): a retry
         with the same request returns the existing query and ``False``; the same request_id
-        with a different request is refused."""
+        with a different request is refused. ``write_ahead(new_record)`` runs before the commit
+        of a new query; if it raises, nothing is stored."""
         with self._tx() as db:
             row = db.execute(
                 "SELECT * FROM queries WHERE principal=? AND request_id=?", (q.principal, q.request_id)
@@ -199,7 +221,10 @@ class StateStore:
             db.execute(
                 "INSERT INTO transitions VALUES (?, 0, NULL, ?, ?, ?, ?)", (qid, state.value, reason, message, t)
             )
-            return self._get(db, qid), True
+            created = self._get(db, qid)
+            if write_ahead is not None:
+                write_ahead(created)
+            return created, True
 
     def get(self, query_id: str) -> QueryRecord:
         with self._lock:
@@ -246,9 +271,12 @@ class StateStore:
         *,
         expect: Iterable[QueryState] | None = None,
         result: tuple[bytes, str] | None = None,
+        write_ahead: WriteAhead | None = None,
     ) -> QueryRecord:
         """Move a query to ``to`` if the lifecycle allows it (and, if given, only from one of
-        ``expect``). ``result`` (serialised result, digest) is stored in the same transaction."""
+        ``expect``). ``result`` (serialised result, digest) is stored in the same transaction.
+        ``write_ahead(current_record)`` runs once the move is allowed, before anything changes;
+        if it raises, nothing does."""
         with self._tx() as db:
             cur = self._get(db, query_id)
             allowed = set(expect) if expect is not None else None
@@ -258,6 +286,8 @@ class StateStore:
                     reason="INVALID_STATE_TRANSITION",
                     metadata={"state": cur.state.value},
                 )
+            if write_ahead is not None:
+                write_ahead(cur)
             t = now_us()
             n = db.execute("SELECT COUNT(*) FROM transitions WHERE query_id=?", (query_id,)).fetchone()[0]
             db.execute(

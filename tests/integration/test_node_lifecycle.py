@@ -11,8 +11,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 import veil
 from veil.crypto import PublicKey
-from veil.v1 import catalog_pb2, query_pb2
-from veil_server.auth import METHOD_ROLES
+from veil.v1 import audit_pb2, catalog_pb2, federation_pb2, query_pb2
+from veil_server.auth import METHOD_ROLES, PEER_SIGNED
 from veil_server.config import load_config
 from veil_server.demo import init_node_folder
 from veil_server.lifecycle import QueryState
@@ -77,12 +77,13 @@ def test_acknowledged_query_interrupted_by_a_crash_is_completed(small_node_folde
 def test_health_and_reflection_for_generic_clients(demo_node):
     with grpc.insecure_channel(demo_node.target) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        for service in ("", "veil.v1.QueryService", "veil.v1.CatalogService"):
+        for service in ("", "veil.v1.QueryService", "veil.v1.CatalogService", "veil.v1.AuditService"):
             resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
         db = ProtoReflectionDescriptorDatabase(ch)
         services = set(db.get_services())
-        assert {"veil.v1.QueryService", "veil.v1.CatalogService", "grpc.health.v1.Health"} <= services
+        assert {"veil.v1.QueryService", "veil.v1.CatalogService", "veil.v1.AuditService",
+                "grpc.health.v1.Health"} <= services
         pool = descriptor_pool.DescriptorPool(db)
         submit = pool.FindServiceByName("veil.v1.QueryService").FindMethodByName("SubmitQuery")
         assert submit.input_type.full_name == "veil.v1.SubmitQueryRequest"
@@ -92,12 +93,13 @@ def test_every_rpc_declares_its_roles():
     """Deny by default: a method added to the proto without a rule fails here."""
     methods = {
         f"/{svc.full_name}/{m.name}"
-        for fd in (catalog_pb2.DESCRIPTOR, query_pb2.DESCRIPTOR)
+        for fd in (catalog_pb2.DESCRIPTOR, query_pb2.DESCRIPTOR, audit_pb2.DESCRIPTOR, federation_pb2.DESCRIPTOR)
         for svc in fd.services_by_name.values()
         for m in svc.methods
     }
     assert methods == set(METHOD_ROLES), methods ^ set(METHOD_ROLES)
-    assert all(METHOD_ROLES[m] for m in methods)
+    # Node-to-node methods take no token role: a signed peer envelope is their credential.
+    assert all(METHOD_ROLES[m] or METHOD_ROLES[m] is PEER_SIGNED for m in methods)
 
 
 def test_undeclared_method_is_refused(demo_node, monkeypatch):

@@ -1,7 +1,8 @@
 """What crosses the wire and what lands in the state store holds no released value in plaintext.
 
 We run a real query, decrypt its result (so we know every released value), then scan the raw
-bytes of every response the node sent and the node's SQLite files (database and WAL) for each
+bytes of every response the node sent (the receipt included) and the node's SQLite files (the
+state store and the audit log, databases and WALs, and an audit export) for each
 value in every plausible plaintext encoding: decimal text, fixed-point text, 8-byte big- and
 little-endian integers, protobuf varints and IEEE doubles. A positive control proves the scanner
 finds values where they are present.
@@ -9,12 +10,13 @@ finds values where they are present.
 
 from __future__ import annotations
 
+import io
 import struct
 from decimal import Decimal
 
 import grpc
 
-from veil.v1 import query_pb2
+from veil.v1 import audit_pb2, query_pb2
 
 SQL = "SELECT region, COUNT(*) AS n, SUM(cost) AS total, AVG(cost) AS avg_cost FROM patients GROUP BY region"
 
@@ -77,6 +79,7 @@ def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
             query_pb2.GetQueryResultRequest(name=name), metadata=md)
         wire.append(result_bytes)
         wire.append(raw("/veil.v1.QueryService/ListQueries", ser)(query_pb2.ListQueriesRequest(), metadata=md))
+        wire.append(raw("/veil.v1.AuditService/GetReceipt", ser)(audit_pb2.GetReceiptRequest(name=name), metadata=md))
 
     result = query_pb2.QueryResult.FromString(result_bytes)
     cells = released_cells(result, sk)
@@ -92,7 +95,10 @@ def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
         assert not leaks(blob, cells)
 
     state = demo_node.running.node.config.state_dir
-    files = [p for p in state.iterdir() if p.name.startswith("state.db")]
-    assert any(p.name == "state.db" for p in files)
+    files = [p for p in state.iterdir() if p.name.startswith(("state.db", "audit.db"))]
+    assert {"state.db", "audit.db"} <= {p.name for p in files}
     for path in files:
         assert not leaks(path.read_bytes(), cells), path.name
+    export = io.BytesIO()
+    demo_node.running.node.audit.log.export(export)
+    assert b"query.release" in export.getvalue() and not leaks(export.getvalue(), cells)

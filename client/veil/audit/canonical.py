@@ -38,7 +38,7 @@ class NonCanonical(VerificationError):
 
 
 def _check_str(s: str, where: str) -> str:
-    if unicodedata.normalize("NFC", s) != s:
+    if not unicodedata.is_normalized("NFC", s):
         raise ValueError(f"{where}: string is not in Unicode NFC")
     try:
         s.encode("utf-8")
@@ -83,12 +83,50 @@ def _emit(value: Any, out: list[str], where: str, depth: int) -> None:
         raise TypeError(f"{where}: {type(value).__name__} is not allowed in canonical JSON")
 
 
+def _plain(value: Any, where: str, depth: int) -> bool:
+    """Check ``value`` as :func:`_emit` would (same errors) and say whether the standard
+    library's encoder yields the same bytes: only dicts, lists and tuples, and no object key
+    outside the BMP (the one case where code-point order, Python's sort, differs from RFC 8785's
+    UTF-16 order). Its string escaping is exactly ``JSON.stringify``'s with ``ensure_ascii=False``.
+    The node checks every entry at start, so this fast path is what keeps a start quick."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {MAX_DEPTH}")
+    t = type(value)
+    if t is str:
+        _check_str(value, where)
+        return True
+    if t is bool:
+        return True
+    if t is int:
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise ValueError(f"{where}: integer outside the I-JSON safe range")
+        return True
+    if t is dict:
+        plain = True
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: object key {key!r} is not a string")
+            _check_str(key, where)
+            plain &= type(key) is str and (key.isascii() or max(key) <= "\uffff")
+            plain &= _plain(item, f"{where}.{key}", depth + 1)
+        return plain
+    if t is list or t is tuple:
+        plain = True
+        for i, item in enumerate(value):
+            plain &= _plain(item, f"{where}[{i}]", depth + 1)
+        return plain
+    return False  # subclasses, other mappings and sequences, or a type _emit will refuse
+
+
 def encode(value: Any) -> bytes:
     """The canonical UTF-8 bytes of ``value``.
 
     Raises ``TypeError`` for a type outside the subset (float, None, bytes, ...) and
     ``ValueError`` for a non-NFC string or an integer outside the safe range.
     """
+    if _plain(value, "$", 0):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return text.encode("utf-8")
     out: list[str] = []
     _emit(value, out, "$", 0)
     return "".join(out).encode("utf-8")

@@ -323,11 +323,13 @@ class AuditLog:
         until: datetime | str | None = None,
         page_size: int = _search.DEFAULT_PAGE_SIZE,
         page_token: str = "",
+        query: str | None = None,
     ) -> SearchPage:
         """Entries matching every filter given, oldest first, a page at a time (AIP-158).
         ``kind`` may end in ``.*`` (``"admin.*"``); ``since`` is inclusive, ``until`` exclusive.
         Raises ``InvalidArgument`` for a bad page size or a token from another search."""
-        q = _search.build(kind, principal, dataset, outcome, since, until, page_size, page_token)
+        q = _search.build(kind, principal, dataset, outcome, since, until, page_size, page_token,
+                          query)
         return q.page(self._read(lambda c: c.execute(q.sql, q.args).fetchall()))
 
     # --- export and receipts ------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Query:
 def build(
     kind: str | None, principal: str | None, dataset: str | None, outcome: str | None,
     since: datetime | str | None, until: datetime | str | None, page_size: int, page_token: str,
+    query: str | None = None,
 ) -> Query:
     """``kind`` may end in ``.*`` (``"admin.*"``); ``since`` is inclusive, ``until`` exclusive."""
     if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 0:
@@ -53,7 +54,7 @@ def build(
     page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     times = [format_time(t) if isinstance(t, datetime) else t for t in (since, until)]
     fingerprint = hashlib.sha256(
-        json.dumps([kind, principal, dataset, outcome, *times]).encode()
+        json.dumps([kind, principal, dataset, outcome, query, *times]).encode()
     ).hexdigest()[:16]
     where, args = ["idx > ?"], [_decode_token(page_token, fingerprint)]
     if kind is not None and kind.endswith(".*"):
@@ -63,7 +64,8 @@ def build(
     elif kind is not None:
         where.append("kind = ?")
         args.append(kind)
-    for col, val in (("principal", principal), ("dataset", dataset), ("outcome", outcome)):
+    for col, val in (("principal", principal), ("dataset", dataset), ("outcome", outcome),
+                     ("query", query)):
         if val is not None:
             where.append(f"{col} = ?")
             args.append(val)

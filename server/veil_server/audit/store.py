@@ -45,6 +45,7 @@ CREATE INDEX IF NOT EXISTS entry_kind ON entry (kind, idx);
 CREATE INDEX IF NOT EXISTS entry_principal ON entry (principal, idx);
 CREATE INDEX IF NOT EXISTS entry_dataset ON entry (dataset, idx);
 CREATE INDEX IF NOT EXISTS entry_time ON entry (time);
+CREATE INDEX IF NOT EXISTS entry_query ON entry (query, idx);
 CREATE TABLE IF NOT EXISTS node (
     level INTEGER NOT NULL,
     idx INTEGER NOT NULL,

@@ -1,0 +1,116 @@
+"""Data asset certificates: a node's signed statement of what a listed dataset is.
+
+On listing, a node signs (Ed25519) a canonical JSON document naming the dataset and its version,
+its owner, a hash of its schema and rules, a fingerprint of its content, its row count,
+classification, declared rights and allowed purposes, and the time of issue. Anyone holding the
+node's public key can verify a certificate offline; changing any byte of it breaks the signature,
+and the node refuses to run queries once the data no longer matches the fingerprint.
+
+The signed bytes are RFC 8785 canonical JSON (see :mod:`veil.audit.canonical`) with a ``type``
+field, so a certificate signature can never be mistaken for a checkpoint's or a receipt's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from .audit import canonical
+from .audit.records import load_public_key
+
+CERT_TYPE = "veil.dataset.certificate"
+CERT_VERSION = 1
+
+
+class CertificateError(ValueError):
+    """A certificate is malformed, or its signature does not verify under the given key."""
+
+
+@dataclass(frozen=True)
+class DatasetCertificate:
+    dataset: str
+    version: int
+    owner: str
+    schema_hash: str
+    content_fingerprint: str
+    row_count: int
+    classification: str
+    rights: tuple[str, ...]
+    purposes: tuple[str, ...]
+    issued_at: str  # RFC 3339 UTC, microseconds
+    node_id: str
+    key_id: str
+    signature: str = field(default="", compare=False)  # lowercase hex Ed25519 over signed_bytes()
+
+    @property
+    def certificate_id(self) -> str:
+        """SHA-256 of the signed bytes: what queries, results and receipts cite."""
+        return hashlib.sha256(self.signed_bytes()).hexdigest()
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("signature")
+        d["rights"] = sorted(self.rights)
+        d["purposes"] = sorted(self.purposes)
+        d["type"] = CERT_TYPE
+        d["v"] = CERT_VERSION
+        return d
+
+    def signed_bytes(self) -> bytes:
+        return canonical.encode(self.body())
+
+    def verify(self, public_key: bytes | str) -> None:
+        """Raise CertificateError unless the signature verifies under ``public_key``."""
+        key = load_public_key(public_key)
+        try:
+            sig = bytes.fromhex(self.signature)
+            if sig.hex() != self.signature:  # one spelling only: no upper case, no spaces
+                raise ValueError("non-canonical hex")
+            key.verify(sig, self.signed_bytes())
+        except (InvalidSignature, ValueError) as e:
+            raise CertificateError("the certificate's signature does not verify under this key") from e
+
+    def to_bytes(self) -> bytes:
+        """The certificate file: canonical JSON, so that every byte of it is significant."""
+        return canonical.encode({"certificate": self.body(), "signature": self.signature})
+
+    def to_json(self) -> str:
+        return self.to_bytes().decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "DatasetCertificate":
+        try:
+            doc = json.loads(text)
+            body = dict(doc["certificate"])
+            if body.pop("type") != CERT_TYPE or body.pop("v") != CERT_VERSION:
+                raise CertificateError("not a Veil dataset certificate of a known version")
+            body["rights"] = tuple(body["rights"])
+            body["purposes"] = tuple(body["purposes"])
+            return cls(**body, signature=str(doc["signature"]))
+        except CertificateError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise CertificateError(f"malformed certificate: {type(e).__name__}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetCertificate":
+        return cls.from_json(Path(path).read_bytes())
+
+
+def verify_bytes(raw: bytes, public_key: bytes | str) -> DatasetCertificate:
+    """Verify a certificate file's bytes. The file must be exactly the canonical encoding of its
+    content, so changing any single byte (even white space) makes verification fail."""
+    cert = DatasetCertificate.from_json(raw)
+    if cert.to_bytes() != raw:
+        raise CertificateError("the certificate file is not in its canonical form (was it edited?)")
+    cert.verify(public_key)
+    return cert
+
+
+def verify_file(path: str | Path, public_key: bytes | str) -> DatasetCertificate:
+    return verify_bytes(Path(path).read_bytes(), public_key)

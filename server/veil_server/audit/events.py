@@ -1,0 +1,271 @@
+"""The node's audit vocabulary: one method per security-relevant event, each one durable entry.
+
+What an auditor learns from an entry: who did what, when, to which dataset and query, with
+which outcome and why (rule names, reason codes), the canonical SQL, and the digests of plans
+and encrypted results. Never a data value: no result cell, no exact count of the rows a filter
+matched (``rows_scanned_approx`` is the table size rounded as the public catalog rounds it), no
+key material beyond public fingerprints.
+
+Ordering, fail closed: each method returns only once its entry is durable and raises
+:class:`AuditUnavailable` otherwise. Callers log *before* they act (inside the state store's
+transaction, see ``StateStore.transition(write_ahead=...)``), so an action never happens without
+its entry. The converse does not hold after a crash: the log may show a submission with no
+query, or a release of a query that was still RUNNING and runs again (a second release entry
+with another digest). Entries say what was decided and about to happen; the state store says
+what happened. Refusals, denials and failures are logged best-effort: refusing does not need
+permission.
+
+``principal`` is whoever caused the event: the caller for requests, ``"node"`` for start, stop
+and key creation, ``"anonymous"`` for a request without a valid token, and the query's owner
+for what the node does on its own with a query (approval by policy, execution, release,
+failure). Approvers are named in ``details.approvers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import os
+import unicodedata
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from veil.audit.records import RESULT_DIGEST, Receipt, release_details
+
+from ..config import NodeConfig, Principal
+from ..errors import VeilError
+from ..node_key import NodeKey
+from .errors import AuditUnavailable
+from .log import AuditLog
+
+log = logging.getLogger("veil.audit")
+
+LOG_FILE = "audit.db"
+PUBLIC_KEY_FILE = "node_key.pub"
+SYSTEM = "node"
+ANONYMOUS = "anonymous"
+# Characters of free text (SQL) kept per field; digests cover the rest. With control characters
+# replaced, a field is at most 4 bytes a character even escaped, so an entry stays well under
+# the log's 64 KiB limit whatever an analyst sends.
+MAX_TEXT = 4000
+SOFTWARE = "veil 0.1.0"
+# Refusals that say "you may not" are `denied`; the node failing to serve is `error`.
+_ERROR_CODES = {"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED"}
+
+
+def node_id_for(key: NodeKey) -> str:
+    """The log's identity, from its key: renaming a node keeps its log; a new key is a new log."""
+    return f"veil-{key.key_id[:16]}"
+
+
+def public_key_path(state_dir: Path) -> Path:
+    return Path(state_dir) / PUBLIC_KEY_FILE
+
+
+_CONTROLS = {c: "\ufffd" for c in range(32) if chr(c) not in "\t\n"}
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    """Canonical JSON takes NFC strings only; analysts send anything. Normalise, then cap."""
+    clean = unicodedata.normalize("NFC", value.encode("utf-8", "replace").decode("utf-8"))
+    return clean[:limit].translate(_CONTROLS)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_plain(x) for x in obj)
+    if isinstance(obj, (list, tuple)):
+        return [_plain(x) for x in obj]
+    if isinstance(obj, (Decimal, Path)):
+        return str(obj)
+    return obj
+
+
+def config_digest(config: NodeConfig) -> str:
+    """SHA-256 of the effective configuration (file plus environment overrides), so an auditor
+    sees every restart that changed a rule, a principal or a dataset."""
+    effective = _plain(dataclasses.replace(config, source=None))
+    return hashlib.sha256(json.dumps(effective, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_public_key(state_dir: Path, key: NodeKey) -> None:
+    """``state_dir/node_key.pub``: what the operator hands auditors out of band."""
+    path = public_key_path(state_dir)
+    if path.exists() and path.read_bytes() == key.public_key_pem:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(key.public_key_pem)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+class AuditTrail:
+    """Wraps the node's :class:`AuditLog` with the events the node records."""
+
+    def __init__(self, audit_log: AuditLog) -> None:
+        self.log = audit_log
+        self.key = audit_log.key
+
+    @classmethod
+    def open(cls, state_dir: Path) -> AuditTrail:
+        """Load (or create) the node key and open the log, checking it end to end; a log that
+        cannot be opened or fails its check keeps the node from starting."""
+        key = NodeKey.load_or_create(Path(state_dir))
+        trail = cls(AuditLog(Path(state_dir) / LOG_FILE, key, node_id=node_id_for(key)))
+        try:
+            _write_public_key(Path(state_dir), key)
+            if key.created or trail.log.tree_size == 0:
+                trail._append("admin.key.create", SYSTEM, "ok", details={
+                    "key_id": key.key_id, "algorithm": "Ed25519",
+                    "public_key_file": str(public_key_path(state_dir))})
+        except BaseException:
+            trail.close()
+            raise
+        return trail
+
+    @property
+    def node_id(self) -> str:
+        return self.log.node_id
+
+    def close(self) -> None:
+        self.log.close()
+
+    def _append(self, kind: str, principal: str, outcome: str, *, dataset: str | None = None,
+                query: str | None = None, details: dict[str, Any] | None = None) -> int:
+        return self.log.append(kind, principal=_text(principal, 200), outcome=outcome,
+                               dataset=dataset, query=query, details=details)
+
+    def _best_effort(self, what: str, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except AuditUnavailable as e:
+            log.error("could not log %s: %s", what, e.private)
+
+    # -- the node ---------------------------------------------------------------------------
+
+    def node_started(self, config: NodeConfig) -> None:
+        self._append("admin.node.start", SYSTEM, "ok", details={
+            "node_name": _text(config.name), "config_digest": config_digest(config),
+            "datasets": sorted(d.name for d in config.datasets),
+            "principals": len(config.principals), "software": SOFTWARE})
+        self.log.checkpoint()
+
+    def node_stopping(self) -> None:
+        def stop() -> None:
+            self._append("admin.node.stop", SYSTEM, "ok")
+            self.log.checkpoint()
+
+        self._best_effort("node stop", stop)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def denied(self, method: str, principal: str | None, err: VeilError) -> None:
+        """An authentication failure or a role refusal at the door (the interceptor's hook)."""
+        self._best_effort("a denial", self._append, "auth.failure", principal or ANONYMOUS, "denied",
+                          details={"method": _text(method, 200), "reason": err.reason,
+                                   "code": err.code.name})
+
+    def catalog_read(self, principal: Principal, method: str, dataset: str | None = None, *,
+                     error: VeilError | None = None) -> None:
+        """Before the catalog answers: no entry, no answer. A refused read is logged best-effort."""
+        if error is None:
+            self._append("catalog.read", principal.name, "ok", dataset=dataset, details={"method": method})
+            return
+        self._best_effort("a refused catalog read", self._append, "catalog.read", principal.name, "denied",
+                          dataset=_text(dataset.removeprefix("datasets/"), 200) if dataset else None,
+                          details={"method": method, "reason": error.reason})
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def refused(self, principal: Principal, err: VeilError, *, sql: str, purpose: str,
+                request_id: str, plan=None, decision=None) -> None:
+        """A submission refused before any query existed (bad request, SQL or policy)."""
+        outcome = "error" if err.code.name in _ERROR_CODES else "denied"
+        details: dict[str, Any] = {
+            "reason": err.reason, "code": err.code.name, "purpose": _text(purpose, 200),
+            "request_id": _text(request_id, 200), "sql_sha256": _sha256(sql), "sql": _text(sql),
+        }
+        kind = "query.submit"
+        if plan is not None:
+            details |= {"canonical_sql": _text(plan.canonical_sql()), "plan_digest": plan.digest()}
+        if decision is not None and decision.rejected is not None and decision.rejected.reason == err.reason:
+            kind = "query.decision"
+            details |= {"decision": "reject", "rules": _rules(decision)}
+        self._best_effort("a refused submission", self._append, kind, principal.name, outcome,
+                          dataset=plan.dataset if plan is not None else None, details=details)
+
+    def submitted(self, rec, decision) -> None:
+        """The submission and the policy's decision on it, before the query is stored."""
+        self._append("query.submit", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+            "purpose": rec.purpose, "request_id": _text(rec.request_id, 200),
+            "canonical_sql": _text(rec.canonical_sql), "plan_digest": rec.plan_digest,
+            "sql_sha256": _sha256(rec.sql), "key_fingerprint": rec.key_fingerprint,
+            # The plan digest covers the SQL only; encrypted inputs (ciphertexts) get their own.
+            "inputs_sha256": hashlib.sha256(getattr(rec, "inputs", b"") or b"").hexdigest()})
+        self._append("query.decision", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+            "decision": "auto_approve" if decision.auto_approve else "pending_approval",
+            "rules": _rules(decision), "summary": _text(decision.summary(), 2000)})
+
+    def approved(self, rec, *, approvers: list[str], reason: str) -> None:
+        """Before the move to APPROVED; a signed checkpoint follows every approval."""
+        self._append("query.approve", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
+                     details={"approvers": approvers, "reason": _text(reason, 2000),
+                              "plan_digest": rec.plan_digest})
+        self.log.checkpoint()
+
+    def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int) -> None:
+        """Before the move to SUCCEEDED: the execution, then the release (a digest of the
+        encrypted result, never a value), then a signed checkpoint covering both."""
+        self._append("query.execute", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+            "rows_scanned_approx": rows_scanned_approx,
+            "groups_released": counters.get("groups_released", 0),
+            "groups_suppressed": counters.get("groups_suppressed", 0), "cells": counters.get("cells", 0)})
+        self._append("query.release", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
+                     details=release_details(
+                         rec.plan_digest, "", result.result_digest, key_fingerprint=rec.key_fingerprint,
+                         ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ()))))
+        self.log.checkpoint()
+
+    def cancelled(self, rec, principal: Principal) -> None:
+        """Before the move to CANCELLED."""
+        self._append("query.cancel", principal.name, "ok", dataset=rec.dataset, query=rec.id,
+                     details={"from_state": rec.state.value, "owner": rec.principal})
+
+    def failed(self, rec, reason: str) -> None:
+        self._best_effort("a failure", self._append, "query.fail", rec.principal, "error",
+                          dataset=rec.dataset, query=rec.id,
+                          details={"reason": reason, "from_state": rec.state.value})
+
+    # -- receipts ---------------------------------------------------------------------------
+
+    def receipt(self, query_id: str, result_digest: str) -> Receipt | None:
+        """The receipt of the release entry of ``query_id`` whose digest is ``result_digest``
+        (a query that ran again after a crash has several release entries; the stored result
+        is the last). ``None`` if the log has no such entry."""
+        index, token = None, ""
+        while True:
+            page = self.log.search(kind="query.release", query=query_id, outcome="ok",
+                                   page_token=token)
+            for e in page.entries:
+                if e.details.get(RESULT_DIGEST) == result_digest:
+                    index = e.index
+            token = page.next_page_token
+            if not token:
+                break
+        return None if index is None else self.log.receipt(index)
+
+
+def _rules(decision) -> list[dict[str, str]]:
+    return [{"rule": r.name, "message": _text(r.message, 1000)} for r in decision.rules]

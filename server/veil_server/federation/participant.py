@@ -1,0 +1,378 @@
+"""A member's side of a federated query: check, approve, compute and answer each step.
+
+The coordinator drives four steps (``paillier_protocol.py`` and ``sharing_protocol.py`` say
+what each computes and what each party learns); a member answers each one itself, under its
+own rules, and never takes the coordinator's word for anything it can check:
+
+- PREPARE: the federated dataset must be declared here, the participants must be exactly its
+  declared members, the protocol one this node allows, the analyst's key valid (>= 2048 bits),
+  and the SQL must pass this node's planner and policy against this node's own part. Then the
+  member signs the plan's digests, its k and row bound, and a fresh X25519 key.
+- CONTRIBUTE / AGGREGATE / RELEASE: every signed message the coordinator forwards from other
+  members is verified against their pinned keys; the session must hold every member's signed
+  preparation (this node's own, unchanged), and all must agree on plan and schema. Each member
+  recomputes the combined counts itself and applies k = max of all members' k before releasing.
+
+Idempotency: each step's answer is kept, signed, per (federated query, step); a retried request
+gets it back byte for byte, and a different request for a step already answered is refused
+(``FEDERATED_STEP_CONFLICT``). So a retry never counts a partial twice, and masks are never
+drawn twice for one query (which could let someone cancel them). Sessions live in memory only:
+``DONE_TTL`` seconds after this member's last step (room for retries), ``SESSION_TTL`` at most;
+a node that restarts mid-query makes that query fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from veil.crypto import EncodingOverflow, InvalidKey, PublicKey
+from veil.v1 import federation_pb2
+
+from ..catalog import Catalog, Dataset
+from ..config import Principal, Role
+from ..domain import expected_groups
+from ..errors import (AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied,
+                      PolicyViolation, ResourceExhausted, VeilError)
+from ..plan import QueryPlan
+from ..planner import plan_query
+from ..policy import evaluate
+from . import paillier_protocol, sharing_protocol
+from .audit import FederationAudit
+from .envelope import PeerSigner, Verified
+from .pairwise import derive_seeds, new_ephemeral, open_sealed, seal
+from .partial import VectorLayout, bitmap, layout_for, part_digest, partial_matrix, released_groups
+from .settings import FederatedDataset, FederationConfig
+
+SESSION_TTL = 900.0  # an unfinished query is forgotten after this long
+DONE_TTL = 120.0  # a finished one (its last step answered) after this long: time enough for retries
+MAX_SESSIONS = 64  # unfinished ones; finished ones are evicted first to make room
+MIN_KEY_BITS = 2048
+PROTOCOL_NAMES = {federation_pb2.FEDERATION_PROTOCOL_PAILLIER: "paillier",
+                  federation_pb2.FEDERATION_PROTOCOL_SHARING: "sharing"}
+RESPONSE_BODY = {"prepare": "prepared", "contribute": "contribution", "aggregate": "aggregated",
+                 "release": "released"}
+
+Observer = Callable[[str, str, str, bytes], None]  # (this node, what, from whom, bytes received)
+
+
+@dataclass
+class Session:
+    query: str
+    coordinator: str
+    created: float = field(default_factory=time.monotonic)
+    done: float | None = None  # when this member answered its last step
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    answers: dict[str, tuple[str, federation_pb2.PeerEnvelope]] = field(default_factory=dict)
+    # Set by PREPARE.
+    fed: FederatedDataset | None = None
+    dataset: Dataset | None = None  # this node's part, under the federated name
+    local: Dataset | None = None  # this node's part, as registered (what the engine reads)
+    plan: QueryPlan | None = None
+    key: PublicKey | None = None
+    protocol: str = ""
+    principal: str = ""
+    members: list[str] = field(default_factory=list)
+    compute: list[str] = field(default_factory=list)
+    ephemeral: X25519PrivateKey | None = None
+    # Set by CONTRIBUTE.
+    k: int = 0
+    layout: VectorLayout | None = None
+    seeds: dict[str, bytes] = field(default_factory=dict)
+    context: bytes = b""
+    matrix: list[list[int]] | None = None
+    own_share: np.ndarray | None = None
+    # Set by AGGREGATE (sharing, compute parties).
+    summed: np.ndarray | None = None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Participant:
+    def __init__(self, node: Any, config: FederationConfig, signer: PeerSigner, audit: FederationAudit) -> None:
+        self.node = node
+        self.config = config
+        self.name = config.name
+        self.signer = signer
+        self.audit = audit
+        self.observers: list[Observer] = []
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def _observe(self, what: str, sender: str, data: bytes) -> None:
+        for observer in list(self.observers):
+            observer(self.name, what, sender, data)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def handle(self, step: str, envelope: federation_pb2.PeerEnvelope) -> federation_pb2.PeerEnvelope:
+        """Verify a signed request for ``step``, answer it (or return the kept answer), signed."""
+        v = self.signer.verify(envelope, body=step, recipient=self.name)
+        self._observe(f"request:{step}", v.payload.sender, envelope.SerializeToString())
+        q = v.payload.federated_query
+        if not 0 < len(q) <= 64:
+            raise InvalidArgument("the federated query id must be 1 to 64 characters", reason="FEDERATION_SESSION_INVALID")
+        if step == "abort":
+            return self._abort(v)
+        session = self._open(v) if step == "prepare" else self._get(q)
+        if v.payload.sender != session.coordinator:
+            raise PermissionDenied("only the query's coordinator drives its steps", reason="PEER_NOT_COORDINATOR",
+                                   metadata={"node": v.payload.sender[:100]})
+        request_digest = _digest(getattr(v.payload, step).SerializeToString(deterministic=True))
+        with session.lock:
+            kept = session.answers.get(step)
+            if kept is not None:
+                if kept[0] != request_digest:
+                    raise AlreadyExists(f"step {step} of this federated query was already answered for another "
+                                        "request; a step is answered once", reason="FEDERATED_STEP_CONFLICT")
+                return kept[1]
+            self._check_order(session, step)
+            try:
+                try:
+                    body = getattr(self, f"_{step}")(session, v)
+                except EncodingOverflow:
+                    # Only reachable if the data exceed a declared bound (rows > max_rows); refusing
+                    # is the safe answer, as for a single-node result.
+                    raise Internal("a partial fell outside its declared bound", reason="RESULT_OUT_OF_RANGE") from None
+            except VeilError as e:
+                self.audit.refused(session.principal or v.payload.sender, q, session.fed.name if session.fed else "",
+                                   e, step=step, peer=v.payload.sender)
+                if step == "prepare":
+                    self._drop(q)
+                raise
+            answer = self.signer.sign(q, session.coordinator, **{RESPONSE_BODY[step]: body})
+            self.audit.exchange(session.principal, q, session.fed.name if session.fed else "", step=step,
+                                peer=session.coordinator, direction="answered",
+                                request=envelope.SerializeToString(), response=answer.SerializeToString())
+            session.answers[step] = (request_digest, answer)
+            if step == "release" or (step == "contribute" and session.protocol == "sharing"
+                                     and self.name not in session.compute):
+                session.done = time.monotonic()
+            return answer
+
+    def _check_order(self, session: Session, step: str) -> None:
+        before = {"prepare": None, "contribute": "prepare", "aggregate": "contribute",
+                  "release": "aggregate" if session.protocol == "sharing" else "contribute"}[step]
+        if before is not None and before not in session.answers:
+            raise FailedPrecondition(f"step {step} needs step {before} first", reason="FEDERATED_STEP_OUT_OF_ORDER")
+        if step in ("aggregate", "release") and session.protocol == "sharing" and self.name not in session.compute:
+            raise FailedPrecondition("this node is not a compute party of the query", reason="FEDERATED_STEP_NOT_EXPECTED")
+        if step == "aggregate" and session.protocol != "sharing":
+            raise FailedPrecondition("AGGREGATE is a step of the sharing protocol only",
+                                     reason="FEDERATED_STEP_NOT_EXPECTED")
+
+    def _open(self, v: Verified) -> Session:
+        q, now = v.payload.federated_query, time.monotonic()
+        with self._lock:
+            for old in [k for k, s in self._sessions.items()
+                        if now - s.created > SESSION_TTL or (s.done is not None and now - s.done > DONE_TTL)]:
+                del self._sessions[old]
+            if q not in self._sessions:
+                finished = sorted((s.done, k) for k, s in self._sessions.items() if s.done is not None)
+                while len(self._sessions) >= MAX_SESSIONS and finished:
+                    del self._sessions[finished.pop(0)[1]]
+                if len(self._sessions) >= MAX_SESSIONS:
+                    raise ResourceExhausted("too many federated queries in progress; retry later",
+                                            reason="FEDERATION_BUSY")
+                self._sessions[q] = Session(q, v.payload.sender)
+            return self._sessions[q]
+
+    def _get(self, q: str) -> Session:
+        with self._lock:
+            session = self._sessions.get(q)
+        if session is None:
+            raise NotFound("no federated query with this id is in progress here (expired, aborted or never prepared)",
+                           reason="FEDERATED_QUERY_UNKNOWN")
+        return session
+
+    def _drop(self, q: str) -> None:
+        with self._lock:
+            self._sessions.pop(q, None)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _prepare(self, s: Session, v: Verified) -> federation_pb2.PreparedBody:
+        body = v.payload.prepare
+        fed = self.config.dataset(body.dataset)
+        if fed is None:
+            raise NotFound(f"this node takes part in no federated dataset named {body.dataset[:100]!r}",
+                           reason="FEDERATED_DATASET_NOT_FOUND")
+        s.fed = fed
+        s.principal = body.analyst if s.coordinator == self.name else f"{body.analyst}@{s.coordinator}"
+        protocol = PROTOCOL_NAMES.get(body.protocol)
+        if protocol not in fed.protocols:
+            raise PolicyViolation(f"this node does not allow protocol {protocol or 'UNSPECIFIED'} on {fed.name}",
+                                  reason="FEDERATION_PROTOCOL_NOT_ALLOWED")
+        if list(body.participants) != list(fed.members) or s.coordinator not in fed.members:
+            raise PolicyViolation(f"the participants must be exactly the declared members of {fed.name}: "
+                                  f"{', '.join(fed.members)}", reason="FEDERATION_MEMBERS_MISMATCH")
+        compute = list(body.compute_parties)
+        if protocol == "sharing" and (len(compute) < 2 or compute != sorted(set(compute))
+                                      or not set(compute) <= set(fed.members)):
+            raise InvalidArgument("compute parties must be at least two distinct members, sorted",
+                                  reason="FEDERATION_COMPUTE_PARTIES_INVALID")
+        if protocol == "paillier" and compute:
+            raise InvalidArgument("compute parties are for the sharing protocol only",
+                                  reason="FEDERATION_COMPUTE_PARTIES_INVALID")
+        try:
+            key = PublicKey.from_bytes(body.public_key, min_bits=MIN_KEY_BITS)
+        except InvalidKey as e:
+            raise InvalidArgument(f"the Paillier public key is not acceptable: {e}", reason="INVALID_PUBLIC_KEY") from None
+        local = self.node.dataset(fed.local)
+        ds = dataclasses.replace(local, name=fed.name)
+        self.audit.submitted(s.principal, s.query, fed.name, role="member", coordinator=s.coordinator,
+                             protocol=protocol, participants=list(body.participants), compute=compute,
+                             purpose=body.purpose, sql=body.sql, key_fingerprint=key.fingerprint())
+        plan = plan_query(body.sql, Catalog([ds]))
+        decision = evaluate(plan, ds, principal=Principal(s.principal, Role.ANALYST, ""), purpose=body.purpose)
+        decision.raise_if_rejected()
+        self.audit.decided(s.principal, s.query, fed.name, canonical_sql=plan.canonical_sql(),
+                           plan_digest=plan.digest(), summary=decision.summary())
+        s.ephemeral, public = new_ephemeral()
+        s.dataset, s.local, s.plan, s.key, s.protocol = ds, local, plan, key, protocol
+        s.members, s.compute = list(body.participants), compute
+        return federation_pb2.PreparedBody(
+            plan_digest=plan.digest(), part_digest=part_digest(plan, ds), group_count=expected_groups(plan, ds),
+            min_group_size=ds.min_group_size, max_rows=ds.max_rows, ephemeral_key=public,
+            canonical_sql=plan.canonical_sql())
+
+    def _contribute(self, s: Session, v: Verified) -> federation_pb2.ContributionBody:
+        assert s.plan is not None and s.dataset is not None and s.local is not None
+        self._join_session(s, list(v.payload.contribute.prepared))
+        assert s.layout is not None
+        stats = self.node.engine.aggregate(s.plan, s.local)
+        s.matrix = partial_matrix(s.plan, s.dataset, s.layout, stats)
+        n = len(s.members)
+        if s.protocol == "paillier":
+            return federation_pb2.ContributionBody(masked_counts=paillier_protocol.masked_counts(
+                s.layout, s.matrix, me=self.name, seeds=s.seeds, members=n, context=s.context))
+        ring = sharing_protocol.share_ring(s.layout, n)
+        own, target, travelling = sharing_protocol.split_partial(
+            ring, s.matrix, me=self.name, members=s.members, compute=s.compute, seeds=s.seeds, federated_query=s.query)
+        s.own_share = own
+        nonce, sealed = seal(s.seeds[target], s.query, self.name, target, ring.to_bytes(travelling))
+        share = self.signer.sign(s.query, target, sealed_share=federation_pb2.SealedShare(
+            recipient=target, nonce=nonce, ciphertext=sealed))
+        return federation_pb2.ContributionBody(sealed_share=share)
+
+    def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
+        """Check every member's signed preparation and derive the pairwise seeds from them."""
+        seen: dict[str, Verified] = {}
+        for env in envelopes:
+            pv = self.signer.verify(env, body="prepared", recipient=s.coordinator, federated_query=s.query)
+            if pv.payload.sender in seen:
+                raise InvalidArgument("a member's preparation appears twice", reason="FEDERATION_SESSION_INVALID")
+            seen[pv.payload.sender] = pv
+        if sorted(seen) != s.members:
+            raise InvalidArgument("the session must carry every member's signed preparation",
+                                  reason="FEDERATION_SESSION_INVALID")
+        if seen[self.name].envelope.payload != s.answers["prepare"][1].payload:
+            raise InvalidArgument("the session does not carry this node's own preparation unchanged",
+                                  reason="FEDERATION_SESSION_INVALID")
+        mine = seen[self.name].payload.prepared
+        for name, pv in seen.items():
+            b = pv.payload.prepared
+            if (b.plan_digest, b.part_digest, b.group_count) != (mine.plan_digest, mine.part_digest, mine.group_count):
+                raise FailedPrecondition(f"member {name} planned the query over a different schema or domain",
+                                         reason="FEDERATION_SCHEMA_MISMATCH", metadata={"node": name})
+        s.k = max(pv.payload.prepared.min_group_size for pv in seen.values())
+        rows = max(pv.payload.prepared.max_rows for pv in seen.values())
+        session = hashlib.sha256(b"".join(seen[n].envelope.payload for n in s.members)).digest()
+        assert s.ephemeral is not None and s.plan is not None and s.dataset is not None
+        s.seeds = derive_seeds(self.name, s.ephemeral, {n: seen[n].payload.prepared.ephemeral_key for n in s.members},
+                               federated_query=s.query, session=session)
+        s.context = s.query.encode() + b"|" + session
+        s.layout = layout_for(s.plan, s.dataset, rows)
+
+    def _aggregate(self, s: Session, v: Verified) -> federation_pb2.AggregatedBody:
+        assert s.layout is not None
+        ring = sharing_protocol.share_ring(s.layout, len(s.members))
+        count = len(s.layout.statistics) * s.layout.groups
+        expected = {i for i in s.members if i != self.name
+                    and sharing_protocol.designated(i, s.members, s.compute) == self.name}
+        received: dict[str, np.ndarray] = {}
+        for env in v.payload.aggregate.sealed_shares:
+            sv = self.signer.verify(env, body="sealed_share", recipient=self.name, federated_query=s.query)
+            sender, sealed = sv.payload.sender, sv.payload.sealed_share
+            if sender not in expected or sender in received:
+                raise InvalidArgument("a share came from a member that does not send one here",
+                                      reason="FEDERATION_SESSION_INVALID", metadata={"node": sender[:100]})
+            data = open_sealed(s.seeds[sender], s.query, sender, self.name, sealed.nonce, sealed.ciphertext)
+            self._observe("share", sender, data)
+            try:
+                received[sender] = ring.from_bytes(data, count)
+            except ValueError:
+                raise InvalidArgument("a share has the wrong size", reason="FEDERATION_SESSION_INVALID",
+                                      metadata={"node": sender}) from None
+        missing = sorted(expected - set(received))
+        if missing:
+            raise InvalidArgument(f"shares are missing from {', '.join(missing)}", reason="FEDERATION_SESSION_INVALID",
+                                  metadata={"node": missing[0]})
+        s.summed = sharing_protocol.sum_shares(ring, count, me=self.name, members=s.members, compute=s.compute,
+                                               seeds=s.seeds, own=s.own_share, received=received,
+                                               federated_query=s.query)
+        s.own_share = None
+        return federation_pb2.AggregatedBody(count_share=sharing_protocol.count_share(ring, s.layout, s.summed))
+
+    def _counts_from(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope], body: str,
+                     senders: list[str], step: str) -> list[Any]:
+        seen: dict[str, Any] = {}
+        for env in envelopes:
+            cv = self.signer.verify(env, body=body, recipient=s.coordinator, federated_query=s.query)
+            if cv.payload.sender in seen:
+                raise InvalidArgument("a count vector appears twice", reason="FEDERATION_SESSION_INVALID")
+            seen[cv.payload.sender] = cv
+        if sorted(seen) != senders or seen[self.name].envelope.payload != s.answers[step][1].payload:
+            raise InvalidArgument("the release must carry every party's signed counts, this node's unchanged",
+                                  reason="FEDERATION_SESSION_INVALID")
+        return [getattr(seen[n].payload, body) for n in senders]
+
+    def _release(self, s: Session, v: Verified) -> federation_pb2.ReleasedBody:
+        assert s.layout is not None and s.key is not None
+        envelopes = list(v.payload.release.counts)
+        if s.protocol == "paillier":
+            assert s.matrix is not None
+            parts = self._counts_from(s, envelopes, "contribution", s.members, "contribute")
+            try:
+                combined = paillier_protocol.combined_counts(s.layout, [p.masked_counts for p in parts], len(s.members))
+            except ValueError:
+                raise InvalidArgument("a count vector has the wrong size", reason="FEDERATION_SESSION_INVALID") from None
+            released = released_groups(s.layout, combined, s.k)
+            sections = paillier_protocol.encrypt_released(s.key, s.layout, s.matrix, released, me=self.name,
+                                                          seeds=s.seeds, members=len(s.members), context=s.context)
+        else:
+            assert s.summed is not None
+            ring = sharing_protocol.share_ring(s.layout, len(s.members))
+            parts = self._counts_from(s, envelopes, "aggregated", s.compute, "aggregate")
+            try:
+                combined = sharing_protocol.combined_counts(ring, s.layout, [p.count_share for p in parts])
+            except ValueError:
+                raise InvalidArgument("a count share has the wrong size", reason="FEDERATION_SESSION_INVALID") from None
+            released = released_groups(s.layout, combined, s.k)
+            sections = sharing_protocol.encrypt_released(s.key, ring, s.layout, s.summed, released, len(s.compute))
+        s.matrix = s.summed = None  # the plaintext partial is not needed again: a retry gets the kept answer
+        return federation_pb2.ReleasedBody(
+            released_groups=bitmap(released),
+            sections=[federation_pb2.ReleasedSection(ciphertexts=c) for c in sections])
+
+    def _abort(self, v: Verified) -> federation_pb2.PeerEnvelope:
+        q = v.payload.federated_query
+        with self._lock:
+            session = self._sessions.get(q)
+            if session is not None and session.coordinator != v.payload.sender:
+                session = None  # only the coordinator may abort its query
+            if session is not None:
+                del self._sessions[q]
+        if session is not None:
+            self.audit.failed(session.principal or v.payload.sender, q, session.fed.name if session.fed else "",
+                              reason=v.payload.abort.reason or "ABORTED", node=v.payload.abort.failed_node)
+        return self.signer.sign(q, v.payload.sender, aborted=federation_pb2.AbortedBody())

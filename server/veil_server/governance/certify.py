@@ -1,0 +1,83 @@
+"""Issuing data asset certificates, and noticing when the data no longer matches one.
+
+The content fingerprint is the SHA-256 of the source file's bytes. Hashing a large file on every
+query would be wasteful, so the registry keeps the file's (size, mtime, inode) stamp from the
+last hash and re-hashes only when the stamp changes. A changed stamp with unchanged bytes is
+re-stamped; changed bytes make the dataset refuse queries (DATA_CHANGED_SINCE_LISTING) until an
+owner registers, and a reviewer lists, a new version. The operator can still swap bytes while
+forging the stamp: the node operator is trusted with the data; this check catches re-pointing and
+silent changes, not a hostile operator (whose actions the audit log records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+
+from veil.audit.canonical import format_time
+from veil.certificates import DatasetCertificate
+
+from ..catalog import Dataset
+from ..config import dataset_to_dict
+from ..errors import FailedPrecondition, Unavailable
+from ..node_key import NodeKey
+from .registry import DatasetRecord, Governance
+
+CHUNK = 4 << 20
+
+
+def file_stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise Unavailable("the dataset's source file cannot be read; the owner must restore it",
+                          reason="DATASET_UNAVAILABLE") from None
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def fingerprint(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+    except OSError:
+        raise Unavailable("the dataset's source file cannot be read; the owner must restore it",
+                          reason="DATASET_UNAVAILABLE") from None
+    return "sha256:" + h.hexdigest()
+
+
+def schema_hash(ds: Dataset) -> str:
+    """Hash of the schema and every rule on it (not the file path: moving a file is not a change)."""
+    from veil.audit import canonical
+
+    spec = dataset_to_dict(ds)
+    spec.pop("source")
+    return "sha256:" + hashlib.sha256(canonical.encode(spec)).hexdigest()
+
+
+def issue(rec: DatasetRecord, *, key: NodeKey, node_id: str, row_count: int, content: str) -> DatasetCertificate:
+    gov: Governance = rec.governance
+    cert = DatasetCertificate(
+        dataset=rec.name, version=rec.version, owner=",".join(rec.owners), schema_hash=schema_hash(rec.dataset),
+        content_fingerprint=content, row_count=row_count, classification=gov.classification,
+        rights=tuple(sorted(gov.rights)), purposes=tuple(sorted(rec.dataset.purposes)),
+        issued_at=format_time(datetime.now(timezone.utc)), node_id=node_id, key_id=key.key_id)
+    return DatasetCertificate(**{**cert.__dict__, "signature": key.sign(cert.signed_bytes()).hex()})
+
+
+def check_unchanged(rec: DatasetRecord) -> str | None:
+    """None if the data still matches the certificate, else a new stamp to store if only the
+    stamp changed. Raises FailedPrecondition if the bytes changed."""
+    if rec.fingerprint is None:
+        return None
+    stamp = file_stamp(rec.dataset.source)
+    if stamp == rec.file_stamp:
+        return None
+    if fingerprint(rec.dataset.source) != rec.fingerprint:
+        raise FailedPrecondition(
+            f"the data of datasets/{rec.name} changed after it was listed; it cannot be queried until the owner "
+            "registers a new version and a reviewer lists it", reason="DATA_CHANGED_SINCE_LISTING",
+            metadata={"dataset": rec.name})
+    return stamp

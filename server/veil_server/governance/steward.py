@@ -1,0 +1,168 @@
+"""The node's governance facade: who may register, list, suspend, grant and approve, and what
+each analyst may see and query. Pure rules over the registry, grants and reviews; no gRPC.
+
+Roles: owners register datasets and govern the ones they own (grants, suspension, query
+approval); reviewers list datasets (never one they registered); admins may suspend, resume and
+delist any dataset; analysts see LISTED and SUSPENDED datasets only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from ..catalog import Catalog, Dataset
+from ..config import NodeConfig, Principal, Role
+from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
+from ..node_key import NodeKey
+from ..store import StateStore
+from .certify import check_unchanged, file_stamp, fingerprint, issue
+from .classification import RIGHTS, check_against_level
+from .grants import Grants
+from .registry import LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
+from .reviews import Reviews
+
+MAX_REASON = 2000
+
+
+class LiveCatalog(Catalog):
+    """The catalog the planner sees: each dataset's serving (LISTED or SUSPENDED) version."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(())
+        self._registry = registry
+
+    def get(self, name: str) -> Dataset | None:
+        rec = self._registry.serving(name)
+        return rec.dataset if rec is not None else None
+
+    def __iter__(self):
+        return iter([r.dataset for r in self._registry.all_serving()])
+
+    def __len__(self) -> int:
+        return len(self._registry.all_serving())
+
+
+class Steward:
+    def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count) -> None:
+        self.registry = Registry(store)
+        self.grants = Grants(store)
+        self.reviews = Reviews(store)
+        self.catalog = LiveCatalog(self.registry)
+        self._key = key
+        self._config = config
+        self._row_count = row_count  # callable(Dataset) -> int
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def bootstrap(self, datasets: Iterable[Dataset], governance: dict[str, Governance]) -> list[DatasetRecord]:
+        """Register and list the operator's config datasets that the registry does not know yet."""
+        listed = []
+        for ds in datasets:
+            if self.registry.versions(ds.name):
+                continue
+            gov = governance.get(ds.name, Governance())
+            self._check(ds, gov)
+            self.registry.register(ds, gov, principal=OPERATOR)
+            self.registry.move(ds.name, "submit", principal=OPERATOR, reason="declared in the node configuration")
+            listed.append(self._list(ds.name, OPERATOR, "declared in the node configuration"))
+        return listed
+
+    # -- datasets -------------------------------------------------------------------------
+
+    def _check(self, ds: Dataset, gov: Governance) -> None:
+        unknown = set(gov.rights) - set(RIGHTS)
+        if unknown or not gov.rights:
+            raise InvalidArgument(f"rights must be a non-empty subset of {', '.join(RIGHTS)}", reason="INVALID_RIGHTS")
+        check_against_level(ds, gov.classification, auto_approve=gov.auto_approve,
+                            approvals_required=gov.approvals_required,
+                            node_min_group_size=self._config.min_group_size)
+
+    def register(self, principal: Principal, ds: Dataset, gov: Governance, owners: Iterable[str]) -> DatasetRecord:
+        if principal.role is not Role.OWNER:
+            raise PermissionDenied("only owners register datasets", reason="ROLE_NOT_ALLOWED")
+        known = {p.name for p in self._config.principals}
+        missing = [o for o in owners if o not in known]
+        if missing:
+            raise InvalidArgument(f"unknown owner(s): {', '.join(missing)}", reason="UNKNOWN_PRINCIPAL")
+        self._check(ds, gov)
+        return self.registry.register(ds, gov, principal=principal.name, owners=owners)
+
+    def act(self, principal: Principal, name: str, action: str, reason: str) -> DatasetRecord:
+        name = name.removeprefix("datasets/")
+        if len(reason) > MAX_REASON:
+            raise InvalidArgument(f"a reason is at most {MAX_REASON} characters", reason="REASON_TOO_LONG")
+        rec = self.registry.latest(name)
+        if action in ("reject", "suspend", "delist") and not reason.strip():
+            raise InvalidArgument(f"say why: a reason is required to {action}", reason="REASON_REQUIRED")
+        if action == "submit":
+            self._require_owner(principal, rec)
+        elif action in ("approve", "reject"):
+            if principal.role is not Role.REVIEWER:
+                raise PermissionDenied("only reviewers list datasets", reason="ROLE_NOT_ALLOWED")
+            if principal.name == rec.registered_by:
+                raise PermissionDenied("the principal who registered a dataset cannot also list it; another "
+                                       "reviewer must", reason="SELF_LISTING")
+            if action == "approve":
+                return self._list(name, principal.name, reason or "listing approved")
+        else:  # suspend, resume, delist
+            if principal.role is not Role.ADMIN:
+                self._require_owner(principal, self.registry.serving(name) or rec)
+        return self.registry.move(name, action, principal=principal.name, reason=reason or action)
+
+    def _list(self, name: str, by: str, reason: str) -> DatasetRecord:
+        rec = self.registry.latest(name)
+        content = fingerprint(rec.dataset.source)
+        stamp = file_stamp(rec.dataset.source)
+        cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._row_count(rec.dataset),
+                     content=content)
+        return self.registry.move(name, "approve", principal=by, reason=reason, certificate=cert.to_bytes(),
+                                  fingerprint=content, file_stamp=stamp)
+
+    @staticmethod
+    def _require_owner(principal: Principal, rec: DatasetRecord) -> None:
+        if not rec.owned_by(principal.name):
+            raise PermissionDenied(f"only an owner of datasets/{rec.name} may do this", reason="NOT_DATASET_OWNER",
+                                   metadata={"dataset": rec.name})
+
+    def visible(self, principal: Principal) -> list[DatasetRecord]:
+        """Analysts: serving versions. Owners additionally see their own drafts; reviewers, admins all."""
+        serving = self.registry.all_serving()
+        if principal.role is Role.ANALYST or principal.role is Role.AUDITOR:
+            return serving
+        latest = self.registry.all_latest()
+        if principal.role in (Role.REVIEWER, Role.ADMIN):
+            return latest
+        mine = {r.name for r in latest if r.owned_by(principal.name)}
+        return [r for r in latest if r.name in mine] + [r for r in serving if r.name not in mine]
+
+    def queryable(self, name: str) -> DatasetRecord:
+        """The version a new query runs on; refuses suspended datasets and changed data."""
+        rec = self.registry.serving(name.removeprefix("datasets/"))
+        if rec is None:
+            raise DatasetNotFound(f"no dataset named datasets/{name}; list them with ListDatasets",
+                                  metadata={"dataset": name})
+        if rec.state == SUSPENDED:
+            raise FailedPrecondition(f"datasets/{rec.name} is suspended by its owner; no new queries run on it",
+                                     reason="DATASET_SUSPENDED", metadata={"dataset": rec.name})
+        new_stamp = check_unchanged(rec)
+        if new_stamp is not None:
+            self.registry.restamp(rec.name, rec.version, new_stamp)
+        return rec
+
+    def certificate(self, name: str) -> DatasetRecord:
+        rec = self.registry.serving(name.removeprefix("datasets/"))
+        if rec is None or rec.certificate is None:
+            raise DatasetNotFound(f"datasets/{name} has no listed version, so no certificate",
+                                  metadata={"dataset": name})
+        return rec
+
+
+def governance_from_spec(classification: str, rights: Iterable[str], auto_approve: bool,
+                         approvals_required: int) -> Governance:
+    return Governance(classification or "internal", tuple(rights) or ("holding", "processing"), auto_approve,
+                      max(1, approvals_required))
+
+
+def with_source(ds: Dataset, source: str) -> Dataset:
+    return replace(ds, source=source)

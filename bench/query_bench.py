@@ -66,6 +66,7 @@ def node_config(paths: dict[int, Path], state: Path):
     raw["node"] = {"name": "bench", "state_dir": str(state), "workers": 2}
     raw["principals"] = [{"name": "bench", "role": "analyst",
                           "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]
+    raw["grants"] = [{"principal": "bench", "dataset": f"p{rows}", "purpose": "research"} for rows in paths]
     return parse_config(raw, base_dir=state)
 
 

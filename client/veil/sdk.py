@@ -56,6 +56,10 @@ class DatasetInfo:
     min_group_size: int
     max_groups: int
     approximate_row_count: int
+    state: str = "LISTED"
+    version: int = 0
+    classification: str = ""
+    certificate_id: str = ""
 
     @classmethod
     def from_proto(cls, d: catalog_pb2.Dataset) -> "DatasetInfo":
@@ -75,6 +79,10 @@ class DatasetInfo:
             min_group_size=d.min_group_size,
             max_groups=d.max_groups,
             approximate_row_count=d.approximate_row_count,
+            state=d.state or "LISTED",
+            version=d.version,
+            classification=d.classification,
+            certificate_id=d.certificate_id,
         )
 
     def columns_frame(self) -> pd.DataFrame:

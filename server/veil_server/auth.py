@@ -29,7 +29,7 @@ from .errors import ERROR_DOMAIN, Internal, PermissionDenied, Unauthenticated, V
 
 log = logging.getLogger("veil.auth")
 
-ANALYST, OWNER, AUDITOR, ADMIN = Role.ANALYST, Role.OWNER, Role.AUDITOR, Role.ADMIN
+ANALYST, OWNER, AUDITOR, ADMIN, REVIEWER = Role.ANALYST, Role.OWNER, Role.AUDITOR, Role.ADMIN, Role.REVIEWER
 ANYONE = frozenset(Role)
 
 
@@ -50,6 +50,25 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.QueryService/CancelQuery": frozenset({ANALYST}),
     "/veil.v1.QueryService/GetQueryResult": frozenset({ANALYST}),
     "/veil.v1.QueryService/WaitQuery": frozenset({ANALYST, OWNER, ADMIN}),
+    "/veil.v1.QueryService/ExplainQuery": frozenset({ANALYST}),
+    # Governance (issue 3): who may drive which step; ownership and separation of duties are
+    # checked by the steward on top of these roles.
+    "/veil.v1.GovernanceService/RegisterDataset": frozenset({OWNER}),
+    "/veil.v1.GovernanceService/SubmitDatasetForReview": frozenset({OWNER}),
+    "/veil.v1.GovernanceService/ApproveListing": frozenset({REVIEWER}),
+    "/veil.v1.GovernanceService/RejectListing": frozenset({REVIEWER}),
+    "/veil.v1.GovernanceService/SuspendDataset": frozenset({OWNER, ADMIN}),
+    "/veil.v1.GovernanceService/ResumeDataset": frozenset({OWNER, ADMIN}),
+    "/veil.v1.GovernanceService/DelistDataset": frozenset({OWNER, ADMIN}),
+    "/veil.v1.GovernanceService/ListDatasetVersions": frozenset({OWNER, REVIEWER, ADMIN}),
+    "/veil.v1.GovernanceService/GetCertificate": ANYONE,
+    "/veil.v1.GovernanceService/CreateGrant": frozenset({OWNER}),
+    "/veil.v1.GovernanceService/ListGrants": frozenset({OWNER, ADMIN, ANALYST}),
+    "/veil.v1.GovernanceService/RevokeGrant": frozenset({OWNER}),
+    "/veil.v1.ReviewService/ListPendingQueries": frozenset({OWNER, ADMIN}),
+    "/veil.v1.ReviewService/GetPendingQuery": frozenset({OWNER}),
+    "/veil.v1.ReviewService/ApproveQuery": frozenset({OWNER}),
+    "/veil.v1.ReviewService/RejectQuery": frozenset({OWNER}),
     # The log is for auditors. Anyone may fetch the key that signs it (to pin it and verify
     # receipts); an analyst may fetch the receipts of their own queries (the node checks).
     "/veil.v1.AuditService/ListAuditEvents": frozenset({AUDITOR}),

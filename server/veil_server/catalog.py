@@ -84,13 +84,16 @@ class Dataset:
 
     name: str
     source: str
-    format: str  # "csv" | "parquet"
+    format: str  # "csv" | "parquet" (DuckDB) | "postgres" | "spark"; see veil_server.sources
     columns: tuple[Column, ...]
     purposes: frozenset[str]
     description: str = ""
     min_group_size: int = 10
     max_groups: int = 10_000
     max_rows: int = 1_000_000_000
+    # Where the engine connects, for sources that are not files: a libpq conninfo without a
+    # password (postgres) or a Spark master URL (spark); "" means the engine's default.
+    connection: str = ""
     _by_name: Mapping[str, Column] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

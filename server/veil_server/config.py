@@ -13,12 +13,13 @@ import enum
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping
 
 from .catalog import Column, ColumnControl, ColumnType, Dataset
+from .sources import parse_source
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DEFAULT_MIN_GROUP_SIZE = 10
@@ -56,6 +57,11 @@ class NodeConfig:
     # Federation (issue 6): peers with pinned keys and federated datasets, from [federation];
     # None when the file has no such section. See veil_server.federation.settings.
     federation: Any = None
+    # Governance of the config's datasets (classification, rights, approval) by dataset name,
+    # and the operator's grants ([[grants]]); see veil_server.governance.
+    governance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    grants: tuple[Mapping[str, Any], ...] = ()
+    approval_ttl_seconds: int = 7 * 24 * 3600
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -112,6 +118,7 @@ def parse_config(
         principals.append(Principal(pname, role, digest))
 
     datasets = []
+    governance: dict[str, dict[str, Any]] = {}
     names: set[str] = set()
     for i, d in enumerate(raw.get("datasets", [])):
         ds = _dataset(d, f"datasets[{i}]", base_dir, min_k)
@@ -119,6 +126,9 @@ def parse_config(
             raise ConfigError(f"datasets[{i}].name: dataset {ds.name!r} is declared twice")
         names.add(ds.name.lower())
         datasets.append(ds)
+        governance[ds.name] = _governance(d, f"datasets[{i}]", seen)
+    grants = tuple(_grant(g, f"grants[{i}]", seen, names) for i, g in enumerate(raw.get("grants", [])))
+    ttl = _int(node.get("approval_ttl_seconds", 7 * 24 * 3600), "node.approval_ttl_seconds", low=1)
 
     # Federation (issue 6): parsed by its own module; imported here to avoid an import cycle.
     from .federation.settings import parse_federation
@@ -126,18 +136,40 @@ def parse_config(
     federation = parse_federation(raw.get("federation"), base_dir=base_dir, node_name=name,
                                   local_datasets={d.name.lower() for d in datasets}, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
-                      federation)
+                      federation, governance, grants, ttl)
+
+
+def _governance(d: Mapping[str, Any], where: str, principals: set[str]) -> dict[str, Any]:
+    """Classification, rights, approval and owners of a config dataset (checked again, against
+    the classification's floors, when the node lists it)."""
+    owners = list(d.get("owners", []))
+    for o in owners:
+        if o not in principals:
+            raise ConfigError(f"{where}.owners: {o!r} is not a declared principal")
+    rights = list(d.get("rights", ["holding", "processing"]))
+    approvals = _int(d.get("approvals_required", 1), f"{where}.approvals_required", low=1, high=16)
+    return {"classification": str(d.get("classification", "internal")), "rights": rights,
+            "auto_approve": bool(d.get("auto_approve", True)), "approvals_required": approvals, "owners": owners}
+
+
+def _grant(g: Mapping[str, Any], where: str, principals: set[str], datasets: set[str]) -> dict[str, Any]:
+    """An operator grant: principal x dataset x purpose, optionally columns, an end and a cap."""
+    if g.get("principal") not in principals:
+        raise ConfigError(f"{where}.principal must name a declared principal")
+    if str(g.get("dataset", "")).lower() not in datasets:
+        raise ConfigError(f"{where}.dataset must name a dataset declared in this file")
+    purpose = g.get("purpose")
+    if not isinstance(purpose, str) or not NAME_RE.match(purpose):
+        raise ConfigError(f"{where}.purpose must be a purpose name")
+    return {"principal": g["principal"], "dataset": g["dataset"], "purpose": purpose,
+            "columns": [str(c) for c in g.get("columns", [])],
+            "max_queries": _int(g.get("max_queries", 0), f"{where}.max_queries", low=0)}
 
 
 def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) -> Dataset:
     name = _name(d.get("name"), f"{where}.name")
-    source = d.get("source")
-    if not source:
-        raise ConfigError(f"{where}.source is required (a CSV or Parquet file path)")
-    src = _path(source, base_dir)
-    fmt = str(d.get("format") or src.suffix.lstrip(".")).lower()
-    if fmt not in ("csv", "parquet"):
-        raise ConfigError(f"{where}.format must be 'csv' or 'parquet'")
+    # A file (csv, parquet), a PostgreSQL table or view, or a Spark location: see veil_server.sources.
+    fmt, src, connection = parse_source(d, where, base_dir, ConfigError)
     purposes = d.get("purposes") or []
     if not purposes or not all(isinstance(p, str) and NAME_RE.match(p) for p in purposes):
         raise ConfigError(f"{where}.purposes must list at least one purpose name (letters, digits, _)")
@@ -157,7 +189,7 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         raise ConfigError(f"{where}.columns must declare every column the owner exposes")
     return Dataset(
         name=name,
-        source=str(src),
+        source=src,
         format=fmt,
         columns=tuple(cols),
         purposes=frozenset(purposes),
@@ -165,6 +197,7 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         min_group_size=k,
         max_groups=max_groups,
         max_rows=max_rows,
+        connection=connection,
     )
 
 
@@ -264,7 +297,7 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
         cols.append(col)
     return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
             "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
-            "max_rows": ds.max_rows, "columns": cols}
+            "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {})}
 
 
 def dataset_from_dict(d: Mapping[str, Any], *, where: str = "dataset", base_dir: Path = Path("/"),

@@ -20,8 +20,10 @@ import pyarrow.parquet as papq
 REGIONS = ["North", "South", "East", "West", "Central", "Coast", "Highlands", "Islands"]
 DIAGNOSES = ["cardio", "respiratory", "oncology", "orthopedic", "neuro", "renal", "digestive",
              "infectious", "metabolic", "maternity"]
-PRINCIPALS = [("alice", "analyst"), ("bob", "analyst"), ("olivia", "owner"), ("audra", "auditor"),
-              ("adam", "admin")]
+PRINCIPALS = [("alice", "analyst"), ("bob", "analyst"), ("olivia", "owner"), ("otto", "owner"),
+              ("rita", "reviewer"), ("audra", "auditor"), ("adam", "admin")]
+# Which analyst may use the demo dataset for which purpose: no grant, no query.
+DEMO_GRANTS = [("alice", "research"), ("alice", "planning"), ("bob", "research")]
 
 
 def patients_table(rows: int, seed: int = 20261123) -> pa.Table:
@@ -56,14 +58,25 @@ def write_table(table: pa.Table, path: Path) -> None:
         pacsv.write_csv(table, path)
 
 
-def dataset_toml(name: str, source: str, *, min_group_size: int = 10) -> str:
+def grants_toml(dataset: str, grants: list[tuple[str, str]]) -> str:
+    return "".join(f'\n[[grants]]\nprincipal = "{p}"\ndataset = "{dataset}"\npurpose = "{purpose}"\n'
+                   for p, purpose in grants)
+
+
+def dataset_toml(name: str, source: str, *, min_group_size: int = 10, owners: tuple[str, ...] = ()) -> str:
     cats = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
+    owner_line = f"owners = {cats(owners)}\n" if owners else ""
     return f"""
 [[datasets]]
 name = "{name}"
 source = "{source}"
 description = "Synthetic hospital admissions: one row per admission."
 purposes = ["research", "planning"]
+# Governance: classification (public | internal | sensitive | core), declared rights, approval.
+classification = "internal"
+rights = ["holding", "processing"]
+auto_approve = true
+{owner_line}
 min_group_size = {min_group_size}
 max_groups = 2000
 # Declared upper bound on the table's size: it bounds counts and sums, and so ciphertext slots.
@@ -151,5 +164,6 @@ def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.
         os.chmod(path, 0o600)
         digest = hashlib.sha256(token.encode()).hexdigest()
         lines += ["[[principals]]", f'name = "{name}"', f'role = "{role}"', f'token_sha256 = "{digest}"', ""]
-    config.write_text("\n".join(lines) + dataset_toml("patients", source), encoding="utf-8")
+    config.write_text("\n".join(lines) + dataset_toml("patients", source, owners=("olivia", "otto"))
+                      + grants_toml("patients", DEMO_GRANTS), encoding="utf-8")
     return tokens

@@ -87,7 +87,9 @@ def needs_squares(plan: QueryPlan, column: str) -> bool:
 
 
 class SqlRenderer:
-    """Renders a plan into parameterised SQL for a dialect (DuckDB here; PostgreSQL later)."""
+    """Renders a plan into parameterised SQL for a dialect: DuckDB here; the PostgreSQL and Spark
+    renderers (:mod:`veil_server.engines`) override the dialect hooks (``ident``, ``fixed``,
+    ``group_expr``, ``sum_of_squares``) so that every engine returns the same integers."""
 
     placeholder = "?"
 
@@ -96,9 +98,15 @@ class SqlRenderer:
         self.relation = relation
         self.params: list[Any] = []
 
+    def ident(self, name: str) -> str:
+        return quote_ident(name)
+
+    def sum_of_squares(self, v: str) -> str:
+        return f"SUM(CAST({v} AS HUGEINT) * {v})"
+
     def fixed(self, col: Column) -> str:
         """The column as an exact integer in its fixed-point scale."""
-        ident = quote_ident(col.name)
+        ident = self.ident(col.name)
         if col.type is ColumnType.INTEGER:
             return f"CAST({ident} AS BIGINT)"
         return f"CAST(ROUND(CAST({ident} AS DOUBLE) * {10 ** col.scale}) AS BIGINT)"
@@ -114,24 +122,24 @@ class SqlRenderer:
         col = self.dataset.column(column)
         assert col is not None
         if bin_width is None:
-            return quote_ident(col.name)
+            return self.ident(col.name)
         width = int((bin_width * 10**col.scale).to_integral_value())
         return f"CAST(FLOOR({self.fixed(col)} / {width}) AS BIGINT)"
 
     def filter(self, node: Filter) -> str:
         if isinstance(node, Compare):
             self.params.append(_param(node.value))
-            return f"{quote_ident(node.column)} {node.op} {self.placeholder}"
+            return f"{self.ident(node.column)} {node.op} {self.placeholder}"
         if isinstance(node, InList):
             self.params.extend(_param(v) for v in node.values)
             marks = ", ".join(self.placeholder for _ in node.values)
-            return f"{quote_ident(node.column)} {'NOT IN' if node.negated else 'IN'} ({marks})"
+            return f"{self.ident(node.column)} {'NOT IN' if node.negated else 'IN'} ({marks})"
         if isinstance(node, Between):
             self.params.extend((_param(node.low), _param(node.high)))
             kw = "NOT BETWEEN" if node.negated else "BETWEEN"
-            return f"{quote_ident(node.column)} {kw} {self.placeholder} AND {self.placeholder}"
+            return f"{self.ident(node.column)} {kw} {self.placeholder} AND {self.placeholder}"
         if isinstance(node, IsNull):
-            return f"{quote_ident(node.column)} IS {'NOT NULL' if node.negated else 'NULL'}"
+            return f"{self.ident(node.column)} IS {'NOT NULL' if node.negated else 'NULL'}"
         if isinstance(node, And):
             return "(" + " AND ".join(self.filter(o) for o in node.operands) + ")"
         if isinstance(node, Or):
@@ -149,7 +157,7 @@ class SqlRenderer:
             assert col is not None
             inner.append(f"{self.clamped(col)} AS v{j}")
             outer += [f"COUNT(v{j})", f"SUM(v{j})"]
-            outer.append(f"SUM(CAST(v{j} AS HUGEINT) * v{j})" if needs_squares(plan, name) else "0")
+            outer.append(self.sum_of_squares(f"v{j}") if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
         select_inner = ", ".join(inner) if inner else "1 AS one"
         sql = f"SELECT {', '.join(outer)} FROM (SELECT {select_inner} FROM {self.relation}{where}) AS t"
@@ -242,3 +250,64 @@ class DuckDBEngine:
                     return 0
                 self._counts[dataset.name] = int(n)
             return self._counts[dataset.name]
+
+
+class RoutingEngine:
+    """Sends each dataset to the engine of its ``format``: DuckDB for CSV and Parquet files,
+    PostgreSQL (pushed-down SQL) and Spark SQL (local or a cluster) for the others.
+
+    The PostgreSQL and Spark engines are created on first use, so a node that serves only files
+    never imports psycopg or pyspark. A dataset the node did not know at start (registered later
+    through governance) is set up on its first query.
+    """
+
+    def __init__(self, datasets: list[Dataset] | tuple[Dataset, ...] = (), *, threads: int | None = None) -> None:
+        from .sources import FILE_FORMATS
+
+        self._files = FILE_FORMATS
+        known = [d for d in datasets if d.format in FILE_FORMATS]
+        self.duckdb = DuckDBEngine(known, threads=threads)
+        self._duck_views = {(d.name.lower(), d.source, d.format) for d in known}
+        self._backends: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def engine_for(self, dataset: Dataset) -> Engine:
+        if dataset.format in self._files:
+            key = (dataset.name.lower(), dataset.source, dataset.format)
+            with self._lock:
+                if key not in self._duck_views:
+                    self.duckdb._register(dataset)
+                    self.duckdb._counts.pop(dataset.name, None)
+                    self._duck_views.add(key)
+            return self.duckdb
+        with self._lock:
+            backend = self._backends.get(dataset.format)
+            if backend is None:
+                backend = self._backends[dataset.format] = _external_engine(dataset.format)
+            return backend
+
+    def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
+        return self.engine_for(dataset).aggregate(plan, dataset)
+
+    def row_count(self, dataset: Dataset) -> int:
+        return self.engine_for(dataset).row_count(dataset)
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._backends = list(self._backends.values()), {}
+        for b in backends:
+            close = getattr(b, "close", None)
+            if close is not None:
+                close()
+
+
+def _external_engine(fmt: str) -> Engine:
+    if fmt == "postgres":
+        from .engines.postgres import PostgresEngine
+
+        return PostgresEngine()
+    if fmt == "spark":
+        from .engines.spark import SparkEngine
+
+        return SparkEngine()
+    raise Internal("no engine for this dataset's format", reason="EXECUTION_FAILED", private=fmt)

@@ -12,6 +12,7 @@ transaction (``write_ahead=``), so if it cannot be made durable the step does no
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -20,21 +21,25 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from veil.certificates import DatasetCertificate
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
 from . import encrypted_input
 from .audit.events import AuditTrail
-from .catalog import Catalog, Dataset
-from .config import NodeConfig, Principal
-from .engine import DuckDBEngine, Engine
-from .errors import DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, QueryNotFound, VeilError
+from .catalog import Dataset
+from .config import NodeConfig, Principal, Role
+from .engine import Engine, RoutingEngine
+from .errors import (DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
+                     QueryNotFound, VeilError)
+from .governance.registry import OPERATOR, Governance
+from .governance.steward import Steward
 from .lifecycle import QueryState
 from .plan import QueryPlan
 from .planner import plan_query
 from .policy import Decision, evaluate
-from .release import build_result
-from .store import NewQuery, QueryRecord, StateStore
+from .release import build_result, result_digest
+from .store import NewQuery, QueryRecord, StateStore, now_us
 
 log = logging.getLogger("veil.node")
 
@@ -51,19 +56,64 @@ class Submission:
 class Node:
     def __init__(self, config: NodeConfig, *, engine: Engine | None = None) -> None:
         self.config = config
-        self.catalog = Catalog(config.datasets)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
         self.audit = AuditTrail.open(config.state_dir)
         self.store = StateStore(config.state_dir / "state.db")
-        self.engine = engine or DuckDBEngine(config.datasets)
+        self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
+        self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count)
+        self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         self._closed = threading.Event()
         self._changed = threading.Condition()
         self.audit.node_started(config)
+        self._bootstrap()
         self._recover()
+        self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
+        self._sweeper.start()
 
     # -- lifecycle of the node ------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        """The operator's config: list its datasets and add its grants, once, with audit entries."""
+        governance = {}
+        for name, g in self.config.governance.items():
+            governance[name] = Governance(g["classification"], tuple(g["rights"]), g["auto_approve"],
+                                          g["approvals_required"])
+        for ds in self.config.datasets:
+            if self.steward.registry.versions(ds.name):
+                continue
+            self.audit.admin("dataset.list", OPERATOR, dataset=ds.name,
+                             details={"source": "config", "classification": governance[ds.name].classification})
+            self.steward.bootstrap([ds], governance)
+            owners = self.config.governance.get(ds.name, {}).get("owners", [])
+            if owners:
+                self.steward.registry.add_owners(ds.name, owners)
+        existing = {(g.principal, g.dataset.lower(), g.purpose) for g in self.steward.grants.list()
+                    if g.created_by == OPERATOR}
+        for g in self.config.grants:
+            if (g["principal"], g["dataset"].lower(), g["purpose"]) in existing:
+                continue
+            self.audit.admin("grant.create", OPERATOR, dataset=g["dataset"],
+                             details={"principal": g["principal"], "purpose": g["purpose"], "source": "config"})
+            self.steward.grants.add(principal=g["principal"], dataset=g["dataset"], purpose=g["purpose"],
+                                    created_by=OPERATOR, columns=g["columns"], max_queries=g["max_queries"])
+
+    def _sweep_expired(self) -> None:
+        """Pending queries nobody decided on in time become EXPIRED."""
+        while not self._closed.wait(1.0):
+            try:
+                for qid in self.steward.reviews.expired(now_us()):
+                    try:
+                        self._move(qid, QueryState.EXPIRED, "APPROVAL_EXPIRED",
+                                   "no owner decided before the approval deadline; submit it again if still needed",
+                                   expect=[QueryState.PENDING_APPROVAL],
+                                   write_ahead=lambda r: self.audit.rejected(r, None, "approval expired",
+                                                                             "APPROVAL_EXPIRED"))
+                    except VeilError:
+                        pass
+            except Exception:  # the sweeper must outlive a transient store error
+                log.exception("expiry sweep failed")
 
     def _recover(self) -> None:
         for q in self.store.in_states([QueryState.RUNNING]):
@@ -96,6 +146,12 @@ class Node:
             raise DatasetNotFound(f"no dataset named datasets/{bare}; list them with ListDatasets",
                                   metadata={"dataset": bare})
         return ds
+
+    def certificate_id(self, name: str) -> str:
+        rec = self.steward.registry.serving(name)
+        if rec is None or rec.certificate is None:
+            return ""
+        return hashlib.sha256(DatasetCertificate.from_json(rec.certificate).signed_bytes()).hexdigest()
 
     def approximate_rows(self, ds: Dataset) -> int:
         n = self.engine.row_count(ds)
@@ -140,17 +196,30 @@ class Node:
             raise InvalidArgument("every query declares a purpose; set purpose to one the dataset allows",
                                   reason="PURPOSE_REQUIRED")
         plan = plan_query(sql, self.catalog)
-        ds = self.dataset(plan.dataset)
-        decision = evaluate(plan, ds, principal=principal, purpose=purpose)
+        served = self.steward.queryable(plan.dataset)  # refuses suspended datasets and changed data
+        ds = served.dataset
+        decision = evaluate(plan, ds, principal=principal, purpose=purpose, governance=served.governance)
         decision.raise_if_rejected()
         weighted = list(weighted_sums or [])
         encrypted_input.validate(weighted, plan, ds, key)
         inputs = query_pb2.SubmitQueryRequest(weighted_sums=weighted).SerializeToString(deterministic=True)
+
+        def admit(new: QueryRecord) -> None:
+            # In the query's own transaction: no grant, no query; the grant's use is counted here.
+            self.steward.grants.charge(query_id=new.id, principal=principal.name, dataset=ds.name,
+                                       purpose=purpose, columns=plan.columns_touched())
+            if not decision.auto_approve:
+                self.steward.reviews.open(
+                    new.id, rules=[(r.name, r.message) for r in decision.rules], columns=plan.columns_touched(),
+                    expected_groups=decision.expected_groups, approvals_required=decision.approvals_required,
+                    ttl_us=self.config.approval_ttl_seconds * 1_000_000)
+            self.audit.submitted(new, decision)
+
         record, created = self.store.create_query(
             NewQuery(principal.name, request_id, ds.name, purpose, sql, plan.canonical_sql(), plan.to_json(),
                      plan.digest(), bytes(public_key), key.fingerprint(), inputs),
             "SUBMITTED", "query received and validated",
-            write_ahead=lambda new: self.audit.submitted(new, decision),
+            write_ahead=admit,
         )
         if created or record.state is QueryState.PENDING_APPROVAL:  # a retry finishes the decision
             record = self._decide(record, decision)
@@ -209,6 +278,89 @@ class Node:
             raise NotReady("the result is missing", reason="RESULT_MISSING")
         return data
 
+    # -- review and explanation -----------------------------------------------------------
+
+    def explain(self, principal: Principal, *, sql: str, purpose: str) -> dict:
+        """The decision a submission would get, without recording, charging or running anything."""
+        out: dict = {"outcome": "REJECT", "rules": [], "canonical_sql": "", "columns": [], "groups": 0,
+                     "grant": "", "approvals": 0, "certificate_id": "", "reason": "", "message": ""}
+        try:
+            if not purpose:
+                raise InvalidArgument("every query declares a purpose", reason="PURPOSE_REQUIRED")
+            plan = plan_query(sql, self.catalog)
+            out |= {"canonical_sql": plan.canonical_sql(), "columns": plan.columns_touched()}
+            served = self.steward.queryable(plan.dataset)
+            out["certificate_id"] = self.certificate_id(served.name)
+            decision = evaluate(plan, served.dataset, principal=principal, purpose=purpose,
+                                governance=served.governance)
+            out |= {"groups": decision.expected_groups, "rules": [(r.name, r.message) for r in decision.rules]}
+            decision.raise_if_rejected()
+            grant = self.steward.grants.find(principal=principal.name, dataset=served.name, purpose=purpose,
+                                             columns=plan.columns_touched())
+            out |= {"grant": grant.resource_name, "outcome": decision.outcome,
+                    "approvals": decision.approvals_required}
+        except VeilError as e:
+            out |= {"outcome": "REJECT", "reason": e.reason, "message": e.message}
+            if (e.reason, e.message) not in out["rules"]:
+                out["rules"] = [*out["rules"], (e.reason, e.message)]
+        return out
+
+    def pending(self, principal: Principal, dataset: str = "") -> list[tuple[QueryRecord, object]]:
+        """Queries awaiting the caller's decision: pending, on datasets the caller owns."""
+        out = []
+        for rec in self.store.in_states([QueryState.PENDING_APPROVAL]):
+            if dataset and rec.dataset.lower() != dataset.removeprefix("datasets/").lower():
+                continue
+            ds = self.steward.registry.serving(rec.dataset) or self.steward.registry.latest(rec.dataset)
+            if principal.role is Role.ADMIN or ds.owned_by(principal.name):
+                out.append((rec, self.steward.reviews.context(rec.id)))
+        return out
+
+    def _reviewable(self, principal: Principal, query_id: str) -> QueryRecord:
+        rec = self.store.get(_bare(query_id))
+        ds = self.steward.registry.serving(rec.dataset) or self.steward.registry.latest(rec.dataset)
+        if not ds.owned_by(principal.name):
+            raise PermissionDenied(f"only an owner of datasets/{rec.dataset} may review its queries",
+                                   reason="NOT_DATASET_OWNER", metadata={"dataset": rec.dataset})
+        if rec.principal == principal.name:
+            raise PermissionDenied("nobody approves their own query", reason="SELF_APPROVAL")
+        if rec.state is not QueryState.PENDING_APPROVAL:
+            raise FailedPrecondition(f"query is {rec.state.value}; only pending queries are reviewed",
+                                     reason="NOT_PENDING", metadata={"state": rec.state.value})
+        return rec
+
+    def approve(self, principal: Principal, query_id: str, reason: str) -> QueryRecord:
+        if not reason.strip():
+            raise InvalidArgument("say why: an approval needs a reason", reason="REASON_REQUIRED")
+        rec = self._reviewable(principal, query_id)
+        ctx = self.steward.reviews.context(rec.id)
+        need = ctx.approvals_required if ctx is not None else 1
+        have = len(ctx.approvals) + 1 if ctx is not None else 1
+        if have < need:
+            with self.store.joined_tx():
+                self.steward.reviews.approve(rec.id, principal.name, reason)
+                self.audit.partial_approval(rec, principal, reason, have, need)
+            return self.store.get(rec.id)
+        approvers = [a[0] for a in (ctx.approvals if ctx else ())] + [principal.name]
+
+        def record(r: QueryRecord) -> None:
+            self.steward.reviews.approve(r.id, principal.name, reason)
+            self.audit.approved(r, approvers=approvers, reason=reason)
+
+        rec = self._move(rec.id, QueryState.APPROVED, "APPROVED_BY_OWNER",
+                         f"approved by {', '.join(approvers)}: {reason}", expect=[QueryState.PENDING_APPROVAL],
+                         write_ahead=record)
+        self._pool.submit(self._execute, rec.id)
+        return rec
+
+    def reject(self, principal: Principal, query_id: str, reason: str) -> QueryRecord:
+        if not reason.strip():
+            raise InvalidArgument("say why: the analyst sees the reason of a rejection", reason="REASON_REQUIRED")
+        rec = self._reviewable(principal, query_id)
+        return self._move(rec.id, QueryState.REJECTED, "REJECTED_BY_OWNER", f"rejected by {principal.name}: {reason}",
+                          expect=[QueryState.PENDING_APPROVAL],
+                          write_ahead=lambda r: self.audit.rejected(r, principal, reason, "REJECTED_BY_OWNER"))
+
     # -- execution ------------------------------------------------------------------------
 
     def _execute(self, query_id: str) -> None:
@@ -230,14 +382,26 @@ class Node:
             now = Timestamp()
             now.GetCurrentTime()
             result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted)
+            result.certificate_id = self.certificate_id(ds.name)
+            result.result_digest = result_digest(result)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
+
+            def release(r: QueryRecord) -> None:
+                # Revocation reaches every query not yet released: check the grant in the
+                # release's own transaction (a revoke commits before or after, never between).
+                grant = self.steward.grants.grant_of(r.id)
+                problem = grant.problem(now_us()) if grant is not None else None
+                if problem is not None:
+                    raise PermissionDenied(problem[1], reason=problem[0])
+                self.audit.released(r, result, counters, rows_scanned_approx=scanned)
+
             self._move(
                 query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                 f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
                 expect=[QueryState.RUNNING],
                 result=(result.SerializeToString(deterministic=True), result.result_digest),
                 # No release without its entry: if the append fails, the query fails unreleased.
-                write_ahead=lambda r: self.audit.released(r, result, counters, rows_scanned_approx=scanned),
+                write_ahead=release,
             )
         except VeilError as e:
             if e.private:

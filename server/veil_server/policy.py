@@ -26,6 +26,19 @@ class Decision:
     auto_approve: bool = True
     rejected: VeilError | None = None
     rules: list[Rule] = field(default_factory=list)
+    approvals_required: int = 0  # owner approvals needed when not approved automatically
+    expected_groups: int = 0
+
+    @property
+    def outcome(self) -> str:
+        if self.rejected is not None:
+            return "REJECT"
+        return "AUTO_APPROVE" if self.auto_approve else "REVIEW"
+
+    def review(self, rule: Rule, approvals: int) -> None:
+        self.auto_approve = False
+        self.approvals_required = max(self.approvals_required, approvals)
+        self.rules.append(rule)
 
     def reject(self, err: VeilError) -> None:
         self.rejected = err
@@ -42,7 +55,8 @@ class Decision:
         return "; ".join(f"{r.name}: {r.message}" for r in self.rules)
 
 
-def evaluate(plan: QueryPlan, ds: Dataset, *, principal: Principal, purpose: str) -> Decision:
+def evaluate(plan: QueryPlan, ds: Dataset, *, principal: Principal, purpose: str, governance=None) -> Decision:
+    """``governance`` (a registry Governance) decides whether a person must approve."""
     d = Decision()
     if principal.role is not Role.ANALYST:
         d.reject(PermissionDenied("only analysts submit queries", reason="ROLE_NOT_ALLOWED"))
@@ -55,6 +69,7 @@ def evaluate(plan: QueryPlan, ds: Dataset, *, principal: Principal, purpose: str
         ))
         return d
     groups = expected_groups(plan, ds)
+    d.expected_groups = groups
     if groups > ds.max_groups:
         d.reject(PolicyViolation(
             f"the query would produce {groups} groups; datasets/{ds.name} allows at most {ds.max_groups}"
@@ -63,4 +78,8 @@ def evaluate(plan: QueryPlan, ds: Dataset, *, principal: Principal, purpose: str
             metadata={"dataset": ds.name, "limit": str(ds.max_groups)},
         ))
         return d
+    if governance is not None and not governance.auto_approve:
+        d.review(Rule("MANUAL_APPROVAL_REQUIRED",
+                      f"datasets/{ds.name} ({governance.classification}) needs {governance.approvals_required} "
+                      "owner approval(s) for every query"), governance.approvals_required)
     return d

@@ -20,13 +20,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from veil.v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, governance_pb2, governance_pb2_grpc,
+                     query_pb2, query_pb2_grpc)
 
 from .audit_service import AuditServicer
 from .auth import AuthInterceptor, TokenAuthenticator
 from .config import NodeConfig
 from .federation.service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_federation_services
 from .node import Node
+from .governance_service import GovernanceServicer, ReviewServicer
 from .services import CatalogServicer, QueryServicer
 
 log = logging.getLogger("veil.server")
@@ -38,6 +40,8 @@ SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
+    governance_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name,
 ) + FEDERATION_SERVICE_NAMES  # federation (issue 6)
 
 
@@ -71,6 +75,8 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
+    governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), server)
+    governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), server)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -86,6 +86,11 @@ def dataset_proto(node: Node, ds: Dataset) -> catalog_pb2.Dataset:
         )
         if c.value_range is not None:
             col.range_low, col.range_high = (str(v) for v in c.value_range)
+    rec = node.steward.registry.serving(ds.name)
+    if rec is not None:
+        out.state, out.version = rec.state, rec.version
+        out.classification = rec.governance.classification
+        out.certificate_id = node.certificate_id(ds.name)
     return out
 
 
@@ -105,6 +110,7 @@ def query_proto(node: Node, rec: QueryRecord) -> query_pb2.Query:
         update_time=_ts(rec.updated_us),
         public_key_fingerprint=rec.key_fingerprint,
         request_id=rec.request_id,
+        certificate_id=node.certificate_id(rec.dataset),
     )
     for t in node.store.history(rec.id):
         q.history.add(
@@ -183,6 +189,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         remaining = context.time_remaining()
         timeout = min(timeout, MAX_WAIT, remaining if remaining is not None else MAX_WAIT)
         return query_proto(self.node, self.node.wait(current_principal(), request.name, timeout))
+
+    def ExplainQuery(self, request, context):
+        e = self.node.explain(current_principal(), sql=request.sql, purpose=request.purpose)
+        return query_pb2.QueryExplanation(
+            outcome=query_pb2.QueryExplanation.Outcome.Value(f"OUTCOME_{e['outcome']}"), reason=e["reason"],
+            message=e["message"], rules=[query_pb2.RuleHit(rule=r, message=m) for r, m in e["rules"]],
+            canonical_sql=e["canonical_sql"], columns_touched=e["columns"], expected_groups=e["groups"],
+            grant=e["grant"], approvals_required=e["approvals"], certificate_id=e["certificate_id"])
 
     def CancelQuery(self, request, context):
         return query_proto(self.node, self.node.cancel(current_principal(), request.name))

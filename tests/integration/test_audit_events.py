@@ -29,7 +29,10 @@ def test_a_query_lifecycle_is_logged_before_each_step_with_checkpoints(folder, a
     with serve(path) as running:
         log = running.node.audit.log
         first = entries(running)
-        assert [e.kind for e in first] == ["admin.key.create", "admin.node.start"]
+        # Then the operator's config is applied, each change logged: the dataset is listed and
+        # the three demo grants are created.
+        assert [e.kind for e in first] == ["admin.key.create", "admin.node.start", "admin.dataset.list",
+                                           "admin.grant.create", "admin.grant.create", "admin.grant.create"]
         assert first[1].details["config_digest"] == config_digest(running.node.config)
         with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
             alice.dataset("patients")
@@ -102,6 +105,10 @@ def test_restart_logs_stop_and_start_with_the_config_digest_and_no_new_key(folde
         digest = config_digest(running.node.config)
     with serve(path, env={"VEIL_WORKERS": "2"}) as running:
         es = entries(running)
-    assert [e.kind for e in es] == ["admin.key.create", "admin.node.start", "admin.node.stop", "admin.node.start"]
-    assert es[1].details["config_digest"] == digest != es[3].details["config_digest"]
+    node_events = [e.kind for e in es if not e.kind.startswith(("admin.dataset.", "admin.grant."))]
+    assert node_events == ["admin.key.create", "admin.node.start", "admin.node.stop", "admin.node.start"]
+    # The config's dataset and grants are applied once, not again on restart.
+    assert sum(e.kind == "admin.dataset.list" for e in es) == 1
+    starts = [e for e in es if e.kind == "admin.node.start"]
+    assert starts[0].details["config_digest"] == digest != starts[1].details["config_digest"]
     assert all(parse_time(a.time) <= parse_time(b.time) for a, b in zip(es, es[1:]))

@@ -40,7 +40,9 @@ def test_the_sdk_pins_the_node_key_and_checks_every_result(alice, demo_node, rel
     verify_receipt(receipt, node_pub(demo_node))  # what an auditor shown it would run
     result = alice._call(alice._queries.GetQueryResult, query_pb2.GetQueryResultRequest(name=released.name))
     assert receipt.query_id == released.id and receipt.result_digest.hex() == result.result_digest
-    assert receipt.dataset_certificate_id == ""  # datasets are not certified yet
+    # The receipt cites the certificate the result was computed under, as the result does.
+    assert receipt.dataset_certificate_id == result.certificate_id == alice.dataset("patients").certificate_id
+    assert len(result.certificate_id) == 64
     assert receipt.checkpoint.tree_size > receipt.log_index
 
 

@@ -175,14 +175,6 @@ class RevokeGrantRequest(_message.Message):
     reason: str
     def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
-class RuleHit(_message.Message):
-    __slots__ = ("rule", "message")
-    RULE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    rule: str
-    message: str
-    def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
-
 class PendingQuery(_message.Message):
     __slots__ = ("query", "rules", "columns_touched", "expected_groups", "approvals_required", "approved_by", "expire_time")
     QUERY_FIELD_NUMBER: _ClassVar[int]
@@ -193,13 +185,13 @@ class PendingQuery(_message.Message):
     APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     query: _query_pb2.Query
-    rules: _containers.RepeatedCompositeFieldContainer[RuleHit]
+    rules: _containers.RepeatedCompositeFieldContainer[_query_pb2.RuleHit]
     columns_touched: _containers.RepeatedScalarFieldContainer[str]
     expected_groups: int
     approvals_required: int
     approved_by: _containers.RepeatedScalarFieldContainer[str]
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, query: _Optional[_Union[_query_pb2.Query, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., approvals_required: _Optional[int] = ..., approved_by: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, query: _Optional[_Union[_query_pb2.Query, _Mapping]] = ..., rules: _Optional[_Iterable[_Union[_query_pb2.RuleHit, _Mapping]]] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., approvals_required: _Optional[int] = ..., approved_by: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListPendingQueriesRequest(_message.Message):
     __slots__ = ("dataset",)

@@ -26,47 +26,55 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/query.proto\x12\x07veil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1e\n\x11PaillierPublicKey\x12\t\n\x01n\x18\x01 \x01(\x0c\"\xa3\x01\n\x12SubmitQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12.\n\npublic_key\x18\x03 \x01(\x0b\x32\x1a.veil.v1.PaillierPublicKey\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12+\n\rweighted_sums\x18\x05 \x03(\x0b\x32\x14.veil.v1.WeightedSum\"m\n\x0bWeightedSum\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nkey_column\x18\x02 \x01(\t\x12\x15\n\rvalue_columns\x18\x03 \x03(\t\x12\x14\n\x0cweight_scale\x18\x04 \x01(\x05\x12\x0f\n\x07weights\x18\x05 \x03(\x0c\"\xac\x01\n\x0fStateTransition\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.veil.v1.QueryState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.veil.v1.QueryState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x03\n\x05Query\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0b\n\x03sql\x18\x05 \x01(\t\x12\x15\n\rcanonical_sql\x18\x06 \x01(\t\x12\x13\n\x0bplan_digest\x18\x07 \x01(\t\x12\"\n\x05state\x18\x08 \x01(\x0e\x32\x13.veil.v1.QueryState\x12\x14\n\x0cstate_reason\x18\t \x01(\t\x12\x15\n\rstate_message\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07history\x18\r \x03(\x0b\x32\x18.veil.v1.StateTransition\x12\x1e\n\x16public_key_fingerprint\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"\x1f\n\x0fGetQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListQueriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListQueriesResponse\x12\x1f\n\x07queries\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Query\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x43\x61ncelQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x10WaitQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x15GetQueryResultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf0\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.veil.v1.ResultColumn.Kind\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\x15\n\rsource_column\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\x05\x12\x13\n\x0bnumeric_key\x18\x06 \x01(\x08\"[\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_GROUP_KEY\x10\x01\x12\x12\n\x0eKIND_AGGREGATE\x10\x02\x12\x15\n\x11KIND_WEIGHTED_SUM\x10\x03\"-\n\tResultRow\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x12\n\nsuppressed\x18\x02 \x01(\x08\"\x7f\n\x0e\x45ncryptedCells\x12\x11\n\tslot_bits\x18\x01 \x01(\r\x12\x1c\n\x14slots_per_ciphertext\x18\x02 \x01(\r\x12\x13\n\x0bslot_offset\x18\x03 \x01(\t\x12\x12\n\ncell_count\x18\x04 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x05 \x03(\x0c\"\xa6\x02\n\x0bQueryResult\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.veil.v1.ResultColumn\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.veil.v1.ResultRow\x12&\n\x05\x63\x65lls\x18\x04 \x01(\x0b\x32\x17.veil.v1.EncryptedCells\x12\x1e\n\x16public_key_fingerprint\x18\x05 \x01(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x15\n\rresult_digest\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eweighted_cells\x18\t \x03(\x0c*\xff\x01\n\nQueryState\x12\x1b\n\x17QUERY_STATE_UNSPECIFIED\x10\x00\x12 \n\x1cQUERY_STATE_PENDING_APPROVAL\x10\x01\x12\x18\n\x14QUERY_STATE_APPROVED\x10\x02\x12\x17\n\x13QUERY_STATE_RUNNING\x10\x03\x12\x19\n\x15QUERY_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12QUERY_STATE_FAILED\x10\x05\x12\x18\n\x14QUERY_STATE_REJECTED\x10\x06\x12\x19\n\x15QUERY_STATE_CANCELLED\x10\x07\x12\x17\n\x13QUERY_STATE_EXPIRED\x10\x08\x32\x86\x03\n\x0cQueryService\x12:\n\x0bSubmitQuery\x12\x1b.veil.v1.SubmitQueryRequest\x1a\x0e.veil.v1.Query\x12\x34\n\x08GetQuery\x12\x18.veil.v1.GetQueryRequest\x1a\x0e.veil.v1.Query\x12H\n\x0bListQueries\x12\x1b.veil.v1.ListQueriesRequest\x1a\x1c.veil.v1.ListQueriesResponse\x12:\n\x0b\x43\x61ncelQuery\x12\x1b.veil.v1.CancelQueryRequest\x1a\x0e.veil.v1.Query\x12\x46\n\x0eGetQueryResult\x12\x1e.veil.v1.GetQueryResultRequest\x1a\x14.veil.v1.QueryResult\x12\x36\n\tWaitQuery\x12\x19.veil.v1.WaitQueryRequest\x1a\x0e.veil.v1.Queryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/query.proto\x12\x07veil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x13\x45xplainQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\"\xfa\x02\n\x10QueryExplanation\x12\x32\n\x07outcome\x18\x01 \x01(\x0e\x32!.veil.v1.QueryExplanation.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1f\n\x05rules\x18\x04 \x03(\x0b\x32\x10.veil.v1.RuleHit\x12\x15\n\rcanonical_sql\x18\x05 \x01(\t\x12\x17\n\x0f\x63olumns_touched\x18\x06 \x03(\t\x12\x17\n\x0f\x65xpected_groups\x18\x07 \x01(\x03\x12\r\n\x05grant\x18\x08 \x01(\t\x12\x1a\n\x12\x61pprovals_required\x18\t \x01(\x05\x12\x16\n\x0e\x63\x65rtificate_id\x18\n \x01(\t\"d\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTCOME_AUTO_APPROVE\x10\x01\x12\x12\n\x0eOUTCOME_REVIEW\x10\x02\x12\x12\n\x0eOUTCOME_REJECT\x10\x03\"(\n\x07RuleHit\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1e\n\x11PaillierPublicKey\x12\t\n\x01n\x18\x01 \x01(\x0c\"\xa3\x01\n\x12SubmitQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12.\n\npublic_key\x18\x03 \x01(\x0b\x32\x1a.veil.v1.PaillierPublicKey\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12+\n\rweighted_sums\x18\x05 \x03(\x0b\x32\x14.veil.v1.WeightedSum\"m\n\x0bWeightedSum\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nkey_column\x18\x02 \x01(\t\x12\x15\n\rvalue_columns\x18\x03 \x03(\t\x12\x14\n\x0cweight_scale\x18\x04 \x01(\x05\x12\x0f\n\x07weights\x18\x05 \x03(\x0c\"\xac\x01\n\x0fStateTransition\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.veil.v1.QueryState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.veil.v1.QueryState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x03\n\x05Query\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0b\n\x03sql\x18\x05 \x01(\t\x12\x15\n\rcanonical_sql\x18\x06 \x01(\t\x12\x13\n\x0bplan_digest\x18\x07 \x01(\t\x12\"\n\x05state\x18\x08 \x01(\x0e\x32\x13.veil.v1.QueryState\x12\x14\n\x0cstate_reason\x18\t \x01(\t\x12\x15\n\rstate_message\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07history\x18\r \x03(\x0b\x32\x18.veil.v1.StateTransition\x12\x1e\n\x16public_key_fingerprint\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x10 \x01(\t\"\x1f\n\x0fGetQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12ListQueriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x13ListQueriesResponse\x12\x1f\n\x07queries\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Query\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x43\x61ncelQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x10WaitQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"%\n\x15GetQueryResultRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xf0\x01\n\x0cResultColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.veil.v1.ResultColumn.Kind\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\x15\n\rsource_column\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\x05\x12\x13\n\x0bnumeric_key\x18\x06 \x01(\x08\"[\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_GROUP_KEY\x10\x01\x12\x12\n\x0eKIND_AGGREGATE\x10\x02\x12\x15\n\x11KIND_WEIGHTED_SUM\x10\x03\"-\n\tResultRow\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x12\n\nsuppressed\x18\x02 \x01(\x08\"\x7f\n\x0e\x45ncryptedCells\x12\x11\n\tslot_bits\x18\x01 \x01(\r\x12\x1c\n\x14slots_per_ciphertext\x18\x02 \x01(\r\x12\x13\n\x0bslot_offset\x18\x03 \x01(\t\x12\x12\n\ncell_count\x18\x04 \x01(\r\x12\x13\n\x0b\x63iphertexts\x18\x05 \x03(\x0c\"\xbe\x02\n\x0bQueryResult\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.veil.v1.ResultColumn\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.veil.v1.ResultRow\x12&\n\x05\x63\x65lls\x18\x04 \x01(\x0b\x32\x17.veil.v1.EncryptedCells\x12\x1e\n\x16public_key_fingerprint\x18\x05 \x01(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x15\n\rresult_digest\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eweighted_cells\x18\t \x03(\x0c\x12\x16\n\x0e\x63\x65rtificate_id\x18\n \x01(\t*\xff\x01\n\nQueryState\x12\x1b\n\x17QUERY_STATE_UNSPECIFIED\x10\x00\x12 \n\x1cQUERY_STATE_PENDING_APPROVAL\x10\x01\x12\x18\n\x14QUERY_STATE_APPROVED\x10\x02\x12\x17\n\x13QUERY_STATE_RUNNING\x10\x03\x12\x19\n\x15QUERY_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12QUERY_STATE_FAILED\x10\x05\x12\x18\n\x14QUERY_STATE_REJECTED\x10\x06\x12\x19\n\x15QUERY_STATE_CANCELLED\x10\x07\x12\x17\n\x13QUERY_STATE_EXPIRED\x10\x08\x32\xcf\x03\n\x0cQueryService\x12:\n\x0bSubmitQuery\x12\x1b.veil.v1.SubmitQueryRequest\x1a\x0e.veil.v1.Query\x12\x34\n\x08GetQuery\x12\x18.veil.v1.GetQueryRequest\x1a\x0e.veil.v1.Query\x12H\n\x0bListQueries\x12\x1b.veil.v1.ListQueriesRequest\x1a\x1c.veil.v1.ListQueriesResponse\x12:\n\x0b\x43\x61ncelQuery\x12\x1b.veil.v1.CancelQueryRequest\x1a\x0e.veil.v1.Query\x12\x46\n\x0eGetQueryResult\x12\x1e.veil.v1.GetQueryResultRequest\x1a\x14.veil.v1.QueryResult\x12\x36\n\tWaitQuery\x12\x19.veil.v1.WaitQueryRequest\x1a\x0e.veil.v1.Query\x12G\n\x0c\x45xplainQuery\x12\x1c.veil.v1.ExplainQueryRequest\x1a\x19.veil.v1.QueryExplanationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUERYSTATE']._serialized_start=2034
-  _globals['_QUERYSTATE']._serialized_end=2289
-  _globals['_PAILLIERPUBLICKEY']._serialized_start=97
-  _globals['_PAILLIERPUBLICKEY']._serialized_end=127
-  _globals['_SUBMITQUERYREQUEST']._serialized_start=130
-  _globals['_SUBMITQUERYREQUEST']._serialized_end=293
-  _globals['_WEIGHTEDSUM']._serialized_start=295
-  _globals['_WEIGHTEDSUM']._serialized_end=404
-  _globals['_STATETRANSITION']._serialized_start=407
-  _globals['_STATETRANSITION']._serialized_end=579
-  _globals['_QUERY']._serialized_start=582
-  _globals['_QUERY']._serialized_end=987
-  _globals['_GETQUERYREQUEST']._serialized_start=989
-  _globals['_GETQUERYREQUEST']._serialized_end=1020
-  _globals['_LISTQUERIESREQUEST']._serialized_start=1022
-  _globals['_LISTQUERIESREQUEST']._serialized_end=1081
-  _globals['_LISTQUERIESRESPONSE']._serialized_start=1083
-  _globals['_LISTQUERIESRESPONSE']._serialized_end=1162
-  _globals['_CANCELQUERYREQUEST']._serialized_start=1164
-  _globals['_CANCELQUERYREQUEST']._serialized_end=1198
-  _globals['_WAITQUERYREQUEST']._serialized_start=1200
-  _globals['_WAITQUERYREQUEST']._serialized_end=1276
-  _globals['_GETQUERYRESULTREQUEST']._serialized_start=1278
-  _globals['_GETQUERYRESULTREQUEST']._serialized_end=1315
-  _globals['_RESULTCOLUMN']._serialized_start=1318
-  _globals['_RESULTCOLUMN']._serialized_end=1558
-  _globals['_RESULTCOLUMN_KIND']._serialized_start=1467
-  _globals['_RESULTCOLUMN_KIND']._serialized_end=1558
-  _globals['_RESULTROW']._serialized_start=1560
-  _globals['_RESULTROW']._serialized_end=1605
-  _globals['_ENCRYPTEDCELLS']._serialized_start=1607
-  _globals['_ENCRYPTEDCELLS']._serialized_end=1734
-  _globals['_QUERYRESULT']._serialized_start=1737
-  _globals['_QUERYRESULT']._serialized_end=2031
-  _globals['_QUERYSERVICE']._serialized_start=2292
-  _globals['_QUERYSERVICE']._serialized_end=2682
+  _globals['_QUERYSTATE']._serialized_start=2558
+  _globals['_QUERYSTATE']._serialized_end=2813
+  _globals['_EXPLAINQUERYREQUEST']._serialized_start=97
+  _globals['_EXPLAINQUERYREQUEST']._serialized_end=148
+  _globals['_QUERYEXPLANATION']._serialized_start=151
+  _globals['_QUERYEXPLANATION']._serialized_end=529
+  _globals['_QUERYEXPLANATION_OUTCOME']._serialized_start=429
+  _globals['_QUERYEXPLANATION_OUTCOME']._serialized_end=529
+  _globals['_RULEHIT']._serialized_start=531
+  _globals['_RULEHIT']._serialized_end=571
+  _globals['_PAILLIERPUBLICKEY']._serialized_start=573
+  _globals['_PAILLIERPUBLICKEY']._serialized_end=603
+  _globals['_SUBMITQUERYREQUEST']._serialized_start=606
+  _globals['_SUBMITQUERYREQUEST']._serialized_end=769
+  _globals['_WEIGHTEDSUM']._serialized_start=771
+  _globals['_WEIGHTEDSUM']._serialized_end=880
+  _globals['_STATETRANSITION']._serialized_start=883
+  _globals['_STATETRANSITION']._serialized_end=1055
+  _globals['_QUERY']._serialized_start=1058
+  _globals['_QUERY']._serialized_end=1487
+  _globals['_GETQUERYREQUEST']._serialized_start=1489
+  _globals['_GETQUERYREQUEST']._serialized_end=1520
+  _globals['_LISTQUERIESREQUEST']._serialized_start=1522
+  _globals['_LISTQUERIESREQUEST']._serialized_end=1581
+  _globals['_LISTQUERIESRESPONSE']._serialized_start=1583
+  _globals['_LISTQUERIESRESPONSE']._serialized_end=1662
+  _globals['_CANCELQUERYREQUEST']._serialized_start=1664
+  _globals['_CANCELQUERYREQUEST']._serialized_end=1698
+  _globals['_WAITQUERYREQUEST']._serialized_start=1700
+  _globals['_WAITQUERYREQUEST']._serialized_end=1776
+  _globals['_GETQUERYRESULTREQUEST']._serialized_start=1778
+  _globals['_GETQUERYRESULTREQUEST']._serialized_end=1815
+  _globals['_RESULTCOLUMN']._serialized_start=1818
+  _globals['_RESULTCOLUMN']._serialized_end=2058
+  _globals['_RESULTCOLUMN_KIND']._serialized_start=1967
+  _globals['_RESULTCOLUMN_KIND']._serialized_end=2058
+  _globals['_RESULTROW']._serialized_start=2060
+  _globals['_RESULTROW']._serialized_end=2105
+  _globals['_ENCRYPTEDCELLS']._serialized_start=2107
+  _globals['_ENCRYPTEDCELLS']._serialized_end=2234
+  _globals['_QUERYRESULT']._serialized_start=2237
+  _globals['_QUERYRESULT']._serialized_end=2555
+  _globals['_QUERYSERVICE']._serialized_start=2816
+  _globals['_QUERYSERVICE']._serialized_end=3279
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,56 @@ QUERY_STATE_REJECTED: QueryState
 QUERY_STATE_CANCELLED: QueryState
 QUERY_STATE_EXPIRED: QueryState
 
+class ExplainQueryRequest(_message.Message):
+    __slots__ = ("sql", "purpose")
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    sql: str
+    purpose: str
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class QueryExplanation(_message.Message):
+    __slots__ = ("outcome", "reason", "message", "rules", "canonical_sql", "columns_touched", "expected_groups", "grant", "approvals_required", "certificate_id")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[QueryExplanation.Outcome]
+        OUTCOME_AUTO_APPROVE: _ClassVar[QueryExplanation.Outcome]
+        OUTCOME_REVIEW: _ClassVar[QueryExplanation.Outcome]
+        OUTCOME_REJECT: _ClassVar[QueryExplanation.Outcome]
+    OUTCOME_UNSPECIFIED: QueryExplanation.Outcome
+    OUTCOME_AUTO_APPROVE: QueryExplanation.Outcome
+    OUTCOME_REVIEW: QueryExplanation.Outcome
+    OUTCOME_REJECT: QueryExplanation.Outcome
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    CANONICAL_SQL_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_TOUCHED_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    outcome: QueryExplanation.Outcome
+    reason: str
+    message: str
+    rules: _containers.RepeatedCompositeFieldContainer[RuleHit]
+    canonical_sql: str
+    columns_touched: _containers.RepeatedScalarFieldContainer[str]
+    expected_groups: int
+    grant: str
+    approvals_required: int
+    certificate_id: str
+    def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+
+class RuleHit(_message.Message):
+    __slots__ = ("rule", "message")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    message: str
+    def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class PaillierPublicKey(_message.Message):
     __slots__ = ("n",)
     N_FIELD_NUMBER: _ClassVar[int]
@@ -81,7 +131,7 @@ class StateTransition(_message.Message):
     def __init__(self, from_state: _Optional[_Union[QueryState, str]] = ..., to_state: _Optional[_Union[QueryState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("name", "principal", "dataset", "purpose", "sql", "canonical_sql", "plan_digest", "state", "state_reason", "state_message", "create_time", "update_time", "history", "public_key_fingerprint", "request_id")
+    __slots__ = ("name", "principal", "dataset", "purpose", "sql", "canonical_sql", "plan_digest", "state", "state_reason", "state_message", "create_time", "update_time", "history", "public_key_fingerprint", "request_id", "certificate_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +147,7 @@ class Query(_message.Message):
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     principal: str
     dataset: str
@@ -112,7 +163,8 @@ class Query(_message.Message):
     history: _containers.RepeatedCompositeFieldContainer[StateTransition]
     public_key_fingerprint: str
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., sql: _Optional[str] = ..., canonical_sql: _Optional[str] = ..., plan_digest: _Optional[str] = ..., state: _Optional[_Union[QueryState, str]] = ..., state_reason: _Optional[str] = ..., state_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    certificate_id: str
+    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., sql: _Optional[str] = ..., canonical_sql: _Optional[str] = ..., plan_digest: _Optional[str] = ..., state: _Optional[_Union[QueryState, str]] = ..., state_reason: _Optional[str] = ..., state_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., request_id: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...
 
 class GetQueryRequest(_message.Message):
     __slots__ = ("name",)
@@ -205,7 +257,7 @@ class EncryptedCells(_message.Message):
     def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells")
+    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +267,7 @@ class QueryResult(_message.Message):
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTED_CELLS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     query: str
     columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
@@ -224,4 +277,5 @@ class QueryResult(_message.Message):
     result_digest: str
     create_time: _timestamp_pb2.Timestamp
     weighted_cells: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    certificate_id: str
+    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ..., certificate_id: _Optional[str] = ...) -> None: ...

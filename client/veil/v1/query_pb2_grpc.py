@@ -65,6 +65,11 @@ class QueryServiceStub:
                 request_serializer=veil_dot_v1_dot_query__pb2.WaitQueryRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_query__pb2.Query.FromString,
                 _registered_method=True)
+        self.ExplainQuery = channel.unary_unary(
+                '/veil.v1.QueryService/ExplainQuery',
+                request_serializer=veil_dot_v1_dot_query__pb2.ExplainQueryRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_query__pb2.QueryExplanation.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -116,6 +121,15 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainQuery(self, request, context):
+        """Dry run: the policy decision for this SQL and purpose without recording or running
+        anything: which rules fire, and whether it would be approved automatically, queued for a
+        person, or rejected, and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +162,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.WaitQuery,
                     request_deserializer=veil_dot_v1_dot_query__pb2.WaitQueryRequest.FromString,
                     response_serializer=veil_dot_v1_dot_query__pb2.Query.SerializeToString,
+            ),
+            'ExplainQuery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainQuery,
+                    request_deserializer=veil_dot_v1_dot_query__pb2.ExplainQueryRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_query__pb2.QueryExplanation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +332,33 @@ class QueryService:
             '/veil.v1.QueryService/WaitQuery',
             veil_dot_v1_dot_query__pb2.WaitQueryRequest.SerializeToString,
             veil_dot_v1_dot_query__pb2.Query.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.QueryService/ExplainQuery',
+            veil_dot_v1_dot_query__pb2.ExplainQueryRequest.SerializeToString,
+            veil_dot_v1_dot_query__pb2.QueryExplanation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -234,9 +234,27 @@ class AuditTrail:
             "groups_suppressed": counters.get("groups_suppressed", 0), "cells": counters.get("cells", 0)})
         self._append("query.release", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
                      details=release_details(
-                         rec.plan_digest, "", result.result_digest, key_fingerprint=rec.key_fingerprint,
+                         rec.plan_digest, getattr(result, "certificate_id", ""), result.result_digest,
+                         key_fingerprint=rec.key_fingerprint,
                          ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ()))))
         self.log.checkpoint()
+
+    def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:
+        """Before the move to REJECTED (by a reviewing owner) or EXPIRED (nobody decided in time)."""
+        self._append("query.reject", principal.name if principal else SYSTEM, "ok", dataset=rec.dataset,
+                     query=rec.id, details={"reason": code, "message": _text(reason, 2000)})
+
+    def partial_approval(self, rec, principal: Principal, reason: str, have: int, need: int) -> None:
+        """One owner's approval of a query that needs more than one."""
+        self._append("query.approve", principal.name, "ok", dataset=rec.dataset, query=rec.id,
+                     details={"approvers": [principal.name], "reason": _text(reason, 2000),
+                              "plan_digest": rec.plan_digest, "approvals": have, "approvals_required": need})
+        self.log.checkpoint()
+
+    def admin(self, kind: str, principal: str, *, dataset: str | None = None,
+              details: dict[str, Any] | None = None) -> None:
+        """An administrative change (datasets, grants, listings): logged before it is made."""
+        self._append(f"admin.{kind}", principal, "ok", dataset=dataset, details=details or {})
 
     def cancelled(self, rec, principal: Principal) -> None:
         """Before the move to CANCELLED."""

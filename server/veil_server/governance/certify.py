@@ -22,6 +22,7 @@ from ..catalog import Dataset
 from ..config import dataset_to_dict
 from ..errors import FailedPrecondition, Unavailable
 from ..node_key import NodeKey
+from ..sources import FILE_FORMATS, external_fingerprint, external_stamp
 from .registry import DatasetRecord, Governance
 
 CHUNK = 4 << 20
@@ -48,12 +49,22 @@ def fingerprint(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def source_stamp(ds: Dataset) -> str:
+    """``file_stamp`` for a file; for PostgreSQL and Spark sources see veil_server.sources."""
+    return file_stamp(ds.source) if ds.format in FILE_FORMATS else external_stamp(ds)
+
+
+def source_fingerprint(ds: Dataset) -> str:
+    return fingerprint(ds.source) if ds.format in FILE_FORMATS else external_fingerprint(ds)
+
+
 def schema_hash(ds: Dataset) -> str:
     """Hash of the schema and every rule on it (not the file path: moving a file is not a change)."""
     from veil.audit import canonical
 
     spec = dataset_to_dict(ds)
     spec.pop("source")
+    spec.pop("connection", None)  # nor is moving the database
     return "sha256:" + hashlib.sha256(canonical.encode(spec)).hexdigest()
 
 
@@ -72,10 +83,10 @@ def check_unchanged(rec: DatasetRecord) -> str | None:
     stamp changed. Raises FailedPrecondition if the bytes changed."""
     if rec.fingerprint is None:
         return None
-    stamp = file_stamp(rec.dataset.source)
+    stamp = source_stamp(rec.dataset)
     if stamp == rec.file_stamp:
         return None
-    if fingerprint(rec.dataset.source) != rec.fingerprint:
+    if source_fingerprint(rec.dataset) != rec.fingerprint:
         raise FailedPrecondition(
             f"the data of datasets/{rec.name} changed after it was listed; it cannot be queried until the owner "
             "registers a new version and a reviewer lists it", reason="DATA_CHANGED_SINCE_LISTING",

@@ -117,9 +117,17 @@ class Grants:
                        (now_us(), by, reason, g.id))
         return self.get(g.id)
 
+    def find(self, *, principal: str, dataset: str, purpose: str, columns: Iterable[str]) -> Grant:
+        """The grant that would admit this query now (nothing is charged); raises like charge()."""
+        return self._admit(None, principal, dataset, purpose, columns)
+
     def charge(self, *, query_id: str, principal: str, dataset: str, purpose: str, columns: Iterable[str]) -> Grant:
         """Find a grant that admits this query now, count the query against it, and remember
         which grant admitted it. Run inside the query's own creation transaction."""
+        return self._admit(query_id, principal, dataset, purpose, columns)
+
+    def _admit(self, query_id: str | None, principal: str, dataset: str, purpose: str,
+               columns: Iterable[str]) -> Grant:
         at = now_us()
         cols = set(columns)
         best_problem: tuple[str, str] | None = None
@@ -136,8 +144,9 @@ class Grants:
                 if problem is not None:
                     best_problem = best_problem or problem
                     continue
-                db.execute("UPDATE grants SET used = used + 1 WHERE id=?", (g.id,))
-                db.execute("INSERT INTO query_grants VALUES (?, ?)", (query_id, g.id))
+                if query_id is not None:
+                    db.execute("UPDATE grants SET used = used + 1 WHERE id=?", (g.id,))
+                    db.execute("INSERT INTO query_grants VALUES (?, ?)", (query_id, g.id))
                 return g
         if best_problem is not None:
             reason, message = best_problem

@@ -198,6 +198,14 @@ class Registry:
                        (rec.name, rec.version, rec.state, target, principal, reason, t))
         return next(r for r in self.versions(name) if r.version == rec.version)
 
+    def add_owners(self, name: str, owners: Iterable[str]) -> None:
+        """Further owners of every version of ``name`` (from the operator's config)."""
+        with self.store.joined_tx() as db:
+            for rec in self.versions(name):
+                merged = tuple(dict.fromkeys([*rec.owners, *owners]))
+                db.execute("UPDATE datasets SET owners=? WHERE name=? AND version=?",
+                           (json.dumps(merged), rec.name, rec.version))
+
     def restamp(self, name: str, version: int, file_stamp: str) -> None:
         """Remember the file's (size, mtime, inode) after a successful re-fingerprint."""
         with self.store.joined_tx() as db:

@@ -16,7 +16,7 @@ from ..config import NodeConfig, Principal, Role
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..node_key import NodeKey
 from ..store import StateStore
-from .certify import check_unchanged, file_stamp, fingerprint, issue
+from .certify import check_unchanged, issue, source_fingerprint, source_stamp
 from .classification import RIGHTS, check_against_level
 from .grants import Grants
 from .registry import LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
@@ -112,8 +112,8 @@ class Steward:
 
     def _list(self, name: str, by: str, reason: str) -> DatasetRecord:
         rec = self.registry.latest(name)
-        content = fingerprint(rec.dataset.source)
-        stamp = file_stamp(rec.dataset.source)
+        content = source_fingerprint(rec.dataset)
+        stamp = source_stamp(rec.dataset)
         cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._row_count(rec.dataset),
                      content=content)
         return self.registry.move(name, "approve", principal=by, reason=reason, certificate=cert.to_bytes(),

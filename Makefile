@@ -29,7 +29,8 @@ demo-federated: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe. Prints ratios.
+## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe, federation, and scale
+## (DuckDB vs PostgreSQL vs Spark by rows; crypto by worker processes). Prints ratios.
 bench: $(STAMP)
 	$(PY) bench/run.py
 

@@ -63,7 +63,7 @@ def node_config(paths: dict[int, Path], state: Path):
 
     text = "".join(dataset_toml(f"p{rows}", str(p)) for rows, p in paths.items())
     raw = tomllib.loads(text)
-    raw["node"] = {"name": "bench", "state_dir": str(state), "workers": 2}
+    raw["node"] = {"name": "bench", "state_dir": str(state), "workers": 2, "dev_mode": True}
     raw["principals"] = [{"name": "bench", "role": "analyst",
                           "token_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]
     raw["grants"] = [{"principal": "bench", "dataset": f"p{rows}", "purpose": "research"} for rows in paths]

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import crypto_bench  # noqa: E402
 import federation_bench  # noqa: E402  (federation, issue 6)
 import query_bench  # noqa: E402
+import scale_bench  # noqa: E402  (engines and crypto workers beyond one machine, issue 9)
 
 
 def main() -> None:
@@ -22,6 +23,8 @@ def main() -> None:
     crypto_bench.main(["--quick"] if quick else [])
     print()
     federation_bench.main(["--quick"] if quick else [])  # federation (issue 6)
+    print()
+    scale_bench.main(["--rows", "1000000", "--repeat", "1", "--crypto-count", "1024"] if quick else [])
 
 
 if __name__ == "__main__":

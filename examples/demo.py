@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,14 +25,15 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import veil
+from veil.transport import open_channel
 from veil_server.demo import init_node_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / ".demo"
 
 
-def start_node(config: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
+def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_MTLS_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
     veil_cmd = [sys.executable, "-m", "veil_server.cli"]
     proc = subprocess.Popen(veil_cmd + ["node", "serve", "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, text=True)
@@ -42,7 +44,7 @@ def start_node(config: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise SystemExit(f"the node did not start: {line!r}")
     target = f"127.0.0.1:{m.group(1)}"
-    with grpc.insecure_channel(target) as ch:
+    with open_channel(target, ca=ca) as ch:  # TLS, trusting the node folder's development CA
         stub = health_pb2_grpc.HealthStub(ch)
         for _ in range(100):
             try:
@@ -56,14 +58,18 @@ def start_node(config: Path) -> tuple[subprocess.Popen, str]:
 def main() -> None:
     pd.set_option("display.width", 160)
     print("== 1. the data owner sets up a node (100,000 synthetic admissions)")
-    tokens = init_node_folder(FOLDER, rows=100_000, force=True)
-    config = FOLDER / "veil.toml"
+    # TLS by default: a development CA, node and client certificates, signed expiring tokens.
+    if FOLDER.exists():  # a demo starts from nothing: old state may predate this version's schema
+        shutil.rmtree(FOLDER)
+    tokens = init_node_folder(FOLDER, rows=100_000, force=True, tls=True)
+    config, ca = FOLDER / "veil.toml", FOLDER / "tls" / "ca.pem"
     os.environ["VEIL_HOME"] = str(FOLDER / "analyst-home")  # keep the demo's keys inside .demo/
 
-    proc, target = start_node(config)
-    print(f"== 2. node serving on {target} (pid {proc.pid})")
+    proc, target = start_node(config, ca)
+    print(f"== 2. node serving on {target} over TLS (pid {proc.pid}); alice holds a signed token "
+          f"valid 30 days and trusts {ca.relative_to(ROOT)}")
     try:
-        with veil.connect(target, token=tokens["alice"]) as node:
+        with veil.connect(target, token=tokens["alice"], ca=ca) as node:
             print("\n== 3. alice browses the catalog (schemas and rules, never a row)")
             ds = node.dataset("patients")
             print(f"{ds.name}: about {ds.approximate_row_count} rows, purposes {list(ds.purposes)}, "

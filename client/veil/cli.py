@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import audit_cli
+from . import audit_cli, governance_cli, usage_cli
 from .errors import Unavailable, VeilError
 from .sdk import DEFAULT_TARGET, Node, QueryInfo
 
@@ -134,7 +134,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
         return p
 
     add("datasets", cmd_datasets, "list the datasets the node serves")
-    add("dataset", cmd_dataset, "show one dataset's columns and rules").add_argument("name")
     p = add("query", cmd_query, "run an SQL aggregate and print the decrypted result")
     p.add_argument("sql")
     p.add_argument("--purpose", required=True, help="the declared purpose (see `veil dataset NAME`)")
@@ -145,6 +144,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     add("cancel", cmd_cancel, "cancel an unfinished query").add_argument("query")
     add("result", cmd_result, "fetch and decrypt a finished query's result").add_argument("query")
     audit_cli.register(sub, _common, _node)
+    governance_cli.register(sub, _common, _node, cmd_dataset)
+    usage_cli.register(sub, _common, _node)  # issue 4: veil usage, veil budget
     return parser, sub
 
 

@@ -27,12 +27,12 @@ class VeilError(Exception):
         return f"[{self.reason}] {self.message}" if self.reason else self.message
 
 
-class InvalidQuery(VeilError):
-    """The SQL is malformed or outside Veil's subset (INVALID_ARGUMENT)."""
-
-
 class InvalidRequest(VeilError):
     """A request field is missing or malformed (INVALID_ARGUMENT)."""
+
+
+class InvalidQuery(InvalidRequest):
+    """The SQL is malformed or outside Veil's subset (INVALID_ARGUMENT)."""
 
 
 class PermissionDenied(VeilError):
@@ -104,6 +104,9 @@ _BY_CODE: dict[grpc.StatusCode, type[VeilError]] = {
 _REQUEST_REASONS = {
     "INVALID_PUBLIC_KEY", "PUBLIC_KEY_REQUIRED", "REQUEST_ID_REQUIRED", "INVALID_REQUEST_ID",
     "PURPOSE_REQUIRED", "INVALID_PAGE_TOKEN", "INVALID_PAGE_SIZE", "INVALID_ARGUMENT",
+    "INVALID_TIMEOUT", "BELOW_CLASSIFICATION_FLOOR", "INVALID_DATASET_SPEC", "INVALID_CLASSIFICATION",
+    "INVALID_RIGHTS", "REASON_REQUIRED", "REASON_TOO_LONG", "UNKNOWN_PRINCIPAL", "INVALID_GRANT",
+    "PURPOSE_NOT_ALLOWED",
 }
 
 

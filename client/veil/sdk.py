@@ -18,12 +18,14 @@ import pandas as pd
 
 from .audit.records import Receipt, load_public_key
 from .auditor import AuditAPI
+from .stewardship import GovernanceAPI, ReviewAPI
 from .crypto import PrivateKey, PublicKey
 from .errors import IntegrityError, QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
 from .keys import Keyring
 from .known_nodes import KnownNodes
 from .receipts import check_receipt, receipt_from_proto
 from .results import to_frame
+from .transport import open_channel
 from .v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
 
@@ -140,6 +142,11 @@ class Node:
         node_key: bytes | str | None = None,
         verify_receipts: bool = True,
         crypto_workers: int = 1,
+        ca: str | os.PathLike | bytes | None = None,
+        cert: str | os.PathLike | bytes | None = None,
+        key: str | os.PathLike | bytes | None = None,
+        server_name: str | None = None,
+        insecure: bool | None = None,
     ) -> None:
         """``crypto_workers > 1`` decrypts large results in that many processes; they are
         spawned, so a script using it needs the ``if __name__ == "__main__":`` guard (the default,
@@ -152,8 +159,10 @@ class Node:
         self._token = token if token is not None else os.environ.get("VEIL_TOKEN")
         self._timeout = timeout
         self._retries = retries
-        self._channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # TLS unless the node is on this machine and no CA is given (veil.transport; issue 8).
+        self._channel = channel or open_channel(
+            target, ca=ca, cert=cert, key=key, server_name=server_name, insecure=insecure,
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
         )
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
@@ -299,6 +308,28 @@ class Node:
         """Auditor calls: events, export, checkpoints, consistency (auditor tokens only)."""
         return AuditAPI(self)
 
+    @property
+    def governance(self) -> GovernanceAPI:
+        """Owner and reviewer calls: register and list datasets, certificates, grants."""
+        return GovernanceAPI(self)
+
+    @property
+    def review(self) -> ReviewAPI:
+        """Owner calls: queries awaiting approval; approve or reject them with a reason."""
+        return ReviewAPI(self)
+
+    def explain(self, sql: str, *, purpose: str) -> dict:
+        """What policy would decide for this query (nothing is recorded or run): outcome
+        (AUTO_APPROVE, REVIEW or REJECT), reason, message, the rules that fired, the grant."""
+        e = self._call(self._queries.ExplainQuery, query_pb2.ExplainQueryRequest(sql=sql, purpose=purpose),
+                       retry=True)
+        return {"outcome": query_pb2.QueryExplanation.Outcome.Name(e.outcome).removeprefix("OUTCOME_"),
+                "reason": e.reason, "message": e.message, "rules": [(r.rule, r.message) for r in e.rules],
+                "canonical_sql": e.canonical_sql, "columns": list(e.columns_touched),
+                "expected_groups": e.expected_groups, "grant": e.grant,
+                "approvals_required": e.approvals_required, "certificate_id": e.certificate_id,
+                "epsilon_cost": e.epsilon_cost, "budget_remaining": e.budget_remaining}
+
     def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
         """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
         info = self._wait_finished(query, timeout)
@@ -344,11 +375,35 @@ class Node:
                                 timeout=timeout)
         return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers)
 
+    # -- issue 4: privacy budget and metered use --------------------------------------------
+
+    def budget(self, dataset: str, *, purpose: str = ""):
+        """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""
+        from .usage import Budget
+
+        return Budget.from_proto(self._call(self._queries.GetBudget,
+                                            query_pb2.GetBudgetRequest(dataset=_ds(dataset), purpose=purpose),
+                                            retry=True))
+
+    def usage(self, *, since=None, until=None, dataset: str = "") -> list:
+        """Metered use over [since, until) (datetimes), one ``veil.usage.UsageRow`` per
+        principal x dataset x purpose the caller may see."""
+        from .usage import UsageRow
+
+        req = query_pb2.GetUsageReportRequest(dataset=_ds(dataset) if dataset else "")
+        if since is not None:
+            req.start_time.FromDatetime(since)
+        if until is not None:
+            req.end_time.FromDatetime(until)
+        return [UsageRow.from_proto(r) for r in self._call(self._queries.GetUsageReport, req, retry=True).rows]
+
 
 def connect(target: str | None = None, *, token: str | None = None, **kwargs) -> Node:
     """Open a connection: ``with veil.connect("host:port", token=...) as node: ...``.
 
     ``target`` defaults to ``VEIL_TARGET`` or 127.0.0.1:50051; ``token`` to ``VEIL_TOKEN``.
+    ``ca``, ``cert``, ``key`` (PEM bytes or file paths; ``VEIL_CA``, ``VEIL_CERT``, ``VEIL_KEY``)
+    choose TLS and a client certificate: see :mod:`veil.transport`.
     """
     return Node(target or os.environ.get("VEIL_TARGET") or DEFAULT_TARGET, token=token, **kwargs)
 

@@ -51,6 +51,9 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.QueryService/GetQueryResult": frozenset({ANALYST}),
     "/veil.v1.QueryService/WaitQuery": frozenset({ANALYST, OWNER, ADMIN}),
     "/veil.v1.QueryService/ExplainQuery": frozenset({ANALYST}),
+    # Issue 4: an analyst reads its own budget; the usage report is scoped by the node per role.
+    "/veil.v1.QueryService/GetBudget": frozenset({ANALYST}),
+    "/veil.v1.QueryService/GetUsageReport": frozenset({ANALYST, OWNER, ADMIN, AUDITOR}),
     # Governance (issue 3): who may drive which step; ownership and separation of duties are
     # checked by the steward on top of these roles.
     "/veil.v1.GovernanceService/RegisterDataset": frozenset({OWNER}),
@@ -106,7 +109,7 @@ class TokenAuthenticator:
     def __init__(self, principals: Iterable[Principal]) -> None:
         self._by_digest = {p.token_sha256: p for p in principals}
 
-    def authenticate(self, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
+    def authenticate(self, metadata: Iterable[tuple[str, Any]] | None, context: Any = None) -> Principal:
         token = None
         for key, value in metadata or ():
             if key == "authorization" and isinstance(value, str):
@@ -167,7 +170,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _admit(self, method: str, roles: frozenset[Role] | None, context: grpc.ServicerContext) -> Principal:
         principal = None
         try:
-            principal = self._auth.authenticate(context.invocation_metadata())
+            # The context carries the verified client certificate on the mTLS port (issue 8).
+            principal = self._auth.authenticate(context.invocation_metadata(), context)
             if roles is None or principal.role not in roles:
                 raise PermissionDenied(
                     f"role '{principal.role.value}' may not call {method.rsplit('/', 1)[-1]}",

@@ -17,18 +17,23 @@ from veil.cli import build_parser, run
 from .audit.events import LOG_FILE, public_key_path
 from .config import ConfigError, load_config
 from .demo import init_node_folder
+from . import token_cli
 
 
 def cmd_init(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     try:
         tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
-                                  force=args.force)
+                                  force=args.force, tls=not args.dev)
     except FileExistsError as e:
         raise ValueError(str(e)) from None
     print(f"wrote {folder / 'veil.toml'}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}")
     print(f"serve it:   veil node serve --config {folder / 'veil.toml'}")
-    print(f"query it:   VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil datasets")
+    ca = "" if args.dev else f"VEIL_CA={folder / 'tls' / 'ca.pem'} "
+    print(f"query it:   {ca}VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil datasets")
+    if not args.dev:
+        print(f"TLS:        development CA {folder / 'tls' / 'ca.pem'} (replace tls/ for production); "
+              f"more tokens: veil token issue --principal alice --ttl 8h --config {folder / 'veil.toml'}")
     state = load_config(folder / "veil.toml", env={}).state_dir
     print(f"node key:   {public_key_path(state)} (Ed25519, written when the node first starts;"
           f" give it to auditors; the private key stays in {state})")
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:50051")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
+    p.add_argument("--dev", action="store_true",
+                   help="development mode: plaintext on loopback and static tokens, no CA (default: TLS)")
     p.set_defaults(func=cmd_init)
     p = node_sub.add_parser("serve", help="serve a node until SIGINT/SIGTERM")
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
     p.set_defaults(func=cmd_audit_export)
+    token_cli.register(sub, _config)  # issue 8: veil token issue | revoke | list
     return run(parser, argv)
 
 

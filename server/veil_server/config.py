@@ -4,7 +4,9 @@ Paths in the file are relative to the file itself. Tokens are never stored in th
 principal carries the SHA-256 of its bearer token, so a leaked config does not leak a credential.
 
 Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
-``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``.
+``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``; and for transport and limits
+(:mod:`veil_server.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
+``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ class NodeConfig:
     governance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     grants: tuple[Mapping[str, Any], ...] = ()
     approval_ttl_seconds: int = 7 * 24 * 3600
+    # Issue 8: dev mode, TLS, token key and limits (veil_server.security.SecuritySettings).
+    security: Any = None
+    # Issue 4: differential privacy, differencing defence, dominance and grant quotas
+    # (veil_server.disclosure.settings.DisclosureSettings).
+    disclosure: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -113,7 +120,8 @@ def parse_config(
         except ValueError:
             raise ConfigError(f"{where}.role must be one of {[r.value for r in Role]}") from None
         digest = str(p.get("token_sha256", "")).lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        # Optional (issue 8): static tokens count only in dev mode; signed tokens and certificates need none.
+        if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ConfigError(f"{where}.token_sha256 must be the 64-hex-digit SHA-256 of the principal's token")
         principals.append(Principal(pname, role, digest))
 
@@ -135,8 +143,17 @@ def parse_config(
 
     federation = parse_federation(raw.get("federation"), base_dir=base_dir, node_name=name,
                                   local_datasets={d.name.lower() for d in datasets}, error=ConfigError)
+    # Transport, identity and limits (issue 8): [node] dev_mode, [tls], [tokens], [limits].
+    from .security import parse_security
+
+    security = parse_security(raw, node=node, base_dir=base_dir, env=env, state_dir=state_dir,
+                              principals={p.name for p in principals}, error=ConfigError)
+    # Disclosure control (issue 4): [[datasets]] dp / differencing, column dominance, grant quota.
+    from .disclosure.settings import parse_disclosure
+
+    disclosure = parse_disclosure(raw, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
-                      federation, governance, grants, ttl)
+                      federation, governance, grants, ttl, security=security, disclosure=disclosure)
 
 
 def _governance(d: Mapping[str, Any], where: str, principals: set[str]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as papq
 
+from .provision import provision
+
 REGIONS = ["North", "South", "East", "West", "Central", "Coast", "Highlands", "Islands"]
 DIAGNOSES = ["cardio", "respiratory", "oncology", "orthopedic", "neuro", "renal", "digestive",
              "infectious", "metabolic", "maternity"]
@@ -139,8 +141,12 @@ max_rows = 100000000
 
 
 def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.0.1:50051",
-                     data_format: str = "csv", force: bool = False) -> dict[str, str]:
-    """Write ``veil.toml``, the demo data and one token per demo principal. Returns the tokens."""
+                     data_format: str = "csv", force: bool = False, tls: bool = False) -> dict[str, str]:
+    """Write ``veil.toml``, the demo data and one token per demo principal. Returns the tokens.
+
+    ``tls=True`` (what ``veil node init`` does) adds a development CA, certificates and signed
+    tokens (:mod:`veil_server.provision`); otherwise the node is in explicit development mode:
+    plaintext on loopback, static tokens (what the test suite's in-process nodes use)."""
     folder = folder.resolve()
     config = folder / "veil.toml"
     if config.exists() and not force:
@@ -150,20 +156,23 @@ def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.
     write_table(patients_table(rows), folder / source)
     tokens: dict[str, str] = {}
     lines = ["# Veil node configuration. Paths are relative to this file.",
-             "# Each principal's token_sha256 is the SHA-256 of its bearer token (see tokens/).",
+             "# Principals' bearer tokens are in tokens/: signed by state/token_key.pem, or (dev_mode only)"
+             " static, with token_sha256 their SHA-256.",
              "[node]", 'name = "demo-node"', f'listen = "{listen}"', 'state_dir = "state"',
-             "min_group_size = 10", "workers = 4", ""]
+             "min_group_size = 10", "workers = 4", f"dev_mode = {'false' if tls else 'true'}", ""]
+    signed = provision(folder, node_name="demo-node", listen=listen, principals=PRINCIPALS) if tls else None
     token_dir = folder / "tokens"
     token_dir.mkdir(exist_ok=True)
     os.chmod(token_dir, 0o700)
     for name, role in PRINCIPALS:
-        token = secrets.token_urlsafe(32)
+        token = signed.tokens[name] if signed else secrets.token_urlsafe(32)
         tokens[name] = token
         path = token_dir / f"{name}.token"
         path.write_text(token + "\n", encoding="utf-8")
         os.chmod(path, 0o600)
         digest = hashlib.sha256(token.encode()).hexdigest()
-        lines += ["[[principals]]", f'name = "{name}"', f'role = "{role}"', f'token_sha256 = "{digest}"', ""]
+        lines += ["[[principals]]", f'name = "{name}"', f'role = "{role}"']
+        lines += [""] if signed else [f'token_sha256 = "{digest}"', ""]  # static tokens: dev mode only
     config.write_text("\n".join(lines) + dataset_toml("patients", source, owners=("olivia", "otto"))
-                      + grants_toml("patients", DEMO_GRANTS), encoding="utf-8")
+                      + grants_toml("patients", DEMO_GRANTS) + (signed.toml if signed else ""), encoding="utf-8")
     return tokens

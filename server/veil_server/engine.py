@@ -101,7 +101,8 @@ class SqlRenderer:
     def ident(self, name: str) -> str:
         return quote_ident(name)
 
-    def sum_of_squares(self, v: str) -> str:
+    def sum_of_squares(self, v: str, col: Column) -> str:
+        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range)."""
         return f"SUM(CAST({v} AS HUGEINT) * {v})"
 
     def fixed(self, col: Column) -> str:
@@ -111,9 +112,15 @@ class SqlRenderer:
             return f"CAST({ident} AS BIGINT)"
         return f"CAST(ROUND(CAST({ident} AS DOUBLE) * {10 ** col.scale}) AS BIGINT)"
 
-    def clamped(self, col: Column) -> str:
+    @staticmethod
+    def bounds(col: Column) -> tuple[int, int]:
+        """The declared range in the column's fixed-point scale."""
         assert col.value_range is not None
         low, high = (int((v * 10**col.scale).to_integral_value()) for v in col.value_range)
+        return low, high
+
+    def clamped(self, col: Column) -> str:
+        low, high = self.bounds(col)
         v = self.fixed(col)
         # CASE, not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound.
         return f"CASE WHEN {v} < {low} THEN {low} WHEN {v} > {high} THEN {high} ELSE {v} END"
@@ -157,7 +164,7 @@ class SqlRenderer:
             assert col is not None
             inner.append(f"{self.clamped(col)} AS v{j}")
             outer += [f"COUNT(v{j})", f"SUM(v{j})"]
-            outer.append(self.sum_of_squares(f"v{j}") if needs_squares(plan, name) else "0")
+            outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
         select_inner = ", ".join(inner) if inner else "1 AS one"
         sql = f"SELECT {', '.join(outer)} FROM (SELECT {select_inner} FROM {self.relation}{where}) AS t"

@@ -6,7 +6,7 @@ requests_per_second = 50     # per principal: a token bucket refilled at this ra
 burst = 200                  # ... holding at most this many calls
 max_concurrent_calls = 16    # per principal: calls in flight at once (a WaitQuery counts)
 max_open_queries = 32        # per principal: unfinished queries (pending, approved, running)
-max_message_bytes = 4194304  # largest request or response the node accepts
+max_message_bytes = 16777216 # largest request the node accepts (federation partials are large)
 rpc_threads = 32             # worker threads serving calls
 max_concurrent_rpcs = 256    # beyond this gRPC itself answers RESOURCE_EXHAUSTED
 min_free_bytes = 67108864    # below this much free space in state_dir, new work is refused
@@ -37,7 +37,7 @@ class LimitSettings:
     burst: int = 200
     max_concurrent_calls: int = 16
     max_open_queries: int = 32
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
     rpc_threads: int = 32
     max_concurrent_rpcs: int = 256
     min_free_bytes: int = 64 * 1024 * 1024

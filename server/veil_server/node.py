@@ -27,6 +27,7 @@ from veil.v1 import query_pb2
 
 from . import encrypted_input
 from .audit.events import AuditTrail
+from .disclosure.control import DisclosureControl, released_keys
 from .catalog import Dataset
 from .config import NodeConfig, Principal, Role
 from .engine import Engine, RoutingEngine
@@ -63,6 +64,8 @@ class Node:
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
         self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count)
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
+        # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
+        self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         self._closed = threading.Event()
         self._changed = threading.Condition()
@@ -135,6 +138,9 @@ class Node:
         self._pool.shutdown(wait=wait, cancel_futures=True)
         self.audit.node_stopping()
         self.store.close()
+        close_engine = getattr(self.engine, "close", None)
+        if close_engine is not None:
+            close_engine()  # database connections of PostgreSQL sources, a Spark session
         self.audit.close()
 
     # -- catalog --------------------------------------------------------------------------
@@ -213,6 +219,7 @@ class Node:
                     new.id, rules=[(r.name, r.message) for r in decision.rules], columns=plan.columns_touched(),
                     expected_groups=decision.expected_groups, approvals_required=decision.approvals_required,
                     ttl_us=self.config.approval_ttl_seconds * 1_000_000)
+            self.disclosure.admit(new, plan, ds, weighted=bool(weighted), rows=self.approximate_rows(ds))
             self.audit.submitted(new, decision)
 
         record, created = self.store.create_query(
@@ -230,8 +237,9 @@ class Node:
             try:
                 record = self._move(record.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED", decision.summary(),
                                     expect=[QueryState.PENDING_APPROVAL],
-                                    write_ahead=lambda r: self.audit.approved(r, approvers=["policy"],
-                                                                              reason=decision.summary()))
+                                    write_ahead=lambda r: (self.disclosure.approved(r),
+                                                           self.audit.approved(r, approvers=["policy"],
+                                                                               reason=decision.summary())))
             except FailedPrecondition:
                 return self.store.get(record.id)  # a concurrent retry decided (or it was cancelled)
             self._pool.submit(self._execute, record.id)
@@ -283,7 +291,8 @@ class Node:
     def explain(self, principal: Principal, *, sql: str, purpose: str) -> dict:
         """The decision a submission would get, without recording, charging or running anything."""
         out: dict = {"outcome": "REJECT", "rules": [], "canonical_sql": "", "columns": [], "groups": 0,
-                     "grant": "", "approvals": 0, "certificate_id": "", "reason": "", "message": ""}
+                     "grant": "", "approvals": 0, "certificate_id": "", "reason": "", "message": "",
+                     "epsilon": 0.0, "budget_remaining": 0.0}
         try:
             if not purpose:
                 raise InvalidArgument("every query declares a purpose", reason="PURPOSE_REQUIRED")
@@ -299,6 +308,10 @@ class Node:
                                              columns=plan.columns_touched())
             out |= {"grant": grant.resource_name, "outcome": decision.outcome,
                     "approvals": decision.approvals_required}
+            # Issue 4: the query's ε cost and what the caller's budget has left (DP datasets).
+            budget = self.disclosure.budget_state(principal.name, served.dataset, purpose)
+            if budget is not None:
+                out |= {"epsilon": self.disclosure.epsilon(served.dataset), "budget_remaining": budget.remaining}
         except VeilError as e:
             out |= {"outcome": "REJECT", "reason": e.reason, "message": e.message}
             if (e.reason, e.message) not in out["rules"]:
@@ -345,6 +358,7 @@ class Node:
 
         def record(r: QueryRecord) -> None:
             self.steward.reviews.approve(r.id, principal.name, reason)
+            self.disclosure.approved(r)
             self.audit.approved(r, approvers=approvers, reason=reason)
 
         rec = self._move(rec.id, QueryState.APPROVED, "APPROVED_BY_OWNER",
@@ -381,7 +395,11 @@ class Node:
             weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
             now = Timestamp()
             now.GetCurrentTime()
-            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted)
+            # Issue 4: DP noise, or dominance suppression, before anything is encrypted.
+            stats, dominated = self.disclosure.prepare(plan, ds, stats)
+            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted,
+                                            suppress=dominated)
+            keys = released_keys(plan, result)
             result.certificate_id = self.certificate_id(ds.name)
             result.result_digest = result_digest(result)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
@@ -393,16 +411,20 @@ class Node:
                 problem = grant.problem(now_us()) if grant is not None else None
                 if problem is not None:
                     raise PermissionDenied(problem[1], reason=problem[0])
+                # The ε debit and the ledger commit iff the result is released (raises if spent).
+                self.disclosure.released(r, plan, ds, keys, counters=counters, rows=scanned,
+                                         ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
                 self.audit.released(r, result, counters, rows_scanned_approx=scanned)
 
-            self._move(
-                query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
-                f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
-                expect=[QueryState.RUNNING],
-                result=(result.SerializeToString(deterministic=True), result.result_digest),
-                # No release without its entry: if the append fails, the query fails unreleased.
-                write_ahead=release,
-            )
+            with self.disclosure.releasing(rec, plan, ds, keys):  # differencing audit, per-analyst lock
+                self._move(
+                    query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
+                    f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
+                    expect=[QueryState.RUNNING],
+                    result=(result.SerializeToString(deterministic=True), result.result_digest),
+                    # No release without its entry: if the append fails, the query fails unreleased.
+                    write_ahead=release,
+                )
         except VeilError as e:
             if e.private:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)

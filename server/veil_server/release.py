@@ -118,11 +118,13 @@ def build_result(
     *,
     now: Timestamp | None = None,
     weighted: Sequence[tuple[WeightedSpec, AggregateResult]] = (),
+    suppress: frozenset | set = frozenset(),
 ) -> tuple[query_pb2.QueryResult, dict[str, int]]:
     """Returns the encrypted result and counters for metering (groups released/suppressed).
 
     ``weighted`` holds encrypted-input sums with the statistics that feed them
     (see :mod:`veil_server.encrypted_input`); they get one ciphertext per released group.
+    ``suppress`` holds group keys suppressed beyond the k rule (dominance, issue 4).
     """
     k = dataset.min_group_size
     specs = [cell_spec(a, dataset) for a in plan.aggregates]
@@ -161,7 +163,7 @@ def build_result(
         g = by_key.get(keys)
         ok = g is not None and g.rows >= k and all(
             c.count >= k for c in g.columns.values()
-        )
+        ) and keys not in suppress
         result.rows.add(keys=[keys[o.index] for o in group_outputs], suppressed=not ok)
         if not ok:
             suppressed += 1

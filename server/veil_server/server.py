@@ -24,12 +24,18 @@ from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, g
                      query_pb2, query_pb2_grpc)
 
 from .audit_service import AuditServicer
-from .auth import AuthInterceptor, TokenAuthenticator
-from .config import NodeConfig
+from .auth import AuthInterceptor
+from .config import ConfigError, NodeConfig
 from .federation.service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_federation_services
 from .node import Node
 from .governance_service import GovernanceServicer, ReviewServicer
 from .services import CatalogServicer, QueryServicer
+# Issue 8: transport security, identities, limits and the request guard.
+from .guard import RequestGuard
+from .identity import NodeAuthenticator
+from .limits import Limiter
+from .security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
+from .storage import StorageMonitor
 
 log = logging.getLogger("veil.server")
 # sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
@@ -52,6 +58,8 @@ class RunningNode:
     port: int
     health: health.HealthServicer
     federation: Any = None  # federation (issue 6): veil_server.federation.service.Federation
+    mtls_port: int = 0  # issue 8: the mutual-TLS port, 0 without one
+    guard: Any = None  # issue 8: veil_server.guard.RequestGuard (limits, draining)
 
     @property
     def target(self) -> str:
@@ -59,18 +67,28 @@ class RunningNode:
 
 
 @contextlib.contextmanager
-def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0) -> Iterator[RunningNode]:
+def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0,
+               mtls_listen: str | None = None) -> Iterator[RunningNode]:
+    security = settings_of(config)
+    address = listen or config.listen
+    check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode
     node = Node(config)
+    try:
+        authenticator = NodeAuthenticator(config, dev_mode=security.dev_mode, tls=security.tls,
+                                          verifier=token_verifier(security, issuer=config.name,
+                                                                  state_dir=config.state_dir))
+    except BaseException:
+        node.close()
+        raise
+    guard = RequestGuard(Limiter(security.limits, open_queries=open_queries(node)),
+                         StorageMonitor(config.state_dir, security.limits.min_free_bytes), on_denied=node.audit.denied)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="veil-rpc"),
-        # Every refusal at the door (no token, bad token, wrong role) is itself audited.
-        interceptors=[AuthInterceptor(TokenAuthenticator(config.principals), on_denied=node.audit.denied)],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-        maximum_concurrent_rpcs=256,
+        futures.ThreadPoolExecutor(max_workers=security.limits.rpc_threads, thread_name_prefix="veil-rpc"),
+        # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
+        # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
+        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied), guard],
+        options=server_options(security),
+        maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
     )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
@@ -82,10 +100,7 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     address = listen or config.listen
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:
-        port = 0
+    port, mtls_port = bind(server, address, security, mtls_address=mtls_listen)
     if port == 0:
         federation.close()
         node.close()
@@ -95,9 +110,10 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
-        yield RunningNode(server, node, port, health_servicer, federation)
+        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard)
     finally:
         health_servicer.enter_graceful_shutdown()
+        guard.drain()  # new calls: UNAVAILABLE / NODE_STOPPING; admitted calls finish within the grace
         server.stop(grace).wait()
         federation.close()
         node.close()
@@ -109,6 +125,8 @@ def serve_forever(config: NodeConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with run_server(config) as running:
-        print(f"veil node '{config.name}' serving on {config.listen} (port {running.port})", flush=True)
+        mode = (f"TLS; mutual TLS on port {running.mtls_port}" if running.mtls_port else "TLS") \
+            if settings_of(config).tls else "plaintext, development mode"
+        print(f"veil node '{config.name}' serving on {config.listen} (port {running.port}) [{mode}]", flush=True)
         stop.wait()
         print("veil node stopping", flush=True)

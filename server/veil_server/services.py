@@ -196,7 +196,49 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             outcome=query_pb2.QueryExplanation.Outcome.Value(f"OUTCOME_{e['outcome']}"), reason=e["reason"],
             message=e["message"], rules=[query_pb2.RuleHit(rule=r, message=m) for r, m in e["rules"]],
             canonical_sql=e["canonical_sql"], columns_touched=e["columns"], expected_groups=e["groups"],
-            grant=e["grant"], approvals_required=e["approvals"], certificate_id=e["certificate_id"])
+            grant=e["grant"], approvals_required=e["approvals"], certificate_id=e["certificate_id"],
+            epsilon_cost=e["epsilon"], budget_remaining=e["budget_remaining"])
+
+    def GetBudget(self, request, context):
+        principal = current_principal()
+        ds = self.node.dataset(request.dataset)
+        b = self.node.disclosure.budget_state(principal.name, ds, request.purpose)
+        out = query_pb2.PrivacyBudget(dataset=ds.resource_name, principal=principal.name)
+        if b is not None:
+            out.purpose, out.dp_enabled, out.limit, out.spent, out.remaining = (
+                b.purpose, True, b.limit, b.spent, b.remaining)
+            out.epsilon_per_query = self.node.disclosure.epsilon(ds)
+        return out
+
+    def GetUsageReport(self, request, context):
+        from .config import Role
+
+        principal = current_principal()
+        since = request.start_time.ToMicroseconds() if request.HasField("start_time") else 0
+        until = request.end_time.ToMicroseconds() if request.HasField("end_time") else 0
+        if until and until <= since:
+            raise InvalidArgument("end_time must be after start_time", reason="INVALID_TIME_RANGE")
+        who = principal.name if principal.role is Role.ANALYST else None
+        datasets = None
+        if principal.role is Role.OWNER:  # owners see the use of the datasets they own
+            datasets = {d.name.lower() for d in self.node.catalog
+                        if (rec := self.node.steward.registry.serving(d.name)) is not None
+                        and rec.owned_by(principal.name)}
+        if request.dataset:
+            only = {self.node.dataset(request.dataset).name.lower()}
+            datasets = only if datasets is None else datasets & only
+        rows = self.node.disclosure.ledger.report(since_us=since, until_us=until, principal=who, datasets=datasets)
+        out = query_pb2.UsageReport(
+            rows=[query_pb2.UsageRow(principal=r.principal, dataset=f"datasets/{r.dataset}", purpose=r.purpose,
+                                     queries_submitted=r.queries_submitted, queries_approved=r.queries_approved,
+                                     queries_released=r.queries_released, rows_scanned=r.rows_scanned,
+                                     cells_released=r.cells_released, cells_suppressed=r.cells_suppressed,
+                                     epsilon_spent=r.epsilon_spent, ciphertexts=r.ciphertexts) for r in rows])
+        if since:
+            out.start_time.CopyFrom(_ts(since))
+        if until:
+            out.end_time.CopyFrom(_ts(until))
+        return out
 
     def CancelQuery(self, request, context):
         return query_proto(self.node, self.node.cancel(current_principal(), request.name))

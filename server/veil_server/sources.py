@@ -93,7 +93,7 @@ def check_conninfo(conninfo: str, where: str, error: Callable[[str], Exception])
     try:
         params = conninfo_to_dict(conninfo)
     except Exception:
-        raise error(f"{where} is not a valid libpq connection string (key=value pairs or a postgresql:// URI)") from None
+        raise error(f"{where} is not a libpq connection string (key=value pairs or a postgresql:// URI)") from None
     if params.get("password"):
         raise error(f"{where} must not contain a password: use PGPASSWORD, PGPASSFILE (~/.pgpass) or a service file")
 

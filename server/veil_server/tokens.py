@@ -36,9 +36,10 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .errors import Unauthenticated, Unavailable
+from .node_key import NodeKey
 
 PREFIX = "veil1."
 MAX_TOKEN_CHARS = 2048  # far above a real token (~250 chars); refuse before any decoding work
@@ -97,30 +98,19 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 # -- the issuer's side (``veil token ...``, ``veil node init``) ---------------------------------
 
 
-def load_or_create_signing_key(state_dir: Path) -> Ed25519PrivateKey:
-    """The token key, created on first use (0600, and its public half next to it)."""
-    path = Path(state_dir) / PRIVATE_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        (Path(state_dir) / PUBLIC_KEY_FILE).write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    if path.stat().st_mode & 0o077:
-        raise ValueError(f"{path} is readable by group or others; chmod 600 it (whoever reads it can mint tokens)")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
+def load_or_create_signing_key(state_dir: Path) -> NodeKey:
+    """The token key ``state_dir/token_key.pem``, created on first use exactly as the node key is
+    (0600 in a 0700 directory, atomically), with its public half in ``token_key.pub``."""
+    key = NodeKey.load_or_create(Path(state_dir), PRIVATE_KEY_FILE)
+    pub = Path(state_dir) / PUBLIC_KEY_FILE
+    if not pub.exists() or pub.read_bytes() != key.public_key_pem:
+        tmp = pub.with_name(f".{pub.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(key.public_key_pem)
+        os.replace(tmp, pub)
     return key
 
 
-def issue(key: Ed25519PrivateKey, *, issuer: str, principal: str, role: str, ttl_seconds: int,
+def issue(key: NodeKey, *, issuer: str, principal: str, role: str, ttl_seconds: int,
           now: float | None = None, state_dir: Path | None = None) -> tuple[str, Claims]:
     """A new token and its claims; recorded (claims only, never the token) in the issue log."""
     iat = int(time.time() if now is None else now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import re
 import signal
@@ -21,13 +22,14 @@ def served(tmp_path, analyst_home):
     out = subprocess.run(VEIL + ["node", "init", str(folder), "--rows", "2000"], capture_output=True, text=True,
                          check=True)
     assert "veil node serve" in out.stdout
-    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
+    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_MTLS_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
     proc = subprocess.Popen(VEIL + ["node", "serve", "--config", str(folder / "veil.toml")], env=env,
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     port = re.search(r"\(port (\d+)\)", line).group(1)
     client_env = dict(os.environ, VEIL_TARGET=f"127.0.0.1:{port}", VEIL_HOME=str(analyst_home),
-                      VEIL_TOKEN_FILE=str(folder / "tokens" / "alice.token"))
+                      VEIL_TOKEN_FILE=str(folder / "tokens" / "alice.token"),
+                      VEIL_CA=str(folder / "tls" / "ca.pem"))  # `veil node init` serves TLS by default
     client_env.pop("VEIL_TOKEN", None)
     try:
         yield client_env
@@ -80,3 +82,48 @@ def test_cli_refusals_have_reasons_and_exit_codes(served):
     assert r.returncode == 2 and "INVALID_TOKEN" in r.stderr
     r = veil(dict(served, VEIL_TARGET="127.0.0.1:1"), "datasets")
     assert r.returncode == 3 and "cannot reach" in r.stderr
+
+
+def test_cli_governance(served, tmp_path):
+    """An owner registers a dataset from a spec file, a reviewer lists it, the owner grants it,
+    the analyst queries it and verifies its certificate offline."""
+    import tomllib
+
+    folder = Path(served["VEIL_TOKEN_FILE"]).parent.parent
+    tokens = folder / "tokens"
+    as_ = lambda who: dict(served, VEIL_TOKEN_FILE=str(tokens / f"{who}.token"))  # noqa: E731
+    demo = tomllib.loads((folder / "veil.toml").read_text())["datasets"][0]
+    spec = tmp_path / "clinic.toml"
+    lines = ["[[datasets]]", 'name = "clinic"', f'source = "{folder / "data" / "patients.csv"}"',
+             'purposes = ["research"]', 'classification = "internal"', "auto_approve = true", ""]
+    for c in demo["columns"]:
+        lines += ["[[datasets.columns]]"] + [f"{k} = {json.dumps(v)}" for k, v in c.items()] + [""]
+    spec.write_text("\n".join(lines))
+
+    r = veil(as_("olivia"), "dataset", "register", str(spec), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "DRAFT"
+    assert veil(as_("olivia"), "dataset", "submit", "clinic").returncode == 0
+    r = veil(as_("olivia"), "dataset", "list-approve", "clinic", "--reason", "mine")
+    assert r.returncode == 2 and "ROLE_NOT_ALLOWED" in r.stderr
+    r = veil(as_("rita"), "dataset", "list-approve", "clinic", "--reason", "reviewed", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "LISTED", r.stderr
+    r = veil(served, "query", "SELECT COUNT(*) FROM clinic", "--purpose", "research")
+    assert r.returncode == 2 and "NO_GRANT" in r.stderr
+    r = veil(served, "explain", "SELECT COUNT(*) FROM clinic", "--purpose", "research", "--json")
+    assert json.loads(r.stdout)["reason"] == "NO_GRANT"
+    r = veil(as_("olivia"), "grant", "add", "--principal", "alice", "--dataset", "clinic", "--purpose", "research",
+             "--max-queries", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    r = veil(served, "query", "SELECT COUNT(*) FROM clinic", "--purpose", "research", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["count"] == 2000, r.stderr
+
+    assert veil(served, "cert", "get", "clinic", "--out", str(tmp_path / "c.cert")).returncode == 0
+    assert veil(served, "audit", "key", "--out", str(tmp_path / "node.pub")).returncode == 0
+    r = veil(served, "cert", "verify", str(tmp_path / "c.cert"), "--key", str(tmp_path / "node.pub"))
+    assert r.returncode == 0 and r.stdout.startswith("OK: datasets/clinic"), r.stderr
+    raw = bytearray((tmp_path / "c.cert").read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (tmp_path / "c.cert").write_bytes(bytes(raw))
+    r = veil(served, "cert", "verify", str(tmp_path / "c.cert"), "--key", str(tmp_path / "node.pub"))
+    assert r.returncode == 1 and "INVALID" in r.stderr

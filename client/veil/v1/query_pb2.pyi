@@ -32,6 +32,80 @@ QUERY_STATE_REJECTED: QueryState
 QUERY_STATE_CANCELLED: QueryState
 QUERY_STATE_EXPIRED: QueryState
 
+class GetBudgetRequest(_message.Message):
+    __slots__ = ("dataset", "purpose")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    purpose: str
+    def __init__(self, dataset: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class PrivacyBudget(_message.Message):
+    __slots__ = ("dataset", "principal", "purpose", "dp_enabled", "limit", "spent", "remaining", "epsilon_per_query")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DP_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    principal: str
+    purpose: str
+    dp_enabled: bool
+    limit: float
+    spent: float
+    remaining: float
+    epsilon_per_query: float
+    def __init__(self, dataset: _Optional[str] = ..., principal: _Optional[str] = ..., purpose: _Optional[str] = ..., dp_enabled: _Optional[bool] = ..., limit: _Optional[float] = ..., spent: _Optional[float] = ..., remaining: _Optional[float] = ..., epsilon_per_query: _Optional[float] = ...) -> None: ...
+
+class GetUsageReportRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "dataset")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    dataset: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dataset: _Optional[str] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("principal", "dataset", "purpose", "queries_submitted", "queries_approved", "queries_released", "rows_scanned", "cells_released", "cells_suppressed", "epsilon_spent", "ciphertexts")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_APPROVED_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    CELLS_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    CELLS_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    dataset: str
+    purpose: str
+    queries_submitted: int
+    queries_approved: int
+    queries_released: int
+    rows_scanned: int
+    cells_released: int
+    cells_suppressed: int
+    epsilon_spent: float
+    ciphertexts: int
+    def __init__(self, principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., queries_submitted: _Optional[int] = ..., queries_approved: _Optional[int] = ..., queries_released: _Optional[int] = ..., rows_scanned: _Optional[int] = ..., cells_released: _Optional[int] = ..., cells_suppressed: _Optional[int] = ..., epsilon_spent: _Optional[float] = ..., ciphertexts: _Optional[int] = ...) -> None: ...
+
+class UsageReport(_message.Message):
+    __slots__ = ("rows", "start_time", "end_time")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class ExplainQueryRequest(_message.Message):
     __slots__ = ("sql", "purpose")
     SQL_FIELD_NUMBER: _ClassVar[int]
@@ -41,7 +115,7 @@ class ExplainQueryRequest(_message.Message):
     def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class QueryExplanation(_message.Message):
-    __slots__ = ("outcome", "reason", "message", "rules", "canonical_sql", "columns_touched", "expected_groups", "grant", "approvals_required", "certificate_id")
+    __slots__ = ("outcome", "reason", "message", "rules", "canonical_sql", "columns_touched", "expected_groups", "grant", "approvals_required", "certificate_id", "epsilon_cost", "budget_remaining")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTCOME_UNSPECIFIED: _ClassVar[QueryExplanation.Outcome]
@@ -62,6 +136,8 @@ class QueryExplanation(_message.Message):
     GRANT_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_COST_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
     outcome: QueryExplanation.Outcome
     reason: str
     message: str
@@ -72,7 +148,9 @@ class QueryExplanation(_message.Message):
     grant: str
     approvals_required: int
     certificate_id: str
-    def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+    epsilon_cost: float
+    budget_remaining: float
+    def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ..., epsilon_cost: _Optional[float] = ..., budget_remaining: _Optional[float] = ...) -> None: ...
 
 class RuleHit(_message.Message):
     __slots__ = ("rule", "message")

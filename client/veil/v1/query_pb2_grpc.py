@@ -70,6 +70,16 @@ class QueryServiceStub:
                 request_serializer=veil_dot_v1_dot_query__pb2.ExplainQueryRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_query__pb2.QueryExplanation.FromString,
                 _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/veil.v1.QueryService/GetBudget',
+                request_serializer=veil_dot_v1_dot_query__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_query__pb2.PrivacyBudget.FromString,
+                _registered_method=True)
+        self.GetUsageReport = channel.unary_unary(
+                '/veil.v1.QueryService/GetUsageReport',
+                request_serializer=veil_dot_v1_dot_query__pb2.GetUsageReportRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_query__pb2.UsageReport.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -130,6 +140,23 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBudget(self, request, context):
+        """The caller's differential-privacy budget on a dataset: limit, spent, remaining, and the ε
+        each query costs. Datasets without DP answer with dp_enabled = false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageReport(self, request, context):
+        """Metered use per principal x dataset x purpose over a time range: queries submitted,
+        approved and released, rows scanned, cells released and suppressed, ε spent, ciphertexts.
+        Analysts see their own use; owners the use of datasets they own; admins and auditors all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +194,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.ExplainQuery,
                     request_deserializer=veil_dot_v1_dot_query__pb2.ExplainQueryRequest.FromString,
                     response_serializer=veil_dot_v1_dot_query__pb2.QueryExplanation.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=veil_dot_v1_dot_query__pb2.GetBudgetRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_query__pb2.PrivacyBudget.SerializeToString,
+            ),
+            'GetUsageReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageReport,
+                    request_deserializer=veil_dot_v1_dot_query__pb2.GetUsageReportRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_query__pb2.UsageReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +396,60 @@ class QueryService:
             '/veil.v1.QueryService/ExplainQuery',
             veil_dot_v1_dot_query__pb2.ExplainQueryRequest.SerializeToString,
             veil_dot_v1_dot_query__pb2.QueryExplanation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.QueryService/GetBudget',
+            veil_dot_v1_dot_query__pb2.GetBudgetRequest.SerializeToString,
+            veil_dot_v1_dot_query__pb2.PrivacyBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.QueryService/GetUsageReport',
+            veil_dot_v1_dot_query__pb2.GetUsageReportRequest.SerializeToString,
+            veil_dot_v1_dot_query__pb2.UsageReport.FromString,
             options,
             channel_credentials,
             insecure,

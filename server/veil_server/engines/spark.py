@@ -9,7 +9,8 @@ The rendering makes Spark return the same integers as DuckDB on the same rows:
   (the fractional part of a double and its double are exact). Spark's own ``ROUND`` goes through
   ``BigDecimal`` per row, which is slower.
 - bins divide in DOUBLE (as DuckDB's ``/`` does) and floor.
-- sums of squares in DECIMAL(38, 0) (DuckDB: HUGEINT), the widest exact type Spark has.
+- sums of squares exact: BIGINT when the declared bounds keep them below 2**63, else
+  DECIMAL(38, 0) (DuckDB: HUGEINT), the widest exact type Spark has.
 - identifiers are quoted with backticks; text compares by bytes, as in DuckDB.
 - NULLs stay NULL: clamping is a CASE, never LEAST/GREATEST.
 
@@ -63,7 +64,12 @@ class SparkRenderer(SqlRenderer):
         width = int((bin_width * 10**col.scale).to_integral_value())
         return f"CAST(FLOOR(CAST({self.fixed(col)} AS DOUBLE) / {width}) AS BIGINT)"
 
-    def sum_of_squares(self, v: str) -> str:
+    def sum_of_squares(self, v: str, col: Column) -> str:
+        # Spark's SUM(BIGINT) is a BIGINT (it fails on overflow): use it only when the declared
+        # range and row bound keep the total below 2**63, else DECIMAL(38, 0) (BigDecimal, slower).
+        bound = max(abs(b) for b in self.bounds(col))
+        if self.dataset.max_rows * bound * bound < 2**63:
+            return f"SUM({v} * {v})"
         return f"SUM(CAST({v} AS DECIMAL(38, 0)) * CAST({v} AS DECIMAL(38, 0)))"
 
 
@@ -76,6 +82,7 @@ def spark_session(master: str, *, app_name: str = "veil-node") -> Any:
         return active
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.session.timeZone", "UTC"))
     if master.startswith("local"):
         # A handful of result rows: 200 shuffle partitions would only add scheduling.

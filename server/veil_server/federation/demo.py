@@ -79,7 +79,7 @@ def init_federation(root: Path, *, members: tuple[str, ...] = ("north", "south",
         m = out[name]
         lines = ["# Veil member node (federated demo). Paths are relative to this file.",
                  "[node]", f'name = "{name}"', f'listen = "127.0.0.1:{m.port}"', 'state_dir = "state"',
-                 f"min_group_size = {ks[i]}", "workers = 2", ""]
+                 f"min_group_size = {ks[i]}", "workers = 2", "dev_mode = true  # loopback, static tokens", ""]
         for pname, role in PRINCIPALS:
             digest = hashlib.sha256(m.tokens[pname].encode()).hexdigest()
             lines += ["[[principals]]", f'name = "{pname}"', f'role = "{role}"', f'token_sha256 = "{digest}"', ""]

@@ -49,7 +49,9 @@ class Federation:
         signer = PeerSigner(self.config, node.audit.key)
         audit = FederationAudit(node.audit)
         self.participant = Participant(node, self.config, signer, audit)
-        self.transport = PeerTransport(self.config, self.participant)
+        from ..security import settings_of  # issue 8: TLS to peers when the node has [tls]
+
+        self.transport = PeerTransport(self.config, self.participant, tls=settings_of(node.config).tls)
         self.coordinator = Coordinator(node, self.config, signer, audit, self.transport)
 
     def observe(self, observer) -> None:

@@ -80,9 +80,10 @@ def _peer_error(node: str, err: grpc.RpcError) -> FederationFailed:
 
 
 class PeerTransport:
-    def __init__(self, config: FederationConfig, participant: Participant) -> None:
+    def __init__(self, config: FederationConfig, participant: Participant, *, tls=None) -> None:
         self.config = config
         self.participant = participant
+        self.tls = tls  # issue 8: veil_server.tls.TlsSettings; None in development mode (plaintext)
         self.observers: list[Callable[[str, str, str, bytes], None]] = []
         self._stubs: dict[str, federation_pb2_grpc.PeerServiceStub] = {}
         self._channels: list[grpc.Channel] = []
@@ -95,9 +96,12 @@ class PeerTransport:
                 peer = self.config.peer(node)
                 if peer is None:
                     raise unreachable(node, "not a declared peer")
-                channel = grpc.insecure_channel(peer.address, options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+                # With [tls]: verify the peer against tls.ca and present this node's certificate,
+                # so a peer's mutual-TLS port accepts it (issue 8).
+                channel = (grpc.secure_channel(peer.address, self.tls.channel_credentials(), options=options)
+                           if self.tls is not None else grpc.insecure_channel(peer.address, options=options))
                 self._channels.append(channel)
                 stub = self._stubs[node] = federation_pb2_grpc.PeerServiceStub(channel)
             return stub

@@ -142,7 +142,7 @@ class Grants:
                     outside = sorted(cols - set(g.columns))
                     problem = ("GRANT_COLUMNS", f"grant {g.id} does not cover column(s) {', '.join(outside)}")
                 if problem is not None:
-                    best_problem = best_problem or problem
+                    best_problem = problem  # the newest grant's problem is the one to report
                     continue
                 if query_id is not None:
                     db.execute("UPDATE grants SET used = used + 1 WHERE id=?", (g.id,))

@@ -88,3 +88,18 @@ def alice(demo_node: NodeFixture, analyst_home: Path) -> Iterator[veil.Node]:
 def bob(demo_node: NodeFixture, other_home: Path) -> Iterator[veil.Node]:
     with demo_node.connect("bob", other_home) as node:
         yield node
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start Spark's JVM before any test starts a gRPC server. pyspark launches the JVM with fork()
+    and a Python preexec hook, which fails at random in a process whose gRPC threads run; the
+    session then serves every Spark test (SparkSession is one per process)."""
+    import shutil
+
+    if not any("spark" in item.nodeid for item in items) or shutil.which("java") is None:
+        return
+    try:
+        from veil_server.engines.spark import spark_session
+    except ImportError:
+        return
+    spark_session("local[2]", app_name="veil-tests")

@@ -12,6 +12,7 @@ Rows whose group key is NULL or outside the declared public domain fall in no gr
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,6 +24,8 @@ from .catalog import Column, ColumnType, Dataset
 from .errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
 
+
+log = logging.getLogger("veil.engine")
 
 @dataclass
 class ColumnStats:
@@ -277,6 +280,17 @@ class RoutingEngine:
         self._duck_views = {(d.name.lower(), d.source, d.format) for d in known}
         self._backends: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        for d in datasets:
+            if d.format == "spark":
+                # Start Spark's JVM now, before the gRPC server's threads exist: pyspark launches
+                # it with fork() and a Python preexec hook, which is unreliable in a process whose
+                # gRPC threads are running.
+                backend = self.engine_for(d)
+                try:
+                    backend._spark(d)  # type: ignore[attr-defined]
+                except Exception:  # an unreachable cluster surfaces, with its status, at query time
+                    log.warning("Spark could not be started for %s; queries on it will fail", d.name)
+                break
 
     def engine_for(self, dataset: Dataset) -> Engine:
         if dataset.format in self._files:

@@ -413,10 +413,12 @@ class Node:
                     raise PermissionDenied(problem[1], reason=problem[0])
                 # The ε debit and the ledger commit iff the result is released (raises if spent).
                 self.disclosure.released(r, plan, ds, keys, counters=counters, rows=scanned,
-                                         ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
+                                         ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells),
+                                         certificate=result.certificate_id)
                 self.audit.released(r, result, counters, rows_scanned_approx=scanned)
 
-            with self.disclosure.releasing(rec, plan, ds, keys):  # differencing audit, per-analyst lock
+            # Differencing audit, per-analyst lock.
+            with self.disclosure.releasing(rec, plan, ds, keys, certificate=result.certificate_id):
                 self._move(
                     query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                     f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",

@@ -175,6 +175,12 @@ class StateStore:
     def _tx(self) -> "StateStore._Tx":
         return StateStore._Tx(self)
 
+    def ensure_schema(self, script: str) -> None:
+        """Create the tables of a component sharing this database (``;``-separated DDL)."""
+        with self.joined_tx() as db:
+            for statement in _split(script):
+                db.execute(statement)
+
     @contextlib.contextmanager
     def joined_tx(self) -> Iterator[sqlite3.Connection]:
         """A transaction for other components sharing this database (governance): joins the

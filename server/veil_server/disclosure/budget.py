@@ -57,10 +57,7 @@ class BudgetState:
 class PrivacyBudget:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     def spent_micro(self, principal: str, dataset: str, purpose: str) -> int:
         with self.store.joined_tx() as db:

@@ -88,7 +88,8 @@ class DisclosureControl:
         return stats, set()
 
     @contextmanager
-    def releasing(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, keys: list[tuple[str, ...]]) -> Iterator[None]:
+    def releasing(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, keys: list[tuple[str, ...]],
+                  certificate: str = "") -> Iterator[None]:
         """Audit the release (without DP) and hold the analyst × dataset lock until it commits."""
         conf = self.settings.for_dataset(ds.name)
         with self._guard:
@@ -99,13 +100,16 @@ class DisclosureControl:
                 if eng is None:
                     log.warning("differencing audit on %s skipped: not a DuckDB source", ds.name)
                 else:
-                    differencing.audit(eng, ds, differencing.Release(plan, keys),
-                                       self.history.recent(rec.principal, ds.name, conf.history),
-                                       k=ds.min_group_size, strict=conf.strict, linear=conf.linear)
+                    new = differencing.Release(plan, keys, certificate)
+                    history = self.history.recent(rec.principal, ds.name, conf.history)
+                    # A repeat of a remembered release on the same data reveals nothing new: no scan.
+                    if not any(new.repeats(h) for h in history):
+                        differencing.audit(eng, ds, new, history, k=ds.min_group_size, strict=conf.strict,
+                                           linear=conf.linear)
             yield
 
     def released(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, keys: list[tuple[str, ...]], *,
-                 counters: dict[str, int], rows: int, ciphertexts: int) -> None:
+                 counters: dict[str, int], rows: int, ciphertexts: int, certificate: str = "") -> None:
         """In the SUCCEEDED transaction: debit ε (raises if the budget is gone), remember, meter."""
         s = self.settings.for_dataset(ds.name).dp
         eps = 0.0
@@ -113,7 +117,7 @@ class DisclosureControl:
             eps = s.epsilon_per_query
             self.budget.debit(rec.id, rec.principal, ds.name.lower(), s.budget_purpose(rec.purpose), epsilon=eps,
                               limit=s.budget)
-        self.history.add(rec.id, rec.principal, ds.name, plan, keys)
+        self.history.add(rec.id, rec.principal, ds.name, plan, keys, certificate)
         cells_per_group = max(1, len(plan.aggregates))
         self.ledger.record("released", principal=rec.principal, dataset=ds.name, purpose=rec.purpose,
                            query_id=rec.id, released=1, rows_scanned=rows,

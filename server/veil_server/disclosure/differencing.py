@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS released_populations (
     query_id TEXT NOT NULL,
     plan_json TEXT NOT NULL,
     released_keys TEXT NOT NULL,
-    at_us INTEGER NOT NULL
+    at_us INTEGER NOT NULL,
+    certificate TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS released_by_account ON released_populations (principal, dataset, seq)
 """
@@ -75,29 +76,42 @@ class DifferencingRisk(PolicyViolation):
 class Release:
     plan: QueryPlan
     keys: list[tuple[str, ...]]  # released group keys (() for an ungrouped query)
+    certificate: str = ""  # the dataset certificate (data version) it was computed on
+
+    def repeats(self, earlier: "Release") -> bool:
+        """Same filter, same grouping, no new cell, same data: every population it releases was
+        released before with exactly the same figures, so it teaches nothing new."""
+        return (bool(self.certificate) and self.certificate == earlier.certificate
+                and self.plan.where == earlier.plan.where
+                and [(g.column, g.bin_width) for g in self.plan.group_keys]
+                == [(g.column, g.bin_width) for g in earlier.plan.group_keys]
+                and set(self.keys) <= set(earlier.keys))
 
 
 class ReleaseHistory:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     def recent(self, principal: str, dataset: str, limit: int) -> list[Release]:
         with self.store.joined_tx() as db:
-            rows = db.execute("SELECT plan_json, released_keys FROM released_populations WHERE principal=? AND "
-                              "dataset=? ORDER BY seq DESC LIMIT ?", (principal, dataset.lower(), limit)).fetchall()
-        return [Release(QueryPlan.from_json(p), [tuple(k) for k in json.loads(ks)]) for p, ks in rows]
+            rows = db.execute("SELECT plan_json, released_keys, certificate FROM released_populations WHERE "
+                              "principal=? AND dataset=? ORDER BY seq DESC LIMIT ?",
+                              (principal, dataset.lower(), limit)).fetchall()
+        return [Release(QueryPlan.from_json(p), [tuple(k) for k in json.loads(ks)], c) for p, ks, c in rows]
 
-    def add(self, query_id: str, principal: str, dataset: str, plan: QueryPlan, keys: list[tuple[str, ...]]) -> None:
-        """In the release transaction."""
+    def add(self, query_id: str, principal: str, dataset: str, plan: QueryPlan, keys: list[tuple[str, ...]],
+            certificate: str = "") -> None:
+        """In the release transaction. A release that only repeats a remembered one is not stored
+        again, so repeated dashboards do not push informative releases out of the window."""
+        new = Release(plan, keys, certificate)
+        if any(new.repeats(h) for h in self.recent(principal, dataset, 24)):
+            return
         with self.store.joined_tx() as db:
             db.execute("INSERT INTO released_populations (principal, dataset, query_id, plan_json, released_keys, "
-                       "at_us) VALUES (?,?,?,?,?,?)",
+                       "at_us, certificate) VALUES (?,?,?,?,?,?,?)",
                        (principal, dataset.lower(), query_id, plan.to_json(), json.dumps([list(k) for k in keys]),
-                        now_us()))
+                        now_us(), certificate))
 
 
 def atoms(engine: DuckDBEngine, ds: Dataset, releases: list[Release]) -> tuple[np.ndarray, list[list[int | None]]]:

@@ -74,10 +74,7 @@ class UsageRow:
 class Ledger:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     def record(self, event: str, *, principal: str, dataset: str, purpose: str, query_id: str, **counts: int) -> None:
         """Append one ledger row; joins the caller's transaction."""

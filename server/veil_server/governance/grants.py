@@ -73,10 +73,7 @@ class Grant:
 class Grants:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     def add(self, *, principal: str, dataset: str, purpose: str, created_by: str, columns: Iterable[str] = (),
             valid_from_us: int = 0, valid_until_us: int = 0, max_queries: int = 0) -> Grant:

@@ -106,10 +106,7 @@ class DatasetRecord:
 class Registry:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     # -- reads ----------------------------------------------------------------------------
 

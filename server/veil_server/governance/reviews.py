@@ -46,10 +46,7 @@ class ReviewContext:
 class Reviews:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        with store.joined_tx() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        store.ensure_schema(_SCHEMA)
 
     def open(self, query_id: str, *, rules: list[tuple[str, str]], columns: list[str], expected_groups: int,
              approvals_required: int, ttl_us: int) -> None:

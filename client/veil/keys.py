@@ -1,7 +1,7 @@
 """The analyst's Paillier key pair, kept under ``VEIL_HOME`` (default ``~/.veil``).
 
 The private key never leaves this folder: the node only ever sees the public modulus. Files
-are written atomically with mode 0600 inside a 0700 folder, as JSON (never pickle).
+are written atomically with mode 0600 inside a 0700 folder, as plain JSON (no serialised Python objects).
 """
 
 from __future__ import annotations

@@ -105,7 +105,12 @@ class SqlRenderer:
         return quote_ident(name)
 
     def sum_of_squares(self, v: str, col: Column) -> str:
-        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range)."""
+        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range). DuckDB sums
+        BIGINT into a 128-bit accumulator, so only the product needs care: when the declared
+        range keeps every square below 2^63, 64-bit products are exact and much cheaper."""
+        low, high = self.bounds(col)
+        if max(abs(low), abs(high)) ** 2 < 2**63:
+            return f"SUM({v} * {v})"
         return f"SUM(CAST({v} AS HUGEINT) * {v})"
 
     def fixed(self, col: Column) -> str:
@@ -123,8 +128,11 @@ class SqlRenderer:
         return low, high
 
     def clamped(self, col: Column) -> str:
+        return self.clamp(self.fixed(col), col)
+
+    def clamp(self, v: str, col: Column) -> str:
+        """``v`` (the column already in fixed point) clamped to the declared range."""
         low, high = self.bounds(col)
-        v = self.fixed(col)
         # CASE, not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound.
         return f"CASE WHEN {v} < {low} THEN {low} WHEN {v} > {high} THEN {high} ELSE {v} END"
 
@@ -159,20 +167,27 @@ class SqlRenderer:
         raise Internal("unknown filter node in a validated plan", private=type(node).__name__)
 
     def render(self, plan: QueryPlan) -> str:
+        # Three levels: the filtered rows with each value converted to fixed point once, then
+        # clamped (a CASE naming the converted value three times would convert it three times),
+        # then aggregated.
+        keys = [f"k{i}" for i in range(len(plan.group_keys))]
         inner = [f"{self.group_expr(g.column, g.bin_width)} AS k{i}" for i, g in enumerate(plan.group_keys)]
-        outer_keys = [f"k{i}" for i in range(len(plan.group_keys))]
-        outer = list(outer_keys) + ["COUNT(*) AS n"]
+        middle = list(keys)
+        outer = list(keys) + ["COUNT(*) AS n"]
         for j, name in enumerate(aggregated_columns(plan)):
             col = self.dataset.column(name)
             assert col is not None
-            inner.append(f"{self.clamped(col)} AS v{j}")
+            inner.append(f"{self.fixed(col)} AS f{j}")
+            middle.append(f"{self.clamp(f'f{j}', col)} AS v{j}")
             outer += [f"COUNT(v{j})", f"SUM(v{j})"]
             outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
         select_inner = ", ".join(inner) if inner else "1 AS one"
-        sql = f"SELECT {', '.join(outer)} FROM (SELECT {select_inner} FROM {self.relation}{where}) AS t"
-        if outer_keys:
-            sql += " GROUP BY " + ", ".join(outer_keys)
+        select_middle = ", ".join(middle) if middle else "1 AS one"
+        sql = (f"SELECT {', '.join(outer)} FROM (SELECT {select_middle} FROM (SELECT {select_inner} "
+               f"FROM {self.relation}{where}) AS r) AS t")
+        if keys:
+            sql += " GROUP BY " + ", ".join(keys)
         return sql
 
 

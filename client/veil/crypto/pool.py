@@ -42,9 +42,9 @@ __all__ = [
 
 # Below this many items per batch the spawn/IPC overhead outweighs a second core.
 PARALLEL_MIN_ITEMS = 256
-# A 2048-bit CRT decryption costs ~4 ms (constant-time powmod), ~25x a pooled chunk's transfer,
-# so a result of a few dozen ciphertexts already halves its decryption time on two cores.
-DECRYPT_PARALLEL_MIN_ITEMS = 16
+# A 2048-bit CRT decryption costs ~4 ms (constant-time powmod), several times a warm pool's
+# round trip, so even a result of a handful of ciphertexts decrypts faster on two cores.
+DECRYPT_PARALLEL_MIN_ITEMS = 4
 _ENV_WORKERS = "VEIL_CRYPTO_WORKERS"
 
 _T = TypeVar("_T")

@@ -103,3 +103,43 @@ def pytest_collection_modifyitems(session, config, items):
     except ImportError:
         return
     spark_session("local[2]", app_name="veil-tests")
+
+
+# -- the node's own state on SQLite and on PostgreSQL (issue 9) ----------------------------------
+
+@pytest.fixture(scope="session")
+def state_postgres() -> Iterator[str]:
+    """A scratch PostgreSQL database for node state (the machine's server, started if stopped)."""
+    from tests.integration.engine_support import admin_conninfo, scratch_database
+
+    yield from scratch_database(admin_conninfo())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_state(request, tmp_path):
+    """``open_state(audit=False)`` opens (again) this test's state database: a file under
+    tmp_path, or a schema of its own in the scratch PostgreSQL database. Each call is a new
+    connection to the same state, as a restarted node or a second replica would have."""
+    from veil_server.statedb import StateSettings, open_database
+    import secrets as _secrets
+
+    if request.param == "sqlite":
+        settings = StateSettings()
+    else:
+        conninfo = request.getfixturevalue("state_postgres")
+        settings = StateSettings("postgres", conninfo, "t_" + _secrets.token_hex(4))
+    opened = []
+
+    def open_(audit: bool = False):
+        db = open_database(settings, sqlite_path=tmp_path / ("audit.db" if audit else "state.db"), audit=audit)
+        opened.append(db)
+        return db
+
+    open_.backend = request.param
+    open_.settings = settings
+    yield open_
+    for db in opened:
+        try:
+            db.close()
+        except Exception:
+            pass

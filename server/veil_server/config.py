@@ -6,7 +6,9 @@ principal carries the SHA-256 of its bearer token, so a leaked config does not l
 Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
 ``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``; and for transport and limits
 (:mod:`veil_server.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
-``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``.
+``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; and for the node's own state
+(``[state]``, :mod:`veil_server.statedb`) ``VEIL_STATE_BACKEND``, ``VEIL_STATE_CONNINFO``,
+``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .catalog import Column, ColumnControl, ColumnType, Dataset
-from .sources import parse_source
+from .sources import check_conninfo, parse_source
+from .statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DEFAULT_MIN_GROUP_SIZE = 10
@@ -69,6 +72,9 @@ class NodeConfig:
     # Issue 4: differential privacy, differencing defence, dominance and grant quotas
     # (veil_server.disclosure.settings.DisclosureSettings).
     disclosure: Any = None
+    # Issue 9: where the node keeps its own state: SQLite files in state_dir, or PostgreSQL
+    # shared by several replicas ([state], veil_server.statedb).
+    state: StateSettings = field(default_factory=StateSettings)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -153,7 +159,39 @@ def parse_config(
 
     disclosure = parse_disclosure(raw, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
-                      federation, governance, grants, ttl, security=security, disclosure=disclosure)
+                      federation, governance, grants, ttl, security=security, disclosure=disclosure,
+                      state=_state(raw.get("state", {}), env))
+
+
+def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:
+    """``[state]``: ``backend = "sqlite"`` (default: files in state_dir) or ``"postgres"``, with
+    ``conninfo`` (no password: libpq reads it from PGPASSWORD or its password file), ``schema``
+    and this replica's name ``replica``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[state] must be a table")
+    state = dict(raw)
+    for key, var in (("backend", "VEIL_STATE_BACKEND"), ("conninfo", "VEIL_STATE_CONNINFO"),
+                     ("schema", "VEIL_STATE_SCHEMA"), ("replica", "VEIL_REPLICA")):
+        if env.get(var):
+            state[key] = env[var]
+    unknown = set(state) - {"backend", "conninfo", "schema", "replica"}
+    if unknown:
+        raise ConfigError(f"[state] has unknown key(s) {sorted(unknown)}; known: backend, conninfo, schema, replica")
+    backend = str(state.get("backend", SQLITE))
+    if backend not in (SQLITE, POSTGRES):
+        raise ConfigError(f"state.backend must be {SQLITE!r} (files in state_dir) or {POSTGRES!r} (shared by replicas)")
+    conninfo = str(state.get("conninfo", ""))
+    if conninfo:
+        if backend != POSTGRES:
+            raise ConfigError("state.conninfo is for backend = \"postgres\"; remove it or set the backend")
+        check_conninfo(conninfo, "state.conninfo", ConfigError)
+    schema = str(state.get("schema", "veil"))
+    if not SCHEMA_RE.match(schema):
+        raise ConfigError("state.schema must be a lower-case SQL name (letters, digits, _; at most 48)")
+    replica = str(state.get("replica", ""))
+    if replica and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", replica):
+        raise ConfigError("state.replica must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+    return StateSettings(backend, conninfo, schema, replica)
 
 
 def _governance(d: Mapping[str, Any], where: str, principals: set[str]) -> dict[str, Any]:

@@ -5,6 +5,12 @@ purpose, policy) so the analyst gets the refusal at once; an accepted query is p
 before it is acknowledged and executed by a worker pool. On start, queries that were approved
 or running when the node stopped are re-queued, so nothing acknowledged is lost.
 
+Replicas (issue 9): with ``[state] backend = "postgres"`` several node processes serve one state.
+Any of them may take an approved query, one wins the move to RUNNING; a dead replica's runs are
+taken back by the living ones, and a release checks that its run still owns the query
+(:mod:`veil_server.replicas`). Waiting for a query polls the shared state, since the replica
+that finishes it may be another one.
+
 Every step is audited before it happens: the entry is appended inside the state change's
 transaction (``write_ahead=``), so if it cannot be made durable the step does not happen
 (:mod:`veil_server.audit.events`).
@@ -40,6 +46,8 @@ from .plan import QueryPlan
 from .planner import plan_query
 from .policy import Decision, evaluate
 from .release import build_result, result_digest
+from .replicas import BEAT_S, Replicas
+from .statedb import open_database
 from .store import NewQuery, QueryRecord, StateStore, now_us
 
 log = logging.getLogger("veil.node")
@@ -58,9 +66,17 @@ class Node:
     def __init__(self, config: NodeConfig, *, engine: Engine | None = None) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        shared = config.state.shared  # PostgreSQL: replicas may share this state
         # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
-        self.audit = AuditTrail.open(config.state_dir)
-        self.store = StateStore(config.state_dir / "state.db")
+        self.audit = AuditTrail.open(config.state_dir, database=open_database(
+            config.state, sqlite_path=config.state_dir / "audit.db", audit=True) if shared else None)
+        try:
+            self.store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
+                                    if shared else config.state_dir / "state.db")
+        except BaseException:
+            self.audit.close()
+            raise
+        self.replicas = Replicas(self.store, config.state.replica)
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
         self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count)
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
@@ -69,9 +85,12 @@ class Node:
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         self._closed = threading.Event()
         self._changed = threading.Condition()
+        self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
+        self._queued_lock = threading.Lock()
         self.audit.node_started(config)
-        self._bootstrap()
-        self._recover()
+        with self.store.named_lock("bootstrap"):  # replicas starting together list once
+            self._bootstrap()
+        self._recover(at_start=True)
         self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
         self._sweeper.start()
 
@@ -103,8 +122,17 @@ class Node:
                                     created_by=OPERATOR, columns=g["columns"], max_queries=g["max_queries"])
 
     def _sweep_expired(self) -> None:
-        """Pending queries nobody decided on in time become EXPIRED."""
+        """Pending queries nobody decided on in time become EXPIRED; with replicas, the heartbeat,
+        and runs of dead replicas (or approved queries nobody queued) taken over."""
+        last_beat = time.monotonic()
         while not self._closed.wait(1.0):
+            if self.store.shared and time.monotonic() - last_beat >= BEAT_S:
+                last_beat = time.monotonic()
+                try:
+                    self.replicas.beat()
+                    self._recover(at_start=False)
+                except Exception:
+                    log.exception("replica heartbeat failed")
             try:
                 for qid in self.steward.reviews.expired(now_us()):
                     try:
@@ -118,12 +146,28 @@ class Node:
             except Exception:  # the sweeper must outlive a transient store error
                 log.exception("expiry sweep failed")
 
-    def _recover(self) -> None:
-        for q in self.store.in_states([QueryState.RUNNING]):
-            self._move(q.id, QueryState.APPROVED, "NODE_RESTARTED",
-                                  "the node restarted while the query ran; it will run again")
+    def _recover(self, *, at_start: bool) -> None:
+        for qid in self.replicas.reclaimable(at_start=at_start):
+            try:
+                self._move(qid, QueryState.APPROVED, "NODE_RESTARTED",
+                           "the node restarted while the query ran; it will run again", expect=[QueryState.RUNNING])
+            except VeilError:
+                continue  # it finished meanwhile
         for q in self.store.in_states([QueryState.APPROVED]):
-            self._pool.submit(self._execute, q.id)
+            self._enqueue(q.id)
+
+    def _enqueue(self, query_id: str) -> None:
+        """Run an approved query on this replica's pool, once per replica (the move to RUNNING
+        decides between replicas)."""
+        with self._queued_lock:
+            if query_id in self._queued or self._closed.is_set():
+                return
+            self._queued.add(query_id)
+        try:
+            self._pool.submit(self._execute, query_id)
+        except RuntimeError:  # the pool is shut down: the node is stopping
+            with self._queued_lock:
+                self._queued.discard(query_id)
 
     def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
         rec = self.store.transition(query_id, to, reason, message, **kw)
@@ -242,7 +286,7 @@ class Node:
                                                                                reason=decision.summary())))
             except FailedPrecondition:
                 return self.store.get(record.id)  # a concurrent retry decided (or it was cancelled)
-            self._pool.submit(self._execute, record.id)
+            self._enqueue(record.id)
         return record
 
     def get(self, principal: Principal, query_id: str) -> QueryRecord:
@@ -261,7 +305,8 @@ class Node:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._changed.wait(min(left, 1.0))
+                # Another replica may finish it: poll the shared state more often.
+                self._changed.wait(min(left, 0.2 if self.store.shared else 1.0))
                 rec = self.store.get(rec.id)
         return rec
 
@@ -364,7 +409,7 @@ class Node:
         rec = self._move(rec.id, QueryState.APPROVED, "APPROVED_BY_OWNER",
                          f"approved by {', '.join(approvers)}: {reason}", expect=[QueryState.PENDING_APPROVAL],
                          write_ahead=record)
-        self._pool.submit(self._execute, rec.id)
+        self._enqueue(rec.id)
         return rec
 
     def reject(self, principal: Principal, query_id: str, reason: str) -> QueryRecord:
@@ -378,13 +423,17 @@ class Node:
     # -- execution ------------------------------------------------------------------------
 
     def _execute(self, query_id: str) -> None:
+        with self._queued_lock:
+            self._queued.discard(query_id)
         if self._closed.is_set():
             return
+        run: list[str] = []
         try:
             rec = self._move(query_id, QueryState.RUNNING, "EXECUTION_STARTED",
-                                        "running inside the domain", expect=[QueryState.APPROVED])
+                             "running inside the domain", expect=[QueryState.APPROVED],
+                             write_ahead=lambda r: run.append(self.replicas.claim(r.id)))
         except VeilError:
-            return  # cancelled (or taken by another worker) before it started
+            return  # cancelled (or taken by another worker or replica) before it started
         try:
             plan = QueryPlan.from_json(rec.plan_json)
             ds = self.dataset(plan.dataset)
@@ -405,6 +454,7 @@ class Node:
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
 
             def release(r: QueryRecord) -> None:
+                self.replicas.check_owner(r.id, run[0])  # a replica presumed dead releases nothing
                 # Revocation reaches every query not yet released: check the grant in the
                 # release's own transaction (a revoke commits before or after, never between).
                 grant = self.steward.grants.grant_of(r.id)
@@ -430,15 +480,22 @@ class Node:
         except VeilError as e:
             if e.private:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
-            self._fail(query_id, e.reason, e.message)
+            if e.reason == "RUN_SUPERSEDED":
+                return  # the replica that took the run over finishes it
+            self._fail(query_id, e.reason, e.message, run[0])
         except Exception:
             log.exception("query %s failed", query_id)
-            self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details")
+            self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details",
+                       run[0])
 
-    def _fail(self, query_id: str, reason: str, message: str) -> None:
+    def _fail(self, query_id: str, reason: str, message: str, run_id: str) -> None:
+        def record(r: QueryRecord) -> None:
+            self.replicas.check_owner(r.id, run_id)
+            self.audit.failed(r, reason)
+
         try:
             self._move(query_id, QueryState.FAILED, reason, message, expect=[QueryState.RUNNING],
-                       write_ahead=lambda r: self.audit.failed(r, reason))
+                       write_ahead=record)
         except VeilError:
             pass  # cancelled meanwhile: the cancellation stands
 

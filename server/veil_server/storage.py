@@ -40,7 +40,21 @@ def storage_error(exc: BaseException) -> Unavailable | None:
     if isinstance(exc, sqlite3.Error) and any(s in str(exc).lower() for s in _SQLITE_STORAGE):
         return Unavailable("the node cannot write its state right now; nothing was changed, retry later",
                            reason="STORAGE_UNAVAILABLE", private=str(exc))
+    if _postgres_unavailable(exc):
+        # The shared state database (replicas) is down, unreachable or a lock wait timed out.
+        return Unavailable("the node's state database is unavailable right now; nothing was changed, retry later",
+                           reason="STATE_DATABASE_UNAVAILABLE", private=type(exc).__name__)
     return None
+
+
+def _postgres_unavailable(exc: BaseException) -> bool:
+    try:
+        import psycopg
+        from psycopg import errors as pg
+    except ImportError:  # pragma: no cover - psycopg is a declared dependency
+        return False
+    return isinstance(exc, (psycopg.OperationalError, pg.LockNotAvailable, pg.QueryCanceled,
+                            pg.AdminShutdown, pg.CannotConnectNow))
 
 
 class StorageMonitor:
@@ -73,7 +87,7 @@ class StorageMonitor:
         if free < self.min_free:
             return Unavailable("the node is low on disk space; new work is refused until space is freed",
                                reason="STORAGE_LOW", metadata={"free_bytes": str(free)})
-        path = self.state_dir / PROBE
+        path = self.state_dir / f"{PROBE}.{os.getpid()}"  # replicas may share the directory
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 from .errors import AlreadyExists, FailedPrecondition, QueryNotFound
 from .lifecycle import QueryState, can_move
+from .statedb import SQLiteDatabase, StateDatabase
 
 SCHEMA_VERSION = 1
 
@@ -131,25 +131,35 @@ class NewQuery:
 
 
 class StateStore:
-    """Thread-safe: one connection, serialised by a lock (SQLite allows one writer anyway)."""
+    """Thread-safe: one connection, serialised by a lock; across replicas on PostgreSQL, every
+    transaction also holds the database's write lock (:mod:`veil_server.statedb`)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+    def __init__(self, path_or_db: Path | StateDatabase) -> None:
+        if isinstance(path_or_db, StateDatabase):
+            self.path: Path | None = None
+            self._db = path_or_db
+        else:
+            path_or_db.parent.mkdir(parents=True, exist_ok=True)
+            self.path = path_or_db
+            self._db = SQLiteDatabase.open(path_or_db)
+            self._db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        with self._tx():
-            for statement in _split(_SCHEMA):
-                self._db.execute(statement)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        with self._tx() as db:
+            db.script(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"state store {path} has schema {row[0]}; this node expects {SCHEMA_VERSION}")
+                raise RuntimeError(f"the state store has schema {row[0]}; this node expects {SCHEMA_VERSION}")
+
+    @property
+    def database(self) -> StateDatabase:
+        return self._db
+
+    @property
+    def shared(self) -> bool:
+        """True when other replicas may change this state (PostgreSQL)."""
+        return self._db.kind != "sqlite"
 
     def close(self) -> None:
         with self._lock:
@@ -161,14 +171,21 @@ class StateStore:
         def __init__(self, store: "StateStore") -> None:
             self.store = store
 
-        def __enter__(self) -> sqlite3.Connection:
+        def __enter__(self) -> StateDatabase:
             self.store._lock.acquire()
-            self.store._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.store._db.begin()
+            except BaseException:
+                self.store._lock.release()
+                raise
             return self.store._db
 
         def __exit__(self, exc_type, exc, tb) -> None:
             try:
-                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type:
+                    self.store._db.rollback()
+                else:
+                    self.store._db.commit()
             finally:
                 self.store._lock.release()
 
@@ -178,11 +195,10 @@ class StateStore:
     def ensure_schema(self, script: str) -> None:
         """Create the tables of a component sharing this database (``;``-separated DDL)."""
         with self.joined_tx() as db:
-            for statement in _split(script):
-                db.execute(statement)
+            db.script(script)
 
     @contextlib.contextmanager
-    def joined_tx(self) -> Iterator[sqlite3.Connection]:
+    def joined_tx(self) -> Iterator[StateDatabase]:
         """A transaction for other components sharing this database (governance): joins the
         calling thread's open transaction if there is one, so a check and the change it guards
         (e.g. a grant's use and the query it admits) commit together."""
@@ -192,6 +208,17 @@ class StateStore:
             else:
                 with self._tx() as db:
                     yield db
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[StateDatabase]:
+        """Reads: one statement at a time under the connection's lock, no write lock (each
+        statement sees committed state; inside a transaction, the transaction's)."""
+        with self._lock:
+            yield self._db
+
+    def named_lock(self, name: str):
+        """A lock held across transactions, shared by every replica of this state."""
+        return self._db.named_lock(name)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -233,18 +260,18 @@ class StateStore:
             return created, True
 
     def get(self, query_id: str) -> QueryRecord:
-        with self._lock:
-            return self._get(self._db, query_id)
+        with self.reading() as db:
+            return self._get(db, query_id)
 
-    def _get(self, db: sqlite3.Connection, query_id: str) -> QueryRecord:
+    def _get(self, db: StateDatabase, query_id: str) -> QueryRecord:
         row = db.execute("SELECT * FROM queries WHERE id=?", (query_id,)).fetchone()
         if row is None:
             raise QueryNotFound(f"no query named queries/{query_id}; list yours with ListQueries")
         return _record(row)
 
     def history(self, query_id: str) -> list[Transition]:
-        with self._lock:
-            rows = self._db.execute(
+        with self.reading() as db:
+            rows = db.execute(
                 "SELECT from_state, to_state, reason, message, at_us FROM transitions WHERE query_id=? ORDER BY seq",
                 (query_id,),
             ).fetchall()
@@ -253,8 +280,8 @@ class StateStore:
         ]
 
     def list_for(self, principal: str, *, page_size: int, before_seq: int | None) -> list[QueryRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self.reading() as db:
+            rows = db.execute(
                 "SELECT * FROM queries WHERE principal=? AND seq < ? ORDER BY seq DESC LIMIT ?",
                 (principal, before_seq if before_seq is not None else 2**62, page_size),
             ).fetchall()
@@ -262,8 +289,8 @@ class StateStore:
 
     def in_states(self, states: Iterable[QueryState]) -> list[QueryRecord]:
         states = [s.value for s in states]
-        with self._lock:
-            rows = self._db.execute(
+        with self.reading() as db:
+            rows = db.execute(
                 f"SELECT * FROM queries WHERE state IN ({','.join('?' * len(states))}) ORDER BY seq", states
             ).fetchall()
         return [_record(r) for r in rows]
@@ -309,8 +336,8 @@ class StateStore:
             return self._get(db, query_id)
 
     def result(self, query_id: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute("SELECT result FROM results WHERE query_id=?", (query_id,)).fetchone()
+        with self.reading() as db:
+            row = db.execute("SELECT result FROM results WHERE query_id=?", (query_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
 
@@ -328,5 +355,3 @@ def _record(row: tuple) -> QueryRecord:
     return QueryRecord(**d)
 
 
-def _split(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]

@@ -23,6 +23,7 @@ from veil.audit import merkle, release_details, verify_export
 from veil_server.audit import AuditLog, AuditUnavailable, store
 from veil_server.errors import InvalidArgument, Unavailable
 from veil_server.node_key import NodeKey, NodeKeyError
+from veil_server.statedb import SQLiteDatabase
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -244,7 +245,7 @@ def test_append_fails_closed_on_a_read_only_database(tmp_path: Path, key: NodeKe
     log = open_log(path, key)
     fill(log, 3)
     writable = log._conn
-    log._conn = store.connect(path, read_only=True)
+    log._conn = SQLiteDatabase(store.connect(path, read_only=True))
     with pytest.raises(AuditUnavailable) as exc:
         log.append("query.execute", principal="a", outcome="ok")
     assert "readonly" in (exc.value.private or "")
@@ -262,7 +263,7 @@ class FailingCommit:
     """A connection whose COMMIT fails: before writing (``land=False``) or after (``True``),
     the second being the case where the caller cannot know whether the entry landed."""
 
-    def __init__(self, conn: sqlite3.Connection, land: bool) -> None:
+    def __init__(self, conn: SQLiteDatabase, land: bool) -> None:
         self.conn, self.land = conn, land
 
     def execute(self, sql: str, *args: object) -> object:
@@ -271,6 +272,9 @@ class FailingCommit:
                 self.conn.execute(sql)
             raise sqlite3.OperationalError("disk I/O error")
         return self.conn.execute(sql, *args)
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.conn, name)

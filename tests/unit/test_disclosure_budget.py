@@ -21,11 +21,8 @@ ops = st.lists(st.one_of(
 ), max_size=40)
 
 
-def _open(path):
-    store = StateStore(path)
-    with store.joined_tx() as db:  # the results table the refund rule consults
-        db.execute("CREATE TABLE IF NOT EXISTS results (query_id TEXT PRIMARY KEY, result BLOB, digest TEXT, "
-                   "created_us INTEGER)")
+def _open(path_or_db):
+    store = StateStore(path_or_db)  # with the results table the refund rule consults
     return store, PrivacyBudget(store)
 
 
@@ -68,8 +65,8 @@ def test_spent_never_exceeds_limit_and_equals_debits(tmp_path_factory, sequence)
         store.close()
 
 
-def test_concurrent_debits_never_overspend(tmp_path):
-    store, budget = _open(tmp_path / "state.db")
+def test_concurrent_debits_never_overspend(open_state):
+    store, budget = _open(open_state())
     ok, refused = [], []
 
     def run(i):
@@ -89,9 +86,9 @@ def test_concurrent_debits_never_overspend(tmp_path):
     store.close()
 
 
-def test_debit_that_rolls_back_is_not_spent(tmp_path):
+def test_debit_that_rolls_back_is_not_spent(open_state):
     """The node debits inside the release transaction: if the release fails, so does the debit."""
-    store, budget = _open(tmp_path / "state.db")
+    store, budget = _open(open_state())
     with pytest.raises(RuntimeError):
         with store.joined_tx():
             budget.debit("q1", "alice", "d", "", epsilon=1.0, limit=LIMIT)
@@ -100,3 +97,32 @@ def test_debit_that_rolls_back_is_not_spent(tmp_path):
     with pytest.raises(InvalidArgument):
         budget.debit("q2", "alice", "d", "", epsilon=float("nan"), limit=LIMIT)
     store.close()
+
+
+def test_debits_racing_across_replicas_never_overspend(open_state):
+    """Two replicas (two connections to one state, each with its own process lock) debit the
+    same budget from 20 threads each: the database's write lock keeps the total within it."""
+    replicas = [_open(open_state()), _open(open_state())]
+    ok, refused = [], []
+    lock = threading.Lock()
+
+    def run(i):
+        _, budget = replicas[i % 2]
+        try:
+            budget.debit(f"q{i}", "alice", "d", "", epsilon=0.3, limit=LIMIT)
+            with lock:
+                ok.append(i)
+        except BudgetExhausted:
+            with lock:
+                refused.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ok) == 6 and len(refused) == 34
+    for _, budget in replicas:
+        assert budget.spent_micro("alice", "d", "") == 6 * to_micro(0.3)
+    for store, _ in replicas:
+        store.close()

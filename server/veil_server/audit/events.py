@@ -39,6 +39,7 @@ from veil.audit.records import RESULT_DIGEST, Receipt, release_details
 from ..config import NodeConfig, Principal
 from ..errors import VeilError
 from ..node_key import NodeKey
+from ..statedb import StateDatabase
 from .errors import AuditUnavailable
 from .log import AuditLog
 
@@ -119,11 +120,18 @@ class AuditTrail:
         self.key = audit_log.key
 
     @classmethod
-    def open(cls, state_dir: Path) -> AuditTrail:
-        """Load (or create) the node key and open the log, checking it end to end; a log that
-        cannot be opened or fails its check keeps the node from starting."""
-        key = NodeKey.load_or_create(Path(state_dir))
-        trail = cls(AuditLog(Path(state_dir) / LOG_FILE, key, node_id=node_id_for(key)))
+    def open(cls, state_dir: Path, *, database: StateDatabase | None = None) -> AuditTrail:
+        """Load (or create) the node key and open the log (``state_dir/audit.db``, or
+        ``database`` shared by replicas), checking it end to end; a log that cannot be opened or
+        fails its check keeps the node from starting."""
+        try:
+            key = NodeKey.load_or_create(Path(state_dir))
+        except BaseException:
+            if database is not None:
+                database.close()
+            raise
+        trail = cls(AuditLog(database if database is not None else Path(state_dir) / LOG_FILE, key,
+                             node_id=node_id_for(key)))
         try:
             _write_public_key(Path(state_dir), key)
             if key.created or trail.log.tree_size == 0:

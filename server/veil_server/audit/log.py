@@ -24,13 +24,17 @@ What it guarantees, and against whom:
   (``export`` and ``receipt`` sign one when they need it).
 
 Entries hold names, counts, reasons and digests, never a data value: the log is read by
-auditors who must not see the data either. One writer process per log file.
+auditors who must not see the data either.
+
+Several writers: the node's replicas may share one log in PostgreSQL (:mod:`veil_server.statedb`).
+Each append and checkpoint runs in a transaction holding the log's own lock, first reading what
+other replicas appended since (:func:`store.catch_up` checks those entries as the open check does),
+so the log stays one hash chain and one tree, whoever writes. On SQLite, one process per file.
 """
 
 from __future__ import annotations
 
 import base64
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -51,40 +55,50 @@ from veil.audit.records import (
 
 from ..errors import InvalidArgument
 from ..node_key import NodeKey
+from ..statedb import POSTGRES, SQLiteDatabase, StateDatabase
 from . import export as _export
 from . import search as _search
 from . import store
 from .errors import AuditCorrupted, AuditUnavailable
 from .search import SearchPage
 
+AUDIT_LOCK = "audit.append"
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
 class AuditLog:
-    """``AuditLog(path, key, node_id=...)`` opens (or creates) the log and checks it end to end."""
+    """``AuditLog(path, key, node_id=...)`` opens (or creates) the log and checks it end to end.
+    ``path`` is a SQLite file, or a :class:`StateDatabase` (PostgreSQL, shared by replicas)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | StateDatabase,
         key: NodeKey,
         *,
         node_id: str,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self.path = Path(path)
+        if isinstance(path, StateDatabase):
+            self.path = Path(f"<{path.identity}>")
+            conn: StateDatabase = path
+        else:
+            self.path = Path(path)
+            conn = SQLiteDatabase(store.connect(self.path), identity=f"sqlite:{self.path.resolve()}")
         self.key = key
         self.node_id = node_id
         self._clock = clock
         self._lock = threading.RLock()
-        self._stale = False
-        self._conn: sqlite3.Connection | None = store.connect(self.path)
+        self._shared = conn.kind == POSTGRES
+        self._conn: StateDatabase | None = conn
         try:
             self._init_meta()
             self._tail = store.check(
                 self._conn, node_id=node_id, public_key=key.public_key_bytes
             )
-        except (sqlite3.Error, OSError) as exc:
+        except (*conn.errors, OSError) as exc:
             self.close()
             raise AuditUnavailable(f"cannot read {self.path}: {exc}") from exc
         except BaseException:
@@ -93,13 +107,13 @@ class AuditLog:
 
     def _init_meta(self) -> None:
         conn = self._db()
-        conn.executescript(store.DDL)
         want = {
             "schema": store.SCHEMA_VERSION, "node_id": self.node_id, "key_id": self.key.key_id,
             "public_key": base64.b64encode(self.key.public_key_bytes).decode(),
         }
-        conn.execute("BEGIN IMMEDIATE")
+        conn.begin(AUDIT_LOCK)
         try:
+            conn.script(store.DDL)
             have = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             for k, v in want.items():
                 if k not in have:
@@ -109,18 +123,19 @@ class AuditLog:
             # A write at every open: a log we cannot write to is refused now, not at the
             # first action.
             conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', ?)",
+                "INSERT INTO meta (key, value) VALUES ('opened', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (format_time(self._clock()),),
             )
-            conn.execute("COMMIT")
+            conn.commit()
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.rollback()
             raise
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> StateDatabase:
         if self._conn is None:
             raise AuditUnavailable(f"{self.path}: the log is closed")
         return self._conn
@@ -137,14 +152,24 @@ class AuditLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _refresh(self) -> None:
+        """Shared log: take in what other replicas appended (checked) before answering."""
+        if self._shared:
+            try:
+                self._tail = store.catch_up(self._db(), self._tail)
+            except (*self._db().errors, OSError) as exc:
+                raise AuditUnavailable(f"audit log read failed: {exc}") from exc
+
     @property
     def tree_size(self) -> int:
         with self._lock:
+            self._refresh()
             return self._tail.range.size
 
     @property
     def root_hash(self) -> bytes:
         with self._lock:
+            self._refresh()
             return self._tail.range.root()
 
     # --- writing ------------------------------------------------------------------------------
@@ -169,104 +194,91 @@ class AuditLog:
             raise ValueError(f"unknown audit kind {kind!r}")
         with self._lock:
             conn = self._db()
-            if self._stale:
-                self._resync(conn)
-            tail = self._tail
-            entry = Entry(
-                index=tail.range.size,
-                time=max(format_time(self._clock()), tail.last_time),  # never goes back
-                kind=kind, principal=principal, outcome=outcome, prev=tail.last_leaf,
-                dataset=dataset, query=query, details=dict(details or {}),
-            )
-            body = entry.to_bytes()
-            leaf = merkle.leaf_hash(body)
-            new_range = tail.range.copy()
-            nodes = [(lvl, i, h) for lvl, i, h in new_range.append(leaf) if lvl > 0]
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.begin(AUDIT_LOCK)
+            except (*conn.errors, OSError) as exc:
+                raise AuditUnavailable(f"append failed: {exc}") from exc
+            index = None
+            try:
+                # What other writers (replicas) appended since, or what a failed commit left.
+                self._tail = tail = store.catch_up(conn, self._tail)
+                entry = Entry(
+                    index=tail.range.size,
+                    time=max(format_time(self._clock()), tail.last_time),  # never goes back
+                    kind=kind, principal=principal, outcome=outcome, prev=tail.last_leaf,
+                    dataset=dataset, query=query, details=dict(details or {}),
+                )
+                index = entry.index
+                body = entry.to_bytes()
+                leaf = merkle.leaf_hash(body)
+                new_range = tail.range.copy()
+                nodes = [(lvl, i, h) for lvl, i, h in new_range.append(leaf) if lvl > 0]
                 conn.execute(
                     f"INSERT INTO entry ({store.ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                     store.entry_row(entry, body, leaf),
                 )
                 conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
-                conn.execute("COMMIT")
-            except (sqlite3.Error, OSError) as exc:
-                self._stale = True  # the commit may or may not have happened: re-read first
+                conn.commit()
+            except (*conn.errors, OSError) as exc:
+                # The commit may or may not have happened: the next append's catch-up reads it.
                 self._rollback(conn)
-                raise AuditUnavailable(f"append of entry {entry.index} failed: {exc}") from exc
+                raise AuditUnavailable(f"append of entry {index} failed: {exc}") from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
             self._tail = store.Tail(new_range, leaf, entry.time)
             return entry.index
 
     @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
+    def _rollback(conn: StateDatabase) -> None:
         try:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except (sqlite3.Error, OSError):
+                conn.rollback()
+        except (*conn.errors, OSError):
             pass
-
-    def _resync(self, conn: sqlite3.Connection) -> None:
-        """After a failed append: learn whether its commit landed, before appending again."""
-        tail = self._tail
-        try:
-            rows = conn.execute(
-                "SELECT idx, body, leaf_hash FROM entry WHERE idx >= ? ORDER BY idx",
-                (tail.range.size,),
-            ).fetchall()
-        except (sqlite3.Error, OSError) as exc:
-            raise AuditUnavailable(f"audit log unreadable after a failed append: {exc}") from exc
-        if len(rows) > 1:
-            raise AuditCorrupted("ENTRY_UNEXPECTED", tail.range.size, "rows beyond the tail")
-        if rows:
-            idx, body, leaf = rows[0]
-            try:
-                entry = Entry.from_bytes(bytes(body))
-            except NonCanonical as exc:
-                raise AuditCorrupted("ENTRY_MALFORMED", idx, str(exc)) from None
-            if merkle.leaf_hash(bytes(body)) != bytes(leaf) or entry.prev != tail.last_leaf:
-                raise AuditCorrupted("ENTRY_MODIFIED", idx, "entry after a failed append")
-            new_range = tail.range.copy()
-            new_range.append(bytes(leaf))
-            self._tail = store.Tail(new_range, bytes(leaf), entry.time)
-        self._stale = False
 
     def checkpoint(self) -> Checkpoint:
         """Sign and store a checkpoint of the whole log as it is now (or return the stored one
         for this size). Raises :class:`AuditUnavailable` if it cannot be stored."""
         with self._lock:
             conn = self._db()
-            if self._stale:
-                self._resync(conn)
-            size, root = self._tail.range.size, self._tail.range.root()
+            size = self._tail.range.size
             try:
+                conn.begin(AUDIT_LOCK)
+                self._tail = store.catch_up(conn, self._tail)
+                size, root = self._tail.range.size, self._tail.range.root()
                 row = conn.execute(
                     "SELECT body, signature FROM checkpoint WHERE tree_size = ?", (size,)
                 ).fetchone()
                 if row is not None:
+                    conn.commit()
                     return Checkpoint.from_signed_bytes(bytes(row[0]), bytes(row[1]))
                 cp = Checkpoint(
                     origin=self.node_id, tree_size=size, root_hash=root, key_id=self.key.key_id,
                     time=max(format_time(self._clock()), self._tail.last_time),
                 )
                 cp = cp.with_signature(self.key.sign(cp.signed_bytes()))
-                conn.execute("BEGIN IMMEDIATE")
                 conn.execute(
                     "INSERT INTO checkpoint (tree_size, body, signature) VALUES (?, ?, ?)",
                     (size, cp.signed_bytes(), cp.signature),
                 )
-                conn.execute("COMMIT")
+                conn.commit()
                 return cp
-            except (sqlite3.Error, OSError) as exc:
+            except (*conn.errors, OSError) as exc:
                 self._rollback(conn)
                 raise AuditUnavailable(f"checkpoint at {size} failed: {exc}") from exc
+            except BaseException:
+                self._rollback(conn)
+                raise
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _read(self, fn: Callable[[StateDatabase], Any]) -> Any:
         with self._lock:
+            conn = self._db()
             try:
-                return fn(self._db())
-            except (sqlite3.Error, OSError) as exc:
+                return fn(conn)
+            except (*conn.errors, OSError) as exc:
                 raise AuditUnavailable(f"audit log read failed: {exc}") from exc
 
     def latest_checkpoint(self) -> Checkpoint | None:
@@ -275,9 +287,9 @@ class AuditLog:
 
     def checkpoints(self, *, limit: int | None = None) -> list[Checkpoint]:
         """Stored checkpoints, newest first."""
+        sql = "SELECT body, signature FROM checkpoint ORDER BY tree_size DESC"
         rows = self._read(lambda c: c.execute(
-            "SELECT body, signature FROM checkpoint ORDER BY tree_size DESC LIMIT ?",
-            (-1 if limit is None else limit,),
+            sql if limit is None else sql + " LIMIT ?", () if limit is None else (limit,)
         ).fetchall())
         return [Checkpoint.from_signed_bytes(bytes(b), bytes(s)) for b, s in rows]
 

@@ -10,20 +10,24 @@ Tables::
     checkpoint(tree_size, body, signature)
 
 WAL with ``synchronous=FULL``: a commit returns only after the WAL is fsynced, so an entry is
-durable when ``append`` returns.
+durable when ``append`` returns. The same tables can live in PostgreSQL (replicas sharing one
+log, :mod:`veil_server.statedb`); the SQL here is the portable dialect that module runs.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from veil.audit import merkle
 from veil.audit.canonical import NonCanonical
 from veil.audit.records import GENESIS_PREV, Checkpoint, Entry, SignatureError
 
+from ..statedb import StateDatabase
 from .errors import AuditCorrupted, AuditUnavailable
 
 SCHEMA_VERSION = "1"
@@ -93,7 +97,7 @@ def entry_row(entry: Entry, body: bytes, leaf: bytes) -> tuple[object, ...]:
     )
 
 
-def subtree_hash(conn: sqlite3.Connection, start: int, end: int) -> bytes:
+def subtree_hash(conn: StateDatabase, start: int, end: int) -> bytes:
     """MTH of leaves [start, end) from stored hashes (``merkle.SubtreeHash`` over the store)."""
     n = end - start
     if n & (n - 1) == 0 and start % n == 0:
@@ -121,7 +125,7 @@ class Tail:
     last_time: str = ""
 
 
-def load_checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
+def load_checkpoints(conn: StateDatabase) -> list[Checkpoint]:
     rows = conn.execute("SELECT tree_size, body, signature FROM checkpoint ORDER BY tree_size")
     out = []
     for size, body, sig in rows:
@@ -135,7 +139,10 @@ def load_checkpoints(conn: sqlite3.Connection) -> list[Checkpoint]:
     return out
 
 
-def check(conn: sqlite3.Connection, *, node_id: str, public_key: bytes) -> Tail:
+NODE_ORDER = "((idx + 1) << CAST(level AS INTEGER)), level"  # the order appends complete them
+
+
+def check(conn: StateDatabase, *, node_id: str, public_key: bytes) -> Tail:
     """Recompute everything from the stored entries and compare with what is stored.
 
     Raises :class:`AuditCorrupted` naming the first bad entry. O(n log n) hashing, one pass.
@@ -150,14 +157,41 @@ def check(conn: sqlite3.Connection, *, node_id: str, public_key: bytes) -> Tail:
         if cp.origin != node_id:
             raise AuditCorrupted("CHECKPOINT_INVALID", None, f"checkpoint for {cp.origin!r}")
     roots = {cp.tree_size: cp.root_hash for cp in cps}
+    nodes = conn.execute(f"SELECT level, idx, hash FROM node ORDER BY {NODE_ORDER}")
+    entries = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entry ORDER BY idx")
+    tail = extend(Tail(merkle.CompactRange()), entries, nodes, roots)
+    if nodes.fetchone() is not None:
+        raise AuditCorrupted("TRUNCATED", count, "subtree hashes remain for removed entries")
+    if cps and cps[-1].tree_size > count:
+        raise AuditCorrupted(
+            "TRUNCATED", count, f"checkpoint signed for {cps[-1].tree_size} entries, {count} remain"
+        )
+    return tail
 
-    tail = Tail(merkle.CompactRange())
-    nodes = conn.execute(  # in the order appends complete them: by last leaf, then level
-        "SELECT level, idx, hash FROM node ORDER BY ((idx + 1) << level), level"
+
+def catch_up(conn: StateDatabase, tail: Tail) -> Tail:
+    """The tail after the entries another writer (a replica sharing the log) appended beyond
+    ``tail``, each checked as :func:`check` checks entries; ``tail`` itself if there are none."""
+    rows = conn.execute(
+        f"SELECT {ENTRY_COLUMNS} FROM entry WHERE idx >= ? ORDER BY idx", (tail.range.size,)
+    ).fetchall()
+    if not rows:
+        return tail
+    end = tail.range.size + len(rows)
+    nodes = conn.execute(
+        f"SELECT level, idx, hash FROM node WHERE ((idx + 1) << CAST(level AS INTEGER)) > ? "
+        f"AND ((idx + 1) << CAST(level AS INTEGER)) <= ? ORDER BY {NODE_ORDER}",
+        (tail.range.size, end),
     )
-    for idx, body, stored_leaf, *columns in conn.execute(
-        f"SELECT {ENTRY_COLUMNS} FROM entry ORDER BY idx"
-    ):
+    return extend(tail, rows, nodes, {})
+
+
+def extend(tail: Tail, entries: Iterable[Sequence[Any]], nodes: Any, roots: dict[int, bytes]) -> Tail:
+    """``tail`` (copied) extended by ``entries`` (rows of ``ENTRY_COLUMNS`` in index order),
+    checking each against its hash, the chain, its search columns, the stored subtree hashes
+    (``nodes``, a cursor in :data:`NODE_ORDER`) and any checkpoint root in ``roots``."""
+    tail = Tail(tail.range.copy(), tail.last_leaf, tail.last_time)
+    for idx, body, stored_leaf, *columns in entries:
         expected = tail.range.size
         if idx != expected:
             problem = "ENTRY_MISSING" if idx > expected else "ENTRY_OUT_OF_ORDER"
@@ -180,17 +214,11 @@ def check(conn: sqlite3.Connection, *, node_id: str, public_key: bytes) -> Tail:
             raise AuditCorrupted("INDEX_COLUMNS", idx, "search columns disagree with the entry")
         for level, node_idx, h in tail.range.append(leaf)[1:]:
             row = nodes.fetchone()
-            if row is None or tuple(row) != (level, node_idx, h):
+            if row is None or (row[0], row[1], bytes(row[2])) != (level, node_idx, h):
                 raise AuditCorrupted("NODE_MISMATCH", idx, f"stored subtree ({level}, {node_idx})")
         tail.last_leaf, tail.last_time = leaf, entry.time
         if tail.range.size in roots and roots[tail.range.size] != tail.range.root():
             raise AuditCorrupted(
                 "CHECKPOINT_MISMATCH", idx, f"root differs from checkpoint {tail.range.size}"
             )
-    if nodes.fetchone() is not None:
-        raise AuditCorrupted("TRUNCATED", count, "subtree hashes remain for removed entries")
-    if cps and cps[-1].tree_size > count:
-        raise AuditCorrupted(
-            "TRUNCATED", count, f"checkpoint signed for {cps[-1].tree_size} entries, {count} remain"
-        )
     return tail

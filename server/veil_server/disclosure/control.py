@@ -5,14 +5,14 @@
 - approval (inside the approval transaction): ledger ``approved``;
 - execution, before encryption: DP noise, or (without DP) dominance suppression;
 - release: the differencing audit (without DP) under a per analyst × dataset lock held until
-  the release commits, so two racing queries are audited against each other; then, inside the
+  the release commits (shared by replicas: :meth:`StateStore.named_lock`), so two racing
+  queries are audited against each other, whichever replica runs them; then, inside the
   SUCCEEDED transaction, the ε debit, the release history and the ledger ``released`` row.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -35,8 +35,7 @@ class DisclosureControl:
         self.budget = PrivacyBudget(store)
         self.ledger = Ledger(store)
         self.history = differencing.ReleaseHistory(store)
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.store = store
 
     # -- policy ---------------------------------------------------------------------------
 
@@ -92,9 +91,8 @@ class DisclosureControl:
                   certificate: str = "") -> Iterator[None]:
         """Audit the release (without DP) and hold the analyst × dataset lock until it commits."""
         conf = self.settings.for_dataset(ds.name)
-        with self._guard:
-            lock = self._locks.setdefault((rec.principal, ds.name.lower()), threading.Lock())
-        with lock:
+        # Held across the audit and the release's commit, by every replica sharing the state.
+        with self.store.named_lock(f"release:{rec.principal}:{ds.name.lower()}"):
             if conf.dp is None and conf.differencing:
                 eng = self._duckdb(ds)
                 if eng is None:

@@ -51,7 +51,7 @@ class Reviews:
     def open(self, query_id: str, *, rules: list[tuple[str, str]], columns: list[str], expected_groups: int,
              approvals_required: int, ttl_us: int) -> None:
         with self.store.joined_tx() as db:
-            db.execute("INSERT OR IGNORE INTO query_reviews VALUES (?,?,?,?,?,?)",
+            db.execute("INSERT INTO query_reviews VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                        (query_id, json.dumps(rules), json.dumps(columns), expected_groups, approvals_required,
                         now_us() + ttl_us))
 
@@ -70,9 +70,7 @@ class Reviews:
         with self.store.joined_tx() as db:
             try:
                 db.execute("INSERT INTO query_approvals VALUES (?,?,?,?)", (query_id, approver, reason, now_us()))
-            except Exception as e:  # sqlite3.IntegrityError: this owner already approved
-                if "UNIQUE" not in str(e):
-                    raise
+            except db.integrity_errors:  # this owner already approved (the transaction is lost with it)
                 raise AlreadyExists("you have already approved this query; another owner must approve it",
                                     reason="ALREADY_APPROVED") from None
             return db.execute("SELECT COUNT(*) FROM query_approvals WHERE query_id=?", (query_id,)).fetchone()[0]

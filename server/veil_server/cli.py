@@ -65,12 +65,24 @@ def cmd_audit_export(args: argparse.Namespace) -> None:
     """The operator's raw export, straight from the file, for a log that refuses to open."""
     from .audit import export_raw
 
-    path = _config(args).state_dir / LOG_FILE
-    if not path.exists():
-        raise ValueError(f"no audit log at {path}")
-    with open(args.file, "wb") as f:
-        export_raw(path, f)
-    print(f"wrote {args.file} from {path} (unverified: run `veil audit verify {args.file} --key NODE.pub`)")
+    config = _config(args)
+    if config.state.shared:  # the log of replicas, in PostgreSQL
+        from .statedb import describe_conninfo, open_database
+
+        db = open_database(config.state, sqlite_path=config.state_dir / LOG_FILE, audit=True)
+        source = f"schema {config.state.schema}_audit of {describe_conninfo(config.state.conninfo)}"
+        try:
+            with open(args.file, "wb") as f:
+                export_raw(db, f)
+        finally:
+            db.close()
+    else:
+        path = source = config.state_dir / LOG_FILE
+        if not path.exists():
+            raise ValueError(f"no audit log at {path}")
+        with open(args.file, "wb") as f:
+            export_raw(path, f)
+    print(f"wrote {args.file} from {source} (unverified: run `veil audit verify {args.file} --key NODE.pub`)")
 
 
 def main(argv: list[str] | None = None) -> int:

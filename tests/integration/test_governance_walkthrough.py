@@ -66,9 +66,21 @@ class Walk:
         return veil.connect(self.target, token=self.tokens[who], home=self.home, node_key=self.node_key)
 
 
-@pytest.fixture()
-def walk(tmp_path, analyst_home):
+def use_postgres_state(folder: Path, conninfo: str) -> None:
+    """Keep the node's state in a schema of its own in PostgreSQL (issue 9) instead of SQLite."""
+    import secrets
+
+    cfg = folder / "veil.toml"
+    cfg.write_text(cfg.read_text().replace(
+        "[node]", f'[state]\nbackend = "postgres"\nconninfo = "{conninfo}"\nschema = "w_{secrets.token_hex(4)}"\n\n[node]', 1))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def walk(request, tmp_path, analyst_home):
+    """The walkthrough with the node's state in SQLite files, and again in PostgreSQL."""
     tokens = init_node_folder(tmp_path / "node", rows=1_000)
+    if request.param == "postgres":
+        use_postgres_state(tmp_path / "node", request.getfixturevalue("state_postgres"))
     write_table(patients_table(4_000, seed=7), tmp_path / "admissions.csv")
     SPEC["source"] = str(tmp_path / "admissions.csv")
     w = Walk(tmp_path / "node", tokens, analyst_home)

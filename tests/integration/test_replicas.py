@@ -138,6 +138,13 @@ def test_submit_on_one_approve_on_the_other_release_once(node_folder, analyst_ho
         report = verify_export(io.BytesIO(buf.getvalue()), key)
         assert report.ok, report.problems
         assert cp_b.tree_size >= report.tree_size
+        # The operator's raw export straight from the shared database verifies too.
+        raw = tmp_path / "raw.jsonl"
+        subprocess.run([VEIL, "node", "audit-export", str(raw), "--config", str(folder / "veil.toml")],
+                       check=True, capture_output=True, timeout=60)
+        offline = verify_export(raw, key)
+        assert offline.ok, offline.problems
+        assert offline.tree_size >= cp_b.tree_size
     finally:
         for r in (a, b):
             r.stop()

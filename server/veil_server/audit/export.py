@@ -11,7 +11,7 @@ import base64
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import Any, IO
 
 from veil.audit.records import Checkpoint, key_id
 from veil.audit.verify import EXPORT_FORMAT, EXPORT_VERSION
@@ -60,9 +60,10 @@ def write(
     out.flush()
 
 
-def export_raw(path: Path, out: IO[bytes]) -> None:
-    """Export the log file at ``path`` exactly as stored (read-only, nothing verified)."""
-    conn = store.connect(Path(path), read_only=True)
+def export_raw(path: Path | Any, out: IO[bytes]) -> None:
+    """Export the log at ``path`` (a SQLite file, or an open state database: PostgreSQL)
+    exactly as stored (read-only, nothing verified)."""
+    conn = path if hasattr(path, "execute") else store.connect(Path(path), read_only=True)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         pub = base64.b64decode(meta["public_key"]) if "public_key" in meta else None

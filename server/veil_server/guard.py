@@ -51,26 +51,46 @@ class Unimplemented(VeilError):
 
 def invalid_well_known(msg: Any, depth: int = 0) -> str | None:
     """The path of the first out-of-range Timestamp or Duration in ``msg``, else None."""
+    bad = _first_invalid(msg, depth)
+    return None if bad is None or bad[1] != "range" else bad[0]
+
+
+def invalid_field(msg: Any) -> tuple[str, str] | None:
+    """(path, problem) of the first field no Veil call accepts: ``range`` for an out-of-range
+    Timestamp or Duration, ``nul`` for text carrying a NUL character (never meaningful in a
+    name, id, reason or SQL, and refused by PostgreSQL, which may hold the node's state)."""
+    return _first_invalid(msg, 0)
+
+
+def _first_invalid(msg: Any, depth: int) -> tuple[str, str] | None:
     if depth > 32 or not hasattr(msg, "ListFields"):
         return None
     name = msg.DESCRIPTOR.full_name
     if name == "google.protobuf.Timestamp":
         ok = _TIMESTAMP_SECONDS[0] <= msg.seconds <= _TIMESTAMP_SECONDS[1] and 0 <= msg.nanos < 10**9
-        return None if ok else "timestamp"
+        return None if ok else ("timestamp", "range")
     if name == "google.protobuf.Duration":
         ok = abs(msg.seconds) <= _DURATION_SECONDS and abs(msg.nanos) < 10**9 and msg.seconds * msg.nanos >= 0
-        return None if ok else "duration"
+        return None if ok else ("duration", "range")
     for field, value in msg.ListFields():
+        repeated = getattr(field, "is_repeated", False)
+        if field.type == field.TYPE_STRING:
+            if any("\x00" in v for v in (value if repeated else [value])):
+                return field.name, "nul"
+            continue
         if field.type != field.TYPE_MESSAGE:
             continue
         if field.message_type.GetOptions().map_entry:
             items = list(value.values())
+            if any("\x00" in k for k in value.keys() if isinstance(k, str)) or any(
+                    isinstance(v, str) and "\x00" in v for v in items):
+                return field.name, "nul"
         else:
-            items = list(value) if getattr(field, "is_repeated", False) else [value]
+            items = list(value) if repeated else [value]
         for item in items:
-            bad = invalid_well_known(item, depth + 1)
+            bad = _first_invalid(item, depth + 1)
             if bad is not None:
-                return f"{field.name}.{bad}"
+                return f"{field.name}.{bad[0]}", bad[1]
     return None
 
 # Verbs that start or change work: refused while storage is low. Reads go on (they fail closed
@@ -146,10 +166,13 @@ class RequestGuard(grpc.ServerInterceptor):
         if isinstance(request, Malformed):
             raise InvalidArgument(f"the request is not a valid {method.rsplit('/', 1)[-1]} message "
                                   f"({request.size} bytes did not parse)", reason="MALFORMED_REQUEST")
-        bad = invalid_well_known(request)
+        bad = invalid_field(request)
+        if bad is not None and bad[1] == "range":
+            raise InvalidArgument(f"field {bad[0]} is out of the range protobuf allows", reason="INVALID_ARGUMENT",
+                                  metadata={"field": bad[0]})
         if bad is not None:
-            raise InvalidArgument(f"field {bad} is out of the range protobuf allows", reason="INVALID_ARGUMENT",
-                                  metadata={"field": bad})
+            raise InvalidArgument(f"field {bad[0]} contains a NUL character; remove it (text fields never carry one)",
+                                  reason="INVALID_TEXT", metadata={"field": bad[0]})
         if principal is None:
             return lambda: None
         try:

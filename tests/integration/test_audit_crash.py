@@ -39,6 +39,7 @@ from veil_server.demo import init_node_folder
 from veil_server.lifecycle import QueryState
 from veil_server.node import decode_result
 from veil_server.node_key import NodeKey
+from veil_server.statedb import open_database
 from veil_server.store import StateStore
 
 ITERATIONS = int(os.environ.get("VEIL_CRASH_ITERATIONS", "250"))
@@ -126,12 +127,27 @@ class Analyst:
         self.cancelled.add(qid)
 
 
+def open_store(config) -> StateStore:
+    if config.state.shared:
+        return StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db"))
+    return StateStore(config.state_dir / "state.db")
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home, backend, request):
+    """On SQLite files, and with the state and log in PostgreSQL (each restart is the same
+    named replica, which takes its own runs back at once)."""
     seed = int(os.environ.get("VEIL_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     folder = tmp_path / "node"
     tokens = init_node_folder(folder, rows=300)
+    if backend == "postgres":
+        from tests.integration.test_governance_walkthrough import use_postgres_state
+
+        use_postgres_state(folder, request.getfixturevalue("state_postgres"))
+        cfg = folder / "veil.toml"
+        cfg.write_text(cfg.read_text().replace("[state]\n", '[state]\nreplica = "crash-node"\n', 1))
     config = load_config(folder / "veil.toml", env={})
     with veil.connect("127.0.0.1:1", home=analyst_home) as offline:
         analyst = Analyst(tokens["alice"], offline.keys[0], rng)
@@ -152,7 +168,7 @@ def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home):
                 break
         # One last, clean life: recovery runs every acknowledged query to the end.
         pid, port = zygote.start()
-        _wait_until_settled(config.state_dir / "state.db")
+        _wait_until_settled(config)
         os.kill(pid, signal.SIGTERM)
         zygote.reap(pid)
     finally:
@@ -161,7 +177,9 @@ def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home):
     why = f"seed {seed}, {done} kills"
     assert analyst.submitted, why
     key = NodeKey.load(config.state_dir / "node_key.pem")
-    with AuditLog(config.state_dir / LOG_FILE, key, node_id=node_id_for(key)) as audit:  # full check at open
+    log_at = open_database(config.state, sqlite_path=None, audit=True) if config.state.shared \
+        else config.state_dir / LOG_FILE
+    with AuditLog(log_at, key, node_id=node_id_for(key)) as audit:  # full check at open
         export = tmp_path / "audit.jsonl"
         with open(export, "wb") as f:
             audit.export(f)
@@ -180,7 +198,7 @@ def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home):
     assert set(analyst.submitted) <= logged["query.approve"], why
     assert analyst.cancelled <= logged["query.cancel"], why
 
-    store = StateStore(config.state_dir / "state.db")
+    store = open_store(config)
     try:
         records = store.in_states(list(QueryState))
         assert {r.id for r in records} <= logged["query.submit"], why
@@ -203,14 +221,21 @@ def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home):
           f"{len(entries)} entries, {time.monotonic() - started:.1f} s ({starting:.1f} s restarting)")
 
 
-def _wait_until_settled(state_db: Path, timeout: float = 60.0) -> None:
-    """Until no query is APPROVED or RUNNING (read-only peek at the node's own store)."""
+def _wait_until_settled(config, timeout: float = 60.0) -> None:
+    """Until no query is APPROVED or RUNNING (a peek at the node's own store, read only)."""
     import sqlite3
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{state_db}?mode=ro", uri=True) as db:
-            (n,) = db.execute("SELECT COUNT(*) FROM queries WHERE state IN ('APPROVED', 'RUNNING')").fetchone()
+        if config.state.shared:
+            db = open_database(config.state, sqlite_path=None)
+            try:
+                (n,) = db.execute("SELECT COUNT(*) FROM queries WHERE state IN ('APPROVED', 'RUNNING')").fetchone()
+            finally:
+                db.close()
+        else:
+            with sqlite3.connect(f"file:{config.state_dir / 'state.db'}?mode=ro", uri=True) as db:
+                (n,) = db.execute("SELECT COUNT(*) FROM queries WHERE state IN ('APPROVED', 'RUNNING')").fetchone()
         if n == 0:
             return
         time.sleep(0.05)

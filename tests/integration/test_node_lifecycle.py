@@ -19,6 +19,7 @@ from veil_server.lifecycle import QueryState
 from veil_server.planner import plan_query
 from veil_server.catalog import Catalog
 from veil_server.server import run_server
+from veil_server.statedb import open_database
 from veil_server.store import NewQuery, StateStore
 
 
@@ -46,15 +47,23 @@ def test_state_survives_restart(small_node_folder, analyst_home):
             assert alice.submit(sql, purpose="research", request_id="survive-1").name == info.name
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("crashed_in", [QueryState.APPROVED, QueryState.RUNNING])
-def test_acknowledged_query_interrupted_by_a_crash_is_completed(small_node_folder, analyst_home, crashed_in):
-    """A query acknowledged (approved or running) when the node died runs again on start."""
+def test_acknowledged_query_interrupted_by_a_crash_is_completed(small_node_folder, analyst_home, crashed_in,
+                                                                backend, request):
+    """A query acknowledged (approved or running) when the node died runs again on start: with
+    the state in SQLite, and in PostgreSQL (a replica that died with a run it had not recorded)."""
     folder, tokens = small_node_folder
+    if backend == "postgres":
+        from tests.integration.test_governance_walkthrough import use_postgres_state
+
+        use_postgres_state(folder, request.getfixturevalue("state_postgres"))
     config = load_config(folder / "veil.toml", env={})
     with veil.connect("127.0.0.1:1", home=analyst_home) as offline:
         pk: PublicKey = offline.keys[0]
     plan = plan_query("SELECT region, COUNT(*) FROM patients GROUP BY region", Catalog(config.datasets))
-    store = StateStore(config.state_dir / "state.db")
+    store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
+                       if backend == "postgres" else config.state_dir / "state.db")
     rec, _ = store.create_query(
         NewQuery("alice", "crash-1", "patients", "research", "SELECT region, COUNT(*) FROM patients GROUP BY region",
                  plan.canonical_sql(), plan.to_json(), plan.digest(), pk.to_bytes(), pk.fingerprint()),

@@ -116,3 +116,26 @@ def test_out_of_range_well_known_types_are_found():
     assert invalid_well_known(req) is None
     req.timeout.seconds = 10**12
     assert invalid_well_known(req) == "timeout.duration"
+
+
+def test_text_with_a_nul_character_is_found_in_any_field():
+    from veil.v1 import governance_pb2
+    from veil_server.guard import invalid_field
+
+    assert invalid_field(query_pb2.SubmitQueryRequest(sql="SELECT 1", purpose="research")) is None
+    assert invalid_field(query_pb2.WaitQueryRequest(name="queries/a\x00b")) == ("name", "nul")
+    assert invalid_field(query_pb2.SubmitQueryRequest(sql="SELECT 1\x00")) == ("sql", "nul")
+    spec = governance_pb2.RegisterDatasetRequest()
+    spec.spec.name = "ok"
+    spec.spec.purposes.extend(["research", "bad\x00"])
+    assert invalid_field(spec) == ("spec.purposes", "nul")
+
+
+def test_postgres_state_errors_become_unavailable():
+    import psycopg
+    from psycopg import errors as pg
+
+    assert storage_error(psycopg.OperationalError("server closed the connection")).reason == \
+        "STATE_DATABASE_UNAVAILABLE"
+    assert storage_error(pg.LockNotAvailable("lock timeout")).reason == "STATE_DATABASE_UNAVAILABLE"
+    assert storage_error(pg.UniqueViolation("dup")) is None

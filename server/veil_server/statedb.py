@@ -52,6 +52,11 @@ CONNECT_TIMEOUT_S = 10
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
+class StateUnavailable(ConnectionError):
+    """The state database cannot be reached or refuses this node; the message names the
+    database and host, never the conninfo's other parts."""
+
+
 @dataclass(frozen=True)
 class StateSettings:
     """``[state]`` of the node config: where the node keeps its own state."""
@@ -246,8 +251,13 @@ class PostgresDatabase(StateDatabase):
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
-        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                               application_name=self.application)
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name=self.application)
+        except psycopg.OperationalError as exc:
+            first = (str(exc).strip().splitlines() or ["no answer"])[0]
+            raise StateUnavailable(f"cannot connect to the state database ({describe_conninfo(self.conninfo)}): "
+                                   f"{first}; check [state] conninfo and that the server is up") from None
         try:
             conn.adapters.register_loader("numeric", _integral_numeric_loader())
             if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":

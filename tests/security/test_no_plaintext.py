@@ -60,12 +60,14 @@ def leaks(blob: bytes, cells) -> list[str]:
     return found
 
 
-def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
+def query_and_scan_wire(alice, target: str, token: str) -> list[tuple[int, int]]:
+    """Run SQL as alice over raw gRPC, check no response carries a released value in clear,
+    and return the released cells (fixed-point value, scale) for scanning storage."""
     _, sk = alice.keys
     pk_msg = query_pb2.PaillierPublicKey(n=alice.keys[0].to_bytes())
-    md = [("authorization", f"Bearer {demo_node.tokens['alice']}")]
+    md = [("authorization", f"Bearer {token}")]
     wire: list[bytes] = []
-    with grpc.insecure_channel(demo_node.target) as ch:
+    with grpc.insecure_channel(target) as ch:
         raw = lambda m, ser: ch.unary_unary(m, request_serializer=ser, response_deserializer=None)  # noqa: E731
         ser = lambda msg: msg.SerializeToString()  # noqa: E731
         submitted = raw("/veil.v1.QueryService/SubmitQuery", ser)(
@@ -93,7 +95,11 @@ def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
 
     for blob in wire:
         assert not leaks(blob, cells)
+    return cells
 
+
+def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
+    cells = query_and_scan_wire(alice, demo_node.target, demo_node.tokens["alice"])
     state = demo_node.running.node.config.state_dir
     files = [p for p in state.iterdir() if p.name.startswith(("state.db", "audit.db"))]
     assert {"state.db", "audit.db"} <= {p.name for p in files}
@@ -102,3 +108,38 @@ def test_no_released_value_on_the_wire_or_in_the_store(alice, demo_node):
     export = io.BytesIO()
     demo_node.running.node.audit.log.export(export)
     assert b"query.release" in export.getvalue() and not leaks(export.getvalue(), cells)
+
+
+def test_no_released_value_in_the_shared_postgres_state(tmp_path, analyst_home, state_postgres):
+    """Replicas' state (issue 9): every table of the node's two schemas, dumped in PostgreSQL's
+    binary and text formats, holds no released value either."""
+    import psycopg
+
+    import veil
+    from tests.integration.test_governance_walkthrough import use_postgres_state
+    from veil_server.config import load_config
+    from veil_server.demo import init_node_folder
+    from veil_server.server import run_server
+
+    tokens = init_node_folder(tmp_path / "node", rows=20_000)
+    use_postgres_state(tmp_path / "node", state_postgres)
+    config = load_config(tmp_path / "node" / "veil.toml", env={})
+    with run_server(config, listen="127.0.0.1:0", grace=1) as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+            cells = query_and_scan_wire(alice, running.target, tokens["alice"])
+    dumps: dict[str, bytes] = {}
+    with psycopg.connect(state_postgres, autocommit=True) as conn:
+        tables = conn.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema "
+                              "IN (%s, %s)", (config.state.schema, config.state.schema + "_audit")).fetchall()
+        for schema, table in tables:
+            for fmt in ("binary", "text"):
+                buf = bytearray()
+                with conn.cursor().copy(f'COPY "{schema}"."{table}" TO STDOUT (FORMAT {fmt})') as copy:
+                    for chunk in copy:
+                        buf += chunk
+                dumps[f"{schema}.{table} ({fmt})"] = bytes(buf)
+    names = {k.split(" ")[0].split(".")[1] for k in dumps}
+    assert {"queries", "results", "entry", "usage_ledger"} <= names, names
+    assert b"query.release" in b"".join(dumps.values())  # the scan reads the real rows
+    for where, blob in dumps.items():
+        assert not leaks(blob, cells), where

@@ -98,3 +98,41 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.toml").write_text("[node\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_state_defaults_to_sqlite_and_takes_postgres_from_file_or_env(tmp_path):
+    assert parse_config(BASE, base_dir=tmp_path).state.backend == "sqlite"
+    raw = {**BASE, "state": {"backend": "postgres", "conninfo": "host=db dbname=s user=veil", "schema": "node_a"}}
+    st = parse_config(raw, base_dir=tmp_path).state
+    assert (st.backend, st.conninfo, st.schema, st.replica, st.shared) == (
+        "postgres", "host=db dbname=s user=veil", "node_a", "", True)
+    st = parse_config(BASE, base_dir=tmp_path, env={"VEIL_STATE_BACKEND": "postgres", "VEIL_REPLICA": "r-2",
+                                                    "VEIL_STATE_CONNINFO": "host=other"}).state
+    assert (st.backend, st.conninfo, st.replica) == ("postgres", "host=other", "r-2")
+
+
+@pytest.mark.parametrize("state,fragment", [
+    ({"backend": "mysql"}, "state.backend"),
+    ({"backend": "postgres", "conninfo": "host=db password=hunter2"}, "must not contain a password"),
+    ({"backend": "postgres", "conninfo": "not a conninfo ="}, "libpq connection string"),
+    ({"conninfo": "host=db"}, "backend"),
+    ({"backend": "postgres", "schema": "Robert'); DROP"}, "state.schema"),
+    ({"backend": "postgres", "replica": "a b"}, "state.replica"),
+    ({"backend": "postgres", "dsn": "x"}, "unknown key"),
+])
+def test_invalid_state_settings_name_the_key_and_never_echo_a_password(tmp_path, state, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**BASE, "state": state}, base_dir=tmp_path)
+    assert fragment in str(e.value) and "hunter2" not in str(e.value)
+
+
+def test_an_unreachable_state_database_stops_the_node_with_a_clear_message(tmp_path):
+    from veil_server.node import Node
+    from veil_server.statedb import StateUnavailable
+
+    raw = {**BASE, "node": {**BASE["node"], "state_dir": str(tmp_path / "state")},
+           "state": {"backend": "postgres", "conninfo": "host=127.0.0.1 port=1 dbname=veil_state user=veil"}}
+    (tmp_path / "d.csv").write_text("id,g,x\n1,a,1.5\n")
+    with pytest.raises(StateUnavailable) as e:
+        Node(parse_config(raw, base_dir=tmp_path))
+    assert "database veil_state on 127.0.0.1:1" in str(e.value) and "[state] conninfo" in str(e.value)

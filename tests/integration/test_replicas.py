@@ -6,12 +6,8 @@ offline; a replica killed mid-life leaves nothing half done that the other canno
 from __future__ import annotations
 
 import io
-import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,49 +19,9 @@ import veil
 from veil.audit import verify_export
 from veil_server.demo import init_node_folder
 
-VEIL = str(Path(sys.executable).parent / "veil")
+from .replica_process import VEIL, start
+
 SQL = "SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM patients GROUP BY region"
-
-
-class Replica:
-    """One `veil node serve` process of the node in ``folder``."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        env = {**os.environ, "VEIL_LISTEN": "127.0.0.1:0", "VEIL_REPLICA": name}
-        self.name = name
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([VEIL, "node", "serve", "--config", str(folder / "veil.toml")], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.port = 0
-        ready = threading.Event()
-
-        def drain() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.append(line)
-                m = re.search(r"\(port (\d+)\)", line)
-                if m:
-                    self.port = int(m.group(1))
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(60) or not self.port:
-            self.stop()
-            raise AssertionError(f"replica {name} did not start:\n{''.join(self.lines)}")
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture()
@@ -81,18 +37,6 @@ def node_folder(tmp_path, state_postgres):
     cfg.write_text(cfg.read_text().replace("[node]", f'[state]\nbackend = "postgres"\nconninfo = "{state_postgres}"\n'
                                                      f'schema = "{schema}"\n\n[node]', 1))
     return folder, tokens
-
-
-def start(folder: Path, *names: str) -> list[Replica]:
-    replicas: list[Replica] = []
-    try:
-        for n in names:
-            replicas.append(Replica(folder, n))
-    except BaseException:
-        for r in replicas:
-            r.stop()
-        raise
-    return replicas
 
 
 def plain(folder: Path, sql: str) -> dict[str, tuple[int, int]]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from veil.audit import merkle
-from veil.audit.canonical import NonCanonical, format_time
+from veil.audit.canonical import format_time
 from veil.audit.records import (
     DATASET_CERTIFICATE,
     QUERY_DIGEST,

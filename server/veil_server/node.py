@@ -8,8 +8,8 @@ or running when the node stopped are re-queued, so nothing acknowledged is lost.
 Replicas (issue 9): with ``[state] backend = "postgres"`` several node processes serve one state.
 Any of them may take an approved query, one wins the move to RUNNING; a dead replica's runs are
 taken back by the living ones, and a release checks that its run still owns the query
-(:mod:`veil_server.replicas`). Waiting for a query polls the shared state, since the replica
-that finishes it may be another one.
+(:mod:`veil_server.replicas`). Waiting for a query is woken by PostgreSQL notifications, since
+the replica that finishes it may be another one.
 
 Every step is audited before it happens: the entry is appended inside the state change's
 transaction (``write_ahead=``), so if it cannot be made durable the step does not happen
@@ -93,6 +93,8 @@ class Node:
         self._recover(at_start=True)
         self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
         self._sweeper.start()
+        if self.store.shared:  # wake WaitQuery when another replica moves a query
+            self.store.on_change(lambda _id: self._notify_changed(), self._closed)
 
     # -- lifecycle of the node ------------------------------------------------------------
 
@@ -171,9 +173,12 @@ class Node:
 
     def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
         rec = self.store.transition(query_id, to, reason, message, **kw)
+        self._notify_changed()
+        return rec
+
+    def _notify_changed(self) -> None:
         with self._changed:
             self._changed.notify_all()
-        return rec
 
     def close(self, *, wait: bool = True) -> None:
         self._closed.set()
@@ -305,8 +310,9 @@ class Node:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                # Another replica may finish it: poll the shared state more often.
-                self._changed.wait(min(left, 0.2 if self.store.shared else 1.0))
+                # Woken by this replica's moves, and by other replicas' (LISTEN/NOTIFY); the
+                # timeout is the fallback if a notification is lost.
+                self._changed.wait(min(left, 1.0))
                 rec = self.store.get(rec.id)
         return rec
 

@@ -37,7 +37,7 @@ import hashlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,15 @@ class StateDatabase:
             yield
 
     identity: str = ""  # what names "the same database" for in-process locks
+
+    def notify(self, topic: str, payload: str) -> None:
+        """Tell other replicas, when the current transaction commits (nothing to do on SQLite:
+        one process, which signals its own waiters)."""
+
+    def listen(self, topic: str, callback: Callable[[str], None], stop: threading.Event) -> threading.Event:
+        """Call ``callback(payload)`` for each notification on ``topic`` until ``stop`` is set
+        (a background thread; nothing to do on SQLite). Returns an event set while listening."""
+        return threading.Event()
 
 
 _PROCESS_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -336,6 +345,36 @@ class PostgresDatabase(StateDatabase):
             for c in self._idle_lock_conns:
                 c.close()
             self._idle_lock_conns.clear()
+
+    def _channel(self, topic: str) -> str:
+        return f"veil_{self.schema}_{topic}"[:63]
+
+    def notify(self, topic: str, payload: str) -> None:
+        # pg_notify inside the transaction: delivered only if, and when, it commits.
+        self.execute("SELECT pg_notify(?, ?)", (self._channel(topic), payload))
+
+    def listen(self, topic: str, callback: Callable[[str], None], stop: threading.Event) -> threading.Event:
+        """A LISTEN connection of its own, reopened after an error; waiters fall back on polling
+        meanwhile, so a lost notification delays, never loses, an answer."""
+        channel = self._channel(topic)
+        listening = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    with self._psycopg.connect(self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                               application_name=self.application + "-listen") as conn:
+                        conn.execute(f'LISTEN "{channel}"')
+                        listening.set()
+                        while not stop.is_set():
+                            for n in conn.notifies(timeout=1.0):
+                                callback(n.payload)
+                except self._psycopg.Error:
+                    listening.clear()
+                    stop.wait(1.0)
+
+        threading.Thread(target=loop, name=f"veil-listen-{topic}", daemon=True).start()
+        return listening
 
     @contextlib.contextmanager
     def named_lock(self, name: str) -> Iterator[None]:

@@ -28,6 +28,7 @@ from .lifecycle import QueryState, can_move
 from .statedb import SQLiteDatabase, StateDatabase
 
 SCHEMA_VERSION = 1
+CHANGED = "query_changed"  # the notification topic of a query's state change
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -216,6 +217,11 @@ class StateStore:
         with self._lock:
             yield self._db
 
+    def on_change(self, callback, stop) -> threading.Event:
+        """``callback(query_id)`` when another replica changes a query's state (PostgreSQL).
+        Returns an event set while the subscription is live."""
+        return self._db.listen(CHANGED, callback, stop)
+
     def named_lock(self, name: str):
         """A lock held across transactions, shared by every replica of this state."""
         return self._db.named_lock(name)
@@ -333,6 +339,7 @@ class StateStore:
             )
             if result is not None:
                 db.execute("INSERT INTO results VALUES (?, ?, ?, ?)", (query_id, result[0], result[1], t))
+            db.notify(CHANGED, query_id)  # wakes waiters on other replicas once this commits
             return self._get(db, query_id)
 
     def result(self, query_id: str) -> bytes | None:

@@ -64,3 +64,40 @@ def test_shared_state_takes_back_only_dead_or_own_runs_and_fences_the_old_run(st
     sb.transition(qid, QueryState.SUCCEEDED, "RESULT_RELEASED", "m", expect=[QueryState.RUNNING],
                   result=(b"y", "d"), write_ahead=lambda r: b.check_owner(r.id, run[0]))
     assert sa.result(qid) == b"y"
+
+
+def test_a_committed_move_on_one_replica_wakes_the_other(state_postgres):
+    """WaitQuery across replicas: a state change committed on one replica is announced to the
+    other (LISTEN/NOTIFY); one rolled back is not."""
+    import secrets
+    import threading
+
+    from veil_server.statedb import StateSettings, open_database
+
+    settings = StateSettings("postgres", state_postgres, "n_" + secrets.token_hex(4))
+    sa, sb = StateStore(open_database(settings, sqlite_path=None)), StateStore(open_database(settings, sqlite_path=None))
+    heard: list[str] = []
+    got = threading.Event()
+    stop = threading.Event()
+
+    def hear(qid: str) -> None:
+        heard.append(qid)
+        got.set()
+
+    def refuse(_record) -> None:
+        raise RuntimeError("the audit entry could not be written")
+
+    assert sb.on_change(hear, stop).wait(10), "the listener did not connect"
+    try:
+        q, _ = sa.create_query(NewQuery("alice", "n1", "d", "research", "s", "s", "{}", "dg", b"k", "fp"), "S", "m")
+        lost, _ = sa.create_query(NewQuery("alice", "n2", "d", "research", "s", "s", "{}", "dg", b"k", "fp"), "S", "m")
+        with pytest.raises(RuntimeError):  # rolled back: never announced
+            sa.transition(lost.id, QueryState.REJECTED, "NO", "m", write_ahead=refuse)
+        sa.transition(q.id, QueryState.APPROVED, "OK", "m")
+        assert got.wait(10), "no notification arrived"
+        # Notifications arrive in commit order: had the rolled-back move been announced, its
+        # query would be heard before this one.
+        assert heard == [q.id]
+        assert sb.get(q.id).state is QueryState.APPROVED
+    finally:
+        stop.set()

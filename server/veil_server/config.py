@@ -6,7 +6,8 @@ principal carries the SHA-256 of its bearer token, so a leaked config does not l
 Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
 ``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``; and for transport and limits
 (:mod:`veil_server.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
-``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``.
+``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; and where Paillier work runs
+(:mod:`veil_server.crypto_executor`) ``VEIL_CRYPTO_EXECUTOR``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class NodeConfig:
     # Issue 4: differential privacy, differencing defence, dominance and grant quotas
     # (veil_server.disclosure.settings.DisclosureSettings).
     disclosure: Any = None
+    # Issue 9: [crypto] executor, the local process pool or a Dask cluster
+    # (veil_server.crypto_executor.CryptoSettings); None: the local pool.
+    crypto: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -152,8 +156,12 @@ def parse_config(
     from .disclosure.settings import parse_disclosure
 
     disclosure = parse_disclosure(raw, error=ConfigError)
+    # Where Paillier batches run (issue 9): [crypto] executor.
+    from .crypto_executor import parse_crypto
+
+    crypto = parse_crypto(raw.get("crypto"), env=env, base_dir=base_dir, dev_mode=security.dev_mode, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
-                      federation, governance, grants, ttl, security=security, disclosure=disclosure)
+                      federation, governance, grants, ttl, security=security, disclosure=disclosure, crypto=crypto)
 
 
 def _governance(d: Mapping[str, Any], where: str, principals: set[str]) -> dict[str, Any]:

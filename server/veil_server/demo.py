@@ -1,9 +1,9 @@
 """``veil node init``: a ready-to-serve node folder with a synthetic hospital dataset.
 
 The rows are synthetic (no real person is in them) and generated from a fixed seed with
-numpy's PCG64 so that demos and benchmarks are reproducible; benchmark sizes too large to hold in
-memory are streamed to Parquet in chunks (:func:`write_patients_parquet`). This generator makes *data*, never
-keys, masks or shares: those come from ``secrets`` / ``os.urandom`` only.
+numpy's PCG64 so that demos and benchmarks are reproducible; benchmark sizes too large to hold
+in memory are streamed to Parquet in chunks (:func:`write_patients_parquet`). This generator
+makes *data*, never keys, masks or shares: those come from ``secrets`` / ``os.urandom`` only.
 """
 
 from __future__ import annotations
@@ -69,19 +69,23 @@ def write_patients_parquet(rows: int, path: Path, *, seed: int = 20261123, chunk
 
     Same distribution as :func:`patients_table`, not the same draw: chunk i has its own generator,
     spawned from ``seed`` (numpy's ``SeedSequence``), so ``patients_table(n)`` and this file differ
-    row by row. The file is written next to ``path`` and renamed at the end, so an interrupted run
-    never leaves a short file behind.
+    row by row. The file is written next to ``path`` and renamed at the end (removed if the run is
+    interrupted), so a short file is never left behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     chunks = -(-rows // chunk_rows)
     streams = np.random.SeedSequence(seed).spawn(chunks)
-    with papq.ParquetWriter(tmp, _admissions(np.random.default_rng(0), first_id=1, rows=0).schema) as writer:
-        for i, stream in enumerate(streams):
-            first = i * chunk_rows
-            part = _admissions(np.random.Generator(np.random.PCG64(stream)), first_id=first + 1,
-                               rows=min(chunk_rows, rows - first))
-            writer.write_table(part, row_group_size=chunk_rows)
+    try:
+        with papq.ParquetWriter(tmp, _admissions(np.random.default_rng(0), first_id=1, rows=0).schema) as writer:
+            for i, stream in enumerate(streams):
+                first = i * chunk_rows
+                part = _admissions(np.random.Generator(np.random.PCG64(stream)), first_id=first + 1,
+                                   rows=min(chunk_rows, rows - first))
+                writer.write_table(part, row_group_size=chunk_rows)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

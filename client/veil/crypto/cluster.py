@@ -54,11 +54,19 @@ class TlsFiles:
 
 
 def scheduler_address(url: str) -> str:
-    """``dask://h:p`` -> ``tcp://h:p``, ``dask+tls://h:p`` -> ``tls://h:p``; ValueError otherwise."""
+    """``dask://h:p`` -> ``tcp://h:p``, ``dask+tls://h:p`` -> ``tls://h:p``; else ValueError."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or not parts.hostname or parts.port is None:
-        raise ValueError("a crypto cluster address reads dask+tls://host:port (or dask://host:port on loopback)")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(
+            "a crypto cluster address reads dask+tls://host:port (or dask://host:port on loopback)"
+        )
+    if (
+        parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
         raise ValueError("a crypto cluster address is dask+tls://host:port, nothing more")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{SCHEMES[parts.scheme]}://{host}:{parts.port}"
@@ -80,7 +88,9 @@ class DaskExecutor(Executor):
     one batch's wait before ``veil.crypto.pool`` recomputes it locally.
     """
 
-    def __init__(self, client: Any, *, address: str, task_timeout: float | None, owns_client: bool) -> None:
+    def __init__(
+        self, client: Any, *, address: str, task_timeout: float | None, owns_client: bool
+    ) -> None:
         self._client = client
         # pure=False: Client.submit otherwise keys a task by its arguments and hands back a
         # finished result for a repeat, which for encryption would be repeated randomness.
@@ -131,22 +141,32 @@ def connect(
     address = scheduler_address(url)
     secure = address.startswith("tls://")
     if not secure and not is_loopback_host(urlsplit(url).hostname or ""):
-        raise ValueError("plaintext dask:// is for a cluster on this host only; use dask+tls:// with certificates")
+        raise ValueError(
+            "plaintext dask:// is for a cluster on this host only; use dask+tls:// and certificates"
+        )
     if secure and tls is None:
         raise ValueError("dask+tls:// needs the CA, certificate and key files (tls=TlsFiles(...))")
     try:
         from distributed import Client
         from distributed.security import Security
     except ImportError:
-        raise ClusterUnavailable("a Dask crypto executor needs `distributed`: pip install 'veil[dask]'") from None
+        raise ClusterUnavailable(
+            "a Dask crypto executor needs `distributed`: pip install 'veil[dask]'"
+        ) from None
     security = None
     if secure:
         assert tls is not None
-        security = Security(tls_ca_file=str(tls.ca), tls_client_cert=str(tls.cert), tls_client_key=str(tls.key),
-                            require_encryption=True)
+        security = Security(
+            tls_ca_file=str(tls.ca),
+            tls_client_cert=str(tls.cert),
+            tls_client_key=str(tls.key),
+            require_encryption=True,
+        )
     try:
         client = Client(address, timeout=connect_timeout, security=security, set_as_default=False)
     except (OSError, TimeoutError) as e:
-        raise ClusterUnavailable(f"the Dask scheduler at {address} did not answer within {connect_timeout:g} s "
-                                 f"({type(e).__name__})") from None
+        raise ClusterUnavailable(
+            f"the Dask scheduler at {address} did not answer within {connect_timeout:g} s "
+            f"({type(e).__name__})"
+        ) from None
     return DaskExecutor(client, address=address, task_timeout=task_timeout, owns_client=True)

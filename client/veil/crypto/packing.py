@@ -144,7 +144,9 @@ def encrypt_packed(
 ) -> list[Ciphertext]:
     """Encrypt ``values`` ``layout.slots`` cells per ciphertext; range checked first."""
     _check_key(pk, layout)
-    return pk.encrypt_raw_many(layout.pack(values), workers=workers, obfuscation=obfuscation, executor=executor)
+    return pk.encrypt_raw_many(
+        layout.pack(values), workers=workers, obfuscation=obfuscation, executor=executor
+    )
 
 
 def decrypt_packed(
@@ -162,4 +164,6 @@ def decrypt_packed(
     needed = layout.ciphertexts_for(count)
     if needed > len(cts):
         raise ValueError("count exceeds the cells these ciphertexts hold")
-    return layout.unpack(sk.decrypt_raw_many(cts[:needed], workers=workers, executor=executor), count, terms=terms)
+    return layout.unpack(
+        sk.decrypt_raw_many(cts[:needed], workers=workers, executor=executor), count, terms=terms
+    )

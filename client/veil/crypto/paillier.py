@@ -179,8 +179,12 @@ class PublicKey:
     ) -> list[Ciphertext]:
         """Encrypt a batch; large batches spread over a process pool (``workers`` None = CPUs, or
         the process's default executor), or over ``executor`` (see ``veil.crypto.pool``)."""
-        return self.encrypt_raw_many([self.encode(m) for m in ms], workers=workers, obfuscation=obfuscation,
-                                     executor=executor)
+        return self.encrypt_raw_many(
+            [self.encode(m) for m in ms],
+            workers=workers,
+            obfuscation=obfuscation,
+            executor=executor,
+        )
 
     def encrypt_raw_many(
         self,
@@ -266,15 +270,25 @@ class PrivateKey:
         return self.public_key.decode(self.decrypt_raw(c))
 
     def decrypt_raw_many(
-        self, cs: Sequence[Ciphertext], *, workers: int | None = None, executor: Executor | None = None
+        self,
+        cs: Sequence[Ciphertext],
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
     ) -> list[int]:
         """Plaintexts in [0, n). ``executor`` receives p and q: only one inside the key owner's
         trust domain (``veil.crypto.pool`` says what crosses)."""
         values = [self._own(c) for c in cs]
-        return pool.decrypt_raw_batch(self._crt(), self.public_key.ciphertext_size, values, workers, executor)
+        return pool.decrypt_raw_batch(
+            self._crt(), self.public_key.ciphertext_size, values, workers, executor
+        )
 
     def decrypt_many(
-        self, cs: Sequence[Ciphertext], *, workers: int | None = None, executor: Executor | None = None
+        self,
+        cs: Sequence[Ciphertext],
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
     ) -> list[int]:
         decode = self.public_key.decode
         return [decode(m) for m in self.decrypt_raw_many(cs, workers=workers, executor=executor)]
@@ -352,14 +366,20 @@ def _random_prime(bits: int) -> mpz:
             return c
 
 
-def generate_keypair(bits: int = 2048, *, insecure_test_key: bool = False) -> tuple[PublicKey, PrivateKey]:
+def generate_keypair(
+    bits: int = 2048, *, insecure_test_key: bool = False
+) -> tuple[PublicKey, PrivateKey]:
     """New key pair; ``bits`` in {2048, 3072, 4096}.
 
     Smaller sizes only with ``insecure_test_key=True``: such keys are factorable and exist so
     test suites can run fast.
     """
-    if bits not in PRODUCTION_BITS and not (insecure_test_key and bits >= _MIN_TEST_BITS and bits % 2 == 0):
-        raise ValueError("bits must be 2048, 3072 or 4096 (smaller only with insecure_test_key=True)")
+    if bits not in PRODUCTION_BITS and not (
+        insecure_test_key and bits >= _MIN_TEST_BITS and bits % 2 == 0
+    ):
+        raise ValueError(
+            "bits must be 2048, 3072 or 4096 (smaller only with insecure_test_key=True)"
+        )
     half = bits // 2
     while True:
         p, q = _random_prime(half), _random_prime(half)

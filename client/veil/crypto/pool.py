@@ -48,10 +48,10 @@ own memory. Another executor (a Dask scheduler and its workers; ``veil.crypto.cl
 So such a cluster must sit inside the domain of whoever owns that material -- the data owner's
 for a node's encryption and dot products, the key owner's for decryption -- run by the same
 operators, with TLS on every Dask comm (``tls://`` addresses with certificates on the client,
-scheduler and workers; ``veil.crypto.cluster`` refuses plaintext except on loopback in development
-mode), because a Dask scheduler runs whatever code its clients send and workers may spill task
-data to local disk. It is a wider trust boundary than the node's process, never a way to hand
-crypto work to a third party.
+scheduler and workers; ``veil.crypto.cluster`` takes plaintext only to loopback, and a node only
+in development mode), because a Dask scheduler runs whatever code its clients send and workers
+may spill task data to local disk. It is a wider trust boundary than the node's process, never
+a way to hand crypto work to a third party.
 
 Randomness: each worker -- local or remote -- draws its own from ``secrets`` (os.urandom is fork-
 and spawn-safe), so no obfuscator is shared between processes. Encryption chunks carry a fresh
@@ -82,6 +82,7 @@ __all__ = [
     "resolve_workers",
     "parallelism",
     "use_executor",
+    "executor_scope",
     "default_executor",
     "encrypt_raw_batch",
     "decrypt_raw_batch",
@@ -157,7 +158,9 @@ def executor_scope(executor: Executor | None) -> Iterator[None]:
         use_executor(previous)
 
 
-def placement(workers: int | None, executor: Executor | None, *, public: bool) -> tuple[Executor | None, int]:
+def placement(
+    workers: int | None, executor: Executor | None, *, public: bool
+) -> tuple[Executor | None, int]:
     """(executor, chunks) for a batch: (None, 1) is this process, (None, w) the local pool of w.
 
     ``public``: the batch is public-key work, which may take the process's default executor.
@@ -173,7 +176,9 @@ def placement(workers: int | None, executor: Executor | None, *, public: bool) -
         return executor, workers
     n = parallelism(executor)
     if n < 1:
-        log.warning("crypto executor %s has no workers: batch computed on the local pool", _name(executor))
+        log.warning(
+            "crypto executor %s has no workers: batch computed on the local pool", _name(executor)
+        )
         return None, resolve_workers(None)
     return executor, n
 
@@ -205,7 +210,10 @@ def _name(executor: Executor) -> str:
 
 
 def run_chunks(
-    fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]], workers: int, executor: Executor | None = None
+    fn: Callable[..., _T],
+    chunks: Sequence[tuple[Any, ...]],
+    workers: int,
+    executor: Executor | None = None,
 ) -> list[_T]:
     """Run ``fn(*chunk)`` for each chunk on ``executor`` (or the local pool of ``workers``);
     results in chunk order.
@@ -234,7 +242,9 @@ def run_chunks(
         return [fn(*chunk) for chunk in chunks]
 
 
-def _run_on(executor: Executor, fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]]) -> list[_T] | None:
+def _run_on(
+    executor: Executor, fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]]
+) -> list[_T] | None:
     """The chunks' results from ``executor``, or None (logged) if it failed or timed out."""
     timeout = getattr(executor, "timeout", None)
     futures = []
@@ -248,8 +258,11 @@ def _run_on(executor: Executor, fn: Callable[..., _T], chunks: Sequence[tuple[An
         for f in futures:
             f.cancel()
         # The type and the executor's address only: an exception's text may quote task arguments.
-        log.warning("crypto executor %s failed (%s): batch recomputed on the local pool", _name(executor),
-                    type(e).__name__)
+        log.warning(
+            "crypto executor %s failed (%s): batch recomputed on the local pool",
+            _name(executor),
+            type(e).__name__,
+        )
         return None
 
 
@@ -306,8 +319,10 @@ def encrypt_raw_batch(
         return encrypt_local(n, n2, ms, mode)
     width = (int(n).bit_length() + 7) // 8
     n_bytes = int(n).to_bytes(width, "big")
-    chunks = [(n_bytes, to_blob(ms[a:b], width), mode, secrets.token_bytes(16))
-              for a, b in split_evenly(len(ms), w)]
+    chunks = [
+        (n_bytes, to_blob(ms[a:b], width), mode, secrets.token_bytes(16))
+        for a, b in split_evenly(len(ms), w)
+    ]
     out: list[mpz] = []
     for blob in run_chunks(_encrypt_chunk, chunks, w, executor):
         out.extend(from_blob(blob, 2 * width))
@@ -339,7 +354,9 @@ def decrypt_raw_batch(
     if not explicit and (w == 1 or len(cs) < DECRYPT_PARALLEL_MIN_ITEMS):
         return [int(crt_decrypt(c, *crt)) for c in cs]
     crt_bytes = tuple(int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big") for x in crt)
-    chunks = [(crt_bytes, ct_width, to_blob(cs[a:b], ct_width)) for a, b in split_evenly(len(cs), w)]
+    chunks = [
+        (crt_bytes, ct_width, to_blob(cs[a:b], ct_width)) for a, b in split_evenly(len(cs), w)
+    ]
     out: list[int] = []
     for blob in run_chunks(_decrypt_chunk, chunks, w, executor):
         out.extend(int(m) for m in from_blob(blob, ct_width // 2))

@@ -304,7 +304,7 @@ def crypto_scaling(workers: list[int], count: int, repeat: int,
         return out
     t0 = time.perf_counter()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+                      dashboard_address=":0") as cluster:
         executor = connect("dask://" + cluster.scheduler_address.removeprefix("tcp://"))
         print(f"  Dask LocalCluster (2 worker processes) up in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         try:

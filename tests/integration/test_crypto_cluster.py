@@ -14,7 +14,7 @@ import pytest
 
 import veil
 from veil.crypto import PackingLayout, decrypt_packed, dot, encrypt_packed, generate_keypair, pool
-from veil.crypto.cluster import ClusterUnavailable, DaskExecutor, connect
+from veil.crypto.cluster import ClusterUnavailable, DaskExecutor, TlsFiles, connect
 from veil_server.config import ConfigError, load_config
 from veil_server.demo import init_node_folder
 from veil_server.server import run_server
@@ -25,7 +25,7 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local:
+                                  dashboard_address=":0") as local:
         yield local
 
 
@@ -148,10 +148,10 @@ def test_unreachable_cluster_is_a_clear_error() -> None:
         connect("dask+tls://10.1.2.3:8786")
 
 
-def _node_folder(tmp_path, executor: str):
+def _node_folder(tmp_path, executor: str, extra: str = ""):
     tokens = init_node_folder(tmp_path / "node", rows=3_000)
     config = tmp_path / "node" / "veil.toml"
-    config.write_text(config.read_text() + f'\n[crypto]\nexecutor = "{executor}"\nconnect_timeout_seconds = 2\n')
+    config.write_text(config.read_text() + f'\n[crypto]\nexecutor = "{executor}"\nconnect_timeout_seconds = 2\n{extra}')
     return load_config(config, env={}), tokens
 
 
@@ -175,3 +175,35 @@ def test_node_refuses_to_start_on_an_unreachable_cluster(tmp_path) -> None:
         with run_server(config, listen="127.0.0.1:0", grace=1):
             pass
     assert pool.default_executor() is None
+
+
+def test_tls_cluster_end_to_end(tmp_path, keys, analyst_home) -> None:
+    """Mutual TLS on every comm (Dask's own temporary CA): the batch runs, a plaintext client is
+    turned away, and a node configured with the certificates serves over it."""
+    from distributed.security import Security
+
+    security = Security.temporary()
+    pem = {"ca.pem": security.tls_ca_file, "node.pem": security.tls_client_cert,
+           "node.key": security.tls_client_key or security.tls_client_cert}
+    for name, text in pem.items():
+        (tmp_path / name).write_text(text)
+    tls = TlsFiles(tmp_path / "ca.pem", tmp_path / "node.pem", tmp_path / "node.key")
+    pk, sk = keys
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  protocol="tls://", security=security, dashboard_address=":0") as local:
+        hostport = local.scheduler_address.removeprefix("tls://")
+        ex = connect(f"dask+tls://{hostport}", tls=tls)
+        try:
+            values = list(range(-150, 150))
+            assert sk.decrypt_many(pk.encrypt_many(values, executor=ex), executor=ex) == values
+        finally:
+            ex.shutdown()
+        with pytest.raises(ClusterUnavailable):
+            connect(f"dask://{hostport}", connect_timeout=2)
+        config, tokens = _node_folder(tmp_path, f"dask+tls://{hostport}",
+                                      'tls_ca = "../ca.pem"\ntls_cert = "../node.pem"\ntls_key = "../node.key"\n')
+        with run_server(config, listen="127.0.0.1:0", grace=1) as running:
+            assert pool.default_executor().address == f"tls://{hostport}"
+            with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+                df = alice.query("SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex", purpose="research")
+            assert int(df["n"].sum()) == 3_000

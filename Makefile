@@ -30,9 +30,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 ## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe, federation, and scale
-## (DuckDB vs PostgreSQL vs Spark by rows; crypto by worker processes). Prints ratios.
+## (DuckDB vs PostgreSQL vs Spark at 1M, 10M and 100M rows; crypto by worker processes and on a
+## Dask cluster). Prints ratios. BENCH_ARGS=--quick for a short run, --keep-postgres to keep the
+## loaded tables for the next run.
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 ## Regenerate the committed protobuf/gRPC stubs from proto/.
 proto: $(STAMP)

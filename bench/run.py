@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark, side by side in one run. Pass --quick for a short smoke run."""
+"""`make bench`: every benchmark, side by side in one run. Pass --quick for a short smoke run, and
+--keep-postgres to keep the scale bench's PostgreSQL tables (100M rows take minutes to load)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def main() -> None:
     print()
     federation_bench.main(["--quick"] if quick else [])  # federation (issue 6)
     print()
-    scale_bench.main(["--rows", "1000000", "--repeat", "1", "--crypto-count", "1024"] if quick else [])
+    keep = ["--keep-postgres"] if "--keep-postgres" in sys.argv else []
+    scale_bench.main((["--rows", "1000000", "--repeat", "1", "--crypto-count", "1024"] if quick else []) + keep)
     print()
     state_bench.main(["--repeat", "5", "--queries", "20"] if quick else [])
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import Executor
 from decimal import Decimal
 from fractions import Fraction
 from math import isqrt
@@ -85,7 +86,7 @@ def result_digest(result: federation_pb2.FederatedResult) -> str:
 
 
 def decrypt_sections(result: federation_pb2.FederatedResult, private_key: PrivateKey, *,
-                     workers: int = 1) -> dict[tuple[str, str], list[int]]:
+                     workers: int = 1, executor: Executor | None = None) -> dict[tuple[str, str], list[int]]:
     """(statistic, column) -> the totals of the released groups, in row order. Checked first."""
     pk = private_key.public_key
     if result.public_key_fingerprint != pk.fingerprint():
@@ -109,7 +110,7 @@ def decrypt_sections(result: federation_pb2.FederatedResult, private_key: Privat
             layout = PackingLayout(slot_bits=cells.slot_bits, slots=cells.slots_per_ciphertext, low=0,
                                    high=(1 << cells.slot_bits) - 1, terms=1, key_bits=pk.bits)
             plaintexts = private_key.decrypt_raw_many([Ciphertext.from_bytes(pk, c) for c in cells.ciphertexts],
-                                                      workers=workers)
+                                                      workers=workers, executor=executor)
             raw = layout.unpack(plaintexts, released)
         if sharing:
             if s.share_ring_bits < 64 or s.share_ring_bits % 64:
@@ -149,9 +150,9 @@ def cell(function: str, column: str, scale: int, stats: dict[tuple[str, str], li
 
 
 def to_frame(result: federation_pb2.FederatedResult, private_key: PrivateKey, *, exact: bool = False,
-             workers: int = 1) -> pd.DataFrame:
+             workers: int = 1, executor: Executor | None = None) -> pd.DataFrame:
     """Group keys, derived aggregates and ``suppressed``, one row per group of the domain."""
-    stats = decrypt_sections(result, private_key, workers=workers)
+    stats = decrypt_sections(result, private_key, workers=workers, executor=executor)
     col_scales = {s.column: s.scale for s in result.sections if s.column}
     columns = list(result.columns)
     data: dict[str, list] = {c.name: [] for c in columns}

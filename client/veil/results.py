@@ -7,6 +7,7 @@ number and width of its ciphertexts, and the number of cells against the non-sup
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Executor
 from decimal import Decimal
 
 import pandas as pd
@@ -26,7 +27,8 @@ def result_digest(result: query_pb2.QueryResult) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1) -> list[int]:
+def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1,
+                  executor: Executor | None = None) -> list[int]:
     pk = private_key.public_key
     if result.public_key_fingerprint != pk.fingerprint():
         raise IntegrityError("the result is encrypted under a different key than this keyring's",
@@ -49,10 +51,11 @@ def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, wor
     if len(cells.ciphertexts) != expected:
         raise IntegrityError("the number of ciphertexts does not match the cells", reason="SHAPE_MISMATCH")
     cts = [Ciphertext.from_bytes(pk, b) for b in cells.ciphertexts]
-    return decrypt_packed(private_key, cts, layout, cells.cell_count, workers=workers)
+    return decrypt_packed(private_key, cts, layout, cells.cell_count, workers=workers, executor=executor)
 
 
-def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1) -> list[int]:
+def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1,
+                     executor: Executor | None = None) -> list[int]:
     """Encrypted-input sums: one signed fixed-point value per (released row, weighted column)."""
     pk = private_key.public_key
     columns = sum(1 for c in result.columns if c.kind == WEIGHTED)
@@ -60,19 +63,21 @@ def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey, *, 
     if len(result.weighted_cells) != columns * released:
         raise IntegrityError("the number of weighted-sum cells does not match the released rows",
                              reason="SHAPE_MISMATCH")
-    return private_key.decrypt_many([Ciphertext.from_bytes(pk, b) for b in result.weighted_cells], workers=workers)
+    return private_key.decrypt_many([Ciphertext.from_bytes(pk, b) for b in result.weighted_cells], workers=workers,
+                                    executor=executor)
 
 
 def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: bool = False,
-             workers: int = 1) -> pd.DataFrame:
+             workers: int = 1, executor: Executor | None = None) -> pd.DataFrame:
     """Group keys, decrypted aggregates and a ``suppressed`` flag, one row per group.
 
     Suppressed groups keep their row (with missing aggregates), never silently dropped.
     ``exact=True`` gives ``Decimal`` aggregates instead of floats. ``workers > 1`` decrypts in
-    that many processes (spawned: the calling script needs an ``if __name__ == "__main__":`` guard).
+    that many processes (spawned: the calling script needs an ``if __name__ == "__main__":`` guard);
+    ``executor`` decrypts on it instead (it receives p and q: ``veil.crypto.pool``).
     """
-    values = iter(decrypt_cells(result, private_key, workers=workers))
-    weighted = iter(decrypt_weighted(result, private_key, workers=workers))
+    values = iter(decrypt_cells(result, private_key, workers=workers, executor=executor))
+    weighted = iter(decrypt_weighted(result, private_key, workers=workers, executor=executor))
     columns = list(result.columns)
     data: dict[str, list] = {c.name: [] for c in columns}
     for row in result.rows:

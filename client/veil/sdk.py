@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
@@ -142,6 +143,7 @@ class Node:
         node_key: bytes | str | None = None,
         verify_receipts: bool = True,
         crypto_workers: int = 1,
+        crypto_executor: Executor | None = None,
         ca: str | os.PathLike | bytes | None = None,
         cert: str | os.PathLike | bytes | None = None,
         key: str | os.PathLike | bytes | None = None,
@@ -150,7 +152,9 @@ class Node:
     ) -> None:
         """``crypto_workers > 1`` decrypts large results in that many processes; they are
         spawned, so a script using it needs the ``if __name__ == "__main__":`` guard (the default,
-        1, never starts a process).
+        1, never starts a process). ``crypto_executor`` (any ``concurrent.futures.Executor``, e.g.
+        ``veil.crypto.cluster.connect(...)``) decrypts there instead: it receives the private key's
+        p and q, so only an executor inside the analyst's own domain (``veil.crypto.pool``).
 
         ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
@@ -170,6 +174,7 @@ class Node:
         self._key_bits = key_bits
         self._keys: tuple[PublicKey, PrivateKey] | None = None
         self._crypto_workers = max(1, int(crypto_workers))
+        self._crypto_executor = crypto_executor
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._home = home
         self._node_key = load_public_key(node_key) if node_key is not None else None
@@ -278,7 +283,8 @@ class Node:
                     raise
                 raise IntegrityError("the node released this result without logging it", reason=e.reason) from None
             check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql)
-        return to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers)
+        return to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers,
+                        executor=self._crypto_executor)
 
     # -- receipts and the node key --------------------------------------------------------
 
@@ -373,7 +379,8 @@ class Node:
 
         result = federation.run(self, sql, purpose=purpose, protocol=protocol, compute_parties=compute_parties,
                                 timeout=timeout)
-        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers)
+        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers,
+                                   executor=self._crypto_executor)
 
     # -- issue 4: privacy budget and metered use --------------------------------------------
 

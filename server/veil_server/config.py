@@ -6,9 +6,10 @@ principal carries the SHA-256 of its bearer token, so a leaked config does not l
 Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
 ``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``; and for transport and limits
 (:mod:`veil_server.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
-``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; and for the node's own state
+``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; for the node's own state
 (``[state]``, :mod:`veil_server.statedb`) ``VEIL_STATE_BACKEND``, ``VEIL_STATE_CONNINFO``,
-``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``.
+``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``; and where Paillier work runs
+(:mod:`veil_server.crypto_executor`) ``VEIL_CRYPTO_EXECUTOR``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class NodeConfig:
     # Issue 9: where the node keeps its own state: SQLite files in state_dir, or PostgreSQL
     # shared by several replicas ([state], veil_server.statedb).
     state: StateSettings = field(default_factory=StateSettings)
+    # Issue 9: [crypto] executor, the local process pool or a Dask cluster
+    # (veil_server.crypto_executor.CryptoSettings); None: the local pool.
+    crypto: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -158,9 +162,13 @@ def parse_config(
     from .disclosure.settings import parse_disclosure
 
     disclosure = parse_disclosure(raw, error=ConfigError)
+    # Where Paillier batches run (issue 9): [crypto] executor.
+    from .crypto_executor import parse_crypto
+
+    crypto = parse_crypto(raw.get("crypto"), env=env, base_dir=base_dir, dev_mode=security.dev_mode, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
                       federation, governance, grants, ttl, security=security, disclosure=disclosure,
-                      state=_state(raw.get("state", {}), env))
+                      crypto=crypto, state=_state(raw.get("state", {}), env))
 
 
 def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:

@@ -26,6 +26,7 @@ from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, g
 from .audit_service import AuditServicer
 from .auth import AuthInterceptor
 from .config import ConfigError, NodeConfig
+from .crypto_executor import crypto_executor
 from .federation.service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_federation_services
 from .node import Node
 from .governance_service import GovernanceServicer, ReviewServicer
@@ -69,6 +70,15 @@ class RunningNode:
 @contextlib.contextmanager
 def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0,
                mtls_listen: str | None = None) -> Iterator[RunningNode]:
+    # Issue 9: [crypto] executor -- this process's encryption on a Dask cluster while the node
+    # runs (refused at start if the cluster does not answer), else the local process pool.
+    with crypto_executor(getattr(config, "crypto", None), error=ConfigError):
+        with _serve(config, listen=listen, grace=grace, mtls_listen=mtls_listen) as running:
+            yield running
+
+
+@contextlib.contextmanager
+def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None) -> Iterator[RunningNode]:
     security = settings_of(config)
     address = listen or config.listen
     check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import gmpy2
 from gmpy2 import mpz
@@ -116,11 +117,14 @@ def dot(
     *,
     workers: int | None = 1,
     obfuscation: Obfuscation = "djn",
+    executor: Executor | None = None,
 ) -> Ciphertext:
     """Enc(sum x_i * w_i) for ciphertexts Enc(w_i) and signed integer scalars x_i; obfuscated.
 
-    ``workers``: 1 (default) computes in this process; None uses every CPU for inputs large
-    enough to pay for shipping them to worker processes.
+    ``workers``: 1 (default) computes in this process; None uses every CPU (or the process's
+    default executor, ``veil.crypto.pool``) for inputs large enough to pay for shipping them.
+    With ``executor``, the products are cut into ``workers`` chunks (None: its parallelism) on
+    it; the scalars travel to it in clear. The final obfuscation is always drawn here.
     """
     if len(ciphertexts) != len(scalars):
         raise ValueError("ciphertexts and scalars must have the same length")
@@ -134,8 +138,13 @@ def dot(
         bases.append(c._c)
     xs = [operator.index(x) for x in scalars]
     n, n2 = pk.n, pk._n2
-    w = min(pool.resolve_workers(workers), max(1, len(bases) // _PARALLEL_MIN_ITEMS))
-    if w <= 1:
+    explicit = executor is not None
+    w = 1
+    if explicit or (workers != 1 and len(bases) >= 2 * _PARALLEL_MIN_ITEMS):
+        executor, w = pool.placement(workers, executor, public=True)
+        if not (explicit and workers is not None):
+            w = min(w, max(1, len(bases) // _PARALLEL_MIN_ITEMS))
+    if w <= 1 and not explicit:
         acc = _signed_multiexp(bases, xs, n, n2)
     else:
         width = pk.ciphertext_size
@@ -145,7 +154,7 @@ def dot(
             for a, b in pool.split_evenly(len(bases), w)
         ]
         acc = mpz(1)
-        for part in pool.run_chunks(_dot_chunk, chunks, w):
+        for part in pool.run_chunks(_dot_chunk, chunks, w, executor):
             acc = acc * mpz.from_bytes(part, "big") % n2
     s = obfuscators(pk._n, n2, 1, obfuscation)[0]
     return Ciphertext._trusted(pk, acc * s % n2, True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -139,10 +140,13 @@ def encrypt_packed(
     *,
     workers: int | None = None,
     obfuscation: Obfuscation = "djn",
+    executor: Executor | None = None,
 ) -> list[Ciphertext]:
     """Encrypt ``values`` ``layout.slots`` cells per ciphertext; range checked first."""
     _check_key(pk, layout)
-    return pk.encrypt_raw_many(layout.pack(values), workers=workers, obfuscation=obfuscation)
+    return pk.encrypt_raw_many(
+        layout.pack(values), workers=workers, obfuscation=obfuscation, executor=executor
+    )
 
 
 def decrypt_packed(
@@ -153,10 +157,13 @@ def decrypt_packed(
     *,
     terms: int = 1,
     workers: int | None = None,
+    executor: Executor | None = None,
 ) -> list[int]:
     """Decrypt packed ciphertexts holding a sum of ``terms`` packed vectors into ``count`` cells."""
     _check_key(sk.public_key, layout)
     needed = layout.ciphertexts_for(count)
     if needed > len(cts):
         raise ValueError("count exceeds the cells these ciphertexts hold")
-    return layout.unpack(sk.decrypt_raw_many(cts[:needed], workers=workers), count, terms=terms)
+    return layout.unpack(
+        sk.decrypt_raw_many(cts[:needed], workers=workers, executor=executor), count, terms=terms
+    )

@@ -20,6 +20,7 @@ import hashlib
 import operator
 import secrets
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import gmpy2
@@ -174,9 +175,16 @@ class PublicKey:
         *,
         workers: int | None = None,
         obfuscation: Obfuscation = "djn",
+        executor: Executor | None = None,
     ) -> list[Ciphertext]:
-        """Encrypt a batch; large batches spread over a process pool (``workers`` None = CPUs)."""
-        return self.encrypt_raw_many([self.encode(m) for m in ms], workers=workers, obfuscation=obfuscation)
+        """Encrypt a batch; large batches spread over a process pool (``workers`` None = CPUs, or
+        the process's default executor), or over ``executor`` (see ``veil.crypto.pool``)."""
+        return self.encrypt_raw_many(
+            [self.encode(m) for m in ms],
+            workers=workers,
+            obfuscation=obfuscation,
+            executor=executor,
+        )
 
     def encrypt_raw_many(
         self,
@@ -184,10 +192,11 @@ class PublicKey:
         *,
         workers: int | None = None,
         obfuscation: Obfuscation = "djn",
+        executor: Executor | None = None,
     ) -> list[Ciphertext]:
         for m in ms:
             self._check_raw(m)
-        values = pool.encrypt_raw_batch(self._n, self._n2, ms, workers, obfuscation)
+        values = pool.encrypt_raw_batch(self._n, self._n2, ms, workers, obfuscation, executor)
         make = Ciphertext._trusted
         return [make(self, c, True) for c in values]
 
@@ -260,13 +269,29 @@ class PrivateKey:
         """Signed plaintext; raises ``EncodingOverflow`` if it fell into the overflow gap."""
         return self.public_key.decode(self.decrypt_raw(c))
 
-    def decrypt_raw_many(self, cs: Sequence[Ciphertext], *, workers: int | None = None) -> list[int]:
+    def decrypt_raw_many(
+        self,
+        cs: Sequence[Ciphertext],
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
+    ) -> list[int]:
+        """Plaintexts in [0, n). ``executor`` receives p and q: only one inside the key owner's
+        trust domain (``veil.crypto.pool`` says what crosses)."""
         values = [self._own(c) for c in cs]
-        return pool.decrypt_raw_batch(self._crt(), self.public_key.ciphertext_size, values, workers)
+        return pool.decrypt_raw_batch(
+            self._crt(), self.public_key.ciphertext_size, values, workers, executor
+        )
 
-    def decrypt_many(self, cs: Sequence[Ciphertext], *, workers: int | None = None) -> list[int]:
+    def decrypt_many(
+        self,
+        cs: Sequence[Ciphertext],
+        *,
+        workers: int | None = None,
+        executor: Executor | None = None,
+    ) -> list[int]:
         decode = self.public_key.decode
-        return [decode(m) for m in self.decrypt_raw_many(cs, workers=workers)]
+        return [decode(m) for m in self.decrypt_raw_many(cs, workers=workers, executor=executor)]
 
     # -- serialization ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, str]:
@@ -341,14 +366,20 @@ def _random_prime(bits: int) -> mpz:
             return c
 
 
-def generate_keypair(bits: int = 2048, *, insecure_test_key: bool = False) -> tuple[PublicKey, PrivateKey]:
+def generate_keypair(
+    bits: int = 2048, *, insecure_test_key: bool = False
+) -> tuple[PublicKey, PrivateKey]:
     """New key pair; ``bits`` in {2048, 3072, 4096}.
 
     Smaller sizes only with ``insecure_test_key=True``: such keys are factorable and exist so
     test suites can run fast.
     """
-    if bits not in PRODUCTION_BITS and not (insecure_test_key and bits >= _MIN_TEST_BITS and bits % 2 == 0):
-        raise ValueError("bits must be 2048, 3072 or 4096 (smaller only with insecure_test_key=True)")
+    if bits not in PRODUCTION_BITS and not (
+        insecure_test_key and bits >= _MIN_TEST_BITS and bits % 2 == 0
+    ):
+        raise ValueError(
+            "bits must be 2048, 3072 or 4096 (smaller only with insecure_test_key=True)"
+        )
     half = bits // 2
     while True:
         p, q = _random_prime(half), _random_prime(half)

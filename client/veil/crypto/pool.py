@@ -1,28 +1,75 @@
-"""Process pool for large Paillier batches (encrypt, decrypt, multi-exponentiation).
+"""Where large Paillier batches run: in this process, on a local process pool, or on any
+``concurrent.futures.Executor`` -- a Dask cluster's included (encryption, decryption, encrypted
+dot products).
 
-gmpy2 holds the GIL, so threads cannot spread modular arithmetic over cores; processes can.
-The pool uses the ``spawn`` start method (safe next to gRPC's threads, where fork is not) and
-crosses the process boundary with ints and fixed-width bytes only -- no Veil objects, so no
-object graph is ever pickled.
+gmpy2 holds the GIL, so threads cannot spread modular arithmetic over cores; processes can. A
+batch is cut into chunks, and each chunk is one call of a pure, module-level function on ints,
+strings and fixed-width bytes -- no Veil object, so no object graph is ever pickled, and a chunk
+runs wherever ``veil`` can be imported: a child process here or a worker on another host.
 
+Where a batch runs, by what the caller passes:
+
+* ``workers=1``: in this process.
+* ``workers=N``: the local pool of N processes.
+* ``executor=ex``: on ``ex``, cut into ``workers`` chunks (default: :func:`parallelism` of ``ex``),
+  whatever the batch's size.
+* ``workers=None`` (the default for encryption): public-key work goes to the process's default
+  executor when one is installed (:func:`use_executor`; a node does so for ``[crypto] executor =
+  "dask+tls://..."``), else to the local pool over ``$VEIL_CRYPTO_WORKERS`` or the CPUs this
+  process may use. Decryption never takes the default executor: p and q leave this process only
+  for an executor passed to that very call.
+
+Below ``PARALLEL_MIN_ITEMS`` an encryption batch stays in this process (unless an executor is
+passed): shipping it would cost more than a second core saves.
+
+The local pool uses the ``spawn`` start method (safe next to gRPC's threads, where fork is not).
 Spawned workers re-import the parent's ``__main__`` module, so an entry script must keep its
 work under ``if __name__ == "__main__":`` (as any spawn-based pool requires). If the pool cannot
 start or dies, the batch is computed in this process instead and the pool stays off for the
 rest of the process: slower, never wrong. ``VEIL_CRYPTO_WORKERS=1`` turns it off up front.
 
-What it reveals: worker processes are this process's own children on the same host; for
+Another executor that fails -- raises, loses its workers, or exceeds its ``timeout`` attribute
+(``veil.crypto.cluster`` sets one) -- is logged, and that batch is recomputed on the local pool:
+the chunk functions are pure, so the answer is the same, only later. The next batch tries the
+executor again. (A cluster that cannot be reached at all is refused when it is connected: see
+``veil.crypto.cluster``.)
+
+What crosses, and to whom. Local pool: this process's own children on the same host; for
 decryption they receive p and q over the executor's pipe, which is no wider than the parent's
-own memory. Each worker draws its own randomness from ``secrets`` (os.urandom is fork- and
-spawn-safe), so no obfuscator is shared between processes.
+own memory. Another executor (a Dask scheduler and its workers; ``veil.crypto.cluster``):
+
+* encryption: the modulus n and every plaintext -- on a node, the packed cells of a result about
+  to be released, in clear -- and the workers draw each ciphertext's randomness (knowing it
+  decrypts that ciphertext);
+* encrypted dot products: the analyst's ciphertexts and the node's scalars -- raw column values;
+* decryption (only with an executor passed to the call): p and q, which decrypt everything under
+  the key, and every plaintext.
+
+So such a cluster must sit inside the domain of whoever owns that material -- the data owner's
+for a node's encryption and dot products, the key owner's for decryption -- run by the same
+operators, with TLS on every Dask comm (``tls://`` addresses with certificates on the client,
+scheduler and workers; ``veil.crypto.cluster`` takes plaintext only to loopback, and a node only
+in development mode), because a Dask scheduler runs whatever code its clients send and workers
+may spill task data to local disk. It is a wider trust boundary than the node's process, never
+a way to hand crypto work to a third party.
+
+Randomness: each worker -- local or remote -- draws its own from ``secrets`` (os.urandom is fork-
+and spawn-safe), so no obfuscator is shared between processes. Encryption chunks carry a fresh
+128-bit nonce, so an executor that memoises calls by their arguments (Dask's ``Client.submit``
+does by default, ``pure=True``) can never hand the same ciphertexts back for a repeated batch.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import logging
 import os
+import secrets
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any, TypeVar
@@ -33,12 +80,18 @@ from veil.crypto.obfuscation import Obfuscation, obfuscators
 
 __all__ = [
     "resolve_workers",
+    "parallelism",
+    "use_executor",
+    "executor_scope",
+    "default_executor",
     "encrypt_raw_batch",
     "decrypt_raw_batch",
     "run_chunks",
     "shutdown",
     "PARALLEL_MIN_ITEMS",
 ]
+
+log = logging.getLogger("veil.crypto.pool")
 
 # Below this many items per batch the spawn/IPC overhead outweighs a second core.
 PARALLEL_MIN_ITEMS = 256
@@ -51,6 +104,7 @@ _T = TypeVar("_T")
 _executors: dict[int, ProcessPoolExecutor] = {}
 _lock = threading.Lock()
 _broken = False  # set once a pool failed; later batches stay in-process
+_default: Executor | None = None  # public-key work with workers=None goes here when set
 
 
 def available_cpus() -> int:
@@ -70,6 +124,65 @@ def resolve_workers(workers: int | None) -> int:
     return 1 if _broken else workers
 
 
+def parallelism(executor: Executor) -> int:
+    """How many chunks to cut a batch into for ``executor``: its ``parallelism`` attribute
+    (``veil.crypto.cluster``: the cluster's worker threads now, 0 when it has none), a standard
+    pool's worker count, else this host's CPUs."""
+    n = getattr(executor, "parallelism", None)
+    if n is None:
+        n = getattr(executor, "_max_workers", None) or available_cpus()
+    return int(n)
+
+
+def use_executor(executor: Executor | None) -> Executor | None:
+    """Install ``executor`` as this process's default for public-key work (encryption and dot
+    products asked with ``workers=None``); ``None`` goes back to the local pool. Returns the
+    previous default. Decryption never uses it. The caller keeps ownership (and shuts it down)."""
+    global _default
+    with _lock:
+        previous, _default = _default, executor
+    return previous
+
+
+def default_executor() -> Executor | None:
+    return _default
+
+
+@contextlib.contextmanager
+def executor_scope(executor: Executor | None) -> Iterator[None]:
+    """``use_executor`` for the duration of a ``with`` block, restoring the previous default."""
+    previous = use_executor(executor)
+    try:
+        yield
+    finally:
+        use_executor(previous)
+
+
+def placement(
+    workers: int | None, executor: Executor | None, *, public: bool
+) -> tuple[Executor | None, int]:
+    """(executor, chunks) for a batch: (None, 1) is this process, (None, w) the local pool of w.
+
+    ``public``: the batch is public-key work, which may take the process's default executor.
+    An executor without workers right now is skipped (logged) for the local pool.
+    """
+    if executor is None and workers is None and public:
+        executor = _default
+    if executor is None:
+        return None, resolve_workers(workers)
+    if workers is not None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        return executor, workers
+    n = parallelism(executor)
+    if n < 1:
+        log.warning(
+            "crypto executor %s has no workers: batch computed on the local pool", _name(executor)
+        )
+        return None, resolve_workers(None)
+    return executor, n
+
+
 def _executor(workers: int) -> ProcessPoolExecutor:
     with _lock:
         ex = _executors.get(workers)
@@ -80,7 +193,8 @@ def _executor(workers: int) -> ProcessPoolExecutor:
 
 
 def shutdown() -> None:
-    """Stop every worker this module started (also runs at interpreter exit)."""
+    """Stop every worker this module started (also runs at interpreter exit). Executors passed
+    in or installed with ``use_executor`` belong to their caller and are left alone."""
     with _lock:
         executors = list(_executors.values())
         _executors.clear()
@@ -91,11 +205,29 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def run_chunks(fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]], workers: int) -> list[_T]:
-    """Run ``fn(*chunk)`` for each chunk on the pool; results in chunk order.
+def _name(executor: Executor) -> str:
+    return str(getattr(executor, "address", type(executor).__name__))
 
-    Chunk functions are pure, so when the pool breaks they are simply run here instead.
+
+def run_chunks(
+    fn: Callable[..., _T],
+    chunks: Sequence[tuple[Any, ...]],
+    workers: int,
+    executor: Executor | None = None,
+) -> list[_T]:
+    """Run ``fn(*chunk)`` for each chunk on ``executor`` (or the local pool of ``workers``);
+    results in chunk order.
+
+    Chunk functions are pure, so when an executor fails the batch is simply recomputed: on the
+    local pool after another executor failed, in this process after the local pool broke.
     """
+    if executor is not None:
+        done = _run_on(executor, fn, chunks)
+        if done is not None:
+            return done
+        workers = resolve_workers(None)
+    if workers == 1:
+        return [fn(*chunk) for chunk in chunks]
     global _broken
     try:
         ex = _executor(workers)
@@ -108,6 +240,30 @@ def run_chunks(fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]], workers
         if dead is not None:
             dead.shutdown(wait=False, cancel_futures=True)
         return [fn(*chunk) for chunk in chunks]
+
+
+def _run_on(
+    executor: Executor, fn: Callable[..., _T], chunks: Sequence[tuple[Any, ...]]
+) -> list[_T] | None:
+    """The chunks' results from ``executor``, or None (logged) if it failed or timed out."""
+    timeout = getattr(executor, "timeout", None)
+    futures = []
+    try:
+        futures = [executor.submit(fn, *chunk) for chunk in chunks]
+        _, pending = wait_futures(futures, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"no answer within {timeout} s")
+        return [f.result() for f in futures]
+    except Exception as e:  # noqa: BLE001 -- any failure: the same pure work is redone locally
+        for f in futures:
+            f.cancel()
+        # The type and the executor's address only: an exception's text may quote task arguments.
+        log.warning(
+            "crypto executor %s failed (%s): batch recomputed on the local pool",
+            _name(executor),
+            type(e).__name__,
+        )
+        return None
 
 
 def split_evenly(count: int, parts: int) -> list[tuple[int, int]]:
@@ -136,7 +292,10 @@ def encrypt_local(n: mpz, n2: mpz, ms: Sequence[int], mode: Obfuscation) -> list
     return [(1 + m * n) * s % n2 for m, s in zip(ms, obf)]
 
 
-def _encrypt_chunk(n_bytes: bytes, blob: bytes, mode: Obfuscation) -> bytes:
+def _encrypt_chunk(n_bytes: bytes, blob: bytes, mode: Obfuscation, nonce: bytes) -> bytes:
+    # ``nonce`` is never read: it makes every call's arguments unique, so no executor can answer
+    # a repeated chunk from a cache and so reuse randomness.
+    del nonce
     n = mpz.from_bytes(n_bytes, "big")
     width = len(n_bytes)
     cs = encrypt_local(n, n * n, from_blob(blob, width), mode)
@@ -144,17 +303,28 @@ def _encrypt_chunk(n_bytes: bytes, blob: bytes, mode: Obfuscation) -> bytes:
 
 
 def encrypt_raw_batch(
-    n: mpz, n2: mpz, ms: Sequence[int], workers: int | None, mode: Obfuscation
+    n: mpz,
+    n2: mpz,
+    ms: Sequence[int],
+    workers: int | None,
+    mode: Obfuscation,
+    executor: Executor | None = None,
 ) -> list[mpz]:
     """Enc of raw plaintexts in [0, n) (caller validated), in order."""
-    w = resolve_workers(workers)
-    if w == 1 or len(ms) < PARALLEL_MIN_ITEMS:
+    explicit = executor is not None
+    if not explicit and (workers == 1 or len(ms) < PARALLEL_MIN_ITEMS):
+        return encrypt_local(n, n2, ms, mode)
+    executor, w = placement(workers, executor, public=True)
+    if not explicit and w == 1:
         return encrypt_local(n, n2, ms, mode)
     width = (int(n).bit_length() + 7) // 8
     n_bytes = int(n).to_bytes(width, "big")
-    chunks = [(n_bytes, to_blob(ms[a:b], width), mode) for a, b in split_evenly(len(ms), w)]
+    chunks = [
+        (n_bytes, to_blob(ms[a:b], width), mode, secrets.token_bytes(16))
+        for a, b in split_evenly(len(ms), w)
+    ]
     out: list[mpz] = []
-    for blob in run_chunks(_encrypt_chunk, chunks, w):
+    for blob in run_chunks(_encrypt_chunk, chunks, w, executor):
         out.extend(from_blob(blob, 2 * width))
     return out
 
@@ -169,16 +339,25 @@ def _decrypt_chunk(crt: tuple[bytes, ...], ct_width: int, blob: bytes) -> bytes:
 
 
 def decrypt_raw_batch(
-    crt: tuple[mpz, ...], ct_width: int, cs: Sequence[mpz], workers: int | None
+    crt: tuple[mpz, ...],
+    ct_width: int,
+    cs: Sequence[mpz],
+    workers: int | None,
+    executor: Executor | None = None,
 ) -> list[int]:
+    """Plaintexts in [0, n), in order. p and q go to ``executor`` when one is passed, never to
+    the process's default executor."""
     from veil.crypto.paillier import crt_decrypt
 
-    w = resolve_workers(workers)
-    if w == 1 or len(cs) < DECRYPT_PARALLEL_MIN_ITEMS:
+    explicit = executor is not None
+    executor, w = placement(workers, executor, public=False)
+    if not explicit and (w == 1 or len(cs) < DECRYPT_PARALLEL_MIN_ITEMS):
         return [int(crt_decrypt(c, *crt)) for c in cs]
     crt_bytes = tuple(int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big") for x in crt)
-    chunks = [(crt_bytes, ct_width, to_blob(cs[a:b], ct_width)) for a, b in split_evenly(len(cs), w)]
+    chunks = [
+        (crt_bytes, ct_width, to_blob(cs[a:b], ct_width)) for a, b in split_evenly(len(cs), w)
+    ]
     out: list[int] = []
-    for blob in run_chunks(_decrypt_chunk, chunks, w):
+    for blob in run_chunks(_decrypt_chunk, chunks, w, executor):
         out.extend(int(m) for m in from_blob(blob, ct_width // 2))
     return out

@@ -5,7 +5,9 @@ catalog, every analyst-supplied literal a bound parameter), so no analyst text r
 It returns, per group, the row count and for each aggregated column the count of non-null
 values, their sum and sum of squares, all as exact integers in the column's fixed-point scale
 after clamping each value to the declared range (contribution bounding). Every released
-aggregate is derived from these in :mod:`veil_server.release`.
+aggregate is derived from these in :mod:`veil_server.release`. Where a Parquet file's footer
+proves a column already inside its range, the clamp is a no-op and is left out of the SQL for
+that column (:mod:`veil_server.range_proof`); the integers are the same.
 
 Rows whose group key is NULL or outside the declared public domain fall in no group.
 """
@@ -23,6 +25,7 @@ import duckdb
 from .catalog import Column, ColumnType, Dataset
 from .errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
+from .range_proof import NO_PROOF, RangeProofs
 
 
 log = logging.getLogger("veil.engine")
@@ -96,10 +99,12 @@ class SqlRenderer:
 
     placeholder = "?"
 
-    def __init__(self, dataset: Dataset, relation: str) -> None:
+    def __init__(self, dataset: Dataset, relation: str, *, unclamped: frozenset[str] = frozenset()) -> None:
+        """``unclamped``: columns proven inside their declared range (the clamp would be a no-op)."""
         self.dataset = dataset
         self.relation = relation
         self.params: list[Any] = []
+        self.unclamped = unclamped
 
     def ident(self, name: str) -> str:
         return quote_ident(name)
@@ -178,7 +183,7 @@ class SqlRenderer:
             col = self.dataset.column(name)
             assert col is not None
             inner.append(f"{self.fixed(col)} AS f{j}")
-            middle.append(f"{self.clamp(f'f{j}', col)} AS v{j}")
+            middle.append(f"f{j} AS v{j}" if col.name in self.unclamped else f"{self.clamp(f'f{j}', col)} AS v{j}")
             outer += [f"COUNT(v{j})", f"SUM(v{j})"]
             outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
@@ -221,6 +226,25 @@ def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> Aggrega
     return AggregateResult(groups, matched)
 
 
+def within_ranges(result: AggregateResult, dataset: Dataset, columns: frozenset[str]) -> bool:
+    """Whether every group's statistics of ``columns`` are possible for values inside their
+    declared ranges (a cheap check against wrong file statistics; not a proof on its own)."""
+    bounds = {}
+    for name in columns:
+        col = dataset.column(name)
+        assert col is not None
+        bounds[name] = SqlRenderer.bounds(col)
+    for g in result.groups:
+        for name, (low, high) in bounds.items():
+            st = g.columns.get(name)
+            if st is None:
+                continue
+            if not (st.count * low <= st.total <= st.count * high
+                    and 0 <= st.squares <= st.count * max(low * low, high * high)):
+                return False
+    return True
+
+
 class DuckDBEngine:
     """Embedded DuckDB over the owner's CSV and Parquet files (one view per dataset)."""
 
@@ -231,6 +255,7 @@ class DuckDBEngine:
         self._local = threading.local()
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.range_proofs = RangeProofs()
         for ds in datasets:
             self._register(ds)
 
@@ -252,7 +277,23 @@ class DuckDBEngine:
         return cur
 
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
-        r = SqlRenderer(dataset, self._view(dataset))
+        cols = [c for c in (dataset.column(n) for n in aggregated_columns(plan)) if c is not None]
+        proof = self.range_proofs.prove(dataset, cols) if cols else NO_PROOF
+        if proof:
+            try:
+                result = self._run(plan, dataset, proof.columns)
+            except Internal:  # e.g. an overflow that clamped values could not cause: decide below
+                result = None
+            # The proof is for the file version it was made on: the file must not have moved
+            # during the scan, and the sums must be what in-range values can give.
+            if result is not None and self.range_proofs.unchanged(proof) and \
+                    within_ranges(result, dataset, proof.columns):
+                return result
+            log.warning("range proof for dataset %s did not hold; computing again with clamping", dataset.name)
+        return self._run(plan, dataset, frozenset())
+
+    def _run(self, plan: QueryPlan, dataset: Dataset, unclamped: frozenset[str]) -> AggregateResult:
+        r = SqlRenderer(dataset, self._view(dataset), unclamped=unclamped)
         sql = r.render(plan)
         try:
             rows = self._cursor().execute(sql, r.params).fetchall()

@@ -9,8 +9,8 @@
 3. Every released cell is an exact fixed-point integer with an explicit per-column scale. Cell
    bounds, and so the packing layout, come from the declared ranges and row bound only, never
    from the data, so the shape of the ciphertexts leaks nothing about the values.
-4. Cells are packed several to a Paillier plaintext, encrypted and obfuscated under the
-   analyst's key. The plaintext cells exist only in this process's memory, never on disk.
+4. Cells are packed several to a Paillier plaintext, each aggregate column with slots as wide
+   as its own declared bounds need, encrypted and obfuscated under the analyst's key. The plaintext cells exist only in this process's memory, never on disk.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from math import isqrt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veil.crypto import EncodingOverflow, PackingLayout, PublicKey, encrypt_packed
+from veil.crypto import ColumnPacking, EncodingOverflow, PublicKey, encrypt_packed
 from veil.v1 import query_pb2
 
 from .catalog import Column, Dataset
@@ -174,17 +174,19 @@ def build_result(
             a = plan.aggregates[o.index]
             cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], specs[o.index]))
 
-    low = min((s.low for s in specs), default=0)
-    high = max((s.high for s in specs), default=1)
-    layout = PackingLayout.for_range(public_key, low, high, terms=1)
+    # Each aggregate column gets slots as wide as its own declared bounds need (a count is
+    # narrower than a sum), so fewer ciphertexts carry the same cells.
+    packing = ColumnPacking.for_ranges(public_key, [(specs[o.index].low, specs[o.index].high)
+                                                    for o in agg_outputs]) if agg_outputs else None
     try:
-        ciphertexts = encrypt_packed(public_key, cells, layout) if cells else []
+        ciphertexts = encrypt_packed(public_key, cells, packing) if cells and packing else []
     except EncodingOverflow:
         # Cannot happen with clamped inputs; refusing is the safe answer if it ever does.
         raise Internal("a result cell fell outside its declared bound", reason="RESULT_OUT_OF_RANGE") from None
-    result.cells.slot_bits = layout.slot_bits
-    result.cells.slots_per_ciphertext = layout.slots
-    result.cells.slot_offset = str(layout.low)
+    if packing is not None:
+        result.cells.column_slot_bits.extend(packing.widths)
+        result.cells.column_slot_offsets.extend(str(low) for low in packing.lows)
+        result.cells.plaintext_bits = packing.capacity
     result.cells.cell_count = len(cells)
     result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
     per_column = [cells_for_groups(spec, released_keys, st, public_key, k) for spec, st in weighted]

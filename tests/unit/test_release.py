@@ -121,3 +121,49 @@ def test_suppression_threshold(tmp_path, k):
     assert flags == {"a": 3 < k, "b": 2 < k, "c": True}
     assert counters["cells"] == 2 * sum(not s for s in flags.values())
     assert result.cells.cell_count == counters["cells"]
+
+
+def test_per_column_packing_round_trip_and_tampering(tmp_path):
+    from veil.crypto import PackingLayout, encrypt_packed, generate_keypair
+    from veil.errors import IntegrityError
+    from veil.results import decrypt_cells, result_digest
+    from veil_server.release import build_result
+
+    rows = [("a", 1.25, 1), ("a", -3.5, 2), ("b", 40.0, 100), ("b", None, 7), ("c", 0.0, 0), ("c", 2.0, 3)]
+    ds = dataset(tmp_path, rows, k=2)
+    plan = plan_query("SELECT g, COUNT(*), SUM(x), AVG(x), STDDEV(n) FROM t GROUP BY g", Catalog([ds]))
+    pk, sk = generate_keypair(bits=1024, insecure_test_key=True)
+    result, _ = build_result("queries/x", plan, ds, DuckDBEngine([ds]).aggregate(plan, ds), pk)
+    specs = [cell_spec(a, ds) for a in plan.aggregates]
+    assert list(result.cells.column_slot_bits) == [(s.high - s.low).bit_length() for s in specs]
+    assert result.cells.slot_bits == 0 and result.cells.plaintext_bits == pk.bits - 3
+    cells = decrypt_cells(result, sk)
+    assert cells[:3] == [2, -225, round(Fraction(-225, 2) * 10**(specs[2].scale - 2))]
+
+    def tampered(change) -> None:
+        bad = type(result)()
+        bad.CopyFrom(result)
+        change(bad.cells)
+        bad.result_digest = result_digest(bad)  # a node that lies consistently
+        with pytest.raises(IntegrityError) as e:
+            decrypt_cells(bad, sk)
+        assert e.value.reason == "SHAPE_MISMATCH"
+
+    tampered(lambda c: c.column_slot_bits.__setitem__(1, 10**9))
+    tampered(lambda c: c.column_slot_bits.append(8))
+    tampered(lambda c: c.column_slot_offsets.__setitem__(0, "1" * 5000))
+    tampered(lambda c: setattr(c, "plaintext_bits", pk.bits))
+    tampered(lambda c: c.ciphertexts.append(c.ciphertexts[0]))
+    tampered(lambda c: setattr(c, "slot_bits", 8))
+
+    # The uniform layout (federated results) still decodes.
+    uniform = type(result)()
+    uniform.CopyFrom(result)
+    layout = PackingLayout.for_range(pk, min(s.low for s in specs), max(s.high for s in specs))
+    del uniform.cells.column_slot_bits[:], uniform.cells.column_slot_offsets[:], uniform.cells.ciphertexts[:]
+    uniform.cells.plaintext_bits = 0
+    uniform.cells.slot_bits, uniform.cells.slots_per_ciphertext = layout.slot_bits, layout.slots
+    uniform.cells.slot_offset = str(layout.low)
+    uniform.cells.ciphertexts.extend(c.to_bytes() for c in encrypt_packed(pk, cells, layout))
+    uniform.result_digest = result_digest(uniform)
+    assert decrypt_cells(uniform, sk) == cells

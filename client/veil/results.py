@@ -129,5 +129,6 @@ def _key(text: str, numeric: bool):
 def _cell(value: int, scale: int, exact: bool):
     if scale == 0:
         return value
-    d = Decimal(value).scaleb(-scale)
-    return d if exact else float(d)
+    if exact:
+        return Decimal(value).scaleb(-scale)
+    return value / 10**scale  # int / int is correctly rounded, as float(Decimal) is

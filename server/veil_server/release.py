@@ -19,7 +19,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 from decimal import Decimal
-from fractions import Fraction
 from math import isqrt
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -84,9 +83,12 @@ def _fx(value: Decimal, scale: int) -> int:
     return int((value * (Decimal(10) ** scale)).to_integral_value())
 
 
-def _round(x: Fraction) -> int:
-    """Round half to even, exactly."""
-    return round(x)
+def _round(num: int, den: int) -> int:
+    """num / den rounded half to even, exactly (den > 0); integer arithmetic, no Fraction."""
+    q, r = divmod(num, den)  # floor division: 0 <= r < den
+    if 2 * r > den or (2 * r == den and q % 2):
+        q += 1
+    return q
 
 
 def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | None, spec: CellSpec) -> int:
@@ -96,15 +98,15 @@ def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | 
     if agg.function is AggFunc.SUM:
         return st.total
     if agg.function is AggFunc.AVG:
-        return _round(Fraction(st.total * 10 ** (spec.scale - col.scale), st.count))
-    # Sample variance in the column's squared fixed-point units, exactly.
-    var = Fraction(st.count * st.squares - st.total * st.total, st.count * (st.count - 1))
+        return _round(st.total * 10 ** (spec.scale - col.scale), st.count)
+    # Sample variance in the column's squared fixed-point units, exactly: num / den.
+    num = st.count * st.squares - st.total * st.total
+    den = st.count * (st.count - 1)
     if agg.function is AggFunc.VAR_SAMP:
-        return _round(var * 10 ** (spec.scale - 2 * col.scale))
-    x = var * 10 ** (2 * spec.scale - 2 * col.scale)  # STDDEV: round(sqrt(x)), exactly
-    floor_x = x.numerator // x.denominator
-    r = isqrt(floor_x)
-    if 4 * r * r + 4 * r + 1 <= 4 * x:
+        return _round(num * 10 ** (spec.scale - 2 * col.scale), den)
+    num *= 10 ** (2 * spec.scale - 2 * col.scale)  # STDDEV: round(sqrt(num / den)), exactly
+    r = isqrt(num // den)
+    if (4 * r * r + 4 * r + 1) * den <= 4 * num:  # sqrt(x) >= r + 1/2
         r += 1
     return r
 

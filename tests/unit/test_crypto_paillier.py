@@ -199,6 +199,32 @@ def test_batches_through_process_pool(keys: tuple[PublicKey, PrivateKey]) -> Non
     assert sk.decrypt_many(cts[:10], workers=1) == ms[:10]
 
 
+def test_pool_decrypts_by_crt_half_for_any_count_and_unbalanced_factors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets as _secrets
+
+    import gmpy2 as _gmpy2
+
+    from veil.crypto import pool
+
+    def prime(bits: int) -> int:
+        return int(_gmpy2.next_prime(_secrets.randbits(bits) | 1 << (bits - 1) | 1 << (bits - 2)))
+
+    # An imported key need not split evenly: 1000 and 1048 bits.
+    p, q = prime(1000), prime(1048)
+    pk = PublicKey(p * q)
+    sk = PrivateKey(pk, p, q)
+    jobs: list[int] = []
+    run = pool.run_chunks
+    monkeypatch.setattr(pool, "run_chunks", lambda fn, chunks, w: (jobs.append(sum(len(c[2]) for c in chunks)
+                                                                                 // pk.ciphertext_size),
+                                                                     run(fn, chunks, w))[1])
+    for count in (1, 2, 3, 5):  # odd counts: one worker takes a p half and a q half of one ciphertext
+        ms = [pk.max_int - i for i in range(count)] if count % 2 else [-i for i in range(count)]
+        cts = pk.encrypt_many(ms, workers=1)
+        assert sk.decrypt_many(cts, workers=2) == sk.decrypt_many(cts, workers=1) == ms
+    assert jobs == [4, 6, 10]  # two half-jobs per ciphertext; a single ciphertext stays in-process
+
+
 def test_key_sizes() -> None:
     with pytest.raises(ValueError):
         generate_keypair(1024)

@@ -167,3 +167,34 @@ def test_per_column_packing_round_trip_and_tampering(tmp_path):
     uniform.cells.ciphertexts.extend(c.to_bytes() for c in encrypt_packed(pk, cells, layout))
     uniform.result_digest = result_digest(uniform)
     assert decrypt_cells(uniform, sk) == cells
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-10**30, 10**30), st.integers(1, 10**12), st.integers(2, 10**9), st.integers(-10**15, 10**15),
+       st.integers(0, 10**20))
+def test_integer_rounding_matches_rationals(num, den, count, total, extra):
+    """The release's integer arithmetic gives what exact rationals give (ties included)."""
+    from math import isqrt
+
+    from veil_server.release import _round
+
+    assert _round(num, den) == round(Fraction(num, den))  # half to even, like Python's round
+    assert _round(2 * num + 1, 2) == round(Fraction(2 * num + 1, 2))  # exact ties
+    squares = -(-total * total // count) + extra  # count * squares >= total^2, as real data gives
+    stats = ColumnStats(count, total, squares)
+    ds = Dataset("t", "-", "csv", COLS, frozenset({"r"}), max_rows=10**9)
+    col = COLS[1]
+    var = Fraction(count * squares - total * total, count * (count - 1))
+    for fn in (AggFunc.AVG, AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP):
+        agg = Aggregate(fn, "x", "o")
+        spec = cell_spec(agg, ds)
+        got = cell_value(agg, count, stats, col, spec)
+        if fn is AggFunc.AVG:
+            want = round(Fraction(total, count) * 10 ** (spec.scale - col.scale))
+        elif fn is AggFunc.VAR_SAMP:
+            want = round(var * 10 ** (spec.scale - 2 * col.scale))
+        else:  # round half up of the exact square root
+            x = var * 10 ** (2 * spec.scale - 2 * col.scale)
+            want = isqrt(x.numerator // x.denominator)
+            want += (want + Fraction(1, 2)) ** 2 <= x
+        assert got == want, fn

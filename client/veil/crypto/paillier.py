@@ -33,7 +33,7 @@ from veil.crypto.obfuscation import Obfuscation, obfuscators
 if TYPE_CHECKING:
     import phe
 
-__all__ = ["PublicKey", "PrivateKey", "generate_keypair", "PRODUCTION_BITS", "crt_decrypt"]
+__all__ = ["PublicKey", "PrivateKey", "generate_keypair", "PRODUCTION_BITS", "crt_decrypt", "crt_half", "crt_combine"]
 
 PRODUCTION_BITS: frozenset[int] = frozenset({2048, 3072, 4096})
 _MIN_TEST_BITS = 256
@@ -227,8 +227,17 @@ class PublicKey:
 
 def crt_decrypt(c: mpz, p: mpz, q: mpz, p2: mpz, q2: mpz, hp: mpz, hq: mpz, qinv: mpz) -> mpz:
     """Paillier decryption split over p^2 and q^2 (~4x fewer word operations than mod n^2)."""
-    mp = (gmpy2.powmod_sec(c % p2, p - 1, p2) - 1) // p * hp % p
-    mq = (gmpy2.powmod_sec(c % q2, q - 1, q2) - 1) // q * hq % q
+    return crt_combine(crt_half(c, p, p2, hp), crt_half(c, q, q2, hq), p, q, qinv)
+
+
+def crt_half(c: mpz, prime: mpz, prime2: mpz, h: mpz) -> mpz:
+    """m mod prime: L_prime(c^(prime-1) mod prime^2) * h. The two halves are independent, so a
+    pool can spread them over processes (half the work of a ciphertext per job)."""
+    return (gmpy2.powmod_sec(c % prime2, prime - 1, prime2) - 1) // prime * h % prime
+
+
+def crt_combine(mp: mpz, mq: mpz, p: mpz, q: mpz, qinv: mpz) -> mpz:
+    """m from m mod p and m mod q (Garner)."""
     return mq + q * ((mp - mq) * qinv % p)
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 from decimal import Decimal
@@ -27,7 +28,7 @@ from veil.crypto import ColumnPacking, EncodingOverflow, PublicKey, encrypt_pack
 from veil.v1 import query_pb2
 
 from .catalog import Column, Dataset
-from .domain import group_domain
+from .domain import expected_groups, group_domain
 from .encrypted_input import WeightedSpec, cells_for_groups
 from .engine import AggregateResult, ColumnStats
 from .errors import Internal
@@ -109,6 +110,34 @@ def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | 
     if (4 * r * r + 4 * r + 1) * den <= 4 * num:  # sqrt(x) >= r + 1/2
         r += 1
     return r
+
+
+# Obfuscators made during the scan at most (~0.5 ms each once the key's table exists).
+PREPARED_CIPHERTEXTS_MAX = 64
+
+
+class Randomness:
+    """The randomness of a result's ciphertexts, made in a background thread while the engine
+    scans: the scan releases the GIL, so on a free core encryption's cost is hidden. It makes at
+    most what the whole declared group domain would need; what a result does not use stays in
+    the key's stock for its next query (each obfuscator is still used exactly once)."""
+
+    def __init__(self, plan: QueryPlan, dataset: Dataset, public_key: PublicKey) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not plan.aggregates:
+            return
+        specs = [cell_spec(a, dataset) for a in plan.aggregates]
+        cells = expected_groups(plan, dataset) * len(specs)
+        count = min(PREPARED_CIPHERTEXTS_MAX,
+                    ColumnPacking.for_ranges(public_key, [(s.low, s.high) for s in specs]).ciphertexts_for(cells))
+        self._thread = threading.Thread(target=public_key.prepare_randomness, args=(count, self._stop),
+                                        name="veil-randomness", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop making more (the one in progress finishes); encryption takes what is ready."""
+        self._stop.set()
 
 
 def build_result(

@@ -198,3 +198,26 @@ def test_integer_rounding_matches_rationals(num, den, count, total, extra):
             want = isqrt(x.numerator // x.denominator)
             want += (want + Fraction(1, 2)) ** 2 <= x
         assert got == want, fn
+
+
+def test_randomness_made_during_the_scan_is_what_the_result_uses(tmp_path):
+    from veil.crypto import generate_keypair, obfuscation
+    from veil.results import decrypt_cells
+    from veil_server.release import Randomness, build_result
+
+    rows = [(g, float(i % 7), i % 11) for i, g in enumerate("abc" * 20)]
+    ds = dataset(tmp_path, rows, k=2)
+    plan = plan_query("SELECT g, COUNT(*), SUM(x), AVG(x), VARIANCE(n) FROM t GROUP BY g", Catalog([ds]))
+    pk, sk = generate_keypair(bits=1024, insecure_test_key=True)
+    randomness = Randomness(plan, ds, pk)
+    randomness._thread.join()
+    state = obfuscation._CACHE.state(pk._n, pk._n2)
+    prepared = list(state.stock)
+    assert len(prepared) == 1  # 3 groups x 4 cells (~120 bits a group) fit one 1024-bit plaintext
+    result, _ = build_result("queries/x", plan, ds, DuckDBEngine([ds]).aggregate(plan, ds), pk)
+    assert not state.stock and len(result.cells.ciphertexts) == 1
+    assert decrypt_cells(result, sk)[:2] == [20, sum(100 * (i % 7) for i in range(0, 60, 3))]
+    stopped = Randomness(plan, ds, pk)
+    stopped.stop()
+    stopped._thread.join()
+    assert len(state.stock) <= 1  # stopped at once (at most the one in progress)

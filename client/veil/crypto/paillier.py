@@ -19,6 +19,7 @@ import functools
 import hashlib
 import operator
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from gmpy2 import mpz
 from veil.crypto import pool
 from veil.crypto.ciphertext import Ciphertext
 from veil.crypto.errors import EncodingOverflow, InvalidCiphertext, InvalidKey
-from veil.crypto.obfuscation import Obfuscation, obfuscators
+from veil.crypto.obfuscation import Obfuscation, obfuscators, prefill
 
 if TYPE_CHECKING:
     import phe
@@ -198,6 +199,12 @@ class PublicKey:
         values = pool.encrypt_raw_batch(self._n, self._n2, ms, workers, obfuscation)
         make = Ciphertext._trusted
         return [make(self, c, True) for c in values]
+
+    def prepare_randomness(self, count: int, stop: threading.Event) -> None:
+        """Make up to ``count`` DJN obfuscators for later encryptions under this key, until
+        ``stop`` is set (blocking: run it in a thread while this process waits on something that
+        releases the GIL). Each is used by exactly one later encryption; see ``obfuscation.py``."""
+        prefill(self._n, self._n2, count, stop)
 
     def _check_raw(self, m: int) -> None:
         if not 0 <= m < self._n_int:

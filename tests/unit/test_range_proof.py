@@ -200,3 +200,40 @@ def test_nan_fails_the_same_way_with_or_without_a_proof(tmp_path):
     eng = engine(ds)
     with pytest.raises(Internal):
         eng.aggregate(plan_query(SQL, Catalog([ds])), ds)
+
+
+# -- 64-bit sums, proven exact after the scan ------------------------------------------------------
+
+def test_int64_sums_equal_128_bit_sums(tmp_path):
+    write(tmp_path / "t.parquet", *IN_RANGE)
+    ds = dataset(tmp_path / "t.parquet")
+    eng = engine(ds)
+    assert eng.int64_sums  # this DuckDB has sum_no_overflow
+    plan = plan_query(SQL, Catalog([ds]))
+    fast = SqlRenderer(ds, eng._view(ds), int64_sums=True)
+    assert "sum_no_overflow" in fast.render(plan) and {name for name, _ in fast.int64_bounds} == {"x", "n"}
+    wide = SqlRenderer(ds, eng._view(ds))
+    assert "sum_no_overflow" not in wide.render(plan)
+    assert stats(eng._execute(plan, ds, SqlRenderer(ds, eng._view(ds), int64_sums=True))) == \
+        stats(eng._execute(plan, ds, wide)) == stats(eng.aggregate(plan, ds))
+
+
+def test_a_group_too_large_for_64_bit_sums_is_summed_again_in_128_bits(tmp_path):
+    # Declared: at most one row of at most 2^62, so 64-bit sums are chosen; the file holds four.
+    big = Column("n", ColumnType.INTEGER, AGG, value_range=(Decimal(0), Decimal(2**62)))
+    ds = Dataset("t", str(tmp_path / "t.parquet"), "parquet", (COLS[0], big), frozenset({"r"}),
+                 min_group_size=1, max_rows=1)
+    papq.write_table(pa.table({"g": ["a"] * 4, "n": pa.array([2**62] * 4, pa.int64())}), tmp_path / "t.parquet")
+    eng = engine(ds)
+    plan = plan_query("SELECT g, SUM(n) FROM t GROUP BY g", Catalog([ds]))
+    r = SqlRenderer(ds, eng._view(ds), int64_sums=True)
+    assert "sum_no_overflow" in r.render(plan)
+    got = eng.aggregate(plan, ds)
+    assert got.groups[0].columns["n"].total == 2**64  # exact: the 64-bit sum would have wrapped
+    assert not int64_held(got, r)
+
+
+def int64_held(result, renderer) -> bool:
+    from veil_server.engine import int64_sums_held
+
+    return int64_sums_held(result, renderer.int64_bounds)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
@@ -159,6 +160,10 @@ class _KeyRandomness:
             (s,) = self.fresh(1)
             with self.stock_lock:
                 self.stock.append(s)
+            # Hand the GIL over between obfuscators: a thread waiting for it (the one about to
+            # start the scan this overlaps, or a gRPC handler) would otherwise wait out the
+            # interpreter's 5 ms switch interval at every step.
+            time.sleep(0)
 
     def fresh(self, count: int) -> list[mpz]:
         if count <= 0:

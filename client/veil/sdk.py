@@ -284,13 +284,14 @@ class Node:
         """Fetch the result of a SUCCEEDED query, check its receipt, decrypt it.
 
         Raises :class:`veil.IntegrityError` if the receipt does not prove this result's release."""
+        result_request = query_pb2.GetQueryResultRequest(name=_q(query))
         receipt_request = audit_pb2.GetReceiptRequest(name=_q(query))
         # The receipt is fetched while the result is fetched and decrypted (decryption is local);
         # nothing is returned, and no decryption error reported, before the receipt is checked.
+        fetching = self._start(self._queries.GetQueryResult, result_request)
         pending = self._start(self._audit.GetReceipt, receipt_request) if self._verify_receipts else None
         try:
-            res = self._call(self._queries.GetQueryResult, query_pb2.GetQueryResultRequest(name=_q(query)),
-                             retry=True)
+            res = self._finish(fetching, self._queries.GetQueryResult, result_request)
         except BaseException:
             if pending is not None:
                 pending.cancel()

@@ -25,7 +25,7 @@ import duckdb
 from .catalog import Column, ColumnType, Dataset
 from .errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
-from .range_proof import NO_PROOF, RangeProofs
+from .range_proof import NO_PROOF, RangeProofs, within_ranges
 
 
 log = logging.getLogger("veil.engine")
@@ -252,25 +252,6 @@ def int64_sums_held(result: AggregateResult, int64_bounds: list[tuple[str, int]]
         for name, bound in int64_bounds:
             st = g.columns.get(name)
             if st is not None and st.count * bound >= 2**63:
-                return False
-    return True
-
-
-def within_ranges(result: AggregateResult, dataset: Dataset, columns: frozenset[str]) -> bool:
-    """Whether every group's statistics of ``columns`` are possible for values inside their
-    declared ranges (a cheap check against wrong file statistics; not a proof on its own)."""
-    bounds = {}
-    for name in columns:
-        col = dataset.column(name)
-        assert col is not None
-        bounds[name] = SqlRenderer.bounds(col)
-    for g in result.groups:
-        for name, (low, high) in bounds.items():
-            st = g.columns.get(name)
-            if st is None:
-                continue
-            if not (st.count * low <= st.total <= st.count * high
-                    and 0 <= st.squares <= st.count * max(low * low, high * high)):
                 return False
     return True
 

@@ -37,9 +37,12 @@ import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from .catalog import Column, ColumnType, Dataset
+
+if TYPE_CHECKING:
+    from .engine import AggregateResult
 
 log = logging.getLogger("veil.engine")
 
@@ -97,6 +100,25 @@ def raw_bounds(col: Column) -> tuple[Fraction, Fraction] | None:
         return None
     unit = 1 if col.type is ColumnType.INTEGER else 10**col.scale  # INTEGER columns are not scaled
     return Fraction(low, unit), Fraction(high, unit)
+
+
+def within_ranges(result: "AggregateResult", dataset: Dataset, columns: frozenset[str]) -> bool:
+    """Whether every group's statistics of ``columns`` are possible for values inside their
+    declared ranges (a cheap check against wrong file statistics; not a proof on its own)."""
+    bounds = {}
+    for name in columns:
+        col = dataset.column(name)
+        assert col is not None
+        bounds[name] = fixed_bounds(col)
+    for g in result.groups:
+        for name, (low, high) in bounds.items():
+            st = g.columns.get(name)
+            if st is None:
+                continue
+            if not (st.count * low <= st.total <= st.count * high
+                    and 0 <= st.squares <= st.count * max(low * low, high * high)):
+                return False
+    return True
 
 
 def footer_ranges(path: str, columns: Iterable[Column]) -> dict[str, tuple[Fraction, Fraction] | None]:

@@ -1,7 +1,8 @@
 """End-to-end latency of grouped aggregates through Veil vs the same SQL in plain DuckDB.
 
-Both run in this process on the same Parquet file, side by side, on the same machine. Veil's
-figure is what an analyst waits for: submit over real gRPC (loopback), policy, execution,
+Both run in this process on the same Parquet file, side by side (samples alternate), on the same
+machine, with DuckDB's default settings on both sides (threads = the CPUs). Veil's figure is what
+an analyst waits for: submit over real gRPC (loopback), policy, execution,
 fixed-point encoding, packing, Paillier encryption under a 2048-bit key, storage, fetch and
 local decryption into a DataFrame. DuckDB's figure is the bare query returning Python rows.
 
@@ -70,14 +71,18 @@ def node_config(paths: dict[int, Path], state: Path):
     return parse_config(raw, base_dir=state)
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # warm-up: file cache, plan caches, the key's fixed-base table
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+def side_by_side(veil_fn, duck_fn, repeat: int) -> tuple[float, float]:
+    """Median seconds of each, sampled alternately (Veil, DuckDB, DuckDB, Veil, ...) so that a
+    change in the machine's load falls on both rather than on whichever ran second."""
+    veil_fn()  # warm-up: file cache, plan caches, the key's fixed-base table
+    duck_fn()
+    veil_s, duck_s = [], []
+    for i in range(repeat):
+        for fn, out in ((veil_fn, veil_s), (duck_fn, duck_s))[:: 1 if i % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(veil_s), statistics.median(duck_s)
 
 
 def cell_cost(cells: int = 960, phe_samples: int = 20) -> tuple[float, float]:
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             # Two decryption processes: the analyst side uses both cores, as the node does.
             with veil.connect(running.target, token=TOKEN, home=home, crypto_workers=2) as node:
                 con = duckdb.connect()
+                threads = (running.node.engine.duckdb._db.execute("SELECT current_setting('threads')").fetchone()[0],
+                           con.execute("SELECT current_setting('threads')").fetchone()[0])
                 for n in sizes:
                     for name, (vsql, dsql) in QUERIES.items():
                         v = vsql.format(d=f"p{n}")
@@ -118,12 +125,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         first = node.query(v, purpose="research")
                         aggregates = int(name.split(" x ")[1])
                         cells = int((~first["suppressed"]).sum()) * aggregates
-                        t_veil = timed(lambda: node.query(v, purpose="research"), args.repeat)
-                        t_duck = timed(lambda: con.execute(d).fetchall(), args.repeat)
+                        t_veil, t_duck = side_by_side(lambda: node.query(v, purpose="research"),
+                                                      lambda: con.execute(d).fetchall(), args.repeat)
                         rows_out.append({"rows": n, "query": name, "veil_s": t_veil, "duckdb_s": t_duck,
                                          "ratio": t_veil / t_duck, "cells": cells})
     per_cell, phe_cell = cell_cost()
     print("\nGrouped aggregate, end to end: Veil (gRPC + encrypted result) vs plain DuckDB, same Parquet file")
+    print(f"(DuckDB threads: {threads[0]} in the node, {threads[1]} plain; samples alternate; medians of {args.repeat})")
     print(f"{'rows':>12} {'query':>16} {'cells':>6} {'Veil ms':>10} {'DuckDB ms':>10} {'Veil/DuckDB':>12}")
     for r in rows_out:
         print(f"{r['rows']:>12,} {r['query']:>16} {r['cells']:>6} {r['veil_s'] * 1e3:>10.1f} "

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pandas as pd
 
-from .crypto import Ciphertext, PackingLayout, PrivateKey, decrypt_packed
+from .crypto import Ciphertext, ColumnPacking, EncodingOverflow, PackingLayout, PrivateKey, decrypt_packed
 from .errors import IntegrityError
 from .v1 import query_pb2
 
@@ -42,16 +42,39 @@ def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, wor
         raise IntegrityError("the number of cells does not match the released rows", reason="SHAPE_MISMATCH")
     if cells.cell_count == 0:
         return []
-    if not 0 < cells.slot_bits * cells.slots_per_ciphertext < pk.bits - 2:
-        raise IntegrityError("the packing layout does not fit the key", reason="SHAPE_MISMATCH")
-    low = int(cells.slot_offset)
-    layout = PackingLayout(slot_bits=cells.slot_bits, slots=cells.slots_per_ciphertext, low=low,
-                           high=low + (1 << cells.slot_bits) - 1, terms=1, key_bits=pk.bits)
-    expected = -(-cells.cell_count // cells.slots_per_ciphertext)
-    if len(cells.ciphertexts) != expected:
+    layout = _layout(cells, aggregates, pk.bits)
+    if len(cells.ciphertexts) != layout.ciphertexts_for(cells.cell_count):
         raise IntegrityError("the number of ciphertexts does not match the cells", reason="SHAPE_MISMATCH")
     cts = [Ciphertext.from_bytes(pk, b) for b in cells.ciphertexts]
     return decrypt_packed(private_key, cts, layout, cells.cell_count, workers=workers, executor=executor)
+
+
+def _layout(cells: query_pb2.EncryptedCells, aggregates: int, key_bits: int) -> PackingLayout | ColumnPacking:
+    """The packing the node declares, rebuilt and checked against the key and the columns."""
+    try:
+        if cells.column_slot_bits:
+            if len(cells.column_slot_bits) != aggregates or len(cells.column_slot_offsets) != aggregates \
+                    or cells.slot_bits or cells.slots_per_ciphertext:
+                raise ValueError("per-column packing does not match the aggregate columns")
+            lows = tuple(_offset(o) for o in cells.column_slot_offsets)
+            widths = tuple(cells.column_slot_bits)
+            if not all(1 <= w <= cells.plaintext_bits <= key_bits for w in widths):
+                raise ValueError("slot widths do not fit the key")
+            highs = tuple(low + (1 << w) - 1 for low, w in zip(lows, widths))
+            return ColumnPacking(lows, highs, widths, cells.plaintext_bits, key_bits)
+        if not 0 < cells.slot_bits * cells.slots_per_ciphertext < key_bits - 2:
+            raise ValueError("the packing layout does not fit the key")
+        low = _offset(cells.slot_offset)
+        return PackingLayout(slot_bits=cells.slot_bits, slots=cells.slots_per_ciphertext, low=low,
+                             high=low + (1 << cells.slot_bits) - 1, terms=1, key_bits=key_bits)
+    except (ValueError, EncodingOverflow):
+        raise IntegrityError("the packing layout does not fit the key", reason="SHAPE_MISMATCH") from None
+
+
+def _offset(text: str) -> int:
+    if not 0 < len(text) <= 4000:  # a slot offset is a few dozen digits; refuse giant strings
+        raise ValueError("slot offset")
+    return int(text)
 
 
 def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1,
@@ -111,5 +134,6 @@ def _key(text: str, numeric: bool):
 def _cell(value: int, scale: int, exact: bool):
     if scale == 0:
         return value
-    d = Decimal(value).scaleb(-scale)
-    return d if exact else float(d)
+    if exact:
+        return Decimal(value).scaleb(-scale)
+    return value / 10**scale  # int / int is correctly rounded, as float(Decimal) is

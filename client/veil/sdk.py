@@ -212,6 +212,23 @@ class Node:
                 raise from_rpc_error(e) from None
         raise Unavailable("unreachable")  # pragma: no cover
 
+    def _start(self, method, request):
+        """A unary call started without waiting (read it with ``_finish``); None if it could not start."""
+        try:
+            return method.future(request, metadata=self._metadata(), timeout=self._timeout)
+        except grpc.RpcError:
+            return None
+
+    def _finish(self, future, method, request):
+        """The answer of a call from ``_start``; a transient failure is retried as ``_call`` does."""
+        if future is not None:
+            try:
+                return future.result()
+            except grpc.RpcError as e:
+                if e.code() not in _RETRYABLE:
+                    raise from_rpc_error(e) from None
+        return self._call(method, request, retry=True)
+
     # -- catalog --------------------------------------------------------------------------
 
     def datasets(self) -> list[DatasetInfo]:
@@ -272,19 +289,35 @@ class Node:
         """Fetch the result of a SUCCEEDED query, check its receipt, decrypt it.
 
         Raises :class:`veil.IntegrityError` if the receipt does not prove this result's release."""
-        res = self._call(self._queries.GetQueryResult, query_pb2.GetQueryResultRequest(name=_q(query)),
-                         retry=True)
+        result_request = query_pb2.GetQueryResultRequest(name=_q(query))
+        receipt_request = audit_pb2.GetReceiptRequest(name=_q(query))
+        # The receipt is fetched while the result is fetched and decrypted (decryption is local);
+        # nothing is returned, and no decryption error reported, before the receipt is checked.
+        fetching = self._start(self._queries.GetQueryResult, result_request)
+        pending = self._start(self._audit.GetReceipt, receipt_request) if self._verify_receipts else None
+        try:
+            res = self._finish(fetching, self._queries.GetQueryResult, result_request)
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+            raise
+        try:
+            frame, failure = to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers,
+                                      executor=self._crypto_executor), None
+        except Exception as e:  # reported after the receipt check, as if decrypted after it
+            frame, failure = None, e
         if self._verify_receipts:
             info = _info or self.get(query)
             try:
-                receipt = self.receipt(query, verify=False)
+                receipt = receipt_from_proto(self._finish(pending, self._audit.GetReceipt, receipt_request))
             except VeilError as e:
                 if e.reason != "RECEIPT_MISSING":
                     raise
                 raise IntegrityError("the node released this result without logging it", reason=e.reason) from None
             check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql)
-        return to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers,
-                        executor=self._crypto_executor)
+        if failure is not None:
+            raise failure
+        return frame
 
     # -- receipts and the node key --------------------------------------------------------
 

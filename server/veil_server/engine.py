@@ -5,7 +5,9 @@ catalog, every analyst-supplied literal a bound parameter), so no analyst text r
 It returns, per group, the row count and for each aggregated column the count of non-null
 values, their sum and sum of squares, all as exact integers in the column's fixed-point scale
 after clamping each value to the declared range (contribution bounding). Every released
-aggregate is derived from these in :mod:`veil_server.release`.
+aggregate is derived from these in :mod:`veil_server.release`. Where a Parquet file's footer
+proves a column already inside its range, the clamp is a no-op and is left out of the SQL for
+that column (:mod:`veil_server.range_proof`); the integers are the same.
 
 Rows whose group key is NULL or outside the declared public domain fall in no group.
 """
@@ -23,6 +25,7 @@ import duckdb
 from .catalog import Column, ColumnType, Dataset
 from .errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
+from .range_proof import NO_PROOF, RangeProofs, within_ranges
 
 
 log = logging.getLogger("veil.engine")
@@ -96,21 +99,42 @@ class SqlRenderer:
 
     placeholder = "?"
 
-    def __init__(self, dataset: Dataset, relation: str) -> None:
+    def __init__(self, dataset: Dataset, relation: str, *, unclamped: frozenset[str] = frozenset(),
+                 int64_sums: bool = False) -> None:
+        """``unclamped``: columns proven inside their declared range (the clamp would be a no-op).
+        ``int64_sums``: DuckDB only, see ``total``."""
         self.dataset = dataset
         self.relation = relation
         self.params: list[Any] = []
+        self.unclamped = unclamped
+        self.int64_sums = int64_sums
+        # (column, largest |term|) of every sum accumulated in 64 bits: exact only if the
+        # group's count times that bound stays below 2^63, which the engine checks afterwards.
+        self.int64_bounds: list[tuple[str, int]] = []
 
     def ident(self, name: str) -> str:
         return quote_ident(name)
 
+    def total(self, v: str, col: Column, bound: int) -> str:
+        """Exact sum of ``v`` (terms of magnitude at most ``bound``). DuckDB sums BIGINT into a
+        128-bit accumulator; its own ``sum_no_overflow`` accumulates 64 bits, which DuckDB's
+        optimizer picks when statistics prove no overflow. Here the proof comes after the scan:
+        a group of c values of magnitude <= bound has every partial sum within c * bound, so
+        when c * bound < 2^63 for every group no partial sum overflowed (``int64_sums_held``).
+        Used only when the declared row bound allows it, so the check is expected to pass."""
+        if self.int64_sums and self.dataset.max_rows * bound < 2**63:
+            self.int64_bounds.append((col.name, bound))
+            return f"sum_no_overflow({v})"
+        return f"SUM({v})"
+
     def sum_of_squares(self, v: str, col: Column) -> str:
-        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range). DuckDB sums
-        BIGINT into a 128-bit accumulator, so only the product needs care: when the declared
-        range keeps every square below 2^63, 64-bit products are exact and much cheaper."""
+        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range). Only the
+        product needs care: when the declared range keeps every square below 2^63, 64-bit
+        products are exact and much cheaper."""
         low, high = self.bounds(col)
-        if max(abs(low), abs(high)) ** 2 < 2**63:
-            return f"SUM({v} * {v})"
+        bound = max(abs(low), abs(high))
+        if bound**2 < 2**63:
+            return self.total(f"{v} * {v}", col, bound**2)
         return f"SUM(CAST({v} AS HUGEINT) * {v})"
 
     def fixed(self, col: Column) -> str:
@@ -178,8 +202,8 @@ class SqlRenderer:
             col = self.dataset.column(name)
             assert col is not None
             inner.append(f"{self.fixed(col)} AS f{j}")
-            middle.append(f"{self.clamp(f'f{j}', col)} AS v{j}")
-            outer += [f"COUNT(v{j})", f"SUM(v{j})"]
+            middle.append(f"f{j} AS v{j}" if col.name in self.unclamped else f"{self.clamp(f'f{j}', col)} AS v{j}")
+            outer += [f"COUNT(v{j})", self.total(f"v{j}", col, max(abs(b) for b in self.bounds(col)))]
             outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
         select_inner = ", ".join(inner) if inner else "1 AS one"
@@ -221,6 +245,17 @@ def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> Aggrega
     return AggregateResult(groups, matched)
 
 
+def int64_sums_held(result: AggregateResult, int64_bounds: list[tuple[str, int]]) -> bool:
+    """Whether every sum accumulated in 64 bits is exact: in each group, the column's count of
+    values times the largest magnitude of a term stays below 2^63 (see ``SqlRenderer.total``)."""
+    for g in result.groups:
+        for name, bound in int64_bounds:
+            st = g.columns.get(name)
+            if st is not None and st.count * bound >= 2**63:
+                return False
+    return True
+
+
 class DuckDBEngine:
     """Embedded DuckDB over the owner's CSV and Parquet files (one view per dataset)."""
 
@@ -231,6 +266,12 @@ class DuckDBEngine:
         self._local = threading.local()
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.range_proofs = RangeProofs()
+        try:  # DuckDB's own 64-bit sum (see SqlRenderer.total); plain SUM without it
+            self._db.execute("SELECT sum_no_overflow(CAST(1 AS BIGINT))").fetchall()
+            self.int64_sums = True
+        except duckdb.Error:
+            self.int64_sums = False
         for ds in datasets:
             self._register(ds)
 
@@ -252,7 +293,34 @@ class DuckDBEngine:
         return cur
 
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
-        r = SqlRenderer(dataset, self._view(dataset))
+        cols = [c for c in (dataset.column(n) for n in aggregated_columns(plan)) if c is not None]
+        proof = self.range_proofs.prove(dataset, cols) if cols else NO_PROOF
+        if proof:
+            try:
+                result = self._run(plan, dataset, proof.columns)
+            except Internal:  # e.g. an overflow that clamped values could not cause: decide below
+                result = None
+            # The proof is for the file version it was made on: the file must not have moved
+            # during the scan, and the sums must be what in-range values can give.
+            if result is not None and self.range_proofs.unchanged(proof) and \
+                    within_ranges(result, dataset, proof.columns):
+                return result
+            log.warning("range proof for dataset %s did not hold; computing again with clamping", dataset.name)
+        return self._run(plan, dataset, frozenset())
+
+    def _run(self, plan: QueryPlan, dataset: Dataset, unclamped: frozenset[str]) -> AggregateResult:
+        if self.int64_sums:
+            r = SqlRenderer(dataset, self._view(dataset), unclamped=unclamped, int64_sums=True)
+            try:
+                result = self._execute(plan, dataset, r)
+            except Internal:  # DuckDB may report an overflow the check below would have caught
+                result = None
+            if result is not None and int64_sums_held(result, r.int64_bounds):
+                return result
+            log.info("a group of dataset %s is too large for 64-bit sums; summing in 128 bits", dataset.name)
+        return self._execute(plan, dataset, SqlRenderer(dataset, self._view(dataset), unclamped=unclamped))
+
+    def _execute(self, plan: QueryPlan, dataset: Dataset, r: SqlRenderer) -> AggregateResult:
         sql = r.render(plan)
         try:
             rows = self._cursor().execute(sql, r.params).fetchall()

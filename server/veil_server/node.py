@@ -45,7 +45,7 @@ from .lifecycle import QueryState
 from .plan import QueryPlan
 from .planner import plan_query
 from .policy import Decision, evaluate
-from .release import build_result, result_digest
+from .release import Randomness, build_result, result_digest
 from .replicas import BEAT_S, Replicas
 from .statedb import open_database
 from .store import NewQuery, QueryRecord, StateStore, now_us
@@ -444,7 +444,11 @@ class Node:
             plan = QueryPlan.from_json(rec.plan_json)
             ds = self.dataset(plan.dataset)
             key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
-            stats = self.engine.aggregate(plan, ds)
+            randomness = Randomness(plan, ds, key)  # the ciphertexts' randomness, made during the scan
+            try:
+                stats = self.engine.aggregate(plan, ds)
+            finally:
+                randomness.stop()
             specs = encrypted_input.validate(
                 list(query_pb2.SubmitQueryRequest.FromString(rec.inputs).weighted_sums), plan, ds, key)
             weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]

@@ -9,26 +9,26 @@
 3. Every released cell is an exact fixed-point integer with an explicit per-column scale. Cell
    bounds, and so the packing layout, come from the declared ranges and row bound only, never
    from the data, so the shape of the ciphertexts leaks nothing about the values.
-4. Cells are packed several to a Paillier plaintext, encrypted and obfuscated under the
-   analyst's key. The plaintext cells exist only in this process's memory, never on disk.
+4. Cells are packed several to a Paillier plaintext, each aggregate column with slots as wide
+   as its own declared bounds need, encrypted and obfuscated under the analyst's key. The plaintext cells exist only in this process's memory, never on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 from decimal import Decimal
-from fractions import Fraction
 from math import isqrt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from veil.crypto import EncodingOverflow, PackingLayout, PublicKey, encrypt_packed
+from veil.crypto import ColumnPacking, EncodingOverflow, PublicKey, encrypt_packed
 from veil.v1 import query_pb2
 
 from .catalog import Column, Dataset
-from .domain import group_domain
+from .domain import expected_groups, group_domain
 from .encrypted_input import WeightedSpec, cells_for_groups
 from .engine import AggregateResult, ColumnStats
 from .errors import Internal
@@ -84,9 +84,12 @@ def _fx(value: Decimal, scale: int) -> int:
     return int((value * (Decimal(10) ** scale)).to_integral_value())
 
 
-def _round(x: Fraction) -> int:
-    """Round half to even, exactly."""
-    return round(x)
+def _round(num: int, den: int) -> int:
+    """num / den rounded half to even, exactly (den > 0); integer arithmetic, no Fraction."""
+    q, r = divmod(num, den)  # floor division: 0 <= r < den
+    if 2 * r > den or (2 * r == den and q % 2):
+        q += 1
+    return q
 
 
 def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | None, spec: CellSpec) -> int:
@@ -96,17 +99,45 @@ def cell_value(agg: Aggregate, rows: int, st: ColumnStats | None, col: Column | 
     if agg.function is AggFunc.SUM:
         return st.total
     if agg.function is AggFunc.AVG:
-        return _round(Fraction(st.total * 10 ** (spec.scale - col.scale), st.count))
-    # Sample variance in the column's squared fixed-point units, exactly.
-    var = Fraction(st.count * st.squares - st.total * st.total, st.count * (st.count - 1))
+        return _round(st.total * 10 ** (spec.scale - col.scale), st.count)
+    # Sample variance in the column's squared fixed-point units, exactly: num / den.
+    num = st.count * st.squares - st.total * st.total
+    den = st.count * (st.count - 1)
     if agg.function is AggFunc.VAR_SAMP:
-        return _round(var * 10 ** (spec.scale - 2 * col.scale))
-    x = var * 10 ** (2 * spec.scale - 2 * col.scale)  # STDDEV: round(sqrt(x)), exactly
-    floor_x = x.numerator // x.denominator
-    r = isqrt(floor_x)
-    if 4 * r * r + 4 * r + 1 <= 4 * x:
+        return _round(num * 10 ** (spec.scale - 2 * col.scale), den)
+    num *= 10 ** (2 * spec.scale - 2 * col.scale)  # STDDEV: round(sqrt(num / den)), exactly
+    r = isqrt(num // den)
+    if (4 * r * r + 4 * r + 1) * den <= 4 * num:  # sqrt(x) >= r + 1/2
         r += 1
     return r
+
+
+# Obfuscators made during the scan at most (~0.5 ms each once the key's table exists).
+PREPARED_CIPHERTEXTS_MAX = 64
+
+
+class Randomness:
+    """The randomness of a result's ciphertexts, made in a background thread while the engine
+    scans: the scan releases the GIL, so on a free core encryption's cost is hidden. It makes at
+    most what the whole declared group domain would need; what a result does not use stays in
+    the key's stock for its next query (each obfuscator is still used exactly once)."""
+
+    def __init__(self, plan: QueryPlan, dataset: Dataset, public_key: PublicKey) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not plan.aggregates:
+            return
+        specs = [cell_spec(a, dataset) for a in plan.aggregates]
+        cells = expected_groups(plan, dataset) * len(specs)
+        count = min(PREPARED_CIPHERTEXTS_MAX,
+                    ColumnPacking.for_ranges(public_key, [(s.low, s.high) for s in specs]).ciphertexts_for(cells))
+        self._thread = threading.Thread(target=public_key.prepare_randomness, args=(count, self._stop),
+                                        name="veil-randomness", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop making more (the one in progress finishes); encryption takes what is ready."""
+        self._stop.set()
 
 
 def build_result(
@@ -174,17 +205,19 @@ def build_result(
             a = plan.aggregates[o.index]
             cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], specs[o.index]))
 
-    low = min((s.low for s in specs), default=0)
-    high = max((s.high for s in specs), default=1)
-    layout = PackingLayout.for_range(public_key, low, high, terms=1)
+    # Each aggregate column gets slots as wide as its own declared bounds need (a count is
+    # narrower than a sum), so fewer ciphertexts carry the same cells.
+    packing = ColumnPacking.for_ranges(public_key, [(specs[o.index].low, specs[o.index].high)
+                                                    for o in agg_outputs]) if agg_outputs else None
     try:
-        ciphertexts = encrypt_packed(public_key, cells, layout) if cells else []
+        ciphertexts = encrypt_packed(public_key, cells, packing) if cells and packing else []
     except EncodingOverflow:
         # Cannot happen with clamped inputs; refusing is the safe answer if it ever does.
         raise Internal("a result cell fell outside its declared bound", reason="RESULT_OUT_OF_RANGE") from None
-    result.cells.slot_bits = layout.slot_bits
-    result.cells.slots_per_ciphertext = layout.slots
-    result.cells.slot_offset = str(layout.low)
+    if packing is not None:
+        result.cells.column_slot_bits.extend(packing.widths)
+        result.cells.column_slot_offsets.extend(str(low) for low in packing.lows)
+        result.cells.plaintext_bits = packing.capacity
     result.cells.cell_count = len(cells)
     result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
     per_column = [cells_for_groups(spec, released_keys, st, public_key, k) for spec, st in weighted]

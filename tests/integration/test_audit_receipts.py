@@ -80,6 +80,27 @@ def test_a_result_its_receipt_does_not_name_is_refused(alice, demo_node, release
     assert e.value.reason == "RECEIPT_MISSING"
 
 
+def test_the_receipt_speaks_before_a_decryption_failure(alice, demo_node, released, monkeypatch):
+    """The SDK decrypts while the receipt is in flight, but reports in the old order: a result
+    the receipt does not prove is refused for that, whatever decryption made of it."""
+    from veil_server.node import decode_result
+
+    node = demo_node.running.node
+    genuine = node.result
+
+    def corrupted(principal, query_id):
+        r = decode_result(genuine(principal, query_id))
+        r.cells.ciphertexts[0] = bytes(len(r.cells.ciphertexts[0]))  # not a ciphertext; digest left as was
+        return r.SerializeToString(deterministic=True)
+
+    monkeypatch.setattr(node, "result", corrupted)
+    with pytest.raises(veil.IntegrityError) as e:
+        alice.result(released.name)
+    assert e.value.reason == "RECEIPT_MISMATCH"  # not DIGEST_MISMATCH from decryption
+    monkeypatch.setattr(node, "result", genuine)
+    assert not alice.result(released.name).empty
+
+
 def _digest(demo_node, qid: str) -> str:
     from veil_server.node import decode_result
 

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil.crypto import (
+    ColumnPacking,
     EncodingOverflow,
     PackingLayout,
     PrivateKey,
@@ -133,3 +134,72 @@ def test_layout_from_wire_fields_is_validated(keys: tuple[PublicKey, PrivateKey]
         PackingLayout(slot_bits=64, slots=40, low=0, high=1, terms=1, key_bits=pk.bits)
     ok = PackingLayout(slot_bits=8, slots=200, low=-3, high=252, terms=1, key_bits=pk.bits)
     assert ok.unpack(ok.pack([-3, 252, 0]), 3) == [-3, 252, 0]
+
+
+# -- per-column packing (single-party results) --------------------------------------------------
+
+RANGES = [(0, 10**8), (0, 5 * 10**15), (-5 * 10**12, 5 * 10**12), (0, 6 * 10**11 + 1)]
+
+
+@FAST
+@given(st.data())
+def test_column_packing_round_trip(keys: tuple[PublicKey, PrivateKey], data: st.DataObject) -> None:
+    pk, sk = keys
+    packing = ColumnPacking.for_ranges(pk, RANGES)
+    rows = data.draw(st.integers(0, 60))
+    cells = [data.draw(st.integers(*RANGES[i % len(RANGES)])) for i in range(rows * len(RANGES))]
+    plaintexts = packing.pack(cells)
+    assert len(plaintexts) == packing.ciphertexts_for(len(cells)) == len(packing.chunks(len(cells)))
+    assert all(0 <= p < 1 << packing.capacity for p in plaintexts)
+    assert packing.unpack(plaintexts, len(cells)) == cells
+    if cells:
+        assert decrypt_packed(sk, encrypt_packed(pk, cells, packing), packing, len(cells)) == cells
+
+
+def test_column_packing_is_narrower_than_uniform_and_fills_greedily(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, _ = keys
+    packing = ColumnPacking.for_ranges(pk, RANGES)
+    assert packing.widths == (27, 53, 44, 40) and packing.capacity == pk.bits - HEADROOM_BITS
+    uniform = PackingLayout.for_range(pk, min(lo for lo, _ in RANGES), max(hi for _, hi in RANGES))
+    cells = 160 * len(RANGES)
+    assert packing.ciphertexts_for(cells) < uniform.ciphertexts_for(cells)
+    sizes = packing.chunks(cells)
+    widths = [packing.widths[i % 4] for i in range(cells)]
+    start = 0
+    for n in sizes:  # every plaintext holds as many cells as fit, and no more
+        assert sum(widths[start:start + n]) <= packing.capacity
+        if start + n < cells:
+            assert sum(widths[start:start + n + 1]) > packing.capacity
+        start += n
+    assert start == cells
+
+
+def test_column_packing_checks_each_column_against_its_own_range(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, _ = keys
+    packing = ColumnPacking.for_ranges(pk, [(0, 100), (0, 10**9)])
+    packing.pack([100, 10**9])
+    with pytest.raises(EncodingOverflow):
+        packing.pack([101, 0])  # inside the second column's range, not its own
+    with pytest.raises(EncodingOverflow):
+        packing.pack([0, -1])
+
+
+def test_column_packing_refuses_what_it_did_not_produce(keys: tuple[PublicKey, PrivateKey]) -> None:
+    pk, _ = keys
+    packing = ColumnPacking.for_ranges(pk, [(0, 100), (-5, 5)])
+    (p,) = packing.pack([7, -5])
+    assert packing.unpack([p], 2) == [7, -5]
+    with pytest.raises(EncodingOverflow):
+        packing.unpack([p | 1 << 20], 2)  # bits beyond the last slot
+    with pytest.raises(EncodingOverflow):
+        packing.unpack([1 << packing.capacity], 2)
+    with pytest.raises(EncodingOverflow):
+        packing.unpack([p], 2, terms=2)  # plaintexts of several parties would carry between slots
+    with pytest.raises(ValueError):
+        packing.unpack([p], 2000)  # needs more plaintexts than given
+    with pytest.raises(EncodingOverflow):
+        ColumnPacking((0,), (255,), (7,), 100, pk.bits)  # 255 needs 8 bits
+    with pytest.raises(EncodingOverflow):
+        ColumnPacking((0,), (1,), (1,), pk.bits, pk.bits)  # no headroom left
+    with pytest.raises(ValueError):
+        ColumnPacking((0, 0), (1,), (1,), 100, pk.bits)

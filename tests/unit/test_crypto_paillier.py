@@ -130,6 +130,40 @@ def test_obfuscators_are_nth_residues(keys: tuple[PublicKey, PrivateKey]) -> Non
             assert sk.decrypt_raw(Ciphertext(pk, int(s))) == 0
 
 
+def test_prepared_obfuscators_are_each_used_once() -> None:
+    import threading
+
+    from veil.crypto import obfuscation
+
+    pk, sk = generate_keypair(1024, insecure_test_key=True)  # a key of its own: a fresh stock
+    n, n2 = gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare)
+    stop = threading.Event()
+    pk.prepare_randomness(12, stop)
+    state = obfuscation._CACHE.state(n, n2)
+    stock = list(state.stock)
+    assert len(stock) == 12 and len(set(stock)) == 12
+    first = obfuscators(n, n2, 5)
+    assert first == stock[-5:] and len(state.stock) == 7  # taken from the stock, and gone from it
+    taken: list[list] = []
+    threads = [threading.Thread(target=lambda: taken.append(obfuscators(n, n2, 3))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handed = first + [s for batch in taken for s in batch]
+    assert len(handed) == 17 and len(set(handed)) == 17 and not state.stock  # 12 prepared + 5 fresh, none twice
+    assert all(sk.decrypt_raw(Ciphertext(pk, int(s))) == 0 for s in handed)  # encryptions of 0
+    c = pk.encrypt(41)  # encryption after the stock ran dry still works
+    assert sk.decrypt(c) == 41
+    stop.set()
+    pk.prepare_randomness(50, stop)  # a stopped prefill makes nothing
+    assert not state.stock
+    go = threading.Event()
+    pk.prepare_randomness(obfuscation.STOCK_MAX + 5, go)
+    assert len(state.stock) == obfuscation.STOCK_MAX  # bounded
+    obfuscation.clear_table_cache()
+
+
 @settings(max_examples=30, deadline=None)
 @given(e=st.integers(0, 2**1024 - 1))
 def test_fixed_base_table_matches_powmod(e: int) -> None:
@@ -197,6 +231,31 @@ def test_batches_through_process_pool(keys: tuple[PublicKey, PrivateKey]) -> Non
     assert len({c.value for c in cts}) == len(ms)
     assert sk.decrypt_many(cts, workers=2) == ms
     assert sk.decrypt_many(cts[:10], workers=1) == ms[:10]
+
+
+def test_pool_decrypts_by_crt_half_for_any_count_and_unbalanced_factors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets as _secrets
+
+    import gmpy2 as _gmpy2
+
+    from veil.crypto import pool
+
+    def prime(bits: int) -> int:
+        return int(_gmpy2.next_prime(_secrets.randbits(bits) | 1 << (bits - 1) | 1 << (bits - 2)))
+
+    # An imported key need not split evenly: 1000 and 1048 bits.
+    p, q = prime(1000), prime(1048)
+    pk = PublicKey(p * q)
+    sk = PrivateKey(pk, p, q)
+    jobs: list[int] = []
+    run = pool.run_chunks
+    monkeypatch.setattr(pool, "run_chunks", lambda fn, chunks, w, executor=None: (
+        jobs.append(sum(len(c[2]) for c in chunks) // pk.ciphertext_size), run(fn, chunks, w, executor))[1])
+    for count in (1, 2, 3, 5):  # odd counts: one worker takes a p half and a q half of one ciphertext
+        ms = [pk.max_int - i for i in range(count)] if count % 2 else [-i for i in range(count)]
+        cts = pk.encrypt_many(ms, workers=1)
+        assert sk.decrypt_many(cts, workers=2) == sk.decrypt_many(cts, workers=1) == ms
+    assert jobs == [4, 6, 10]  # two half-jobs per ciphertext; a single ciphertext stays in-process
 
 
 def test_key_sizes() -> None:

@@ -76,6 +76,21 @@ def test_min_bits_is_the_explicit_insecure_switch() -> None:
     assert PublicKey.from_bytes(pk.to_bytes(), min_bits=1024) == pk
 
 
+def test_remembered_moduli_still_meet_every_rule() -> None:
+    from veil.crypto.paillier import _check_structure
+
+    pk, _ = generate_keypair(1024, insecure_test_key=True)
+    assert PublicKey.from_bytes(pk.to_bytes(), min_bits=1024) == pk  # passes, and is remembered
+    hits = _check_structure.cache_info().hits
+    assert PublicKey.from_bytes(pk.to_bytes(), min_bits=1024) == pk
+    assert _check_structure.cache_info().hits == hits + 1  # the primality test did not run again
+    with pytest.raises(InvalidKey, match="shorter"):  # the length rule is checked every time
+        PublicKey.from_bytes(pk.to_bytes())
+    prime = _prime(2048)
+    for _ in range(2):  # a refusal is never remembered as a pass
+        _assert_rejected(prime, "composite")
+
+
 def test_valid_key_accepted(keys: tuple[PublicKey, PrivateKey]) -> None:
     pk, _ = keys
     assert PublicKey.from_bytes(pk.to_bytes()).n == pk.n

@@ -121,3 +121,103 @@ def test_suppression_threshold(tmp_path, k):
     assert flags == {"a": 3 < k, "b": 2 < k, "c": True}
     assert counters["cells"] == 2 * sum(not s for s in flags.values())
     assert result.cells.cell_count == counters["cells"]
+
+
+def test_per_column_packing_round_trip_and_tampering(tmp_path):
+    from veil.crypto import PackingLayout, encrypt_packed, generate_keypair
+    from veil.errors import IntegrityError
+    from veil.results import decrypt_cells, result_digest
+    from veil_server.release import build_result
+
+    rows = [("a", 1.25, 1), ("a", -3.5, 2), ("b", 40.0, 100), ("b", None, 7), ("c", 0.0, 0), ("c", 2.0, 3)]
+    ds = dataset(tmp_path, rows, k=2)
+    plan = plan_query("SELECT g, COUNT(*), SUM(x), AVG(x), STDDEV(n) FROM t GROUP BY g", Catalog([ds]))
+    pk, sk = generate_keypair(bits=1024, insecure_test_key=True)
+    result, _ = build_result("queries/x", plan, ds, DuckDBEngine([ds]).aggregate(plan, ds), pk)
+    specs = [cell_spec(a, ds) for a in plan.aggregates]
+    assert list(result.cells.column_slot_bits) == [(s.high - s.low).bit_length() for s in specs]
+    assert result.cells.slot_bits == 0 and result.cells.plaintext_bits == pk.bits - 3
+    cells = decrypt_cells(result, sk)
+    assert cells[:3] == [2, -225, round(Fraction(-225, 2) * 10**(specs[2].scale - 2))]
+
+    def tampered(change) -> None:
+        bad = type(result)()
+        bad.CopyFrom(result)
+        change(bad.cells)
+        bad.result_digest = result_digest(bad)  # a node that lies consistently
+        with pytest.raises(IntegrityError) as e:
+            decrypt_cells(bad, sk)
+        assert e.value.reason == "SHAPE_MISMATCH"
+
+    tampered(lambda c: c.column_slot_bits.__setitem__(1, 10**9))
+    tampered(lambda c: c.column_slot_bits.append(8))
+    tampered(lambda c: c.column_slot_offsets.__setitem__(0, "1" * 5000))
+    tampered(lambda c: setattr(c, "plaintext_bits", pk.bits))
+    tampered(lambda c: c.ciphertexts.append(c.ciphertexts[0]))
+    tampered(lambda c: setattr(c, "slot_bits", 8))
+
+    # The uniform layout (federated results) still decodes.
+    uniform = type(result)()
+    uniform.CopyFrom(result)
+    layout = PackingLayout.for_range(pk, min(s.low for s in specs), max(s.high for s in specs))
+    del uniform.cells.column_slot_bits[:], uniform.cells.column_slot_offsets[:], uniform.cells.ciphertexts[:]
+    uniform.cells.plaintext_bits = 0
+    uniform.cells.slot_bits, uniform.cells.slots_per_ciphertext = layout.slot_bits, layout.slots
+    uniform.cells.slot_offset = str(layout.low)
+    uniform.cells.ciphertexts.extend(c.to_bytes() for c in encrypt_packed(pk, cells, layout))
+    uniform.result_digest = result_digest(uniform)
+    assert decrypt_cells(uniform, sk) == cells
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-10**30, 10**30), st.integers(1, 10**12), st.integers(2, 10**9), st.integers(-10**15, 10**15),
+       st.integers(0, 10**20))
+def test_integer_rounding_matches_rationals(num, den, count, total, extra):
+    """The release's integer arithmetic gives what exact rationals give (ties included)."""
+    from math import isqrt
+
+    from veil_server.release import _round
+
+    assert _round(num, den) == round(Fraction(num, den))  # half to even, like Python's round
+    assert _round(2 * num + 1, 2) == round(Fraction(2 * num + 1, 2))  # exact ties
+    squares = -(-total * total // count) + extra  # count * squares >= total^2, as real data gives
+    stats = ColumnStats(count, total, squares)
+    ds = Dataset("t", "-", "csv", COLS, frozenset({"r"}), max_rows=10**9)
+    col = COLS[1]
+    var = Fraction(count * squares - total * total, count * (count - 1))
+    for fn in (AggFunc.AVG, AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP):
+        agg = Aggregate(fn, "x", "o")
+        spec = cell_spec(agg, ds)
+        got = cell_value(agg, count, stats, col, spec)
+        if fn is AggFunc.AVG:
+            want = round(Fraction(total, count) * 10 ** (spec.scale - col.scale))
+        elif fn is AggFunc.VAR_SAMP:
+            want = round(var * 10 ** (spec.scale - 2 * col.scale))
+        else:  # round half up of the exact square root
+            x = var * 10 ** (2 * spec.scale - 2 * col.scale)
+            want = isqrt(x.numerator // x.denominator)
+            want += (want + Fraction(1, 2)) ** 2 <= x
+        assert got == want, fn
+
+
+def test_randomness_made_during_the_scan_is_what_the_result_uses(tmp_path):
+    from veil.crypto import generate_keypair, obfuscation
+    from veil.results import decrypt_cells
+    from veil_server.release import Randomness, build_result
+
+    rows = [(g, float(i % 7), i % 11) for i, g in enumerate("abc" * 20)]
+    ds = dataset(tmp_path, rows, k=2)
+    plan = plan_query("SELECT g, COUNT(*), SUM(x), AVG(x), VARIANCE(n) FROM t GROUP BY g", Catalog([ds]))
+    pk, sk = generate_keypair(bits=1024, insecure_test_key=True)
+    randomness = Randomness(plan, ds, pk)
+    randomness._thread.join()
+    state = obfuscation._CACHE.state(pk._n, pk._n2)
+    prepared = list(state.stock)
+    assert len(prepared) == 1  # 3 groups x 4 cells (~120 bits a group) fit one 1024-bit plaintext
+    result, _ = build_result("queries/x", plan, ds, DuckDBEngine([ds]).aggregate(plan, ds), pk)
+    assert not state.stock and len(result.cells.ciphertexts) == 1
+    assert decrypt_cells(result, sk)[:2] == [20, sum(100 * (i % 7) for i in range(0, 60, 3))]
+    stopped = Randomness(plan, ds, pk)
+    stopped.stop()
+    stopped._thread.join()
+    assert len(state.stock) <= 1  # stopped at once (at most the one in progress)

@@ -16,7 +16,7 @@ from veil.crypto.errors import (
 )
 from veil.crypto.multiexp import dot
 from veil.crypto.obfuscation import Obfuscation, configure_table_cache, table_cache_info
-from veil.crypto.packing import PackingLayout, decrypt_packed, encrypt_packed
+from veil.crypto.packing import ColumnPacking, PackingLayout, decrypt_packed, encrypt_packed
 from veil.crypto.paillier import PrivateKey, PublicKey, generate_keypair
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Ciphertext",
     "FixedPoint",
     "PackingLayout",
+    "ColumnPacking",
     "encrypt_packed",
     "decrypt_packed",
     "dot",

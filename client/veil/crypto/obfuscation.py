@@ -21,16 +21,22 @@ semantic security rests on the Decisional Composite Residuosity Assumption (Pail
 
 What it reveals: nothing about the plaintext. h and the tables are per process and need not be
 secret (DJN publish h); what must stay secret is each exponent a / each r, drawn from ``secrets``
-and used for exactly one obfuscator -- no obfuscator is ever cached or handed out twice.
+and used for exactly one obfuscator -- no obfuscator is ever handed out twice. An obfuscator
+reveals the plaintext of the one ciphertext it masks, so obfuscators made ahead of time
+(``prefill``) are kept in this process's memory only, and each is removed from the stock, under
+a lock, by the one call that uses it.
 
-A background thread pre-computing obfuscators would not raise throughput here: gmpy2 holds the
-GIL, so it only moves the work around. Batches go to the process pool instead (``pool.py``).
+A background thread pre-computing obfuscators does not raise throughput: gmpy2 holds the GIL,
+so it only moves the work around. It does cut latency when it runs while this process waits on
+something that releases the GIL (the node fills a key's stock while the engine scans the data).
+Large batches go to the process pool (``pool.py``).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
@@ -47,6 +53,7 @@ __all__ = [
     "configure_table_cache",
     "table_cache_info",
     "clear_table_cache",
+    "prefill",
 ]
 
 Obfuscation = Literal["djn", "full"]
@@ -59,6 +66,8 @@ _BUILD_AFTER_USES = 32
 _MPZ_OVERHEAD = 48
 _DEFAULT_CACHE_BYTES = 192 * 1024 * 1024
 _MAX_KEYS = 256
+# Obfuscators kept ready per key (512 bytes each at 2048 bits).
+STOCK_MAX = 256
 
 
 def window_bits(key_bits: int) -> int:
@@ -120,7 +129,7 @@ class FixedBaseTable:
 class _KeyRandomness:
     """Per-public-key DJN state of this process: hs, a use counter, and (once earned) a table."""
 
-    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock")
+    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock", "stock", "stock_lock")
 
     def __init__(self, n: mpz, n2: mpz) -> None:
         self.n = n
@@ -133,8 +142,32 @@ class _KeyRandomness:
         self.uses = 0
         self.refused = False  # the cache budget cannot hold this key's table
         self.lock = threading.Lock()
+        self.stock: list[mpz] = []  # made ahead, never handed out; each leaves it exactly once
+        self.stock_lock = threading.Lock()
 
     def obfuscators(self, count: int) -> list[mpz]:
+        with self.stock_lock:
+            ready = self.stock[len(self.stock) - min(count, len(self.stock)):]
+            del self.stock[len(self.stock) - len(ready):]
+        return ready + self.fresh(count - len(ready)) if len(ready) < count else ready
+
+    def prefill(self, count: int, stop: threading.Event) -> None:
+        """Add up to ``count`` obfuscators to the stock (at most STOCK_MAX held), one at a time,
+        until ``stop`` is set."""
+        for _ in range(count):
+            if stop.is_set() or len(self.stock) >= STOCK_MAX:
+                return
+            (s,) = self.fresh(1)
+            with self.stock_lock:
+                self.stock.append(s)
+            # Hand the GIL over between obfuscators: a thread waiting for it (the one about to
+            # start the scan this overlaps, or a gRPC handler) would otherwise wait out the
+            # interpreter's 5 ms switch interval at every step.
+            time.sleep(0)
+
+    def fresh(self, count: int) -> list[mpz]:
+        if count <= 0:
+            return []
         self.uses += count
         table = self.table
         if table is None and self.uses >= _BUILD_AFTER_USES and not self.refused:
@@ -243,6 +276,13 @@ def obfuscators(n: mpz, n2: mpz, count: int, mode: Obfuscation = "djn") -> list[
     if mode == "full":
         return [gmpy2.powmod(_unit_mod(n), n, n2) for _ in range(count)]
     raise ValueError("obfuscation must be one of " + ", ".join(OBFUSCATIONS))
+
+
+def prefill(n: mpz, n2: mpz, count: int, stop: threading.Event) -> None:
+    """Make up to ``count`` DJN obfuscators for key n ahead of time, until ``stop`` is set;
+    later ``obfuscators(n, n2, ...)`` calls take them first. Meant for a background thread."""
+    if count > 0:
+        _CACHE.state(n, n2).prefill(count, stop)
 
 
 def obfuscator(n: mpz, n2: mpz, mode: Obfuscation = "djn") -> mpz:

@@ -14,6 +14,11 @@ slot_bits = bit_length(terms * (high - low)), a sum of ``terms`` packed vectors 
 k - 3 bits of a k-bit modulus: packed sums stay < 2^(k-3) <= n/4 < n // 3, below n with room to
 spare and inside the signed range too, so even a signed decrypt cannot misread them.
 Multiplying a packed ciphertext by a scalar c >= 0 counts as c terms.
+
+``ColumnPacking`` is the single-party variant: cells of several columns, each column with its
+own range and so its own slot width, so that a narrow column (a count) does not take the width
+of the widest (a sum). Its plaintexts are decrypted, never summed, so a slot only needs to hold
+its own cell; it reveals the same as ``PackingLayout`` (the per-column widths are public).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
     from veil.crypto.obfuscation import Obfuscation
     from veil.crypto.paillier import PrivateKey, PublicKey
 
-__all__ = ["PackingLayout", "encrypt_packed", "decrypt_packed", "HEADROOM_BITS"]
+__all__ = ["PackingLayout", "ColumnPacking", "encrypt_packed", "decrypt_packed", "HEADROOM_BITS"]
 
 HEADROOM_BITS = 3
 
@@ -128,7 +133,107 @@ class PackingLayout:
         return cells
 
 
-def _check_key(pk: PublicKey, layout: PackingLayout) -> None:
+@dataclass(frozen=True, slots=True)
+class ColumnPacking:
+    """Cells row-major over ``len(lows)`` columns; column j's cells lie in [lows[j], highs[j]]
+    and take widths[j] bits. Slots fill a plaintext from bit 0 while the next one fits within
+    ``capacity`` bits; the next cell starts the next plaintext."""
+
+    lows: tuple[int, ...]
+    highs: tuple[int, ...]
+    widths: tuple[int, ...]
+    capacity: int
+    key_bits: int
+
+    def __post_init__(self) -> None:
+        # Also rebuilt from wire fields: an inconsistent packing must not decode silently.
+        if not self.lows or not len(self.lows) == len(self.highs) == len(self.widths):
+            raise ValueError("packing needs one low, high and width per column, and at least one column")
+        if self.capacity > self.key_bits - HEADROOM_BITS:
+            raise EncodingOverflow("slots do not fit below the key's headroom")
+        for low, high, width in zip(self.lows, self.highs, self.widths):
+            if high < low or not 1 <= width <= self.capacity:
+                raise ValueError("each column needs high >= low and 1 <= width <= capacity")
+            if (high - low).bit_length() > width:
+                raise EncodingOverflow("a column's slots are too narrow for its range")
+
+    @classmethod
+    def for_ranges(cls, pk: PublicKey, ranges: Sequence[tuple[int, int]]) -> ColumnPacking:
+        lows = tuple(operator.index(lo) for lo, _ in ranges)
+        highs = tuple(operator.index(hi) for _, hi in ranges)
+        widths = tuple(max(1, (hi - lo).bit_length()) for lo, hi in zip(lows, highs))
+        capacity = pk.bits - HEADROOM_BITS
+        if any(w > capacity for w in widths):
+            raise EncodingOverflow("a column's range is too wide to fit one plaintext of this key")
+        return cls(lows, highs, widths, capacity, pk.bits)
+
+    def chunks(self, count: int) -> list[int]:
+        """How many cells each plaintext holds, for ``count`` cells."""
+        out: list[int] = []
+        used = held = 0
+        ncol = len(self.widths)
+        for i in range(count):
+            w = self.widths[i % ncol]
+            if used + w > self.capacity:
+                out.append(held)
+                used = held = 0
+            used += w
+            held += 1
+        if held:
+            out.append(held)
+        return out
+
+    def ciphertexts_for(self, count: int) -> int:
+        return len(self.chunks(count))
+
+    def pack(self, values: Sequence[int] | np.ndarray) -> list[int]:
+        """Plaintexts below 2^capacity; refuses any cell outside its column's [low, high]."""
+        cells = [int(v) for v in values.ravel().tolist()] if isinstance(values, np.ndarray) else \
+            [operator.index(v) for v in values]
+        lows, highs, widths, ncol = self.lows, self.highs, self.widths, len(self.widths)
+        out: list[int] = []
+        i = 0
+        for n in self.chunks(len(cells)):
+            acc = shift = 0
+            for _ in range(n):
+                j = i % ncol
+                v = cells[i]
+                if v < lows[j] or v > highs[j]:
+                    raise EncodingOverflow("a value lies outside its column's declared range")
+                acc |= (v - lows[j]) << shift
+                shift += widths[j]
+                i += 1
+            out.append(acc)
+        return out
+
+    def unpack(self, plaintexts: Sequence[int], count: int, *, terms: int = 1) -> list[int]:
+        """The ``count`` cells of these plaintexts (``terms`` must be 1: nothing was summed)."""
+        if terms != 1:
+            raise EncodingOverflow("per-column packing holds one party's cells; sums would carry")
+        sizes = self.chunks(count)
+        if len(sizes) > len(plaintexts):
+            raise ValueError("count exceeds the cells these plaintexts hold")
+        lows, highs, widths, ncol = self.lows, self.highs, self.widths, len(self.widths)
+        out: list[int] = []
+        i = 0
+        for p, n in zip(plaintexts, sizes):
+            p = int(p)
+            if not 0 <= p < 1 << self.capacity:
+                raise EncodingOverflow("packed plaintext exceeds the layout (wrong layout or key?)")
+            for _ in range(n):
+                j = i % ncol
+                slot = p & ((1 << widths[j]) - 1)
+                if slot > highs[j] - lows[j]:
+                    raise EncodingOverflow("a slot exceeds its column's range")
+                out.append(slot + lows[j])
+                p >>= widths[j]
+                i += 1
+            if p:
+                raise EncodingOverflow("bits set beyond the last slot of a plaintext")
+        return out
+
+
+def _check_key(pk: PublicKey, layout: PackingLayout | ColumnPacking) -> None:
     if pk.bits < layout.key_bits:
         raise EncodingOverflow("layout was sized for a longer key than this one")
 
@@ -136,13 +241,13 @@ def _check_key(pk: PublicKey, layout: PackingLayout) -> None:
 def encrypt_packed(
     pk: PublicKey,
     values: Sequence[int] | np.ndarray,
-    layout: PackingLayout,
+    layout: PackingLayout | ColumnPacking,
     *,
     workers: int | None = None,
     obfuscation: Obfuscation = "djn",
     executor: Executor | None = None,
 ) -> list[Ciphertext]:
-    """Encrypt ``values`` ``layout.slots`` cells per ciphertext; range checked first."""
+    """Encrypt ``values`` packed by ``layout``; ranges checked first."""
     _check_key(pk, layout)
     return pk.encrypt_raw_many(
         layout.pack(values), workers=workers, obfuscation=obfuscation, executor=executor
@@ -152,7 +257,7 @@ def encrypt_packed(
 def decrypt_packed(
     sk: PrivateKey,
     cts: Sequence[Ciphertext],
-    layout: PackingLayout,
+    layout: PackingLayout | ColumnPacking,
     count: int,
     *,
     terms: int = 1,

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import operator
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,12 @@ from gmpy2 import mpz
 from veil.crypto import pool
 from veil.crypto.ciphertext import Ciphertext
 from veil.crypto.errors import EncodingOverflow, InvalidCiphertext, InvalidKey
-from veil.crypto.obfuscation import Obfuscation, obfuscators
+from veil.crypto.obfuscation import Obfuscation, obfuscators, prefill
 
 if TYPE_CHECKING:
     import phe
 
-__all__ = ["PublicKey", "PrivateKey", "generate_keypair", "PRODUCTION_BITS", "crt_decrypt"]
+__all__ = ["PublicKey", "PrivateKey", "generate_keypair", "PRODUCTION_BITS", "crt_decrypt", "crt_half", "crt_combine"]
 
 PRODUCTION_BITS: frozenset[int] = frozenset({2048, 3072, 4096})
 _MIN_TEST_BITS = 256
@@ -61,6 +62,14 @@ def validate_modulus(n: int, *, min_bits: int = 2048) -> None:
         raise InvalidKey(f"modulus is longer than the supported {_MAX_BITS} bits")
     if n.bit_length() < min_bits:
         raise InvalidKey(f"modulus is shorter than the required {min_bits} bits")
+    _check_structure(int(n))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_structure(n: int) -> None:
+    """The checks that do not depend on ``min_bits``; a pure function of n, so a modulus that
+    passed once (an analyst's key arrives with every query) is not tested again (~2 ms each).
+    Only passes are cached: a failing modulus raises every time."""
     if n % 2 == 0:
         raise InvalidKey("modulus must be odd")
     if gmpy2.gcd(n, _small_primorial()) != 1:
@@ -200,6 +209,12 @@ class PublicKey:
         make = Ciphertext._trusted
         return [make(self, c, True) for c in values]
 
+    def prepare_randomness(self, count: int, stop: threading.Event) -> None:
+        """Make up to ``count`` DJN obfuscators for later encryptions under this key, until
+        ``stop`` is set (blocking: run it in a thread while this process waits on something that
+        releases the GIL). Each is used by exactly one later encryption; see ``obfuscation.py``."""
+        prefill(self._n, self._n2, count, stop)
+
     def _check_raw(self, m: int) -> None:
         if not 0 <= m < self._n_int:
             raise EncodingOverflow("raw plaintext must lie in [0, n)")
@@ -228,8 +243,17 @@ class PublicKey:
 
 def crt_decrypt(c: mpz, p: mpz, q: mpz, p2: mpz, q2: mpz, hp: mpz, hq: mpz, qinv: mpz) -> mpz:
     """Paillier decryption split over p^2 and q^2 (~4x fewer word operations than mod n^2)."""
-    mp = (gmpy2.powmod_sec(c % p2, p - 1, p2) - 1) // p * hp % p
-    mq = (gmpy2.powmod_sec(c % q2, q - 1, q2) - 1) // q * hq % q
+    return crt_combine(crt_half(c, p, p2, hp), crt_half(c, q, q2, hq), p, q, qinv)
+
+
+def crt_half(c: mpz, prime: mpz, prime2: mpz, h: mpz) -> mpz:
+    """m mod prime: L_prime(c^(prime-1) mod prime^2) * h. The two halves are independent, so a
+    pool can spread them over processes (half the work of a ciphertext per job)."""
+    return (gmpy2.powmod_sec(c % prime2, prime - 1, prime2) - 1) // prime * h % prime
+
+
+def crt_combine(mp: mpz, mq: mpz, p: mpz, q: mpz, qinv: mpz) -> mpz:
+    """m from m mod p and m mod q (Garner)."""
     return mq + q * ((mp - mq) * qinv % p)
 
 

@@ -321,18 +321,24 @@ class ResultRow(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., suppressed: _Optional[bool] = ...) -> None: ...
 
 class EncryptedCells(_message.Message):
-    __slots__ = ("slot_bits", "slots_per_ciphertext", "slot_offset", "cell_count", "ciphertexts")
+    __slots__ = ("slot_bits", "slots_per_ciphertext", "slot_offset", "cell_count", "ciphertexts", "column_slot_bits", "column_slot_offsets", "plaintext_bits")
     SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_PER_CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     SLOT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     CELL_COUNT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_SLOT_BITS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_SLOT_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    PLAINTEXT_BITS_FIELD_NUMBER: _ClassVar[int]
     slot_bits: int
     slots_per_ciphertext: int
     slot_offset: str
     cell_count: int
     ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    column_slot_bits: _containers.RepeatedScalarFieldContainer[int]
+    column_slot_offsets: _containers.RepeatedScalarFieldContainer[str]
+    plaintext_bits: int
+    def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., column_slot_bits: _Optional[_Iterable[int]] = ..., column_slot_offsets: _Optional[_Iterable[str]] = ..., plaintext_bits: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
     __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id")

@@ -18,6 +18,7 @@ transaction (``write_ahead=``), so if it cannot be made durable the step does no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -206,7 +207,7 @@ class Node:
         rec = self.steward.registry.serving(name)
         if rec is None or rec.certificate is None:
             return ""
-        return hashlib.sha256(DatasetCertificate.from_json(rec.certificate).signed_bytes()).hexdigest()
+        return _certificate_id(rec.certificate)
 
     def approximate_rows(self, ds: Dataset) -> int:
         n = self.engine.row_count(ds)
@@ -508,6 +509,12 @@ class Node:
                        write_ahead=record)
         except VeilError:
             pass  # cancelled meanwhile: the cancellation stands
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_id(certificate: bytes) -> str:
+    """SHA-256 of a certificate's signed bytes (a certificate never changes: cached by content)."""
+    return hashlib.sha256(DatasetCertificate.from_json(certificate).signed_bytes()).hexdigest()
 
 
 def _bare(name: str) -> str:

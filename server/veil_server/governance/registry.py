@@ -15,6 +15,7 @@ State lives in the node's SQLite store, in the same transactions as the queries 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -111,9 +112,9 @@ class Registry:
     # -- reads ----------------------------------------------------------------------------
 
     def versions(self, name: str) -> list[DatasetRecord]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:  # a read: inside the caller's transaction if one is open
             rows = db.execute("SELECT * FROM datasets WHERE lower(name)=lower(?) ORDER BY version", (name,)).fetchall()
-        return [_record(r) for r in rows]
+        return [_record(tuple(r)) for r in rows]
 
     def serving(self, name: str) -> DatasetRecord | None:
         """The version analysts see: the newest LISTED or SUSPENDED one."""
@@ -127,11 +128,11 @@ class Registry:
         return versions[-1]
 
     def all_latest(self) -> list[DatasetRecord]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             rows = db.execute(
                 "SELECT d.* FROM datasets d JOIN (SELECT name, MAX(version) v FROM datasets GROUP BY name) m "
                 "ON d.name = m.name AND d.version = m.v ORDER BY d.name").fetchall()
-        return [_record(r) for r in rows]
+        return [_record(tuple(r)) for r in rows]
 
     def all_serving(self) -> list[DatasetRecord]:
         names = {r.name for r in self.all_latest()}
@@ -213,7 +214,11 @@ _COLS = ("name version state owners spec governance registered_by listed_by cert
          "created_us updated_us").split()
 
 
+@functools.lru_cache(maxsize=1024)
 def _record(row: tuple) -> DatasetRecord:
+    """A stored version as a record. Cached by the row's content: the planner, the catalog and
+    every query read the serving version, and rebuilding its Dataset (every column's rules) from
+    JSON each time cost more than the read itself. A changed row is a new key."""
     d = dict(zip(_COLS, row))
     return DatasetRecord(
         name=d["name"], version=d["version"], state=d["state"], owners=tuple(json.loads(d["owners"])),

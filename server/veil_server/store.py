@@ -213,7 +213,8 @@ class StateStore:
     @contextlib.contextmanager
     def reading(self) -> Iterator[StateDatabase]:
         """Reads: one statement at a time under the connection's lock, no write lock (each
-        statement sees committed state; inside a transaction, the transaction's)."""
+        statement sees committed state; inside a transaction, the transaction's). A read that
+        decides a write belongs in the writer's transaction (``joined_tx``), not here."""
         with self._lock:
             yield self._db
 

@@ -60,7 +60,7 @@ class PrivacyBudget:
         store.ensure_schema(_SCHEMA)
 
     def spent_micro(self, principal: str, dataset: str, purpose: str) -> int:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             (n,) = db.execute("SELECT COALESCE(SUM(micro_epsilon), 0) FROM dp_debits WHERE principal=? AND "
                               "dataset=? AND purpose=? AND refunded=0", (principal, dataset.lower(), purpose)).fetchone()
         return int(n)
@@ -101,7 +101,7 @@ class PrivacyBudget:
             return True
 
     def debits(self) -> list[tuple[str, str, str, str, int, int]]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             return db.execute("SELECT query_id, principal, dataset, purpose, micro_epsilon, refunded "
                               "FROM dp_debits ORDER BY at_us").fetchall()
 

@@ -94,7 +94,7 @@ class ReleaseHistory:
         store.ensure_schema(_SCHEMA)
 
     def recent(self, principal: str, dataset: str, limit: int) -> list[Release]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             rows = db.execute("SELECT plan_json, released_keys, certificate FROM released_populations WHERE "
                               "principal=? AND dataset=? ORDER BY seq DESC LIMIT ?",
                               (principal, dataset.lower(), limit)).fetchall()

@@ -85,7 +85,7 @@ class Ledger:
                        (now_us(), principal, dataset.lower(), purpose, query_id, event, *cols.values()))
 
     def _sum(self, column: str, principal: str, dataset: str, purpose: str, since_us: int = 0) -> int:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             (n,) = db.execute(f"SELECT COALESCE(SUM({column}), 0) FROM usage_ledger WHERE principal=? AND "
                               "dataset=? AND purpose=? AND at_us >= ?",
                               (principal, dataset.lower(), purpose, since_us)).fetchone()
@@ -122,7 +122,7 @@ class Ledger:
         args: list = [since_us, until_us or 2**62]
         if principal is not None:
             sql, args = sql + " AND principal=?", args + [principal]
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             rows = db.execute(sql + " GROUP BY principal, dataset, purpose ORDER BY principal, dataset, purpose",
                               args).fetchall()
         out = []

@@ -90,7 +90,7 @@ class Grants:
         return self.get(gid)
 
     def get(self, grant_id: str) -> Grant:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             row = db.execute("SELECT * FROM grants WHERE id=?", (grant_id.removeprefix("grants/"),)).fetchone()
         if row is None:
             raise NotFound(f"no grant named grants/{grant_id.removeprefix('grants/')}", reason="GRANT_NOT_FOUND")
@@ -102,7 +102,7 @@ class Grants:
             sql, args = sql + " AND lower(dataset)=lower(?)", args + [dataset]
         if principal:
             sql, args = sql + " AND principal=?", args + [principal]
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             return [_grant(r) for r in db.execute(sql + " ORDER BY created_us", args).fetchall()]
 
     def revoke(self, grant_id: str, *, by: str, reason: str) -> Grant:
@@ -153,7 +153,7 @@ class Grants:
             reason="NO_GRANT", metadata={"dataset": dataset, "purpose": purpose})
 
     def grant_of(self, query_id: str) -> Grant | None:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             row = db.execute("SELECT grant_id FROM query_grants WHERE query_id=?", (query_id,)).fetchone()
         return self.get(row[0]) if row else None
 

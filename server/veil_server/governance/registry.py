@@ -140,7 +140,7 @@ class Registry:
         return [r for r in out if r is not None]
 
     def history(self, name: str) -> list[tuple]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             return db.execute("SELECT version, from_state, to_state, principal, reason, at_us FROM "
                               "dataset_transitions WHERE lower(name)=lower(?) ORDER BY at_us", (name,)).fetchall()
 

@@ -56,7 +56,7 @@ class Reviews:
                         now_us() + ttl_us))
 
     def context(self, query_id: str) -> ReviewContext | None:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             row = db.execute("SELECT * FROM query_reviews WHERE query_id=?", (query_id,)).fetchone()
             approvals = db.execute("SELECT approver, reason, at_us FROM query_approvals WHERE query_id=? "
                                    "ORDER BY at_us", (query_id,)).fetchall()
@@ -76,7 +76,7 @@ class Reviews:
             return db.execute("SELECT COUNT(*) FROM query_approvals WHERE query_id=?", (query_id,)).fetchone()[0]
 
     def expired(self, at_us: int) -> list[str]:
-        with self.store.joined_tx() as db:
+        with self.store.reading() as db:
             return [r[0] for r in db.execute(
                 "SELECT r.query_id FROM query_reviews r JOIN queries q ON q.id = r.query_id "
                 "WHERE q.state = 'PENDING_APPROVAL' AND r.expires_us <= ?", (at_us,)).fetchall()]

@@ -49,7 +49,11 @@ def _host(target: str) -> str:
 
 
 def is_loopback(target: str) -> bool:
-    host = _host(target)
+    return is_loopback_host(_host(target))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (the one place Veil decides what is loopback)."""
     if host == "localhost":
         return True
     try:

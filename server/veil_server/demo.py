@@ -77,7 +77,7 @@ def write_patients_parquet(rows: int, path: Path, *, seed: int = 20261123, chunk
     chunks = -(-rows // chunk_rows)
     streams = np.random.SeedSequence(seed).spawn(chunks)
     try:
-        with papq.ParquetWriter(tmp, _admissions(np.random.default_rng(0), first_id=1, rows=0).schema) as writer:
+        with papq.ParquetWriter(tmp, _admissions(np.random.Generator(np.random.PCG64(0)), first_id=1, rows=0).schema) as writer:
             for i, stream in enumerate(streams):
                 first = i * chunk_rows
                 part = _admissions(np.random.Generator(np.random.PCG64(stream)), first_id=first + 1,

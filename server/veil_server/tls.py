@@ -26,12 +26,13 @@ verified certificate is mapped to a principal only through an exact subjectAltNa
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import grpc
+
+from veil.transport import is_loopback_host
 
 ENV = {"cert": "VEIL_TLS_CERT", "key": "VEIL_TLS_KEY", "ca": "VEIL_TLS_CA", "mtls_listen": "VEIL_MTLS_LISTEN"}
 
@@ -107,13 +108,7 @@ def parse_tls(raw: Any, *, base_dir: Path, env: Mapping[str, str], principals: s
 
 
 def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.rsplit(":", 1)[0].strip("[]"))
 
 
 def certificate_names(context: grpc.ServicerContext | None) -> list[str] | None:

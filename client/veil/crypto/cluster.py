@@ -21,7 +21,6 @@ pool with a warning (``veil.crypto.pool``): same answer, later.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from veil.transport import is_loopback_host
 
 __all__ = ["ClusterUnavailable", "DaskExecutor", "TlsFiles", "connect", "scheduler_address"]
 
@@ -70,15 +71,6 @@ def scheduler_address(url: str) -> str:
         raise ValueError("a crypto cluster address is dask+tls://host:port, nothing more")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{SCHEMES[parts.scheme]}://{host}:{parts.port}"
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class DaskExecutor(Executor):

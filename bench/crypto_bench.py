@@ -15,7 +15,8 @@ written as bare gmpy2 calls with no object or check around them):
   scalar-mul     one powmod(c, x, n^2), x a 32-bit scalar
   decrypt        CRT: powmod mod p^2 and q^2 (exponents p-1, q-1), L, recombination
 Veil's encrypt beats its floor because the fixed-base table replaces the exponentiation by ~k/16
-multiplications; Veil's decrypt uses constant-time powmod_sec, the floor and phe plain powmod.
+multiplications; Veil's decrypt is constant time (OpenSSL's routine where the interpreter's libcrypto
+provides it, else GMP's powmod_sec: veil.crypto.consttime), the floor and phe use plain GMP powmod.
 """
 
 from __future__ import annotations

@@ -233,12 +233,18 @@ def test_batches_through_process_pool(keys: tuple[PublicKey, PrivateKey]) -> Non
     assert sk.decrypt_many(cts[:10], workers=1) == ms[:10]
 
 
-def test_pool_decrypts_by_crt_half_for_any_count_and_unbalanced_factors(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["openssl", "gmp"])
+def test_pool_decrypts_by_crt_half_for_any_count_and_unbalanced_factors(
+        backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import secrets as _secrets
 
     import gmpy2 as _gmpy2
 
-    from veil.crypto import pool
+    from veil.crypto import consttime, pool
+
+    if backend == "openssl" and consttime.backend() != "openssl":
+        pytest.fail("no usable libcrypto on this machine: test_crypto_consttime says why")
+    monkeypatch.setattr(consttime, "_chosen", backend)
 
     def prime(bits: int) -> int:
         return int(_gmpy2.next_prime(_secrets.randbits(bits) | 1 << (bits - 1) | 1 << (bits - 2)))
@@ -248,13 +254,25 @@ def test_pool_decrypts_by_crt_half_for_any_count_and_unbalanced_factors(monkeypa
     pk = PublicKey(p * q)
     sk = PrivateKey(pk, p, q)
     jobs: list[int] = []
-    run = pool.run_chunks
-    monkeypatch.setattr(pool, "run_chunks", lambda fn, chunks, w, executor=None: (
-        jobs.append(sum(len(c[2]) for c in chunks) // pk.ciphertext_size), run(fn, chunks, w, executor))[1])
+    if backend == "gmp":  # the process pool: chunks of ciphertext bytes
+        run = pool.run_chunks
+        monkeypatch.setattr(pool, "run_chunks", lambda fn, chunks, w, executor=None: (
+            jobs.append(sum(len(c[2]) for c in chunks) // pk.ciphertext_size), run(fn, chunks, w, executor))[1])
+    else:  # threads of this process: calls of _halves
+        halves = pool._halves
+        calls: list[int] = []
+        monkeypatch.setattr(pool, "_halves", lambda consts, powers, cs, first, count: (
+            calls.append(len(cs)), halves(consts, powers, cs, first, count))[1])
     for count in (1, 2, 3, 5):  # odd counts: one worker takes a p half and a q half of one ciphertext
         ms = [pk.max_int - i for i in range(count)] if count % 2 else [-i for i in range(count)]
         cts = pk.encrypt_many(ms, workers=1)
-        assert sk.decrypt_many(cts, workers=2) == sk.decrypt_many(cts, workers=1) == ms
+        if backend == "openssl":
+            calls.clear()
+        assert sk.decrypt_many(cts, workers=2) == ms
+        if backend == "openssl" and count > 1:
+            jobs.append(sum(calls))
+            assert len(calls) == 2
+        assert sk.decrypt_many(cts, workers=1) == ms
     assert jobs == [4, 6, 10]  # two half-jobs per ciphertext; a single ciphertext stays in-process
 
 

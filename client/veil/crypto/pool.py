@@ -34,9 +34,10 @@ the chunk functions are pure, so the answer is the same, only later. The next ba
 executor again. (A cluster that cannot be reached at all is refused when it is connected: see
 ``veil.crypto.cluster``.)
 
-What crosses, and to whom. Local pool: this process's own children on the same host; for
-decryption they receive p and q over the executor's pipe, which is no wider than the parent's
-own memory. Another executor (a Dask scheduler and its workers; ``veil.crypto.cluster``):
+What crosses, and to whom. Decryption with OpenSSL's constant-time routine (``veil.crypto.consttime``,
+the usual case) runs on threads of this process: p and q go nowhere. Otherwise the local pool:
+this process's own children on the same host, which receive p and q over the executor's pipe,
+no wider than the parent's own memory. Another executor (a Dask scheduler and its workers; ``veil.crypto.cluster``):
 
 * encryption: the modulus n and every plaintext -- on a node, the packed cells of a result about
   to be released, in clear -- and the workers draw each ciphertext's randomness (knowing it
@@ -68,7 +69,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -95,9 +96,9 @@ log = logging.getLogger("veil.crypto.pool")
 
 # Below this many items per batch the spawn/IPC overhead outweighs a second core.
 PARALLEL_MIN_ITEMS = 256
-# A 2048-bit CRT decryption costs ~2.5 ms (two constant-time powmods of ~1.3 ms, which the pool
-# runs as separate jobs), several times a warm pool's round trip, so even two ciphertexts
-# decrypt faster on two cores.
+# A 2048-bit CRT decryption costs 2.5-5.5 ms (two constant-time exponentiations, which run as
+# separate jobs), several times a warm pool's round trip, so even two ciphertexts decrypt
+# faster on two cores.
 DECRYPT_PARALLEL_MIN_ITEMS = 2
 _ENV_WORKERS = "VEIL_CRYPTO_WORKERS"
 
@@ -334,13 +335,32 @@ def encrypt_raw_batch(
 def _decrypt_halves(consts: tuple[bytes, ...], ct_width: int, blob: bytes, first: int, count: int) -> bytes:
     """Jobs first, first + 1, ... of 2 * count: job j < count is ciphertext j's half mod p, job
     count + j its half mod q. ``blob`` holds each job's ciphertext, in job order."""
-    from veil.crypto.paillier import crt_half
+    from veil.crypto.paillier import crt_powers
 
     p, q, p2, q2, hp, hq = (mpz.from_bytes(x, "big") for x in consts)
     half_width = (max(p, q).bit_length() + 7) // 8
-    out = [crt_half(c, p, p2, hp) if first + k < count else crt_half(c, q, q2, hq)
-           for k, c in enumerate(from_blob(blob, ct_width))]
-    return to_blob(out, half_width)
+    powers = crt_powers(p, q, p2, q2)
+    return to_blob(_halves((p, q, hp, hq), powers, from_blob(blob, ct_width), first, count), half_width)
+
+
+def _halves(consts: tuple[mpz, ...], powers: tuple[Any, Any], cs: Sequence[mpz], first: int, count: int) -> list[mpz]:
+    """``_decrypt_halves`` on numbers: ``cs[k]`` is job first + k's ciphertext."""
+    from veil.crypto.paillier import crt_half
+
+    p, q, hp, hq = consts
+    return [crt_half(c, p, hp, powers[0]) if first + k < count else crt_half(c, q, hq, powers[1])
+            for k, c in enumerate(cs)]
+
+
+_threads: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _threads
+    with _lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(max_workers=available_cpus(), thread_name_prefix="veil-decrypt")
+        return _threads
 
 
 def decrypt_raw_batch(
@@ -349,24 +369,38 @@ def decrypt_raw_batch(
     cs: Sequence[mpz],
     workers: int | None,
     executor: Executor | None = None,
+    *,
+    powers: tuple[Any, Any] | None = None,
 ) -> list[int]:
     """Decryptions of ``cs``, in order. p and q go to ``executor`` when one is passed, never to
-    the process's default executor. On a pool the work is split by CRT half (each ciphertext is
+    the process's default executor. In parallel the work is split by CRT half (each ciphertext is
     two independent exponentiations), so that an odd number of ciphertexts still keeps every
-    worker busy to the end."""
-    from veil.crypto.paillier import crt_combine, crt_decrypt
+    worker busy to the end.
+
+    ``powers`` (the key's ``crt_powers``): when they run outside the GIL (OpenSSL's routine,
+    see ``veil.crypto.consttime``), the parallel work runs on threads of this process -- no
+    process pool, no copy of p and q in another process."""
+    from veil.crypto.paillier import crt_combine, crt_decrypt, crt_powers
 
     explicit = executor is not None
     executor, w = placement(workers, executor, public=False)
-    if not explicit and (w == 1 or len(cs) < DECRYPT_PARALLEL_MIN_ITEMS):
-        return [int(crt_decrypt(c, *crt)) for c in cs]
     p, q, p2, q2, hp, hq, qinv = crt
-    consts = tuple(int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big") for x in (p, q, p2, q2, hp, hq))
     n = len(cs)
-    chunks = [(consts, ct_width, to_blob([cs[j % n] for j in range(a, b)], ct_width), a, n)
-              for a, b in split_evenly(2 * n, w)]
-    half_width = (max(p, q).bit_length() + 7) // 8
-    halves: list[mpz] = []
-    for blob in run_chunks(_decrypt_halves, chunks, w, executor):
-        halves.extend(from_blob(blob, half_width))
+    if not explicit and (w == 1 or n < DECRYPT_PARALLEL_MIN_ITEMS):
+        powers = powers or crt_powers(p, q, p2, q2)
+        return [int(crt_decrypt(c, *crt, powers=powers)) for c in cs]
+    if not explicit and powers is not None and powers[0].releases_gil:
+        jobs = [[cs[j % n] for j in range(a, b)] for a, b in split_evenly(2 * n, w)]
+        starts = [a for a, _ in split_evenly(2 * n, w)]
+        pool = _thread_pool()
+        futures = [pool.submit(_halves, (p, q, hp, hq), powers, job, a, n) for job, a in zip(jobs, starts)]
+        halves = [h for f in futures for h in f.result()]
+    else:
+        consts = tuple(int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big") for x in (p, q, p2, q2, hp, hq))
+        chunks = [(consts, ct_width, to_blob([cs[j % n] for j in range(a, b)], ct_width), a, n)
+                  for a, b in split_evenly(2 * n, w)]
+        half_width = (max(p, q).bit_length() + 7) // 8
+        halves = []
+        for blob in run_chunks(_decrypt_halves, chunks, w, executor):
+            halves.extend(from_blob(blob, half_width))
     return [int(crt_combine(halves[i], halves[n + i], p, q, qinv)) for i in range(n)]

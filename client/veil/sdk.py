@@ -21,6 +21,8 @@ from .audit.records import Receipt, load_public_key
 from .auditor import AuditAPI
 from .stewardship import GovernanceAPI, ReviewAPI
 from .crypto import PrivateKey, PublicKey
+from .crypto import consttime
+from .crypto.pool import available_cpus
 from .errors import IntegrityError, QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
 from .keys import Keyring
 from .known_nodes import KnownNodes
@@ -142,7 +144,7 @@ class Node:
         retries: int = 3,
         node_key: bytes | str | None = None,
         verify_receipts: bool = True,
-        crypto_workers: int = 1,
+        crypto_workers: int | None = None,
         crypto_executor: Executor | None = None,
         ca: str | os.PathLike | bytes | None = None,
         cert: str | os.PathLike | bytes | None = None,
@@ -150,9 +152,11 @@ class Node:
         server_name: str | None = None,
         insecure: bool | None = None,
     ) -> None:
-        """``crypto_workers > 1`` decrypts large results in that many processes; they are
-        spawned, so a script using it needs the ``if __name__ == "__main__":`` guard (the default,
-        1, never starts a process). ``crypto_executor`` (any ``concurrent.futures.Executor``, e.g.
+        """``crypto_workers``: how many ciphertexts decrypt at once. By default every CPU, on
+        threads of this process, where decryption runs outside the GIL (OpenSSL's constant-time
+        routine, ``veil.crypto.consttime``, the usual case), else 1. Without OpenSSL's routine,
+        ``crypto_workers > 1`` decrypts in that many spawned processes, so the script needs the
+        ``if __name__ == "__main__":`` guard. ``crypto_executor`` (any ``concurrent.futures.Executor``, e.g.
         ``veil.crypto.cluster.connect(...)``) decrypts there instead: it receives the private key's
         p and q, so only an executor inside the analyst's own domain (``veil.crypto.pool``).
 
@@ -173,6 +177,8 @@ class Node:
         self._keyring = Keyring(home)
         self._key_bits = key_bits
         self._keys: tuple[PublicKey, PrivateKey] | None = None
+        if crypto_workers is None:
+            crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
         self._crypto_workers = max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)

@@ -46,7 +46,7 @@ from .lifecycle import QueryState
 from .plan import QueryPlan
 from .planner import plan_query
 from .policy import Decision, evaluate
-from .release import Randomness, build_result, result_digest
+from .release import Randomness, RandomnessRefill, build_result, result_digest
 from .replicas import BEAT_S, Replicas
 from .statedb import open_database
 from .store import NewQuery, QueryRecord, StateStore, now_us
@@ -84,6 +84,8 @@ class Node:
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
+        # Analyst keys' encryption randomness, topped up between queries (off the request path).
+        self.refill = RandomnessRefill()
         self._closed = threading.Event()
         self._changed = threading.Condition()
         self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
@@ -183,6 +185,7 @@ class Node:
 
     def close(self, *, wait: bool = True) -> None:
         self._closed.set()
+        self.refill.close()
         with self._changed:
             self._changed.notify_all()
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -430,6 +433,10 @@ class Node:
     # -- execution ------------------------------------------------------------------------
 
     def _execute(self, query_id: str) -> None:
+        with self.refill.executing():  # no randomness top-up competes with a query for the CPUs
+            self._execute_query(query_id)
+
+    def _execute_query(self, query_id: str) -> None:
         with self._queued_lock:
             self._queued.discard(query_id)
         if self._closed.is_set():
@@ -488,6 +495,8 @@ class Node:
                     # No release without its entry: if the append fails, the query fails unreleased.
                     write_ahead=release,
                 )
+            # The analyst's next result under this key finds its randomness made while idle.
+            self.refill.request(key, len(result.cells.ciphertexts) + len(result.weighted_cells))
         except VeilError as e:
             if e.private:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)

@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 from decimal import Decimal
@@ -33,6 +35,8 @@ from .encrypted_input import WeightedSpec, cells_for_groups
 from .engine import AggregateResult, ColumnStats
 from .errors import Internal
 from .plan import AggFunc, Aggregate, QueryPlan
+
+log = logging.getLogger("veil.release")
 
 # Derived aggregates (AVG, VAR_SAMP, STDDEV_SAMP) are not integers in the column's scale. Their
 # resolution is set relative to the declared range: one unit is at most 10^-RESOLUTION_DIGITS times the
@@ -138,6 +142,107 @@ class Randomness:
     def stop(self) -> None:
         """Stop making more (the one in progress finishes); encryption takes what is ready."""
         self._stop.set()
+
+
+class RandomnessRefill:
+    """Tops up an analyst key's stock of obfuscators after a result under it is released, while
+    no query executes, so the next result under that key finds its randomness ready: encryption
+    costs multiplications only, and the next scan shares its cores with nothing.
+
+    Only when the node is idle: the top-up starts once no query has executed for ``quiet``
+    seconds (so it does not compete with the analyst's own decryption on a shared host, or with
+    the next query of a burst), and a query that starts executing stops it after the obfuscator
+    in progress (about a millisecond at 2048 bits); it resumes at the next quiet moment. A key's stock is bounded (``veil.crypto.obfuscation.STOCK_MAX``); each obfuscator
+    still masks exactly one ciphertext, and the stock lives only in this process's memory.
+    """
+
+    def __init__(self, *, quiet: float = 0.1) -> None:
+        self._cond = threading.Condition()
+        self._quiet = quiet
+        self._quiet_from = 0.0  # monotonic time from which the node counts as quiet
+        self._active = 0  # queries executing now
+        self._pending: dict[str, tuple[PublicKey, int]] = {}  # by key fingerprint
+        self._busy = False
+        self._closed = False
+        self._stop = threading.Event()  # set while a query executes or the node closes
+        self._thread = threading.Thread(target=self._run, name="veil-randomness-refill", daemon=True)
+        self._thread.start()
+
+    def executing(self) -> "_Executing":
+        """``with refill.executing():`` around a query's execution."""
+        return _Executing(self)
+
+    def request(self, public_key: PublicKey, count: int) -> None:
+        """Top ``public_key``'s stock up to ``count`` once the node is idle."""
+        if count <= 0:
+            return
+        with self._cond:
+            fp = public_key.fingerprint()
+            self._pending[fp] = (public_key, max(count, self._pending.get(fp, (public_key, 0))[1]))
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until no top-up runs or waits to run while the node is idle (True), or ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or (not self._busy and not self._pending), timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._stop.set()
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _begin(self) -> None:
+        with self._cond:
+            self._active += 1
+            self._stop.set()
+
+    def _end(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0 and not self._closed:
+                self._quiet_from = time.monotonic() + self._quiet
+                self._stop.clear()
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if self._active or not self._pending:
+                        self._cond.wait()
+                    elif (left := self._quiet_from - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                    else:
+                        break
+                fp, (key, count) = self._pending.popitem()
+                self._busy = True
+            try:
+                key.prepare_randomness(count, self._stop)
+            except Exception:  # noqa: BLE001 -- randomness made later, inline, is the fallback
+                log.exception("refilling a key's randomness failed; encryption will make its own")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    if self._stop.is_set() and not self._closed:  # interrupted: finish it when idle again
+                        self._pending.setdefault(fp, (key, count))
+                    self._cond.notify_all()
+
+
+class _Executing:
+    __slots__ = ("_refill",)
+
+    def __init__(self, refill: RandomnessRefill) -> None:
+        self._refill = refill
+
+    def __enter__(self) -> None:
+        self._refill._begin()
+
+    def __exit__(self, *exc: object) -> None:
+        self._refill._end()
 
 
 def build_result(

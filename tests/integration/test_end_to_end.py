@@ -184,3 +184,25 @@ def test_cancel_pending_query_and_wait_reports_it(alice, demo_node):
         assert e.value.state == "CANCELLED"
         with pytest.raises(veil.NotReady):
             alice.result(info.name)
+
+
+def test_node_tops_up_the_keys_randomness_between_queries(alice, demo_node):
+    """After a release the node makes the next result's obfuscators while idle: the repeat's
+    encryption takes them from the stock, and the result still decrypts to the same figures."""
+    import gmpy2
+
+    from veil.crypto import obfuscation
+
+    sql = "SELECT region, SUM(length_of_stay) AS stay FROM patients GROUP BY region"
+    first = alice.query(sql, purpose="research")
+    node = demo_node.running.node
+    assert node.refill.wait_idle(60)
+    pk = alice.keys[0]
+    state = obfuscation._CACHE.state(gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare))
+    ready = list(state.stock)
+    assert ready  # topped up after the release
+    info = alice.submit(sql, purpose="research")
+    again = alice.wait(info.name)
+    assert again.equals(first)
+    used = [s for s in ready if s not in state.stock]
+    assert used  # the repeat's ciphertexts used obfuscators made between the queries

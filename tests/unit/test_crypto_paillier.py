@@ -142,8 +142,13 @@ def test_prepared_obfuscators_are_each_used_once() -> None:
     state = obfuscation._CACHE.state(n, n2)
     stock = list(state.stock)
     assert len(stock) == 12 and len(set(stock)) == 12
+    pk.prepare_randomness(12, stop)  # a full stock: nothing more to make
+    assert state.stock == stock
     first = obfuscators(n, n2, 5)
     assert first == stock[-5:] and len(state.stock) == 7  # taken from the stock, and gone from it
+    pk.prepare_randomness(9, stop)  # topped up to 9: two more
+    assert len(state.stock) == 9 and state.stock[:7] == stock[:7]
+    first += obfuscators(n, n2, 2)
     taken: list[list] = []
     threads = [threading.Thread(target=lambda: taken.append(obfuscators(n, n2, 3))) for _ in range(4)]
     for t in threads:
@@ -151,7 +156,7 @@ def test_prepared_obfuscators_are_each_used_once() -> None:
     for t in threads:
         t.join()
     handed = first + [s for batch in taken for s in batch]
-    assert len(handed) == 17 and len(set(handed)) == 17 and not state.stock  # 12 prepared + 5 fresh, none twice
+    assert len(handed) == 19 and len(set(handed)) == 19 and not state.stock  # 14 prepared + 5 fresh, none twice
     assert all(sk.decrypt_raw(Ciphertext(pk, int(s))) == 0 for s in handed)  # encryptions of 0
     c = pk.encrypt(41)  # encryption after the stock ran dry still works
     assert sk.decrypt(c) == 41

@@ -28,7 +28,9 @@ a lock, by the one call that uses it.
 
 A background thread pre-computing obfuscators does not raise throughput: gmpy2 holds the GIL,
 so it only moves the work around. It does cut latency when it runs while this process waits on
-something that releases the GIL (the node fills a key's stock while the engine scans the data).
+something that releases the GIL (the node fills a key's stock while the engine scans the data), or
+while it is idle (the node tops up a key's stock after releasing a result under it, while no query
+executes: ``veil_server.release.RandomnessRefill``).
 Large batches go to the process pool (``pool.py``).
 """
 
@@ -152,10 +154,11 @@ class _KeyRandomness:
         return ready + self.fresh(count - len(ready)) if len(ready) < count else ready
 
     def prefill(self, count: int, stop: threading.Event) -> None:
-        """Add up to ``count`` obfuscators to the stock (at most STOCK_MAX held), one at a time,
-        until ``stop`` is set."""
-        for _ in range(count):
-            if stop.is_set() or len(self.stock) >= STOCK_MAX:
+        """Top the stock up to ``count`` obfuscators (at most STOCK_MAX), one at a time, until
+        ``stop`` is set. What the stock already holds counts: a stock kept full between queries
+        leaves nothing to make during the next one."""
+        for _ in range(min(count, STOCK_MAX)):
+            if stop.is_set() or len(self.stock) >= min(count, STOCK_MAX):
                 return
             (s,) = self.fresh(1)
             with self.stock_lock:
@@ -279,7 +282,7 @@ def obfuscators(n: mpz, n2: mpz, count: int, mode: Obfuscation = "djn") -> list[
 
 
 def prefill(n: mpz, n2: mpz, count: int, stop: threading.Event) -> None:
-    """Make up to ``count`` DJN obfuscators for key n ahead of time, until ``stop`` is set;
+    """Top key n's stock of DJN obfuscators up to ``count`` ahead of time, until ``stop`` is set;
     later ``obfuscators(n, n2, ...)`` calls take them first. Meant for a background thread."""
     if count > 0:
         _CACHE.state(n, n2).prefill(count, stop)

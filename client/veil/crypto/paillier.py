@@ -212,7 +212,7 @@ class PublicKey:
         return [make(self, c, True) for c in values]
 
     def prepare_randomness(self, count: int, stop: threading.Event) -> None:
-        """Make up to ``count`` DJN obfuscators for later encryptions under this key, until
+        """Top this key's stock of DJN obfuscators up to ``count`` for later encryptions, until
         ``stop`` is set (blocking: run it in a thread while this process waits on something that
         releases the GIL). Each is used by exactly one later encryption; see ``obfuscation.py``."""
         prefill(self._n, self._n2, count, stop)

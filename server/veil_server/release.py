@@ -152,8 +152,10 @@ class RandomnessRefill:
     Only when the node is idle: the top-up starts once no query has executed for ``quiet``
     seconds (so it does not compete with the analyst's own decryption on a shared host, or with
     the next query of a burst), and a query that starts executing stops it after the obfuscator
-    in progress (about a millisecond at 2048 bits); it resumes at the next quiet moment. A key's stock is bounded (``veil.crypto.obfuscation.STOCK_MAX``); each obfuscator
-    still masks exactly one ciphertext, and the stock lives only in this process's memory.
+    in progress (about a millisecond at 2048 bits); it resumes at the next quiet moment.
+
+    A key's stock is bounded (``veil.crypto.obfuscation.STOCK_MAX``); each obfuscator still
+    masks exactly one ciphertext, and the stock lives only in this process's memory.
     """
 
     def __init__(self, *, quiet: float = 0.1) -> None:

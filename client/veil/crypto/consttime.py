@@ -106,7 +106,8 @@ def _libcrypto_paths() -> list[str]:
     found = ctypes.util.find_library("crypto")
     if found and found not in paths:
         paths.append(found)
-    return paths
+    # A copy bundled inside a wheel (psycopg's, say) after the interpreter's and the system's.
+    return sorted(paths, key=lambda p: "site-packages" in p or "dist-packages" in p)
 
 
 _lib: _LibCrypto | None = None

@@ -155,6 +155,34 @@ def test_checkpoints_are_signed_stored_and_reused(tmp_path: Path, key: NodeKey) 
     assert [c.tree_size for c in log.checkpoints()] == [7, 5]
 
 
+def test_a_batch_is_one_transaction_with_its_checkpoint(tmp_path: Path, key: NodeKey) -> None:
+    from veil_server.audit.log import Event
+
+    path = tmp_path / "a.db"
+    log = open_log(path, key)
+    fill(log, 3)
+    indices, cp = log.append_many([Event("query.execute", "u", "ok", query="q"),
+                                   Event("query.release", "u", "ok", query="q", details={"ciphertexts": 2})],
+                                  checkpoint=True)
+    assert indices == [3, 4]
+    assert cp is not None and (cp.tree_size, cp.root_hash) == (5, log.root_hash)
+    cp.verify(key.public_key_bytes)
+    assert log.latest_checkpoint() == cp
+    entries = log.entries(0)
+    assert entries[4].prev == entries[3].leaf_hash() and entries[3].prev == entries[2].leaf_hash()
+    # A batch that cannot be written leaves no entry and no checkpoint: the second event is bad.
+    for bad in ([Event("query.submit", "u", "ok"), Event("query.decision", "u", "ok", details={"x": 0.5})],
+                [Event("query.submit", "u", "ok"), Event("query.unheard_of", "u", "ok")]):
+        with pytest.raises((TypeError, ValueError)):
+            log.append_many(bad, checkpoint=True)
+        assert log.tree_size == 5 and log.latest_checkpoint() == cp
+    assert log.append("catalog.read", principal="u", outcome="ok") == 5  # the log goes on
+    log.close()
+    log = open_log(path, key)  # and re-checks end to end
+    assert log.tree_size == 6 and [c.tree_size for c in log.checkpoints()] == [5]
+    log.close()
+
+
 def test_search_filters_and_pages(tmp_path: Path, key: NodeKey) -> None:
     log = open_log(tmp_path / "a.db", key)
     fill(log, 24)

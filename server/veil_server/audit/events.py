@@ -13,7 +13,8 @@ its entry. The converse does not hold after a crash: the log may show a submissi
 query, or a release of a query that was still RUNNING and runs again (a second release entry
 with another digest). Entries say what was decided and about to happen; the state store says
 what happened. Refusals, denials and failures are logged best-effort: refusing does not need
-permission.
+permission. The entries of one step (a submission and its decision; an execution, its release
+and the checkpoint over them) are appended in one transaction: all durable, or none.
 
 ``principal`` is whoever caused the event: the caller for requests, ``"node"`` for start, stop
 and key creation, ``"anonymous"`` for a request without a valid token, and the query's owner
@@ -41,7 +42,7 @@ from ..errors import VeilError
 from ..node_key import NodeKey
 from ..statedb import StateDatabase
 from .errors import AuditUnavailable
-from .log import AuditLog
+from .log import AuditLog, Event
 
 log = logging.getLogger("veil.audit")
 
@@ -155,6 +156,11 @@ class AuditTrail:
         return self.log.append(kind, principal=_text(principal, 200), outcome=outcome,
                                dataset=dataset, query=query, details=details)
 
+    def _append_all(self, events: list[Event], *, checkpoint: bool = False) -> None:
+        """Several entries (and a checkpoint over them) in one transaction: all durable or none."""
+        self.log.append_many([Event(e.kind, _text(e.principal, 200), e.outcome, e.dataset, e.query, e.details)
+                              for e in events], checkpoint=checkpoint)
+
     def _best_effort(self, what: str, fn, *args, **kwargs) -> None:
         try:
             fn(*args, **kwargs)
@@ -164,18 +170,13 @@ class AuditTrail:
     # -- the node ---------------------------------------------------------------------------
 
     def node_started(self, config: NodeConfig) -> None:
-        self._append("admin.node.start", SYSTEM, "ok", details={
+        self._append_all([Event("admin.node.start", SYSTEM, "ok", details={
             "node_name": _text(config.name), "config_digest": config_digest(config),
             "datasets": sorted(d.name for d in config.datasets),
-            "principals": len(config.principals), "software": SOFTWARE})
-        self.log.checkpoint()
+            "principals": len(config.principals), "software": SOFTWARE})], checkpoint=True)
 
     def node_stopping(self) -> None:
-        def stop() -> None:
-            self._append("admin.node.stop", SYSTEM, "ok")
-            self.log.checkpoint()
-
-        self._best_effort("node stop", stop)
+        self._best_effort("node stop", self._append_all, [Event("admin.node.stop", SYSTEM, "ok")], checkpoint=True)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -216,36 +217,38 @@ class AuditTrail:
 
     def submitted(self, rec, decision) -> None:
         """The submission and the policy's decision on it, before the query is stored."""
-        self._append("query.submit", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
-            "purpose": rec.purpose, "request_id": _text(rec.request_id, 200),
-            "canonical_sql": _text(rec.canonical_sql), "plan_digest": rec.plan_digest,
-            "sql_sha256": _sha256(rec.sql), "key_fingerprint": rec.key_fingerprint,
-            # The plan digest covers the SQL only; encrypted inputs (ciphertexts) get their own.
-            "inputs_sha256": hashlib.sha256(getattr(rec, "inputs", b"") or b"").hexdigest()})
-        self._append("query.decision", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
-            "decision": "auto_approve" if decision.auto_approve else "pending_approval",
-            "rules": _rules(decision), "summary": _text(decision.summary(), 2000)})
+        self._append_all([
+            Event("query.submit", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+                "purpose": rec.purpose, "request_id": _text(rec.request_id, 200),
+                "canonical_sql": _text(rec.canonical_sql), "plan_digest": rec.plan_digest,
+                "sql_sha256": _sha256(rec.sql), "key_fingerprint": rec.key_fingerprint,
+                # The plan digest covers the SQL only; encrypted inputs (ciphertexts) get their own.
+                "inputs_sha256": hashlib.sha256(getattr(rec, "inputs", b"") or b"").hexdigest()}),
+            Event("query.decision", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+                "decision": "auto_approve" if decision.auto_approve else "pending_approval",
+                "rules": _rules(decision), "summary": _text(decision.summary(), 2000)}),
+        ])
 
     def approved(self, rec, *, approvers: list[str], reason: str) -> None:
-        """Before the move to APPROVED; a signed checkpoint follows every approval."""
-        self._append("query.approve", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
-                     details={"approvers": approvers, "reason": _text(reason, 2000),
-                              "plan_digest": rec.plan_digest})
-        self.log.checkpoint()
+        """Before the move to APPROVED; a signed checkpoint covers every approval (same commit)."""
+        self._append_all([Event("query.approve", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
+                                details={"approvers": approvers, "reason": _text(reason, 2000),
+                                         "plan_digest": rec.plan_digest})], checkpoint=True)
 
     def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int) -> None:
         """Before the move to SUCCEEDED: the execution, then the release (a digest of the
-        encrypted result, never a value), then a signed checkpoint covering both."""
-        self._append("query.execute", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
-            "rows_scanned_approx": rows_scanned_approx,
-            "groups_released": counters.get("groups_released", 0),
-            "groups_suppressed": counters.get("groups_suppressed", 0), "cells": counters.get("cells", 0)})
-        self._append("query.release", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
-                     details=release_details(
-                         rec.plan_digest, getattr(result, "certificate_id", ""), result.result_digest,
-                         key_fingerprint=rec.key_fingerprint,
-                         ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ()))))
-        self.log.checkpoint()
+        encrypted result, never a value), then a signed checkpoint covering both; one commit."""
+        self._append_all([
+            Event("query.execute", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
+                "rows_scanned_approx": rows_scanned_approx,
+                "groups_released": counters.get("groups_released", 0),
+                "groups_suppressed": counters.get("groups_suppressed", 0), "cells": counters.get("cells", 0)}),
+            Event("query.release", rec.principal, "ok", dataset=rec.dataset, query=rec.id,
+                  details=release_details(
+                      rec.plan_digest, getattr(result, "certificate_id", ""), result.result_digest,
+                      key_fingerprint=rec.key_fingerprint,
+                      ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
+        ], checkpoint=True)
 
     def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:
         """Before the move to REJECTED (by a reviewing owner) or EXPIRED (nobody decided in time)."""
@@ -254,10 +257,10 @@ class AuditTrail:
 
     def partial_approval(self, rec, principal: Principal, reason: str, have: int, need: int) -> None:
         """One owner's approval of a query that needs more than one."""
-        self._append("query.approve", principal.name, "ok", dataset=rec.dataset, query=rec.id,
-                     details={"approvers": [principal.name], "reason": _text(reason, 2000),
-                              "plan_digest": rec.plan_digest, "approvals": have, "approvals_required": need})
-        self.log.checkpoint()
+        self._append_all([Event("query.approve", principal.name, "ok", dataset=rec.dataset, query=rec.id,
+                                details={"approvers": [principal.name], "reason": _text(reason, 2000),
+                                         "plan_digest": rec.plan_digest, "approvals": have,
+                                         "approvals_required": need})], checkpoint=True)
 
     def admin(self, kind: str, principal: str, *, dataset: str | None = None,
               details: dict[str, Any] | None = None) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +68,18 @@ AUDIT_LOCK = "audit.append"
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry to append (see :meth:`AuditLog.append`)."""
+
+    kind: str
+    principal: str
+    outcome: str
+    dataset: str | None = None
+    query: str | None = None
+    details: Mapping[str, Any] | None = None
 
 
 class AuditLog:
@@ -190,44 +203,77 @@ class AuditLog:
         not perform the action), ``ValueError``/``TypeError`` for an unknown kind or outcome or
         a value canonical JSON does not allow (floats, None, bytes: convert them first).
         """
-        if not is_known_kind(kind):
-            raise ValueError(f"unknown audit kind {kind!r}")
+        (index,), _ = self.append_many([Event(kind, principal=principal, outcome=outcome, dataset=dataset,
+                                              query=query, details=details)])
+        return index
+
+    def append_many(self, events: list[Event], *, checkpoint: bool = False) -> tuple[list[int], Checkpoint | None]:
+        """Log several events, in order, and (``checkpoint``) sign a checkpoint covering them, all
+        in one transaction: one commit and one fsync, and either all of it is durable or none
+        is. Returns their indices (and the checkpoint) once durable; raises as :meth:`append`
+        does, in which case none of them was logged."""
+        for ev in events:
+            if not is_known_kind(ev.kind):
+                raise ValueError(f"unknown audit kind {ev.kind!r}")
         with self._lock:
             conn = self._db()
             try:
                 conn.begin(AUDIT_LOCK)
             except (*conn.errors, OSError) as exc:
                 raise AuditUnavailable(f"append failed: {exc}") from exc
-            index = None
+            indices: list[int] = []
             try:
                 # What other writers (replicas) appended since, or what a failed commit left.
-                self._tail = tail = store.catch_up(conn, self._tail)
-                entry = Entry(
-                    index=tail.range.size,
-                    time=max(format_time(self._clock()), tail.last_time),  # never goes back
-                    kind=kind, principal=principal, outcome=outcome, prev=tail.last_leaf,
-                    dataset=dataset, query=query, details=dict(details or {}),
-                )
-                index = entry.index
-                body = entry.to_bytes()
-                leaf = merkle.leaf_hash(body)
-                new_range = tail.range.copy()
-                nodes = [(lvl, i, h) for lvl, i, h in new_range.append(leaf) if lvl > 0]
-                conn.execute(
-                    f"INSERT INTO entry ({store.ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                    store.entry_row(entry, body, leaf),
-                )
-                conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
+                tail = store.catch_up(conn, self._tail)
+                self._tail = tail
+                for ev in events:
+                    entry = Entry(
+                        index=tail.range.size,
+                        time=max(format_time(self._clock()), tail.last_time),  # never goes back
+                        kind=ev.kind, principal=ev.principal, outcome=ev.outcome, prev=tail.last_leaf,
+                        dataset=ev.dataset, query=ev.query, details=dict(ev.details or {}),
+                    )
+                    indices.append(entry.index)
+                    body = entry.to_bytes()
+                    leaf = merkle.leaf_hash(body)
+                    new_range = tail.range.copy()
+                    nodes = [(lvl, i, h) for lvl, i, h in new_range.append(leaf) if lvl > 0]
+                    conn.execute(
+                        f"INSERT INTO entry ({store.ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                        store.entry_row(entry, body, leaf),
+                    )
+                    conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
+                    tail = store.Tail(new_range, leaf, entry.time)
+                cp = self._sign_checkpoint(conn, tail) if checkpoint else None
                 conn.commit()
             except (*conn.errors, OSError) as exc:
                 # The commit may or may not have happened: the next append's catch-up reads it.
                 self._rollback(conn)
-                raise AuditUnavailable(f"append of entry {index} failed: {exc}") from exc
+                what = (f"entries {indices[0]}-{indices[-1]}" if len(indices) > 1
+                        else f"entry {indices[0]}" if indices else "an entry")
+                raise AuditUnavailable(f"append of {what} failed: {exc}") from exc
             except BaseException:
                 self._rollback(conn)
                 raise
-            self._tail = store.Tail(new_range, leaf, entry.time)
-            return entry.index
+            self._tail = tail
+            return indices, cp
+
+    def _sign_checkpoint(self, conn: StateDatabase, tail: store.Tail) -> Checkpoint:
+        """In the caller's transaction: the stored checkpoint for ``tail``'s size, or a new one."""
+        size, root = tail.range.size, tail.range.root()
+        row = conn.execute("SELECT body, signature FROM checkpoint WHERE tree_size = ?", (size,)).fetchone()
+        if row is not None:
+            return Checkpoint.from_signed_bytes(bytes(row[0]), bytes(row[1]))
+        cp = Checkpoint(
+            origin=self.node_id, tree_size=size, root_hash=root, key_id=self.key.key_id,
+            time=max(format_time(self._clock()), tail.last_time),
+        )
+        cp = cp.with_signature(self.key.sign(cp.signed_bytes()))
+        conn.execute(
+            "INSERT INTO checkpoint (tree_size, body, signature) VALUES (?, ?, ?)",
+            (size, cp.signed_bytes(), cp.signature),
+        )
+        return cp
 
     @staticmethod
     def _rollback(conn: StateDatabase) -> None:
@@ -246,22 +292,8 @@ class AuditLog:
             try:
                 conn.begin(AUDIT_LOCK)
                 self._tail = store.catch_up(conn, self._tail)
-                size, root = self._tail.range.size, self._tail.range.root()
-                row = conn.execute(
-                    "SELECT body, signature FROM checkpoint WHERE tree_size = ?", (size,)
-                ).fetchone()
-                if row is not None:
-                    conn.commit()
-                    return Checkpoint.from_signed_bytes(bytes(row[0]), bytes(row[1]))
-                cp = Checkpoint(
-                    origin=self.node_id, tree_size=size, root_hash=root, key_id=self.key.key_id,
-                    time=max(format_time(self._clock()), self._tail.last_time),
-                )
-                cp = cp.with_signature(self.key.sign(cp.signed_bytes()))
-                conn.execute(
-                    "INSERT INTO checkpoint (tree_size, body, signature) VALUES (?, ?, ?)",
-                    (size, cp.signed_bytes(), cp.signature),
-                )
+                size = self._tail.range.size
+                cp = self._sign_checkpoint(conn, self._tail)
                 conn.commit()
                 return cp
             except (*conn.errors, OSError) as exc:

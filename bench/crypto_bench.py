@@ -45,6 +45,7 @@ from veil.crypto import (  # noqa: E402
 )
 from veil.crypto import sharing  # noqa: E402
 from veil.crypto.obfuscation import FixedBaseTable, exponent_bits, table_cache_info, window_bits  # noqa: E402
+from veil.crypto import consttime  # noqa: E402
 from veil.crypto.paillier import crt_decrypt  # noqa: E402
 from veil.crypto.pool import shutdown  # noqa: E402
 
@@ -128,10 +129,12 @@ def per_op_rows(pk: PublicKey, sk: PrivateKey, t: float, met: list[bool]) -> tup
         ("decrypt (CRT)", lambda i: sk.decrypt(cts[i & 255]), lambda i: psk.decrypt(pcts[i & 255]), floor_crt, True),
     ]
     rows: list[Row] = []
-    phe_enc = 0.0
+    phe_enc = phe_dec = 0.0
     for name, veil_op, phe_op, floor_op, targeted in ops:
         v, ph, fl = rate(veil_op, t), rate(phe_op, t), rate(floor_op, t)
         checks = []
+        if name.startswith("decrypt"):
+            phe_dec = ph
         if name.startswith("encrypt (DJN"):
             phe_enc = ph
             ok = v / ph >= TARGET_ENC
@@ -146,6 +149,11 @@ def per_op_rows(pk: PublicKey, sk: PrivateKey, t: float, met: list[bool]) -> tup
     del many
     v2 = 1024 / once(lambda: pk.encrypt_many(vals * 4, workers=None), 3)
     rows.append(("encrypt_many, process pool (all CPUs)", fmt(v2), "", "", f"{v2 / phe_enc:.1f}x phe", ""))
+    batch = cts[:64]
+    assert sk.decrypt_many(batch, workers=None) == vals[:64]
+    d2 = len(batch) / once(lambda: sk.decrypt_many(batch, workers=None), 3)
+    where = "threads" if consttime.backend() == "openssl" else "process pool"
+    rows.append((f"decrypt_many, {where} (all CPUs)", fmt(d2), "", "", f"{d2 / phe_dec:.1f}x phe", ""))
     return rows, phe_enc
 
 

@@ -4,7 +4,8 @@
 
 One table, 2048- and 3072-bit keys. Every figure is a throughput (operations per second, best of
 three timed rounds, this process, one core unless a row says otherwise). phe runs on the very
-same key (converted with ``to_phe``), so only the implementation differs.
+same key (converted with ``to_phe``), so only the implementation differs. As ``timeit`` does, the
+garbage collector is paused while anything is timed, Veil, phe and floor alike.
 
 Floors ("raw gmpy2", the cheapest single-op arithmetic each operation mathematically needs,
 written as bare gmpy2 calls with no object or check around them):
@@ -22,11 +23,12 @@ provides it, else GMP's powmod_sec: veil.crypto.consttime), the floor and phe us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import gmpy2
@@ -53,8 +55,27 @@ TARGET_ENC, TARGET_PACK, TARGET_DOT, TARGET_FLOOR = 10.0, 300.0, 8.0, 0.5
 Row = tuple[str, str, str, str, str, str]
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """As ``timeit`` does: collect, then pause the cyclic garbage collector while timing (for
+    every side alike), so that a collection of the bench's own objects lands on no one's clock."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def rate(op: Callable[[int], object], min_time: float) -> float:
     """Operations per second: calibrate a loop length to ~min_time, best of three rounds."""
+    with no_gc():
+        return _rate(op, min_time)
+
+
+def _rate(op: Callable[[int], object], min_time: float) -> float:
     k = 1
     while True:
         t = time.perf_counter()
@@ -76,10 +97,11 @@ def rate(op: Callable[[int], object], min_time: float) -> float:
 def once(fn: Callable[[], object], repeat: int = 1) -> float:
     """Seconds for one call (best of ``repeat``)."""
     best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+    with no_gc():
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
     return best
 
 
@@ -215,10 +237,10 @@ def dot_rows(pk: PublicKey, sk: PrivateKey, big: int, met: list[bool], parallel:
                  f">=8x {verdict(ok)}"))
     cts, ws = chained_ciphertexts(pk, big)
     bx = [secrets.randbelow(2**32) - 2**31 for _ in range(big)]
-    gc.collect()
-    t0 = time.perf_counter()
-    r = dot(cts, bx, workers=1)
-    t_big = time.perf_counter() - t0
+    with no_gc():
+        t0 = time.perf_counter()
+        r = dot(cts, bx, workers=1)
+        t_big = time.perf_counter() - t0
     assert sk.decrypt(r) == sum(w * x for w, x in zip(ws, bx)), "dot product mismatch"
     t_phe_big, t_naive_big = t_phe * big / 4096, t_naive * big / 4096
     ok = t_phe_big / t_big >= TARGET_DOT

@@ -33,8 +33,10 @@ def _odd(bits: int) -> mpz:
 
 def test_linux_uses_the_interpreters_libcrypto() -> None:
     # CPython's hashlib is built on OpenSSL: on Linux its libcrypto is mapped and must be usable.
+    # (Elsewhere the lookup has no /proc/self/maps; either backend is then a valid outcome.)
     if not sys.platform.startswith("linux"):
-        pytest.skip("the mapped-library lookup reads /proc/self/maps (Linux only)")
+        assert consttime.backend() in ("openssl", "gmp")
+        return
     paths = consttime._libcrypto_paths()
     assert paths and any("libcrypto" in p for p in paths)
     assert consttime.backend() == "openssl"

@@ -34,10 +34,11 @@ the chunk functions are pure, so the answer is the same, only later. The next ba
 executor again. (A cluster that cannot be reached at all is refused when it is connected: see
 ``veil.crypto.cluster``.)
 
-What crosses, and to whom. Decryption with OpenSSL's constant-time routine (``veil.crypto.consttime``,
-the usual case) runs on threads of this process: p and q go nowhere. Otherwise the local pool:
-this process's own children on the same host, which receive p and q over the executor's pipe,
-no wider than the parent's own memory. Another executor (a Dask scheduler and its workers; ``veil.crypto.cluster``):
+What crosses, and to whom. Decryption with OpenSSL's constant-time routine
+(``veil.crypto.consttime``, the usual case) runs on threads of this process: p and q go nowhere.
+Otherwise the local pool: this process's own children on the same host, which receive p and q
+over the executor's pipe, no wider than the parent's own memory. Another executor (a Dask
+scheduler and its workers; ``veil.crypto.cluster``):
 
 * encryption: the modulus n and every plaintext -- on a node, the packed cells of a result about
   to be released, in clear -- and the workers draw each ciphertext's randomness (knowing it
@@ -390,10 +391,9 @@ def decrypt_raw_batch(
         powers = powers or crt_powers(p, q, p2, q2)
         return [int(crt_decrypt(c, *crt, powers=powers)) for c in cs]
     if not explicit and powers is not None and powers[0].releases_gil:
-        jobs = [[cs[j % n] for j in range(a, b)] for a, b in split_evenly(2 * n, w)]
-        starts = [a for a, _ in split_evenly(2 * n, w)]
-        pool = _thread_pool()
-        futures = [pool.submit(_halves, (p, q, hp, hq), powers, job, a, n) for job, a in zip(jobs, starts)]
+        threads = _thread_pool()
+        futures = [threads.submit(_halves, (p, q, hp, hq), powers, [cs[j % n] for j in range(a, b)], a, n)
+                   for a, b in split_evenly(2 * n, w)]
         halves = [h for f in futures for h in f.result()]
     else:
         consts = tuple(int(x).to_bytes((int(x).bit_length() + 7) // 8 or 1, "big") for x in (p, q, p2, q2, hp, hq))

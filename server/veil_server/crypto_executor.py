@@ -9,9 +9,20 @@ executor = "local"                             # default: a process pool over th
 # tls_key = "dask/node.key"
 # connect_timeout_seconds = 10                 # at start-up
 # task_timeout_seconds = 600                   # one batch; then it is recomputed locally
+# obfuscation = "djn"                          # or "full": the randomness of every ciphertext made here
 ```
 
-``VEIL_CRYPTO_EXECUTOR`` overrides ``executor``; ``VEIL_CRYPTO_WORKERS`` sizes the local pool.
+``VEIL_CRYPTO_EXECUTOR`` overrides ``executor``, ``VEIL_CRYPTO_OBFUSCATION`` ``obfuscation``;
+``VEIL_CRYPTO_WORKERS`` sizes the local pool.
+
+``obfuscation`` chooses the randomness of every ciphertext the node makes under an analyst's key
+(results, encrypted-input sums, federation contributions and combinations; see
+``veil.crypto.obfuscation``): ``"djn"``, the default, takes a short exponent from a precomputed
+fixed-base table (one more assumption than Paillier's, and a table read at positions set by the
+secret exponent); ``"full"`` takes r^n for a uniform r (Paillier's own, DCRA only, and an
+exponentiation whose sequence of operations is set by the public n alone), about ten times the
+cost. Either way the node makes the next result's randomness while idle, so a returning analyst
+pays for it mostly off the request path.
 Plaintext ``dask://`` is accepted only in development mode and on loopback (a Dask scheduler runs
 any code its clients send, and the batches carry released cells and raw column values in clear:
 ``veil.crypto.pool`` lists what crosses).
@@ -30,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from veil.crypto.cluster import TlsFiles, scheduler_address
+from veil.crypto.obfuscation import OBFUSCATIONS
 
 LOCAL = "local"
 
@@ -40,6 +52,10 @@ class CryptoSettings:
     tls: TlsFiles | None = None
     connect_timeout_seconds: float = 10.0
     task_timeout_seconds: float = 600.0
+    # Randomness of every ciphertext the node makes under an analyst's key (veil.crypto.obfuscation):
+    # "djn" (default: short exponent from a fixed-base table) or "full" (r^n, DCRA only, ~10x the
+    # cost, and no table indexed by secret digits).
+    obfuscation: str = "djn"
 
 
 def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_dir: Path, dev_mode: bool,
@@ -47,12 +63,19 @@ def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_
     section = dict(raw or {})
     if env.get("VEIL_CRYPTO_EXECUTOR"):
         section["executor"] = env["VEIL_CRYPTO_EXECUTOR"]
+    if env.get("VEIL_CRYPTO_OBFUSCATION"):
+        section["obfuscation"] = env["VEIL_CRYPTO_OBFUSCATION"]
+    obfuscation = str(section.get("obfuscation", "djn")).strip().lower()
+    if obfuscation not in OBFUSCATIONS:
+        raise error(f'crypto.obfuscation must be "djn" (fixed-base table, the default) or "full" '
+                    f'(full-width r^n: no short-exponent assumption, no secret-indexed table; about 10x '
+                    f'slower), not {section.get("obfuscation")!r}')
     executor = str(section.get("executor", LOCAL)).strip()
     connect_timeout = _seconds(section.get("connect_timeout_seconds", 10), "crypto.connect_timeout_seconds", error)
     task_timeout = _seconds(section.get("task_timeout_seconds", 600), "crypto.task_timeout_seconds", error)
     files = {k: section.get(k) for k in ("tls_ca", "tls_cert", "tls_key")}
     if executor == LOCAL:
-        return CryptoSettings(LOCAL, None, connect_timeout, task_timeout)
+        return CryptoSettings(LOCAL, None, connect_timeout, task_timeout, obfuscation)
     try:
         address = scheduler_address(executor)
     except ValueError as e:
@@ -73,7 +96,7 @@ def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_
                     "use dask+tls://host:port with crypto.tls_ca, crypto.tls_cert and crypto.tls_key")
     elif any(files.values()):
         raise error("crypto.tls_* apply to a dask+tls:// executor only")
-    return CryptoSettings(executor, tls, connect_timeout, task_timeout)
+    return CryptoSettings(executor, tls, connect_timeout, task_timeout, obfuscation)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from veil.crypto import Ciphertext, InvalidCiphertext, PublicKey, dot
+from veil.crypto.obfuscation import Obfuscation
 from veil.v1 import query_pb2
 
 from .catalog import ColumnControl, Dataset
@@ -132,8 +133,9 @@ def statistics_plan(plan: QueryPlan, spec: WeightedSpec) -> QueryPlan:
 
 
 def cells_for_groups(spec: WeightedSpec, groups: list[tuple[str, ...]], stats: AggregateResult,
-                     key: PublicKey, k: int) -> list[bytes]:
-    """One obfuscated ciphertext per group, in the order of ``groups``."""
+                     key: PublicKey, k: int, *, obfuscation: Obfuscation = "djn") -> list[bytes]:
+    """One obfuscated ciphertext per group, in the order of ``groups`` (``obfuscation``: the
+    node's ``[crypto] obfuscation``)."""
     weights = [Ciphertext.from_bytes(key, w) for w in spec.weights]
     top = max(spec.value_scales, default=0)
     rescale = [10 ** (top - s) for s in spec.value_scales]
@@ -155,4 +157,4 @@ def cells_for_groups(spec: WeightedSpec, groups: list[tuple[str, ...]], stats: A
             g = by.get(grp)
             vectors.append([g.columns[c].total * r for c, r in zip(spec.value_columns, rescale)]
                            if g is not None else [0] * len(spec.value_columns))
-    return [dot(weights, vec).to_bytes() for vec in vectors]
+    return [dot(weights, vec, obfuscation=obfuscation).to_bytes() for vec in vectors]

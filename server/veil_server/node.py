@@ -84,7 +84,9 @@ class Node:
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
-        # Analyst keys' encryption randomness, topped up between queries (off the request path).
+        # Analyst keys' encryption randomness, topped up between queries (off the request path),
+        # of the kind [crypto] obfuscation asks for.
+        self.obfuscation = getattr(config.crypto, "obfuscation", "djn")
         self.refill = RandomnessRefill()
         self._closed = threading.Event()
         self._changed = threading.Condition()
@@ -452,7 +454,8 @@ class Node:
             plan = QueryPlan.from_json(rec.plan_json)
             ds = self.dataset(plan.dataset)
             key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
-            randomness = Randomness(plan, ds, key)  # the ciphertexts' randomness, made during the scan
+            # The ciphertexts' randomness, made during the scan (what the stock lacks).
+            randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
             try:
                 stats = self.engine.aggregate(plan, ds)
             finally:
@@ -465,7 +468,7 @@ class Node:
             # Issue 4: DP noise, or dominance suppression, before anything is encrypted.
             stats, dominated = self.disclosure.prepare(plan, ds, stats)
             result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted,
-                                            suppress=dominated)
+                                            suppress=dominated, obfuscation=self.obfuscation)
             keys = released_keys(plan, result)
             result.certificate_id = self.certificate_id(ds.name)
             result.result_digest = result_digest(result)
@@ -496,7 +499,7 @@ class Node:
                     write_ahead=release,
                 )
             # The analyst's next result under this key finds its randomness made while idle.
-            self.refill.request(key, len(result.cells.ciphertexts) + len(result.weighted_cells))
+            self.refill.request(key, len(result.cells.ciphertexts) + len(result.weighted_cells), self.obfuscation)
         except VeilError as e:
             if e.private:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)

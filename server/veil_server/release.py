@@ -27,6 +27,7 @@ from math import isqrt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from veil.crypto import ColumnPacking, EncodingOverflow, PublicKey, encrypt_packed
+from veil.crypto.obfuscation import Obfuscation
 from veil.v1 import query_pb2
 
 from .catalog import Column, Dataset
@@ -126,7 +127,8 @@ class Randomness:
     most what the whole declared group domain would need; what a result does not use stays in
     the key's stock for its next query (each obfuscator is still used exactly once)."""
 
-    def __init__(self, plan: QueryPlan, dataset: Dataset, public_key: PublicKey) -> None:
+    def __init__(self, plan: QueryPlan, dataset: Dataset, public_key: PublicKey, *,
+                 obfuscation: Obfuscation = "djn") -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if not plan.aggregates:
@@ -135,7 +137,7 @@ class Randomness:
         cells = expected_groups(plan, dataset) * len(specs)
         count = min(PREPARED_CIPHERTEXTS_MAX,
                     ColumnPacking.for_ranges(public_key, [(s.low, s.high) for s in specs]).ciphertexts_for(cells))
-        self._thread = threading.Thread(target=public_key.prepare_randomness, args=(count, self._stop),
+        self._thread = threading.Thread(target=public_key.prepare_randomness, args=(count, self._stop, obfuscation),
                                         name="veil-randomness", daemon=True)
         self._thread.start()
 
@@ -163,7 +165,7 @@ class RandomnessRefill:
         self._quiet = quiet
         self._quiet_from = 0.0  # monotonic time from which the node counts as quiet
         self._active = 0  # queries executing now
-        self._pending: dict[str, tuple[PublicKey, int]] = {}  # by key fingerprint
+        self._pending: dict[tuple[str, str], tuple[PublicKey, int]] = {}  # by key fingerprint and mode
         self._busy = False
         self._closed = False
         self._stop = threading.Event()  # set while a query executes or the node closes
@@ -174,13 +176,14 @@ class RandomnessRefill:
         """``with refill.executing():`` around a query's execution."""
         return _Executing(self)
 
-    def request(self, public_key: PublicKey, count: int) -> None:
-        """Top ``public_key``'s stock up to ``count`` once the node is idle."""
+    def request(self, public_key: PublicKey, count: int, obfuscation: Obfuscation = "djn") -> None:
+        """Top ``public_key``'s stock of ``obfuscation`` obfuscators up to ``count`` once the
+        node is idle."""
         if count <= 0:
             return
         with self._cond:
-            fp = public_key.fingerprint()
-            self._pending[fp] = (public_key, max(count, self._pending.get(fp, (public_key, 0))[1]))
+            slot = (public_key.fingerprint(), obfuscation)
+            self._pending[slot] = (public_key, max(count, self._pending.get(slot, (public_key, 0))[1]))
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -220,17 +223,17 @@ class RandomnessRefill:
                         self._cond.wait(left)
                     else:
                         break
-                fp, (key, count) = self._pending.popitem()
+                slot, (key, count) = self._pending.popitem()
                 self._busy = True
             try:
-                key.prepare_randomness(count, self._stop)
+                key.prepare_randomness(count, self._stop, slot[1])
             except Exception:  # noqa: BLE001 -- randomness made later, inline, is the fallback
                 log.exception("refilling a key's randomness failed; encryption will make its own")
             finally:
                 with self._cond:
                     self._busy = False
                     if self._stop.is_set() and not self._closed:  # interrupted: finish it when idle again
-                        self._pending.setdefault(fp, (key, count))
+                        self._pending.setdefault(slot, (key, count))
                     self._cond.notify_all()
 
 
@@ -257,12 +260,14 @@ def build_result(
     now: Timestamp | None = None,
     weighted: Sequence[tuple[WeightedSpec, AggregateResult]] = (),
     suppress: frozenset | set = frozenset(),
+    obfuscation: Obfuscation = "djn",
 ) -> tuple[query_pb2.QueryResult, dict[str, int]]:
     """Returns the encrypted result and counters for metering (groups released/suppressed).
 
     ``weighted`` holds encrypted-input sums with the statistics that feed them
     (see :mod:`veil_server.encrypted_input`); they get one ciphertext per released group.
     ``suppress`` holds group keys suppressed beyond the k rule (dominance, issue 4).
+    ``obfuscation``: the ciphertexts' randomness, the node's ``[crypto] obfuscation``.
     """
     k = dataset.min_group_size
     specs = [cell_spec(a, dataset) for a in plan.aggregates]
@@ -317,7 +322,7 @@ def build_result(
     packing = ColumnPacking.for_ranges(public_key, [(specs[o.index].low, specs[o.index].high)
                                                     for o in agg_outputs]) if agg_outputs else None
     try:
-        ciphertexts = encrypt_packed(public_key, cells, packing) if cells and packing else []
+        ciphertexts = encrypt_packed(public_key, cells, packing, obfuscation=obfuscation) if cells and packing else []
     except EncodingOverflow:
         # Cannot happen with clamped inputs; refusing is the safe answer if it ever does.
         raise Internal("a result cell fell outside its declared bound", reason="RESULT_OUT_OF_RANGE") from None
@@ -327,7 +332,8 @@ def build_result(
         result.cells.plaintext_bits = packing.capacity
     result.cells.cell_count = len(cells)
     result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
-    per_column = [cells_for_groups(spec, released_keys, st, public_key, k) for spec, st in weighted]
+    per_column = [cells_for_groups(spec, released_keys, st, public_key, k, obfuscation=obfuscation)
+                  for spec, st in weighted]
     for i in range(len(released_keys)):
         result.weighted_cells.extend(col[i] for col in per_column)
     if now is not None:

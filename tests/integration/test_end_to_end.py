@@ -206,3 +206,42 @@ def test_node_tops_up_the_keys_randomness_between_queries(alice, demo_node):
     assert again.equals(first)
     used = [s for s in ready if s not in state.stock]
     assert used  # the repeat's ciphertexts used obfuscators made between the queries
+
+
+def test_a_node_set_to_full_width_randomness_uses_it(tmp_path):
+    """[crypto] obfuscation = "full": the node's ciphertexts take r^n randomness (its own stock,
+    topped up between queries like the default's), and the figures are the same."""
+    import gmpy2
+
+    from tests.conftest import NodeFixture, write_home
+    from veil.crypto import generate_keypair, obfuscation
+
+    # A key of its own, so that no other node of this test session touches its stocks.
+    analyst_home = write_home(tmp_path / "home", generate_keypair(bits=2048)[1])
+    from veil_server.config import load_config
+    from veil_server.demo import init_node_folder
+    from veil_server.server import run_server
+
+    folder = tmp_path / "node"
+    tokens = init_node_folder(folder, rows=20_000)
+    config = load_config(folder / "veil.toml", env={"VEIL_CRYPTO_OBFUSCATION": "full"})
+    assert config.crypto.obfuscation == "full"
+    sql = "SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM patients GROUP BY region"
+    with run_server(config, listen="127.0.0.1:0", grace=1.0) as running:
+        fixture = NodeFixture(folder, tokens, running)
+        with fixture.connect("alice", analyst_home) as alice:
+            pk = alice.keys[0]
+            state = obfuscation._CACHE.state(gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare))
+            djn_before = list(state.stock)
+            first = alice.query(sql, purpose="research")
+            assert running.node.refill.wait_idle(60)
+            ready = list(state.stocks["full"])
+            assert ready  # the full-width stock was topped up after the release
+            again = alice.query(sql, purpose="research")
+            assert [s for s in ready if s not in state.stocks["full"]]  # and the repeat used it
+            assert state.stock == djn_before  # the DJN stock was neither used nor filled
+    ref = raw(fixture, "SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM {t} GROUP BY region")
+    ref = ref.set_index("region")
+    assert again.equals(first) and len(first) == len(ref)
+    for _, row in first.iterrows():
+        assert row["n"] == ref.loc[row["region"], "n"] and row["stay"] == ref.loc[row["region"], "stay"]

@@ -194,3 +194,24 @@ def test_list_federated_datasets(cluster, analyst_home):
         listing = list_federated(node)
     assert listing.node == "south"
     assert [(d.name, list(d.members)) for d in listing.datasets] == [("admissions", ["east", "north", "south"])]
+
+
+def test_members_set_to_full_width_randomness_use_it(tmp_path, analyst_home, monkeypatch):
+    """[crypto] obfuscation = "full" on every member: their contributions and the coordinator's
+    combination take r^n randomness, and the totals still equal DuckDB over the union."""
+    from veil.crypto import obfuscation
+
+    made: list[int] = []
+    full = obfuscation._full
+    monkeypatch.setattr(obfuscation, "_full", lambda n, n2, count: (made.append(count), full(n, n2, count))[1])
+    full_crypto = ("[node]", '[crypto]\nobfuscation = "full"\n\n[node]')
+    with federation(tmp_path / "fed", min_group_size=(10, K, 10), rows=(4_000, 3_000, 2_000),
+                    edit={m: full_crypto for m in ("north", "south", "east")}) as c:
+        assert all(r.node.obfuscation == "full" for r in c.running.values())
+        reference = {(r.region, r.diagnosis, int(r.decade)): r for r in c.union(REFERENCE).itertuples()}
+        with c.connect("north", analyst_home) as node:
+            for protocol in ("paillier", "sharing"):
+                made.clear()
+                df = node.federated_query(GROUPED, purpose="research", protocol=protocol)
+                released, _ = check_against_union(df, reference)
+                assert released > 0 and sum(made) > 0, protocol

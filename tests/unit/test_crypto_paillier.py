@@ -169,6 +169,30 @@ def test_prepared_obfuscators_are_each_used_once() -> None:
     obfuscation.clear_table_cache()
 
 
+def test_full_width_obfuscators_have_their_own_stock() -> None:
+    import threading
+
+    from veil.crypto import obfuscation
+
+    pk, sk = generate_keypair(1024, insecure_test_key=True)  # a key of its own: fresh stocks
+    n, n2 = gmpy2.mpz(pk.n), gmpy2.mpz(pk.nsquare)
+    state = obfuscation._CACHE.state(n, n2)
+    stop = threading.Event()
+    pk.prepare_randomness(4, stop, "full")
+    full = list(state.stocks["full"])
+    assert len(full) == 4 and not state.stock  # the DJN stock is another
+    # Each is r^n for a fresh r: an encryption of 0, and none equal.
+    assert len(set(full)) == 4 and all(sk.decrypt_raw(Ciphertext(pk, int(s))) == 0 for s in full)
+    c = pk.encrypt(-7, obfuscation="full")  # takes one from the full stock
+    assert sk.decrypt(c) == -7 and len(state.stocks["full"]) == 3
+    assert pk.encrypt(5).value != c.value and not state.stock and len(state.stocks["full"]) == 3  # DJN: fresh
+    got = obfuscators(n, n2, 5, "full")  # 3 from the stock, 2 made now
+    assert set(full[:3]) <= set(got) and len(set(got)) == 5 and not state.stocks["full"]
+    with pytest.raises(ValueError):
+        pk.prepare_randomness(1, stop, "short")  # type: ignore[arg-type]
+    obfuscation.clear_table_cache()
+
+
 @settings(max_examples=30, deadline=None)
 @given(e=st.integers(0, 2**1024 - 1))
 def test_fixed_base_table_matches_powmod(e: int) -> None:

@@ -66,3 +66,15 @@ def test_environment_overrides_the_file() -> None:
 def test_timeouts_are_bounded(key: str, value) -> None:
     with pytest.raises(ConfigError, match=f"crypto.{key} must be"):
         parse({"executor": "local", key: value})
+
+
+def test_obfuscation_djn_by_default_full_on_request() -> None:
+    assert parse(None).obfuscation == "djn"
+    assert parse({"obfuscation": "full"}).obfuscation == "full"
+    assert parse({"obfuscation": " FULL "}).obfuscation == "full"
+    assert parse({"obfuscation": "djn"}, env={"VEIL_CRYPTO_OBFUSCATION": "full"}).obfuscation == "full"
+    # A cluster executor keeps the setting too.
+    assert parse({"executor": "dask://127.0.0.1:8786", "obfuscation": "full"}).obfuscation == "full"
+    for bad in ("short", "", 3):
+        with pytest.raises(ConfigError, match='crypto.obfuscation must be "djn"'):
+            parse({"obfuscation": bad})

@@ -19,11 +19,13 @@ class FakeKey:
         self.made = 0
         self.started = threading.Event()
         self.stopped = 0
+        self.modes: list[str] = []
 
     def fingerprint(self) -> str:
         return self.name
 
-    def prepare_randomness(self, count: int, stop: threading.Event) -> None:
+    def prepare_randomness(self, count: int, stop: threading.Event, obfuscation: str = "djn") -> None:
+        self.modes.append(obfuscation)
         self.started.set()
         while self.made < count:
             if stop.is_set():
@@ -80,12 +82,12 @@ def test_waits_for_a_quiet_moment_and_merges_requests_per_key() -> None:
         with refill.executing():
             refill.request(a, 3)
             refill.request(a, 5)  # the larger target stands
-            refill.request(b, 2)
+            refill.request(b, 2, "full")
             refill.request(b, 0)  # nothing to do: ignored
         time.sleep(0.1)
         assert a.made == b.made == 0  # still inside the quiet period
         assert refill.wait_idle(30)
-        assert (a.made, b.made) == (5, 2)
+        assert (a.made, b.made) == (5, 2) and (a.modes, b.modes) == (["djn"], ["full"])
     finally:
         refill.close()
 

@@ -23,8 +23,12 @@ What it reveals: nothing about the plaintext. h and the tables are per process a
 secret (DJN publish h); what must stay secret is each exponent a / each r, drawn from ``secrets``
 and used for exactly one obfuscator -- no obfuscator is ever handed out twice. An obfuscator
 reveals the plaintext of the one ciphertext it masks, so obfuscators made ahead of time
-(``prefill``) are kept in this process's memory only, and each is removed from the stock, under
-a lock, by the one call that uses it.
+(``prefill``) are kept in this process's memory only, one stock per key and mode, and each is
+removed from its stock, under a lock, by the one call that uses it.
+
+Side channels: evaluating hs^a from the table reads the entries that a's bytes select and skips
+zero bytes, so timing and cache state depend on a. ``"full"`` raises the secret r to the public
+n with GMP's exponentiation, whose sequence of operations and table reads are set by n alone.
 
 A background thread pre-computing obfuscators does not raise throughput: gmpy2 holds the GIL,
 so it only moves the work around. It does cut latency when it runs while this process waits on
@@ -131,7 +135,7 @@ class FixedBaseTable:
 class _KeyRandomness:
     """Per-public-key DJN state of this process: hs, a use counter, and (once earned) a table."""
 
-    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock", "stock", "stock_lock")
+    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock", "stocks", "stock_lock")
 
     def __init__(self, n: mpz, n2: mpz) -> None:
         self.n = n
@@ -144,25 +148,35 @@ class _KeyRandomness:
         self.uses = 0
         self.refused = False  # the cache budget cannot hold this key's table
         self.lock = threading.Lock()
-        self.stock: list[mpz] = []  # made ahead, never handed out; each leaves it exactly once
+        # Made ahead, by mode, never handed out; each leaves its stock exactly once.
+        self.stocks: dict[str, list[mpz]] = {"djn": [], "full": []}
         self.stock_lock = threading.Lock()
 
-    def obfuscators(self, count: int) -> list[mpz]:
-        with self.stock_lock:
-            ready = self.stock[len(self.stock) - min(count, len(self.stock)):]
-            del self.stock[len(self.stock) - len(ready):]
-        return ready + self.fresh(count - len(ready)) if len(ready) < count else ready
+    @property
+    def stock(self) -> list[mpz]:
+        """The DJN stock (the default mode's)."""
+        return self.stocks["djn"]
 
-    def prefill(self, count: int, stop: threading.Event) -> None:
-        """Top the stock up to ``count`` obfuscators (at most STOCK_MAX), one at a time, until
-        ``stop`` is set. What the stock already holds counts: a stock kept full between queries
-        leaves nothing to make during the next one."""
+    def obfuscators(self, count: int, mode: Obfuscation = "djn") -> list[mpz]:
+        stock = self.stocks[mode]
+        with self.stock_lock:
+            ready = stock[len(stock) - min(count, len(stock)):]
+            del stock[len(stock) - len(ready):]
+        if len(ready) >= count:
+            return ready
+        return ready + (self.fresh(count - len(ready)) if mode == "djn" else _full(self.n, self.n2, count - len(ready)))
+
+    def prefill(self, count: int, stop: threading.Event, mode: Obfuscation = "djn") -> None:
+        """Top the ``mode`` stock up to ``count`` obfuscators (at most STOCK_MAX), one at a time,
+        until ``stop`` is set. What the stock already holds counts: a stock kept full between
+        queries leaves nothing to make during the next one."""
+        stock = self.stocks[mode]
         for _ in range(min(count, STOCK_MAX)):
-            if stop.is_set() or len(self.stock) >= min(count, STOCK_MAX):
+            if stop.is_set() or len(stock) >= min(count, STOCK_MAX):
                 return
-            (s,) = self.fresh(1)
+            (s,) = self.fresh(1) if mode == "djn" else _full(self.n, self.n2, 1)
             with self.stock_lock:
-                self.stock.append(s)
+                stock.append(s)
             # Hand the GIL over between obfuscators: a thread waiting for it (the one about to
             # start the scan this overlaps, or a gRPC handler) would otherwise wait out the
             # interpreter's 5 ms switch interval at every step.
@@ -274,18 +288,25 @@ def obfuscators(n: mpz, n2: mpz, count: int, mode: Obfuscation = "djn") -> list[
     """``count`` independent fresh n-th residues mod n^2, each to be used exactly once."""
     if count <= 0:
         return []
-    if mode == "djn":
-        return _CACHE.state(n, n2).obfuscators(count)
-    if mode == "full":
-        return [gmpy2.powmod(_unit_mod(n), n, n2) for _ in range(count)]
-    raise ValueError("obfuscation must be one of " + ", ".join(OBFUSCATIONS))
+    if mode not in OBFUSCATIONS:
+        raise ValueError("obfuscation must be one of " + ", ".join(OBFUSCATIONS))
+    return _CACHE.state(n, n2).obfuscators(count, mode)
 
 
-def prefill(n: mpz, n2: mpz, count: int, stop: threading.Event) -> None:
-    """Top key n's stock of DJN obfuscators up to ``count`` ahead of time, until ``stop`` is set;
-    later ``obfuscators(n, n2, ...)`` calls take them first. Meant for a background thread."""
+def _full(n: mpz, n2: mpz, count: int) -> list[mpz]:
+    """Full-width obfuscators r^n mod n^2. The secret is the base r; the exponent n is public, so
+    GMP's exponentiation reads its precomputed powers of r in an order set by n alone."""
+    return [gmpy2.powmod(_unit_mod(n), n, n2) for _ in range(count)]
+
+
+def prefill(n: mpz, n2: mpz, count: int, stop: threading.Event, mode: Obfuscation = "djn") -> None:
+    """Top key n's stock of ``mode`` obfuscators up to ``count`` ahead of time, until ``stop`` is
+    set; later ``obfuscators(n, n2, ..., mode)`` calls take them first. Meant for a background
+    thread."""
+    if mode not in OBFUSCATIONS:
+        raise ValueError("obfuscation must be one of " + ", ".join(OBFUSCATIONS))
     if count > 0:
-        _CACHE.state(n, n2).prefill(count, stop)
+        _CACHE.state(n, n2).prefill(count, stop, mode)
 
 
 def obfuscator(n: mpz, n2: mpz, mode: Obfuscation = "djn") -> mpz:

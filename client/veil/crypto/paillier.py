@@ -211,11 +211,12 @@ class PublicKey:
         make = Ciphertext._trusted
         return [make(self, c, True) for c in values]
 
-    def prepare_randomness(self, count: int, stop: threading.Event) -> None:
-        """Top this key's stock of DJN obfuscators up to ``count`` for later encryptions, until
-        ``stop`` is set (blocking: run it in a thread while this process waits on something that
-        releases the GIL). Each is used by exactly one later encryption; see ``obfuscation.py``."""
-        prefill(self._n, self._n2, count, stop)
+    def prepare_randomness(self, count: int, stop: threading.Event, obfuscation: Obfuscation = "djn") -> None:
+        """Top this key's stock of ``obfuscation`` obfuscators up to ``count`` for later
+        encryptions in that mode, until ``stop`` is set (blocking: run it in a thread while this
+        process waits on something that releases the GIL). Each is used by exactly one later
+        encryption; see ``obfuscation.py``."""
+        prefill(self._n, self._n2, count, stop, obfuscation)
 
     def _check_raw(self, m: int) -> None:
         if not 0 <= m < self._n_int:

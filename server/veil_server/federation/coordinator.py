@@ -236,7 +236,7 @@ class Coordinator:
                 raise misbehaved(n, "its encrypted sections have the wrong shape")
             parts.append(sections)
         try:
-            combined = paillier_protocol.combine(pk, parts)
+            combined = paillier_protocol.combine(pk, parts, obfuscation=getattr(self.node, "obfuscation", "djn"))
         except Exception:  # noqa: BLE001 - any malformed ciphertext: refuse, never release
             raise misbehaved(releasers[0], "a ciphertext is malformed") from None
         result = build_federated_result(

@@ -40,6 +40,7 @@ MAC-checked or zero-knowledge variant would be needed against malicious members)
 from __future__ import annotations
 
 from veil.crypto import Ciphertext, PackingLayout, PublicKey
+from veil.crypto.obfuscation import Obfuscation
 
 from .pairwise import zero_sum_mod, zero_sum_ring
 from .partial import VectorLayout, count_slice, flatten
@@ -70,7 +71,8 @@ def section_layouts(pk: PublicKey, layout: VectorLayout, members: int) -> list[P
 
 
 def encrypt_released(pk: PublicKey, layout: VectorLayout, matrix: list[list[int]], released: list[bool], *,
-                     me: str, seeds: dict[str, bytes], members: int, context: bytes) -> list[list[bytes]]:
+                     me: str, seeds: dict[str, bytes], members: int, context: bytes,
+                     obfuscation: Obfuscation = "djn") -> list[list[bytes]]:
     """One list of ciphertexts per statistic: this member's masked, packed released values."""
     sections = []
     for j, (row, packing) in enumerate(zip(matrix, section_layouts(pk, layout, members))):
@@ -78,11 +80,12 @@ def encrypt_released(pk: PublicKey, layout: VectorLayout, matrix: list[list[int]
         plaintexts = packing.pack(values) if values else []
         masks = zero_sum_mod(me, seeds, pk.n, len(plaintexts), b"values|%d|" % j + context)
         masked = [(p + r) % pk.n for p, r in zip(plaintexts, masks)]
-        sections.append([c.to_bytes() for c in pk.encrypt_raw_many(masked)])
+        sections.append([c.to_bytes() for c in pk.encrypt_raw_many(masked, obfuscation=obfuscation)])
     return sections
 
 
-def combine(pk: PublicKey, contributions: list[list[list[bytes]]]) -> list[list[bytes]]:
+def combine(pk: PublicKey, contributions: list[list[list[bytes]]], *,
+            obfuscation: Obfuscation = "djn") -> list[list[bytes]]:
     """The coordinator's step: per statistic and position, the product of every member's
     ciphertext (= Enc of the sum), obfuscated so it cannot be linked to its factors."""
     out = []
@@ -92,6 +95,6 @@ def combine(pk: PublicKey, contributions: list[list[list[bytes]]]) -> list[list[
             acc = Ciphertext.from_bytes(pk, contributions[0][j][pos])
             for member in contributions[1:]:
                 acc = acc + Ciphertext.from_bytes(pk, member[j][pos])
-            column.append(acc.obfuscate().to_bytes())
+            column.append(acc.obfuscate(obfuscation=obfuscation).to_bytes())
         out.append(column)
     return out

@@ -101,6 +101,8 @@ class Participant:
     def __init__(self, node: Any, config: FederationConfig, signer: PeerSigner, audit: FederationAudit) -> None:
         self.node = node
         self.config = config
+        # Randomness of the node's ciphertexts: [crypto] obfuscation (veil_server.crypto_executor).
+        self._obfuscation = getattr(node, "obfuscation", "djn")
         self.name = config.name
         self.signer = signer
         self.audit = audit
@@ -348,7 +350,8 @@ class Participant:
                 raise InvalidArgument("a count vector has the wrong size", reason="FEDERATION_SESSION_INVALID") from None
             released = released_groups(s.layout, combined, s.k)
             sections = paillier_protocol.encrypt_released(s.key, s.layout, s.matrix, released, me=self.name,
-                                                          seeds=s.seeds, members=len(s.members), context=s.context)
+                                                          seeds=s.seeds, members=len(s.members), context=s.context,
+                                                          obfuscation=self._obfuscation)
         else:
             assert s.summed is not None
             ring = sharing_protocol.share_ring(s.layout, len(s.members))
@@ -358,7 +361,8 @@ class Participant:
             except ValueError:
                 raise InvalidArgument("a count share has the wrong size", reason="FEDERATION_SESSION_INVALID") from None
             released = released_groups(s.layout, combined, s.k)
-            sections = sharing_protocol.encrypt_released(s.key, ring, s.layout, s.summed, released, len(s.compute))
+            sections = sharing_protocol.encrypt_released(s.key, ring, s.layout, s.summed, released, len(s.compute),
+                                                         obfuscation=self._obfuscation)
         s.matrix = s.summed = None  # the plaintext partial is not needed again: a retry gets the kept answer
         return federation_pb2.ReleasedBody(
             released_groups=bitmap(released),

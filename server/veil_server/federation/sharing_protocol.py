@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from veil.crypto import PackingLayout, PublicKey, encrypt_packed
+from veil.crypto.obfuscation import Obfuscation
 
 from .paillier_protocol import combine  # noqa: F401  (the same position-wise product and obfuscation)
 from .partial import VectorLayout, count_slice, flatten
@@ -108,7 +109,7 @@ def section_layout(pk: PublicKey, ring: Ring, parties: int) -> PackingLayout:
 
 
 def encrypt_released(pk: PublicKey, ring: Ring, layout: VectorLayout, summed: np.ndarray, released: list[bool],
-                     parties: int) -> list[list[bytes]]:
+                     parties: int, *, obfuscation: Obfuscation = "djn") -> list[list[bytes]]:
     """One list of ciphertexts per statistic: this party's summed shares of the released groups."""
     packing = section_layout(pk, ring, parties)
     g = layout.groups
@@ -117,5 +118,6 @@ def encrypt_released(pk: PublicKey, ring: Ring, layout: VectorLayout, summed: np
     for j in range(len(layout.statistics)):
         rows = summed[j * g : (j + 1) * g][keep]
         values = [v % ring.modulus for v in ring.decode(rows)]  # unsigned ring elements
-        sections.append([c.to_bytes() for c in encrypt_packed(pk, values, packing)] if values else [])
+        sections.append([c.to_bytes() for c in encrypt_packed(pk, values, packing, obfuscation=obfuscation)]
+                        if values else [])
     return sections

@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 from decimal import Decimal
 from math import isqrt
 
@@ -172,9 +173,14 @@ class RandomnessRefill:
         self._thread = threading.Thread(target=self._run, name="veil-randomness-refill", daemon=True)
         self._thread.start()
 
-    def executing(self) -> "_Executing":
+    @contextlib.contextmanager
+    def executing(self) -> Iterator[None]:
         """``with refill.executing():`` around a query's execution."""
-        return _Executing(self)
+        self._begin()
+        try:
+            yield
+        finally:
+            self._end()
 
     def request(self, public_key: PublicKey, count: int, obfuscation: Obfuscation = "djn") -> None:
         """Top ``public_key``'s stock of ``obfuscation`` obfuscators up to ``count`` once the
@@ -235,19 +241,6 @@ class RandomnessRefill:
                     if self._stop.is_set() and not self._closed:  # interrupted: finish it when idle again
                         self._pending.setdefault(slot, (key, count))
                     self._cond.notify_all()
-
-
-class _Executing:
-    __slots__ = ("_refill",)
-
-    def __init__(self, refill: RandomnessRefill) -> None:
-        self._refill = refill
-
-    def __enter__(self) -> None:
-        self._refill._begin()
-
-    def __exit__(self, *exc: object) -> None:
-        self._refill._end()
 
 
 def build_result(

@@ -31,8 +31,8 @@ import phe
 import veil
 from veil.crypto import PackingLayout, encrypt_packed, generate_keypair
 from veil_server.config import parse_config
-from veil_server.demo import dataset_toml, patients_table, write_table
-from veil_server.server import run_server
+from veil_server.cli.demo import dataset_toml, patients_table, write_table
+from veil_server.api.server import run_server
 
 DATA = Path(__file__).resolve().parent / ".data"
 TOKEN = "bench-token-not-secret"

@@ -10,7 +10,7 @@ runs above 10M rows. What the analyst waits for on top (gRPC, policy, encryption
 audit) is the same for every engine: see query_bench.
 
 Data. Up to 10M rows, query_bench's in-memory generator; above, the same distribution streamed to
-Parquet in 1M-row row groups (``veil_server.demo.write_patients_parquet``: bounded memory,
+Parquet in 1M-row row groups (``veil_server.cli.demo.write_patients_parquet``: bounded memory,
 100M rows ~1.6 GB, a couple of minutes). Files are cached under ``bench/.data``. PostgreSQL data
 lives in a database ``veil_bench`` on the local server (``$VEIL_BENCH_POSTGRES`` to point
 elsewhere), one unlogged table per size, loaded by a streaming ``COPY ... FREEZE`` of the Parquet
@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import query_bench  # noqa: E402  (the Parquet files it generates and caches)
 
 from veil.crypto import generate_keypair  # noqa: E402
-from veil_server.catalog import Catalog  # noqa: E402
+from veil_server.query.catalog import Catalog  # noqa: E402
 from veil_server.config import dataset_from_dict  # noqa: E402
-from veil_server.demo import dataset_toml, write_patients_parquet  # noqa: E402
-from veil_server.engine import RoutingEngine  # noqa: E402  (DuckDB for files)
-from veil_server.planner import plan_query  # noqa: E402
+from veil_server.cli.demo import dataset_toml, write_patients_parquet  # noqa: E402
+from veil_server.query.routing import RoutingEngine  # noqa: E402  (DuckDB for files)
+from veil_server.query.planner import plan_query  # noqa: E402
 
 BENCH_DB = "veil_bench"
 ADMIN = os.environ.get("VEIL_BENCH_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
@@ -175,12 +175,12 @@ class Backends:
             if self.conninfo is None:
                 self.unavailable["postgres"] = "PostgreSQL not reachable"
             else:
-                from veil_server.engines.postgres import PostgresEngine
+                from veil_server.query.engines.postgres import PostgresEngine
 
                 self.available["postgres"] = PostgresEngine()
         if "spark" in engines:
             try:
-                from veil_server.engines.spark import SparkEngine, spark_session
+                from veil_server.query.engines.spark import SparkEngine, spark_session
 
                 t0 = time.perf_counter()
                 self.session = spark_session("local[*]", app_name="veil-bench")

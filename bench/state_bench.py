@@ -38,7 +38,7 @@ import veil  # noqa: E402
 from tests.conftest import write_home  # noqa: E402
 from tests.integration.replica_process import start  # noqa: E402  (the launcher the replica tests use)
 from veil.crypto import generate_keypair  # noqa: E402
-from veil_server.demo import init_node_folder  # noqa: E402
+from veil_server.cli.demo import init_node_folder  # noqa: E402
 
 ADMIN = os.environ.get("VEIL_BENCH_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 SQL = "SELECT region, COUNT(*) AS n, AVG(cost) AS c FROM patients GROUP BY region"

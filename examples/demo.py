@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import veil
 from veil.transport import open_channel
-from veil_server.demo import init_node_folder
+from veil_server.cli.demo import init_node_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / ".demo"

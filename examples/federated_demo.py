@@ -28,8 +28,8 @@ import veil
 from veil.federation import FederationFailed
 from veil.v1 import federation_pb2
 from veil_server.config import load_config
-from veil_server.federation.demo import init_federation
-from veil_server.server import run_server
+from veil_server.cli.federation_demo import init_federation
+from veil_server.api.server import run_server
 
 ROOT = Path(__file__).resolve().parent.parent / ".demo" / "federated"
 ROWS = (40_000, 25_000, 15_000)

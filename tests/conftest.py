@@ -16,8 +16,8 @@ import pytest
 import veil
 from veil.crypto import generate_keypair
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import RunningNode, run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import RunningNode, run_server
 
 E2E_ROWS = 100_000
 
@@ -99,7 +99,7 @@ def pytest_collection_modifyitems(session, config, items):
     if not any("spark" in item.nodeid for item in items) or shutil.which("java") is None:
         return
     try:
-        from veil_server.engines.spark import spark_session
+        from veil_server.query.engines.spark import spark_session
     except ImportError:
         return
     spark_session("local[2]", app_name="veil-tests")
@@ -120,7 +120,7 @@ def open_state(request, tmp_path):
     """``open_state(audit=False)`` opens (again) this test's state database: a file under
     tmp_path, or a schema of its own in the scratch PostgreSQL database. Each call is a new
     connection to the same state, as a restarted node or a second replica would have."""
-    from veil_server.statedb import StateSettings, open_database
+    from veil_server.state.statedb import StateSettings, open_database
     import secrets as _secrets
 
     if request.param == "sqlite":

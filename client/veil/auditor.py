@@ -29,7 +29,7 @@ from .receipts import checkpoint_from_proto
 from .v1 import audit_pb2, audit_pb2_grpc
 
 if TYPE_CHECKING:
-    from .sdk import Node
+    from .connection import Connection
 
 EXPORT_TIMEOUT = 600.0
 
@@ -64,7 +64,7 @@ def _ts(value: datetime | str | None) -> Timestamp | None:
 class AuditAPI:
     """The AuditService as an auditor uses it. Obtain it as ``node.audit``."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Connection") -> None:
         self._node = node
         self._stub = audit_pb2_grpc.AuditServiceStub(node._channel)
 

@@ -34,7 +34,7 @@ from .errors import IntegrityError, VeilError
 from .v1 import federation_pb2, federation_pb2_grpc, query_pb2
 
 if TYPE_CHECKING:
-    from .sdk import Node
+    from .connection import Connection
 
 PROTOCOLS = {"paillier": federation_pb2.FEDERATION_PROTOCOL_PAILLIER,
              "sharing": federation_pb2.FEDERATION_PROTOCOL_SHARING}
@@ -55,7 +55,7 @@ class FederationFailed(VeilError):
         return self.metadata.get("node", "")
 
 
-def run(node: Node, sql: str, *, purpose: str, protocol: str = "paillier", compute_parties: Sequence[str] = (),
+def run(node: Connection, sql: str, *, purpose: str, protocol: str = "paillier", compute_parties: Sequence[str] = (),
         request_id: str | None = None, timeout: float = 120.0) -> federation_pb2.FederatedResult:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
@@ -73,7 +73,7 @@ def run(node: Node, sql: str, *, purpose: str, protocol: str = "paillier", compu
         raise
 
 
-def list_federated(node: Node) -> federation_pb2.ListFederatedDatasetsResponse:
+def list_federated(node: Connection) -> federation_pb2.ListFederatedDatasetsResponse:
     stub = federation_pb2_grpc.FederationServiceStub(node._channel)
     return node._call(stub.ListFederatedDatasets, federation_pb2.ListFederatedDatasetsRequest(), retry=True)
 

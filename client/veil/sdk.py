@@ -12,32 +12,24 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import grpc
 import pandas as pd
 
-from .audit.records import Receipt, load_public_key
+from .audit.records import Receipt
 from .auditor import AuditAPI
-from .stewardship import GovernanceAPI, ReviewAPI
-from .crypto import PrivateKey, PublicKey
+from .connection import DEFAULT_TARGET, Connection
 from .crypto import consttime
 from .crypto.pool import available_cpus
-from .errors import IntegrityError, QueryFailed, Timeout, Unavailable, VeilError, from_rpc_error
-from .keys import Keyring
-from .known_nodes import KnownNodes
+from .errors import IntegrityError, QueryFailed, Timeout, VeilError
 from .receipts import check_receipt, receipt_from_proto
 from .results import to_frame
-from .transport import open_channel
-from .v1 import audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
+from .stewardship import GovernanceAPI, ReviewAPI
+from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
-
-T = TypeVar("T")
-
-DEFAULT_TARGET = "127.0.0.1:50051"
 _CONTROLS = {v: k.removeprefix("COLUMN_CONTROL_").lower() for k, v in catalog_pb2.ColumnControl.items()}
 _TYPES = {v: k.removeprefix("COLUMN_TYPE_").lower() for k, v in catalog_pb2.ColumnType.items()}
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -129,7 +121,7 @@ class QueryInfo:
         )
 
 
-class Node:
+class Node(Connection):
     """A connection to one Veil node, as one principal."""
 
     def __init__(
@@ -163,77 +155,16 @@ class Node:
         ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
         on first use. ``verify_receipts=False`` skips receipt checks (not recommended)."""
-        self.target = target
-        self._token = token if token is not None else os.environ.get("VEIL_TOKEN")
-        self._timeout = timeout
-        self._retries = retries
-        # TLS unless the node is on this machine and no CA is given (veil.transport; issue 8).
-        self._channel = channel or open_channel(
-            target, ca=ca, cert=cert, key=key, server_name=server_name, insecure=insecure,
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-        )
+        super().__init__(target, token=token, home=home, key_bits=key_bits, timeout=timeout, channel=channel,
+                         retries=retries, node_key=node_key, ca=ca, cert=cert, key=key, server_name=server_name,
+                         insecure=insecure)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
-        self._keyring = Keyring(home)
-        self._key_bits = key_bits
-        self._keys: tuple[PublicKey, PrivateKey] | None = None
         if crypto_workers is None:
             crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
         self._crypto_workers = max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
-        self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
-        self._home = home
-        self._node_key = load_public_key(node_key) if node_key is not None else None
         self._verify_receipts = verify_receipts
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def __enter__(self) -> "Node":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    @property
-    def keys(self) -> tuple[PublicKey, PrivateKey]:
-        if self._keys is None:
-            self._keys = self._keyring.load_or_create(self._key_bits)
-        return self._keys
-
-    def _metadata(self) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {self._token}")] if self._token else []
-
-    def _call(self, method: Callable[..., T], request, *, retry: bool = False, timeout: float | None = None) -> T:
-        attempts = self._retries + 1 if retry else 1
-        for attempt in range(attempts):
-            try:
-                return method(request, metadata=self._metadata(), timeout=timeout or self._timeout)
-            except grpc.RpcError as e:
-                if retry and e.code() in _RETRYABLE and attempt + 1 < attempts:
-                    time.sleep(min(2.0, 0.1 * 2**attempt))
-                    continue
-                raise from_rpc_error(e) from None
-        raise Unavailable("unreachable")  # pragma: no cover
-
-    def _start(self, method, request):
-        """A unary call started without waiting (read it with ``_finish``); None if it could not start."""
-        try:
-            return method.future(request, metadata=self._metadata(), timeout=self._timeout)
-        except grpc.RpcError:
-            return None
-
-    def _finish(self, future, method, request):
-        """The answer of a call from ``_start``; a transient failure is retried as ``_call`` does."""
-        if future is not None:
-            try:
-                return future.result()
-            except grpc.RpcError as e:
-                if e.code() not in _RETRYABLE:
-                    raise from_rpc_error(e) from None
-        return self._call(method, request, retry=True)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -325,19 +256,7 @@ class Node:
             raise failure
         return frame
 
-    # -- receipts and the node key --------------------------------------------------------
-
-    def node_key(self):
-        """The node's Ed25519 public key: the one given, else the pinned one, else fetched and
-        pinned now (trust on first use)."""
-        if self._node_key is None:
-            known = KnownNodes(self._home)
-            pinned = known.get(self.target)
-            if pinned is None:
-                k = self._call(self._audit.GetNodeKey, audit_pb2.GetNodeKeyRequest(), retry=True)
-                pinned = known.pin(self.target, k.node_id, bytes(k.public_key))
-            self._node_key = load_public_key(pinned.public_key)
-        return self._node_key
+    # -- receipts -----------------------------------------------------------------------
 
     def receipt(self, query: str, *, verify: bool = True) -> Receipt:
         """The signed receipt of a released result (``veil.audit.Receipt``; save it with

@@ -26,7 +26,7 @@ from .errors import IntegrityError
 from .v1 import catalog_pb2, governance_pb2, governance_pb2_grpc, query_pb2
 
 if TYPE_CHECKING:
-    from .sdk import Node
+    from .connection import Connection
 
 _CONTROL = {k.removeprefix("COLUMN_CONTROL_").lower(): v for k, v in catalog_pb2.ColumnControl.items()}
 _TYPE = {k.removeprefix("COLUMN_TYPE_").lower(): v for k, v in catalog_pb2.ColumnType.items()}
@@ -142,7 +142,7 @@ def _ts(when: datetime | None) -> Timestamp | None:
 class GovernanceAPI:
     """The GovernanceService for owners and reviewers. Obtain it as ``node.governance``."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Connection") -> None:
         self._node = node
         self._stub = governance_pb2_grpc.GovernanceServiceStub(node._channel)
 
@@ -209,7 +209,7 @@ class GovernanceAPI:
 class ReviewAPI:
     """The ReviewService for dataset owners. Obtain it as ``node.review``."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: "Connection") -> None:
         self._node = node
         self._stub = governance_pb2_grpc.ReviewServiceStub(node._channel)
 

@@ -23,9 +23,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping
 
-from .catalog import Column, ColumnControl, ColumnType, Dataset
-from .sources import check_conninfo, parse_source
-from .statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
+from .query.catalog import Column, ColumnControl, ColumnType, Dataset
+from .query.sources import check_conninfo, parse_source
+from .state.statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 DEFAULT_MIN_GROUP_SIZE = 10
@@ -154,7 +154,7 @@ def parse_config(
     federation = parse_federation(raw.get("federation"), base_dir=base_dir, node_name=name,
                                   local_datasets={d.name.lower() for d in datasets}, error=ConfigError)
     # Transport, identity and limits (issue 8): [node] dev_mode, [tls], [tokens], [limits].
-    from .security import parse_security
+    from .access.security import parse_security
 
     security = parse_security(raw, node=node, base_dir=base_dir, env=env, state_dir=state_dir,
                               principals={p.name for p in principals}, error=ConfigError)

@@ -32,24 +32,25 @@ from veil.certificates import DatasetCertificate
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
-from . import encrypted_input
+from .query import encrypted_input
 from .audit.events import AuditTrail
 from .disclosure.control import DisclosureControl, released_keys
-from .catalog import Dataset
+from .query.catalog import Dataset
 from .config import NodeConfig, Principal, Role
-from .engine import Engine, RoutingEngine
+from .query.engine import Engine
+from .query.routing import RoutingEngine
 from .errors import (DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
                      QueryNotFound, VeilError)
 from .governance.registry import OPERATOR, Governance
 from .governance.steward import Steward
-from .lifecycle import QueryState
-from .plan import QueryPlan
-from .planner import plan_query
-from .policy import Decision, evaluate
-from .release import Randomness, RandomnessRefill, build_result, result_digest
-from .replicas import BEAT_S, Replicas
-from .statedb import open_database
-from .store import NewQuery, QueryRecord, StateStore, now_us
+from .state.lifecycle import QueryState
+from .query.plan import QueryPlan
+from .query.planner import plan_query
+from .query.policy import Decision, evaluate
+from .query.release import Randomness, RandomnessRefill, build_result, result_digest
+from .state.replicas import BEAT_S, Replicas
+from .state.statedb import open_database
+from .state.store import NewQuery, QueryRecord, StateStore, now_us
 
 log = logging.getLogger("veil.node")
 

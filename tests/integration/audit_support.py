@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Iterator
 
 from veil.audit.records import Entry
-from veil_server.cli import main as veil_main
+from veil_server.cli.node import main as veil_main
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import RunningNode, run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import RunningNode, run_server
 
 GROUPED = "SELECT sex, COUNT(*) AS n, AVG(cost) AS c FROM patients GROUP BY sex"
 

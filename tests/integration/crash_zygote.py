@@ -19,7 +19,7 @@ import sys
 import threading
 
 from veil_server.config import load_config
-from veil_server.server import run_server
+from veil_server.api.server import run_server
 
 
 def child(config_path: str) -> None:

@@ -23,9 +23,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as papq
 import pytest
 
-from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
-from veil_server.engine import AggregateResult
-from veil_server.planner import plan_query
+from veil_server.query.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
+from veil_server.query.engine import AggregateResult
+from veil_server.query.planner import plan_query
 
 DEFAULT_ADMIN_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DEMO_ROWS = 100_000

@@ -13,8 +13,8 @@ import pandas as pd
 
 import veil
 from veil_server.config import load_config
-from veil_server.federation.demo import MemberFolder, init_federation
-from veil_server.server import RunningNode, run_server
+from veil_server.cli.federation_demo import MemberFolder, init_federation
+from veil_server.api.server import RunningNode, run_server
 
 
 @dataclass

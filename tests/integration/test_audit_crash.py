@@ -35,12 +35,12 @@ from veil.v1 import query_pb2, query_pb2_grpc
 from veil_server.audit import AuditLog
 from veil_server.audit.events import LOG_FILE, node_id_for
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.lifecycle import QueryState
+from veil_server.cli.demo import init_node_folder
+from veil_server.state.lifecycle import QueryState
 from veil_server.node import decode_result
-from veil_server.node_key import NodeKey
-from veil_server.statedb import open_database
-from veil_server.store import StateStore
+from veil_server.access.node_key import NodeKey
+from veil_server.state.statedb import open_database
+from veil_server.state.store import StateStore
 
 ITERATIONS = int(os.environ.get("VEIL_CRASH_ITERATIONS", "250"))
 BUDGET_S = 45.0  # stop early on a slow machine, but never below MIN_ITERATIONS

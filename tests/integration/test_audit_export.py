@@ -15,7 +15,7 @@ import pytest
 import veil
 from veil.audit import verify_export
 from veil_server.audit import AuditCorrupted
-from veil_server.node_key import NodeKey
+from veil_server.access.node_key import NodeKey
 
 from .audit_support import GROUPED, cli, make_folder, online, serve
 

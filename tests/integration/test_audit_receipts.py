@@ -15,7 +15,7 @@ import veil
 from veil.audit import verify_receipt
 from veil.known_nodes import KnownNodes
 from veil.v1 import query_pb2
-from veil_server.node_key import NodeKey
+from veil_server.access.node_key import NodeKey
 
 from .audit_support import cli, online
 

@@ -16,8 +16,8 @@ import veil
 from veil.crypto import PackingLayout, decrypt_packed, dot, encrypt_packed, generate_keypair, pool
 from veil.crypto.cluster import ClusterUnavailable, DaskExecutor, TlsFiles, connect
 from veil_server.config import ConfigError, load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import run_server
 
 distributed = pytest.importorskip("distributed")
 

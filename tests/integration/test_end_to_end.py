@@ -219,8 +219,8 @@ def test_a_node_set_to_full_width_randomness_uses_it(tmp_path):
     # A key of its own, so that no other node of this test session touches its stocks.
     analyst_home = write_home(tmp_path / "home", generate_keypair(bits=2048)[1])
     from veil_server.config import load_config
-    from veil_server.demo import init_node_folder
-    from veil_server.server import run_server
+    from veil_server.cli.demo import init_node_folder
+    from veil_server.api.server import run_server
 
     folder = tmp_path / "node"
     tokens = init_node_folder(folder, rows=20_000)

@@ -14,8 +14,8 @@ import pytest
 import veil
 from veil.certificates import verify_bytes
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder, patients_table, write_table
-from veil_server.server import run_server
+from veil_server.cli.demo import init_node_folder, patients_table, write_table
+from veil_server.api.server import run_server
 
 SPEC = {
     "name": "admissions",

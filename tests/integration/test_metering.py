@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import veil
-from veil.cli import main as cli_main
+from veil.cli.main import main as cli_main
 from veil_server.config import load_config
-from veil_server.server import run_server
+from veil_server.api.server import run_server
 
 from tests.security.disclosure_support import write_node
 

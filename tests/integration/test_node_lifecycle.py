@@ -12,15 +12,15 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 import veil
 from veil.crypto import PublicKey
 from veil.v1 import audit_pb2, catalog_pb2, federation_pb2, query_pb2
-from veil_server.auth import METHOD_ROLES, PEER_SIGNED
+from veil_server.access.auth import METHOD_ROLES, PEER_SIGNED
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.lifecycle import QueryState
-from veil_server.planner import plan_query
-from veil_server.catalog import Catalog
-from veil_server.server import run_server
-from veil_server.statedb import open_database
-from veil_server.store import NewQuery, StateStore
+from veil_server.cli.demo import init_node_folder
+from veil_server.state.lifecycle import QueryState
+from veil_server.query.planner import plan_query
+from veil_server.query.catalog import Catalog
+from veil_server.api.server import run_server
+from veil_server.state.statedb import open_database
+from veil_server.state.store import NewQuery, StateStore
 
 
 @pytest.fixture()

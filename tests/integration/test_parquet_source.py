@@ -8,8 +8,8 @@ import duckdb
 import veil
 from tests.integration.test_end_to_end import close
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import run_server
 
 
 def test_parquet_results_are_exact_without_the_clamp(tmp_path, analyst_home):

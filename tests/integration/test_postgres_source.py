@@ -26,11 +26,12 @@ from tests.integration.engine_support import (
     write_parquet,
 )
 from veil_server.config import ConfigError, dataset_from_dict, load_config, parse_config
-from veil_server.demo import dataset_toml, init_node_folder, patients_table
-from veil_server.engine import DuckDBEngine, RoutingEngine
-from veil_server.engines.postgres import PostgresEngine, PostgresRenderer, content_fingerprint, content_stamp
+from veil_server.cli.demo import dataset_toml, init_node_folder, patients_table
+from veil_server.query.engine import DuckDBEngine
+from veil_server.query.routing import RoutingEngine
+from veil_server.query.engines.postgres import PostgresEngine, PostgresRenderer, content_fingerprint, content_stamp
 from veil_server.errors import Unavailable
-from veil_server.server import run_server
+from veil_server.api.server import run_server
 
 REL = 1e-9
 

@@ -17,7 +17,7 @@ import pytest
 
 import veil
 from veil.audit import verify_export
-from veil_server.demo import init_node_folder
+from veil_server.cli.demo import init_node_folder
 
 from .replica_process import VEIL, start
 

@@ -24,10 +24,10 @@ from tests.integration.engine_support import (
     write_parquet,
 )
 from veil_server.config import ConfigError, dataset_from_dict, load_config, parse_config
-from veil_server.demo import dataset_toml, init_node_folder, patients_table
-from veil_server.engine import DuckDBEngine
+from veil_server.cli.demo import dataset_toml, init_node_folder, patients_table
+from veil_server.query.engine import DuckDBEngine
 from veil_server.errors import Unavailable
-from veil_server.server import run_server
+from veil_server.api.server import run_server
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is installed by `make test` (the dev extra)")
 REL = 1e-9
@@ -37,7 +37,7 @@ REL = 1e-9
 def spark():
     if shutil.which("java") is None:
         pytest.skip("Spark needs a Java runtime (17 or later) on PATH")
-    from veil_server.engines.spark import spark_session
+    from veil_server.query.engines.spark import spark_session
 
     session = spark_session("local[2]", app_name="veil-tests")
     yield session
@@ -53,7 +53,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(spark):
-    from veil_server.engines.spark import SparkEngine
+    from veil_server.query.engines.spark import SparkEngine
 
     e = SparkEngine(spark)
     yield e
@@ -84,7 +84,7 @@ def test_edge_cases_equal_duckdb(data, engine, sql):
 
 
 def test_literals_are_bound_never_rendered(data, engine):
-    from veil_server.engines.spark import SparkRenderer
+    from veil_server.query.engines.spark import SparkRenderer
 
     ds = demo_dataset(source=str(data["patients"]), format="spark")
     hostile = "x') UNION SELECT * FROM secrets --"

@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import RunningNode, run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import RunningNode, run_server
 
 from . import ledger
 

@@ -16,7 +16,7 @@ import pytest
 import veil
 from veil_server.config import load_config
 from veil_server.disclosure import dp
-from veil_server.server import run_server
+from veil_server.api.server import run_server
 
 from .disclosure_support import K, PLANTED_PID, ROWS, people_rows, write_node
 

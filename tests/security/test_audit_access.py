@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from veil.v1 import audit_pb2, audit_pb2_grpc
-from veil_server.auth import METHOD_ROLES
+from veil_server.access.auth import METHOD_ROLES
 from veil_server.config import Role
 
 AUDITOR_ONLY = sorted(m for m, roles in METHOD_ROLES.items()

@@ -14,7 +14,7 @@ import pytest
 
 import veil
 from veil.v1 import query_pb2
-from veil_server.auth import METHOD_ROLES, PEER_SIGNED
+from veil_server.access.auth import METHOD_ROLES, PEER_SIGNED
 from veil_server.config import load_config
 
 from . import ledger

@@ -26,10 +26,10 @@ import veil
 import veil_server.errors as veil_server_errors
 from veil.v1 import catalog_pb2, query_pb2
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.lifecycle import QueryState
-from veil_server.server import run_server
-from veil_server.tokens import REVOKED_FILE
+from veil_server.cli.demo import init_node_folder
+from veil_server.state.lifecycle import QueryState
+from veil_server.api.server import run_server
+from veil_server.access.tokens import REVOKED_FILE
 
 from . import ledger
 from .conftest import bearer, set_config

@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from veil.crypto import Ciphertext, PackingLayout
 from veil.v1 import federation_pb2, federation_pb2_grpc
-from veil_server.catalog import Catalog
+from veil_server.query.catalog import Catalog
 from veil_server.federation.envelope import DOMAIN
 from veil_server.federation.partial import flatten, layout_for, partial_matrix
 from veil_server.federation.ring import Ring
-from veil_server.planner import plan_query
+from veil_server.query.planner import plan_query
 
 from tests.integration.federation_cluster import federation
 

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veil_server.config import load_config
-from veil_server.catalog import Catalog
-from veil_server.demo import init_node_folder
+from veil_server.query.catalog import Catalog
+from veil_server.cli.demo import init_node_folder
 from veil_server.errors import DatasetNotFound, PolicyViolation, QueryRejected
-from veil_server.planner import plan_query
+from veil_server.query.planner import plan_query
 
 from . import ledger
 

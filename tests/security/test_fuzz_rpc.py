@@ -24,10 +24,10 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2
 
 from veil.v1 import audit_pb2, catalog_pb2, federation_pb2, governance_pb2, query_pb2
-from veil_server.auth import METHOD_ROLES, PEER_SIGNED, PUBLIC_PREFIXES
+from veil_server.access.auth import METHOD_ROLES, PEER_SIGNED, PUBLIC_PREFIXES
 from veil_server.config import load_config
-from veil_server.demo import init_node_folder
-from veil_server.server import run_server
+from veil_server.cli.demo import init_node_folder
+from veil_server.api.server import run_server
 
 from . import ledger
 from .conftest import bearer, raw_stream, raw_unary, set_config

@@ -25,7 +25,7 @@ import grpc
 
 import veil
 from veil.v1 import catalog_pb2, query_pb2
-from veil_server.demo import init_node_folder
+from veil_server.cli.demo import init_node_folder
 
 from . import ledger
 from .conftest import bearer, set_config

@@ -118,8 +118,8 @@ def test_no_released_value_in_the_shared_postgres_state(tmp_path, analyst_home, 
     import veil
     from tests.integration.test_governance_walkthrough import use_postgres_state
     from veil_server.config import load_config
-    from veil_server.demo import init_node_folder
-    from veil_server.server import run_server
+    from veil_server.cli.demo import init_node_folder
+    from veil_server.api.server import run_server
 
     tokens = init_node_folder(tmp_path / "node", rows=20_000)
     use_postgres_state(tmp_path / "node", state_postgres)

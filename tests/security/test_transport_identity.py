@@ -17,12 +17,12 @@ import pytest
 
 import veil
 from veil.v1 import audit_pb2, catalog_pb2, query_pb2
-from veil_server import tokens
+from veil_server.access import tokens
 from veil_server.config import ConfigError, load_config
-from veil_server.dev_ca import DevCA
-from veil_server.provision import client_name
-from veil_server.server import run_server
-from veil_server.cli import main as veil_main
+from veil_server.access.dev_ca import DevCA
+from veil_server.cli.provision import client_name
+from veil_server.api.server import run_server
+from veil_server.cli.node import main as veil_main
 
 from . import ledger
 from .conftest import bearer, set_config
@@ -156,7 +156,7 @@ def test_token_attacks(tls_node):
 def test_secure_by_default(tmp_path):
     """Without [tls] and without an explicit dev mode the node does not start; dev mode is
     loopback only; a plaintext SDK connection to a remote host needs insecure=True."""
-    from veil_server.demo import init_node_folder
+    from veil_server.cli.demo import init_node_folder
 
     init_node_folder(tmp_path, rows=500)
     set_config(tmp_path, node={"dev_mode": "false"})
@@ -180,7 +180,7 @@ def test_peer_calls_use_tls_and_the_node_certificate(tls_node):
     from veil.v1 import federation_pb2
     from veil_server.federation.settings import FederationConfig, Peer
     from veil_server.federation.transport import FederationFailed, PeerTransport
-    from veil_server.security import settings_of
+    from veil_server.access.security import settings_of
 
     tls = settings_of(tls_node.running.node.config).tls
     reasons = {}

@@ -22,8 +22,8 @@ import pytest
 from veil.audit import merkle, release_details, verify_export
 from veil_server.audit import AuditLog, AuditUnavailable, store
 from veil_server.errors import InvalidArgument, Unavailable
-from veil_server.node_key import NodeKey, NodeKeyError
-from veil_server.statedb import SQLiteDatabase
+from veil_server.access.node_key import NodeKey, NodeKeyError
+from veil_server.state.statedb import SQLiteDatabase
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -328,7 +328,7 @@ DISK_FULL = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     from veil_server.audit import AuditLog, AuditUnavailable
-    from veil_server.node_key import NodeKey
+    from veil_server.access.node_key import NodeKey
     path = Path(sys.argv[1])
     log = AuditLog(path, NodeKey.load_or_create(path.parent), node_id="node-a")
     for _ in range(3):

@@ -12,7 +12,7 @@ import pytest
 
 from veil.audit import merkle, verify_export
 from veil_server.audit import AuditCorrupted, AuditLog
-from veil_server.node_key import NodeKey
+from veil_server.access.node_key import NodeKey
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def open_log(open_state, key: NodeKey) -> AuditLog:
     target = open_state(audit=True)
     if open_state.backend == "sqlite":  # the file path, as the node opens it
         target.close()
-        from veil_server.statedb import SQLiteDatabase
+        from veil_server.state.statedb import SQLiteDatabase
 
         assert isinstance(target, SQLiteDatabase)
         path = target.identity.removeprefix("sqlite:")
@@ -67,7 +67,7 @@ def shared_state(state_postgres):
     """PostgreSQL only: SQLite has one writer process per log file by design."""
     import secrets
 
-    from veil_server.statedb import StateSettings, open_database
+    from veil_server.state.statedb import StateSettings, open_database
 
     settings = StateSettings("postgres", state_postgres, "a_" + secrets.token_hex(4))
     opened = []

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from veil.audit import Checkpoint, ProofError, merkle, verify_checkpoint_consistency, verify_export
 from veil_server.audit import AuditCorrupted, AuditLog, export_raw
-from veil_server.node_key import NodeKey
+from veil_server.access.node_key import NodeKey
 
 N = 12
 KEY = NodeKey.generate()

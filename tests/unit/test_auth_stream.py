@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from veil_server.auth import AuthInterceptor, TokenAuthenticator, _current, current_principal
+from veil_server.access.auth import AuthInterceptor, TokenAuthenticator, _current, current_principal
 from veil_server.config import Principal, Role
 
 ANA = Principal("ana", Role.AUDITOR, hashlib.sha256(b"tok").hexdigest())

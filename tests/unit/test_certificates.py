@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from veil.certificates import CertificateError, DatasetCertificate, verify_bytes
-from veil_server.catalog import Column, ColumnControl, ColumnType, Dataset
+from veil_server.query.catalog import Column, ColumnControl, ColumnType, Dataset
 from veil_server.governance.certify import check_unchanged, fingerprint, file_stamp, issue, schema_hash
 from veil_server.governance.registry import DatasetRecord, Governance
-from veil_server.node_key import NodeKey
+from veil_server.access.node_key import NodeKey
 from veil_server.errors import FailedPrecondition
 
 

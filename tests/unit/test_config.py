@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from veil_server.catalog import ColumnControl
+from veil_server.query.catalog import ColumnControl
 from veil_server.config import ConfigError, Role, load_config, parse_config
-from veil_server.demo import init_node_folder
+from veil_server.cli.demo import init_node_folder
 
 DIGEST = hashlib.sha256(b"t").hexdigest()
 BASE = {
@@ -128,7 +128,7 @@ def test_invalid_state_settings_name_the_key_and_never_echo_a_password(tmp_path,
 
 def test_an_unreachable_state_database_stops_the_node_with_a_clear_message(tmp_path):
     from veil_server.node import Node
-    from veil_server.statedb import StateUnavailable
+    from veil_server.state.statedb import StateUnavailable
 
     raw = {**BASE, "node": {**BASE["node"], "state_dir": str(tmp_path / "state")},
            "state": {"backend": "postgres", "conninfo": "host=127.0.0.1 port=1 dbname=veil_state user=veil"}}

@@ -44,7 +44,7 @@ def test_phe_ciphertexts_decrypt_with_veil(
         c = Ciphertext.from_phe(ppk.encrypt(m), public_key=pk)
         assert sk.decrypt(c) == m
     # A phe ciphertext and a Veil one under the same key combine homomorphically.
-    mixed = Ciphertext.from_phe(ppk.encrypt(-5)) + pk.encrypt(12)
+    mixed = Ciphertext.from_phe(ppk.encrypt(-5), public_key=pk) + pk.encrypt(12)
     assert sk.decrypt(mixed) == 7
 
 
@@ -65,7 +65,7 @@ def test_phe_conversion_refusals(keys: tuple[PublicKey, PrivateKey]) -> None:
     pk, _ = keys
     ppk = pk.to_phe()
     with pytest.raises(InvalidCiphertext, match="exponent"):
-        Ciphertext.from_phe(ppk.encrypt(1.5))  # phe picked a value-dependent exponent
+        Ciphertext.from_phe(ppk.encrypt(1.5), public_key=pk)  # phe picked a value-dependent exponent
     other, _ = generate_keypair(512, insecure_test_key=True)  # only needs to differ; small = fast
     with pytest.raises(InvalidCiphertext, match="different public key"):
         Ciphertext.from_phe(ppk.encrypt(1), public_key=other)

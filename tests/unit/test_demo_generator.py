@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as papq
 import pytest
 
-from veil_server.demo import DIAGNOSES, REGIONS, patients_table, write_patients_parquet
+from veil_server.cli.demo import DIAGNOSES, REGIONS, patients_table, write_patients_parquet
 
 
 def test_chunks_stream_the_same_table_shape(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_reproducible_from_the_seed(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import veil_server.demo as demo
+    import veil_server.cli.demo as demo
 
     calls = 0
     real = demo._admissions

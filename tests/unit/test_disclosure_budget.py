@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from veil_server.disclosure.budget import MICRO, BudgetExhausted, PrivacyBudget, to_micro
 from veil_server.errors import InvalidArgument
-from veil_server.store import StateStore
+from veil_server.state.store import StateStore
 
 LIMIT = 2.0
 ops = st.lists(st.one_of(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from veil_server.disclosure.differencing import Release
-from veil_server.plan import AggFunc, Aggregate, Compare, GroupKey, OutputColumn, QueryPlan
+from veil_server.query.plan import AggFunc, Aggregate, Compare, GroupKey, OutputColumn, QueryPlan
 
 
 def plan(where=Compare("age", ">=", 65), keys=(GroupKey("region", "region"),)):

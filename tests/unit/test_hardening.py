@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from veil.v1 import query_pb2
-from veil_server import tokens
+from veil_server.access import tokens
 from veil_server.config import ConfigError, parse_config
 from veil_server.errors import ResourceExhausted, Unauthenticated, Unavailable
-from veil_server.guard import invalid_well_known
-from veil_server.limits import LimitSettings, Limiter
-from veil_server.storage import storage_error
+from veil_server.access.guard import invalid_well_known
+from veil_server.access.limits import LimitSettings, Limiter
+from veil_server.state.storage import storage_error
 
 
 def verifier(tmp_path: Path, **kw) -> tuple[tokens.TokenVerifier, object]:
@@ -120,7 +120,7 @@ def test_out_of_range_well_known_types_are_found():
 
 def test_text_with_a_nul_character_is_found_in_any_field():
     from veil.v1 import governance_pb2
-    from veil_server.guard import invalid_field
+    from veil_server.access.guard import invalid_field
 
     assert invalid_field(query_pb2.SubmitQueryRequest(sql="SELECT 1", purpose="research")) is None
     assert invalid_field(query_pb2.WaitQueryRequest(name="queries/a\x00b")) == ("name", "nul")

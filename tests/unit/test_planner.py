@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
+from veil_server.query.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
 from veil_server.errors import VeilError
-from veil_server.plan import (
+from veil_server.query.plan import (
     Aggregate, AggFunc, And, Between, Compare, GroupKey, InList, IsNull, Not, Or, OutputColumn,
     QueryPlan,
 )
-from veil_server.planner import PlanLimits, plan_query
+from veil_server.query.planner import PlanLimits, plan_query
 
 C = ColumnControl
 T = ColumnType
@@ -659,7 +659,7 @@ def test_mutated_queries_only_raise_veil_errors(sql: str) -> None:
 
 
 def test_parser_failures_of_any_kind_become_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
-    from veil_server import planner
+    from veil_server.query import planner
 
     for exc, reason in [(IndexError("boom"), "SQL_SYNTAX_ERROR"),
                         (RecursionError(), "EXPRESSION_TOO_DEEP")]:

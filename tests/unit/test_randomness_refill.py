@@ -8,7 +8,7 @@ import time
 import gmpy2
 
 from veil.crypto import generate_keypair, obfuscation
-from veil_server.release import RandomnessRefill
+from veil_server.query.release import RandomnessRefill
 
 
 class FakeKey:

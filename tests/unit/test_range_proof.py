@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as papq
 import pytest
 
-from veil_server import range_proof
-from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
-from veil_server.engine import DuckDBEngine, SqlRenderer
+from veil_server.query import range_proof
+from veil_server.query.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
+from veil_server.query.engine import DuckDBEngine, SqlRenderer
 from veil_server.errors import Internal
-from veil_server.planner import plan_query
-from veil_server.range_proof import RangeProofs, footer_ranges
+from veil_server.query.planner import plan_query
+from veil_server.query.range_proof import RangeProofs, footer_ranges
 
 AGG = frozenset({ColumnControl.AGGREGATE})
 COLS = (
@@ -234,6 +234,6 @@ def test_a_group_too_large_for_64_bit_sums_is_summed_again_in_128_bits(tmp_path)
 
 
 def int64_held(result, renderer) -> bool:
-    from veil_server.engine import int64_sums_held
+    from veil_server.query.engine import int64_sums_held
 
     return int64_sums_held(result, renderer.int64_bounds)

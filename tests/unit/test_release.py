@@ -12,12 +12,12 @@ import duckdb
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from veil_server.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
-from veil_server.engine import ColumnStats, DuckDBEngine
-from veil_server.plan import AggFunc, Aggregate
-from veil_server.planner import plan_query
-from veil_server.domain import expected_groups, group_domain
-from veil_server.release import cell_spec, cell_value
+from veil_server.query.catalog import Catalog, Column, ColumnControl, ColumnType, Dataset
+from veil_server.query.engine import ColumnStats, DuckDBEngine
+from veil_server.query.plan import AggFunc, Aggregate
+from veil_server.query.planner import plan_query
+from veil_server.query.domain import expected_groups, group_domain
+from veil_server.query.release import cell_spec, cell_value
 
 AGG = frozenset({ColumnControl.AGGREGATE, ColumnControl.FILTER})
 COLS = (
@@ -108,7 +108,7 @@ def test_bounds_come_from_declarations_not_data():
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_suppression_threshold(tmp_path, k):
     from veil.crypto import generate_keypair
-    from veil_server.release import build_result
+    from veil_server.query.release import build_result
 
     rows = [("a", 1.0, 1)] * 3 + [("b", 2.0, 2)] * 2 + [("c", None, 3)] * 5
     ds = dataset(tmp_path, rows, k=k)
@@ -127,7 +127,7 @@ def test_per_column_packing_round_trip_and_tampering(tmp_path):
     from veil.crypto import PackingLayout, encrypt_packed, generate_keypair
     from veil.errors import IntegrityError
     from veil.results import decrypt_cells, result_digest
-    from veil_server.release import build_result
+    from veil_server.query.release import build_result
 
     rows = [("a", 1.25, 1), ("a", -3.5, 2), ("b", 40.0, 100), ("b", None, 7), ("c", 0.0, 0), ("c", 2.0, 3)]
     ds = dataset(tmp_path, rows, k=2)
@@ -176,7 +176,7 @@ def test_integer_rounding_matches_rationals(num, den, count, total, extra):
     """The release's integer arithmetic gives what exact rationals give (ties included)."""
     from math import isqrt
 
-    from veil_server.release import _round
+    from veil_server.query.release import _round
 
     assert _round(num, den) == round(Fraction(num, den))  # half to even, like Python's round
     assert _round(2 * num + 1, 2) == round(Fraction(2 * num + 1, 2))  # exact ties
@@ -203,7 +203,7 @@ def test_integer_rounding_matches_rationals(num, den, count, total, extra):
 def test_randomness_made_during_the_scan_is_what_the_result_uses(tmp_path):
     from veil.crypto import generate_keypair, obfuscation
     from veil.results import decrypt_cells
-    from veil_server.release import Randomness, build_result
+    from veil_server.query.release import Randomness, build_result
 
     rows = [(g, float(i % 7), i % 11) for i, g in enumerate("abc" * 20)]
     ds = dataset(tmp_path, rows, k=2)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from veil_server.errors import FailedPrecondition
-from veil_server.lifecycle import QueryState
-from veil_server.replicas import Replicas
-from veil_server.store import NewQuery, StateStore
+from veil_server.state.lifecycle import QueryState
+from veil_server.state.replicas import Replicas
+from veil_server.state.store import NewQuery, StateStore
 
 
 def running_query(store: StateStore, replicas: Replicas, rid: str) -> tuple[str, str]:
@@ -33,7 +33,7 @@ def test_a_single_node_takes_back_every_run_at_start_only(tmp_path):
 def test_shared_state_takes_back_only_dead_or_own_runs_and_fences_the_old_run(state_postgres):
     import secrets
 
-    from veil_server.statedb import StateSettings, open_database
+    from veil_server.state.statedb import StateSettings, open_database
 
     settings = StateSettings("postgres", state_postgres, "p_" + secrets.token_hex(4))
     sa, sb = StateStore(open_database(settings, sqlite_path=None)), StateStore(open_database(settings, sqlite_path=None))
@@ -72,7 +72,7 @@ def test_a_committed_move_on_one_replica_wakes_the_other(state_postgres):
     import secrets
     import threading
 
-    from veil_server.statedb import StateSettings, open_database
+    from veil_server.state.statedb import StateSettings, open_database
 
     settings = StateSettings("postgres", state_postgres, "n_" + secrets.token_hex(4))
     sa, sb = StateStore(open_database(settings, sqlite_path=None)), StateStore(open_database(settings, sqlite_path=None))

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from veil_server.errors import AlreadyExists, FailedPrecondition, QueryNotFound
-from veil_server.lifecycle import QueryState
-from veil_server.store import NewQuery, StateStore
+from veil_server.state.lifecycle import QueryState
+from veil_server.state.store import NewQuery, StateStore
 
 
 def new(request_id="r1", sql="SELECT COUNT(*) FROM d", key=b"k"):

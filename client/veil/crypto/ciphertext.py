@@ -13,7 +13,7 @@ on malformed input.
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gmpy2
 from gmpy2 import mpz
@@ -24,9 +24,26 @@ from veil.crypto.obfuscation import Obfuscation, obfuscators
 if TYPE_CHECKING:
     import phe
 
-    from veil.crypto.paillier import PublicKey
-
 __all__ = ["Ciphertext"]
+
+
+class PaillierKey(Protocol):
+    """What a ciphertext needs of the key it was made under: ``veil.crypto.paillier.PublicKey``,
+    which makes ciphertexts (so it imports this module, and this module only describes it)."""
+
+    _n: mpz
+    _n2: mpz
+    _n_int: int
+    _half: int
+
+    @property
+    def ciphertext_size(self) -> int: ...
+
+    def encode(self, m: int) -> int: ...
+
+    def fingerprint(self) -> str: ...
+
+    def to_phe(self) -> phe.PaillierPublicKey: ...
 
 
 class Ciphertext:
@@ -38,18 +55,18 @@ class Ciphertext:
 
     __slots__ = ("public_key", "_c", "obfuscated")
 
-    public_key: PublicKey
+    public_key: PaillierKey
     _c: mpz
     obfuscated: bool
 
-    def __init__(self, public_key: PublicKey, value: int, *, obfuscated: bool = False) -> None:
+    def __init__(self, public_key: PaillierKey, value: int, *, obfuscated: bool = False) -> None:
         _check_value(public_key, value)
         self.public_key = public_key
         self._c = mpz(value)
         self.obfuscated = obfuscated
 
     @classmethod
-    def _trusted(cls, public_key: PublicKey, value: mpz, obfuscated: bool) -> Ciphertext:
+    def _trusted(cls, public_key: PaillierKey, value: mpz, obfuscated: bool) -> Ciphertext:
         """Skip validation for values this module computed itself (the hot path)."""
         self = object.__new__(cls)
         self.public_key = public_key
@@ -68,7 +85,7 @@ class Ciphertext:
         return data
 
     @classmethod
-    def from_bytes(cls, public_key: PublicKey, data: bytes | bytearray | memoryview) -> Ciphertext:
+    def from_bytes(cls, public_key: PaillierKey, data: bytes | bytearray | memoryview) -> Ciphertext:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidCiphertext("ciphertext must be bytes")
         if len(data) != public_key.ciphertext_size:
@@ -144,17 +161,13 @@ class Ciphertext:
         cls,
         enc: phe.EncryptedNumber,
         *,
-        public_key: PublicKey | None = None,
-        min_bits: int = 2048,
+        public_key: PaillierKey,
     ) -> Ciphertext:
-        """Wrap a phe ciphertext; only exponent 0, since Veil scales explicitly (FixedPoint)."""
-        from veil.crypto.paillier import PublicKey
-
+        """Wrap a phe ciphertext made under ``public_key`` (``PublicKey.from_phe`` converts a
+        phe key); only exponent 0, since Veil scales explicitly (FixedPoint)."""
         if enc.exponent != 0:
             raise InvalidCiphertext("phe ciphertext must have exponent 0; use FixedPoint scaling")
-        if public_key is None:
-            public_key = PublicKey.from_phe(enc.public_key, min_bits=min_bits)
-        elif public_key.n != enc.public_key.n:
+        if public_key._n_int != enc.public_key.n:
             raise InvalidCiphertext("phe ciphertext was made under a different public key")
         return cls(public_key, enc.ciphertext(be_secure=False))
 
@@ -176,7 +189,7 @@ class Ciphertext:
         )
 
 
-def _check_value(public_key: PublicKey, value: int) -> None:
+def _check_value(public_key: PaillierKey, value: int) -> None:
     if not isinstance(value, int | mpz) or isinstance(value, bool):
         raise InvalidCiphertext("ciphertext value must be an integer")
     if not 0 < value < public_key._n2:

@@ -34,7 +34,7 @@ A background thread pre-computing obfuscators does not raise throughput: gmpy2 h
 so it only moves the work around. It does cut latency when it runs while this process waits on
 something that releases the GIL (the node fills a key's stock while the engine scans the data), or
 while it is idle (the node tops up a key's stock after releasing a result under it, while no query
-executes: ``veil_server.release.RandomnessRefill``).
+executes: ``veil_server.query.release.RandomnessRefill``).
 Large batches go to the process pool (``pool.py``).
 """
 

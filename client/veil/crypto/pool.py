@@ -78,6 +78,7 @@ from typing import Any, TypeVar
 
 from gmpy2 import mpz
 
+from veil.crypto.crt import crt_combine, crt_decrypt, crt_half, crt_powers
 from veil.crypto.obfuscation import Obfuscation, obfuscators
 
 __all__ = [
@@ -336,8 +337,6 @@ def encrypt_raw_batch(
 def _decrypt_halves(consts: tuple[bytes, ...], ct_width: int, blob: bytes, first: int, count: int) -> bytes:
     """Jobs first, first + 1, ... of 2 * count: job j < count is ciphertext j's half mod p, job
     count + j its half mod q. ``blob`` holds each job's ciphertext, in job order."""
-    from veil.crypto.paillier import crt_powers
-
     p, q, p2, q2, hp, hq = (mpz.from_bytes(x, "big") for x in consts)
     half_width = (max(p, q).bit_length() + 7) // 8
     powers = crt_powers(p, q, p2, q2)
@@ -346,8 +345,6 @@ def _decrypt_halves(consts: tuple[bytes, ...], ct_width: int, blob: bytes, first
 
 def _halves(consts: tuple[mpz, ...], powers: tuple[Any, Any], cs: Sequence[mpz], first: int, count: int) -> list[mpz]:
     """``_decrypt_halves`` on numbers: ``cs[k]`` is job first + k's ciphertext."""
-    from veil.crypto.paillier import crt_half
-
     p, q, hp, hq = consts
     return [crt_half(c, p, hp, powers[0]) if first + k < count else crt_half(c, q, hq, powers[1])
             for k, c in enumerate(cs)]
@@ -381,8 +378,6 @@ def decrypt_raw_batch(
     ``powers`` (the key's ``crt_powers``): when they run outside the GIL (OpenSSL's routine,
     see ``veil.crypto.consttime``), the parallel work runs on threads of this process -- no
     process pool, no copy of p and q in another process."""
-    from veil.crypto.paillier import crt_combine, crt_decrypt, crt_powers
-
     explicit = executor is not None
     executor, w = placement(workers, executor, public=False)
     p, q, p2, q2, hp, hq, qinv = crt

@@ -39,8 +39,8 @@ from veil.audit.records import RESULT_DIGEST, Receipt, release_details
 
 from ..config import NodeConfig, Principal
 from ..errors import VeilError
-from ..node_key import NodeKey
-from ..statedb import StateDatabase
+from ..access.node_key import NodeKey
+from ..state.statedb import StateDatabase
 from .errors import AuditUnavailable
 from .log import AuditLog, Event
 

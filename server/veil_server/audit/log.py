@@ -26,7 +26,7 @@ What it guarantees, and against whom:
 Entries hold names, counts, reasons and digests, never a data value: the log is read by
 auditors who must not see the data either.
 
-Several writers: the node's replicas may share one log in PostgreSQL (:mod:`veil_server.statedb`).
+Several writers: the node's replicas may share one log in PostgreSQL (:mod:`veil_server.state.statedb`).
 Each append and checkpoint runs in a transaction holding the log's own lock, first reading what
 other replicas appended since (:func:`store.catch_up` checks those entries as the open check does),
 so the log stays one hash chain and one tree, whoever writes. On SQLite, one process per file.
@@ -55,8 +55,8 @@ from veil.audit.records import (
 )
 
 from ..errors import InvalidArgument
-from ..node_key import NodeKey
-from ..statedb import POSTGRES, SQLiteDatabase, StateDatabase
+from ..access.node_key import NodeKey
+from ..state.statedb import POSTGRES, SQLiteDatabase, StateDatabase
 from . import export as _export
 from . import search as _search
 from . import store

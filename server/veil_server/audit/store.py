@@ -11,7 +11,7 @@ Tables::
 
 WAL with ``synchronous=FULL``: a commit returns only after the WAL is fsynced, so an entry is
 durable when ``append`` returns. The same tables can live in PostgreSQL (replicas sharing one
-log, :mod:`veil_server.statedb`); the SQL here is the portable dialect that module runs.
+log, :mod:`veil_server.state.statedb`); the SQL here is the portable dialect that module runs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from veil.audit import merkle
 from veil.audit.canonical import NonCanonical
 from veil.audit.records import GENESIS_PREV, Checkpoint, Entry, SignatureError
 
-from ..statedb import StateDatabase
+from ..state.statedb import StateDatabase
 from .errors import AuditCorrupted, AuditUnavailable
 
 SCHEMA_VERSION = "1"

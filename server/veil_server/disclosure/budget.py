@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from ..store import StateStore, now_us
+from ..state.store import StateStore, now_us
 from .settings import MAX_EPSILON_BUDGET, MAX_EPSILON_PER_QUERY, check_epsilon
 
 MICRO = 1_000_000

@@ -16,10 +16,10 @@ import logging
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..catalog import Dataset
-from ..engine import AggregateResult, DuckDBEngine
-from ..plan import QueryPlan
-from ..store import QueryRecord, StateStore
+from ..query.catalog import Dataset
+from ..query.engine import AggregateResult, DuckDBEngine
+from ..query.plan import QueryPlan
+from ..state.store import QueryRecord, StateStore
 from . import differencing, dominance, dp
 from .budget import BudgetState, PrivacyBudget
 from .metering import Ledger

@@ -42,11 +42,11 @@ from decimal import Decimal
 
 import numpy as np
 
-from ..catalog import Dataset
-from ..engine import DuckDBEngine, SqlRenderer, key_string
+from ..query.catalog import Dataset
+from ..query.engine import DuckDBEngine, SqlRenderer, key_string
 from ..errors import PolicyViolation
-from ..plan import QueryPlan
-from ..store import StateStore, now_us
+from ..query.plan import QueryPlan
+from ..state.store import StateStore, now_us
 
 log = logging.getLogger("veil.disclosure")
 

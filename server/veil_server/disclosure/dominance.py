@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..catalog import Dataset
-from ..engine import DuckDBEngine, SqlRenderer, key_string
-from ..plan import AggFunc, QueryPlan
+from ..query.catalog import Dataset
+from ..query.engine import DuckDBEngine, SqlRenderer, key_string
+from ..query.plan import AggFunc, QueryPlan
 from .settings import Dominance
 
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ..catalog import Dataset
-from ..domain import group_domain
-from ..engine import AggregateResult, ColumnStats, GroupStats
+from ..query.catalog import Dataset
+from ..query.domain import group_domain
+from ..query.engine import AggregateResult, ColumnStats, GroupStats
 from ..errors import PolicyViolation
-from ..plan import AggFunc, QueryPlan
+from ..query.plan import AggFunc, QueryPlan
 
 DP_FUNCTIONS = (AggFunc.COUNT, AggFunc.SUM, AggFunc.AVG)
 

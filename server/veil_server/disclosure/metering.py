@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping
 
 from ..errors import ResourceExhausted
-from ..store import StateStore, now_us
+from ..state.store import StateStore, now_us
 from .budget import MICRO, to_micro
 
 DAY_US = 86_400 * 1_000_000

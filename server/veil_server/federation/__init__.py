@@ -17,7 +17,8 @@ members' minimum group sizes. Each protocol module states what each party learns
 Modules: ``settings`` (the [federation] config), ``envelope`` (signed peer messages, pinned
 keys), ``pairwise`` (X25519 seeds, masks, sealed shares), ``ring`` (Z_2^B), ``partial`` (the
 partial vector and the k rule), the two protocols, ``participant`` (a member's steps),
-``coordinator``, ``transport`` (calls to members), ``result``, ``audit``, ``service`` (gRPC).
+``coordinator``, ``transport`` (calls to members), ``result``, ``audit``. The gRPC servicers
+(``FederationService``, ``PeerService``) are ``veil_server.api.federation_service``.
 
 This package must stay importable from ``config.py`` (``settings`` only, no heavy imports here).
 """

@@ -31,10 +31,10 @@ import grpc
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import federation_pb2
 
-from ..catalog import Catalog
+from ..query.catalog import Catalog
 from ..config import Principal
 from ..errors import AlreadyExists, InvalidArgument, NotFound, VeilError
-from ..planner import plan_query
+from ..query.planner import plan_query
 from . import paillier_protocol, sharing_protocol
 from .audit import FederationAudit
 from .envelope import PeerSigner, Verified

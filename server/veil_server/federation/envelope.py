@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from veil.v1 import federation_pb2
 
 from ..errors import Unauthenticated
-from ..node_key import NodeKey
+from ..access.node_key import NodeKey
 from .settings import FederationConfig
 
 DOMAIN = b"veil.federation.v1\x00"

@@ -22,10 +22,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..catalog import Dataset
-from ..domain import group_domain
-from ..engine import AggregateResult, aggregated_columns, needs_squares
-from ..plan import QueryPlan
+from ..query.catalog import Dataset
+from ..query.domain import group_domain
+from ..query.engine import AggregateResult, aggregated_columns, needs_squares
+from ..query.plan import QueryPlan
 
 ROWS, COUNT, SUM, SQUARES = "ROWS", "COUNT", "SUM", "SUM_OF_SQUARES"
 COUNT_KINDS = (ROWS, COUNT)

@@ -36,14 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from veil.crypto import EncodingOverflow, InvalidKey, PublicKey
 from veil.v1 import federation_pb2
 
-from ..catalog import Catalog, Dataset
+from ..query.catalog import Catalog, Dataset
 from ..config import Principal, Role
-from ..domain import expected_groups
+from ..query.domain import expected_groups
 from ..errors import (AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied,
                       PolicyViolation, ResourceExhausted, VeilError)
-from ..plan import QueryPlan
-from ..planner import plan_query
-from ..policy import evaluate
+from ..query.plan import QueryPlan
+from ..query.planner import plan_query
+from ..query.policy import evaluate
 from . import paillier_protocol, sharing_protocol
 from .audit import FederationAudit
 from .envelope import PeerSigner, Verified

@@ -17,10 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from veil.crypto import PackingLayout, PublicKey
 from veil.v1 import federation_pb2, query_pb2
 
-from ..catalog import Dataset
-from ..domain import group_domain
-from ..plan import QueryPlan
-from ..release import cell_spec
+from ..query.catalog import Dataset
+from ..query.domain import group_domain
+from ..query.plan import QueryPlan
+from ..query.release import cell_spec
 from .partial import VectorLayout
 
 _STATISTIC = {"ROWS": federation_pb2.StatisticSection.STATISTIC_ROWS,

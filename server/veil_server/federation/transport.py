@@ -83,7 +83,7 @@ class PeerTransport:
     def __init__(self, config: FederationConfig, participant: Participant, *, tls=None) -> None:
         self.config = config
         self.participant = participant
-        self.tls = tls  # issue 8: veil_server.tls.TlsSettings; None in development mode (plaintext)
+        self.tls = tls  # issue 8: veil_server.access.tls.TlsSettings; None in development mode (plaintext)
         self.observers: list[Callable[[str, str, str, bytes], None]] = []
         self._stubs: dict[str, federation_pb2_grpc.PeerServiceStub] = {}
         self._channels: list[grpc.Channel] = []

@@ -18,11 +18,12 @@ from datetime import datetime, timezone
 from veil.audit.canonical import format_time
 from veil.certificates import DatasetCertificate
 
-from ..catalog import Dataset
+from ..query.catalog import Dataset
 from ..config import dataset_to_dict
 from ..errors import FailedPrecondition, Unavailable
-from ..node_key import NodeKey
-from ..sources import FILE_FORMATS, external_fingerprint, external_stamp
+from ..access.node_key import NodeKey
+from ..query.fingerprints import external_fingerprint, external_stamp
+from ..query.sources import FILE_FORMATS
 from .registry import DatasetRecord, Governance
 
 CHUNK = 4 << 20
@@ -50,7 +51,7 @@ def fingerprint(path: str) -> str:
 
 
 def source_stamp(ds: Dataset) -> str:
-    """``file_stamp`` for a file; for PostgreSQL and Spark sources see veil_server.sources."""
+    """``file_stamp`` for a file; for PostgreSQL and Spark sources see veil_server.query.fingerprints."""
     return file_stamp(ds.source) if ds.format in FILE_FORMATS else external_stamp(ds)
 
 

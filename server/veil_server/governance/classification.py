@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..catalog import ColumnControl, Dataset
+from ..query.catalog import ColumnControl, Dataset
 from ..errors import InvalidArgument
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from ..store import StateStore, now_us
+from ..state.store import StateStore, now_us
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS grants (

@@ -20,10 +20,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from ..catalog import Dataset
+from ..query.catalog import Dataset
 from ..config import dataset_from_dict, dataset_to_dict
 from ..errors import DatasetNotFound, FailedPrecondition, PermissionDenied
-from ..store import StateStore, now_us
+from ..state.store import StateStore, now_us
 
 OPERATOR = "config"
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import AlreadyExists
-from ..store import StateStore, now_us
+from ..state.store import StateStore, now_us
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS query_reviews (

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
-from ..catalog import Catalog, Dataset
+from ..query.catalog import Catalog, Dataset
 from ..config import NodeConfig, Principal, Role
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
-from ..node_key import NodeKey
-from ..store import StateStore
+from ..access.node_key import NodeKey
+from ..state.store import StateStore
 from .certify import check_unchanged, issue, source_fingerprint, source_stamp
 from .classification import RIGHTS, check_against_level
 from .grants import Grants

@@ -1,0 +1,142 @@
+"""Starting and stopping a node's gRPC server.
+
+``run_server`` is a context manager that binds (port 0 picks a free one), registers the
+services, health checking and reflection, and yields the running server with its bound port.
+On exit, health turns NOT_SERVING first so balancers drain, then in-flight calls get a grace
+period before the server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, governance_pb2, governance_pb2_grpc,
+                     query_pb2, query_pb2_grpc)
+
+from .audit_service import AuditServicer
+from ..access.auth import AuthInterceptor
+from ..config import ConfigError, NodeConfig
+from ..crypto_executor import crypto_executor
+from .federation_service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_federation_services
+from ..node import Node
+from .governance_service import GovernanceServicer, ReviewServicer
+from .query_service import CatalogServicer, QueryServicer
+# Issue 8: transport security, identities, limits and the request guard.
+from ..access.guard import RequestGuard
+from ..access.identity import NodeAuthenticator
+from ..access.limits import Limiter
+from ..access.security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
+from ..state.storage import StorageMonitor
+
+log = logging.getLogger("veil.server")
+# sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SERVICE_NAMES = (
+    catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+    query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
+    governance_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name,
+) + FEDERATION_SERVICE_NAMES  # federation (issue 6)
+
+
+@dataclass
+class RunningNode:
+    server: grpc.Server
+    node: Node
+    port: int
+    health: health.HealthServicer
+    federation: Any = None  # federation (issue 6): veil_server.api.federation_service.Federation
+    mtls_port: int = 0  # issue 8: the mutual-TLS port, 0 without one
+    guard: Any = None  # issue 8: veil_server.access.guard.RequestGuard (limits, draining)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0,
+               mtls_listen: str | None = None) -> Iterator[RunningNode]:
+    # Issue 9: [crypto] executor -- this process's encryption on a Dask cluster while the node
+    # runs (refused at start if the cluster does not answer), else the local process pool.
+    with crypto_executor(getattr(config, "crypto", None), error=ConfigError):
+        with _serve(config, listen=listen, grace=grace, mtls_listen=mtls_listen) as running:
+            yield running
+
+
+@contextlib.contextmanager
+def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None) -> Iterator[RunningNode]:
+    security = settings_of(config)
+    address = listen or config.listen
+    check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode
+    node = Node(config)
+    try:
+        authenticator = NodeAuthenticator(config, dev_mode=security.dev_mode, tls=security.tls,
+                                          verifier=token_verifier(security, issuer=config.name,
+                                                                  state_dir=config.state_dir))
+    except BaseException:
+        node.close()
+        raise
+    guard = RequestGuard(Limiter(security.limits, open_queries=open_queries(node)),
+                         StorageMonitor(config.state_dir, security.limits.min_free_bytes), on_denied=node.audit.denied)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=security.limits.rpc_threads, thread_name_prefix="veil-rpc"),
+        # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
+        # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
+        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied), guard],
+        options=server_options(security),
+        maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
+    )
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
+    governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), server)
+    governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), server)
+    federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    address = listen or config.listen
+    port, mtls_port = bind(server, address, security, mtls_address=mtls_listen)
+    if port == 0:
+        federation.close()
+        node.close()
+        raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
+    server.start()
+    for name in ("",) + SERVICE_NAMES:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("node %s listening on %s (port %d)", config.name, address, port)
+    try:
+        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard)
+    finally:
+        health_servicer.enter_graceful_shutdown()
+        guard.drain()  # new calls: UNAVAILABLE / NODE_STOPPING; admitted calls finish within the grace
+        server.stop(grace).wait()
+        federation.close()
+        node.close()
+
+
+def serve_forever(config: NodeConfig) -> None:
+    """Run until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with run_server(config) as running:
+        mode = (f"TLS; mutual TLS on port {running.mtls_port}" if running.mtls_port else "TLS") \
+            if settings_of(config).tls else "plaintext, development mode"
+        print(f"veil node '{config.name}' serving on {config.listen} (port {running.port}) [{mode}]", flush=True)
+        stop.wait()
+        print("veil node stopping", flush=True)

@@ -1,0 +1,325 @@
+"""Execution: a validated plan in, per-group sufficient statistics out.
+
+The engine renders its own SQL from the :class:`QueryPlan` (quoted identifiers from the
+catalog, every analyst-supplied literal a bound parameter), so no analyst text reaches it.
+It returns, per group, the row count and for each aggregated column the count of non-null
+values, their sum and sum of squares, all as exact integers in the column's fixed-point scale
+after clamping each value to the declared range (contribution bounding). Every released
+aggregate is derived from these in :mod:`veil_server.release`. Where a Parquet file's footer
+proves a column already inside its range, the clamp is a no-op and is left out of the SQL for
+that column (:mod:`veil_server.range_proof`); the integers are the same.
+
+Rows whose group key is NULL or outside the declared public domain fall in no group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from decimal import Decimal
+from typing import Any, Protocol
+
+import duckdb
+
+from .catalog import Column, ColumnType, Dataset
+from ..errors import Internal, Unavailable
+from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
+from .range_proof import NO_PROOF, RangeProofs, within_ranges
+from .stats import AggregateResult, ColumnStats, GroupStats
+
+
+log = logging.getLogger("veil.engine")
+
+class Engine(Protocol):
+    def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult: ...
+
+    def row_count(self, dataset: Dataset) -> int: ...
+
+
+def key_string(value: Any) -> str:
+    """The canonical text of a group-key value: the same for 30, 30.0 and Decimal('30.00')."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    d = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    d = d.normalize()
+    if d == d.to_integral_value():
+        return str(d.quantize(Decimal(1)))
+    return format(d, "f")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def aggregated_columns(plan: QueryPlan) -> list[str]:
+    """Columns whose statistics the plan needs, in first-use order."""
+    out: list[str] = []
+    for a in plan.aggregates:
+        if a.column is not None and a.column not in out:
+            out.append(a.column)
+    return out
+
+
+def needs_squares(plan: QueryPlan, column: str) -> bool:
+    return any(
+        a.column == column and a.function in (AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP) for a in plan.aggregates
+    )
+
+
+class SqlRenderer:
+    """Renders a plan into parameterised SQL for a dialect: DuckDB here; the PostgreSQL and Spark
+    renderers (:mod:`veil_server.engines`) override the dialect hooks (``ident``, ``fixed``,
+    ``group_expr``, ``sum_of_squares``) so that every engine returns the same integers."""
+
+    placeholder = "?"
+
+    def __init__(self, dataset: Dataset, relation: str, *, unclamped: frozenset[str] = frozenset(),
+                 int64_sums: bool = False) -> None:
+        """``unclamped``: columns proven inside their declared range (the clamp would be a no-op).
+        ``int64_sums``: DuckDB only, see ``total``."""
+        self.dataset = dataset
+        self.relation = relation
+        self.params: list[Any] = []
+        self.unclamped = unclamped
+        self.int64_sums = int64_sums
+        # (column, largest |term|) of every sum accumulated in 64 bits: exact only if the
+        # group's count times that bound stays below 2^63, which the engine checks afterwards.
+        self.int64_bounds: list[tuple[str, int]] = []
+
+    def ident(self, name: str) -> str:
+        return quote_ident(name)
+
+    def total(self, v: str, col: Column, bound: int) -> str:
+        """Exact sum of ``v`` (terms of magnitude at most ``bound``). DuckDB sums BIGINT into a
+        128-bit accumulator; its own ``sum_no_overflow`` accumulates 64 bits, which DuckDB's
+        optimizer picks when statistics prove no overflow. Here the proof comes after the scan:
+        a group of c values of magnitude <= bound has every partial sum within c * bound, so
+        when c * bound < 2^63 for every group no partial sum overflowed (``int64_sums_held``).
+        Used only when the declared row bound allows it, so the check is expected to pass."""
+        if self.int64_sums and self.dataset.max_rows * bound < 2**63:
+            self.int64_bounds.append((col.name, bound))
+            return f"sum_no_overflow({v})"
+        return f"SUM({v})"
+
+    def sum_of_squares(self, v: str, col: Column) -> str:
+        """Exact sum of ``v * v`` (``v`` is ``col`` clamped to its declared range). Only the
+        product needs care: when the declared range keeps every square below 2^63, 64-bit
+        products are exact and much cheaper."""
+        low, high = self.bounds(col)
+        bound = max(abs(low), abs(high))
+        if bound**2 < 2**63:
+            return self.total(f"{v} * {v}", col, bound**2)
+        return f"SUM(CAST({v} AS HUGEINT) * {v})"
+
+    def fixed(self, col: Column) -> str:
+        """The column as an exact integer in its fixed-point scale."""
+        ident = self.ident(col.name)
+        if col.type is ColumnType.INTEGER:
+            return f"CAST({ident} AS BIGINT)"
+        return f"CAST(ROUND(CAST({ident} AS DOUBLE) * {10 ** col.scale}) AS BIGINT)"
+
+    @staticmethod
+    def bounds(col: Column) -> tuple[int, int]:
+        """The declared range in the column's fixed-point scale."""
+        assert col.value_range is not None
+        low, high = (int((v * 10**col.scale).to_integral_value()) for v in col.value_range)
+        return low, high
+
+    def clamped(self, col: Column) -> str:
+        return self.clamp(self.fixed(col), col)
+
+    def clamp(self, v: str, col: Column) -> str:
+        """``v`` (the column already in fixed point) clamped to the declared range."""
+        low, high = self.bounds(col)
+        # CASE, not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound.
+        return f"CASE WHEN {v} < {low} THEN {low} WHEN {v} > {high} THEN {high} ELSE {v} END"
+
+    def group_expr(self, column: str, bin_width: Decimal | None) -> str:
+        col = self.dataset.column(column)
+        assert col is not None
+        if bin_width is None:
+            return self.ident(col.name)
+        width = int((bin_width * 10**col.scale).to_integral_value())
+        return f"CAST(FLOOR({self.fixed(col)} / {width}) AS BIGINT)"
+
+    def filter(self, node: Filter) -> str:
+        if isinstance(node, Compare):
+            self.params.append(_param(node.value))
+            return f"{self.ident(node.column)} {node.op} {self.placeholder}"
+        if isinstance(node, InList):
+            self.params.extend(_param(v) for v in node.values)
+            marks = ", ".join(self.placeholder for _ in node.values)
+            return f"{self.ident(node.column)} {'NOT IN' if node.negated else 'IN'} ({marks})"
+        if isinstance(node, Between):
+            self.params.extend((_param(node.low), _param(node.high)))
+            kw = "NOT BETWEEN" if node.negated else "BETWEEN"
+            return f"{self.ident(node.column)} {kw} {self.placeholder} AND {self.placeholder}"
+        if isinstance(node, IsNull):
+            return f"{self.ident(node.column)} IS {'NOT NULL' if node.negated else 'NULL'}"
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.filter(o) for o in node.operands) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.filter(o) for o in node.operands) + ")"
+        if isinstance(node, Not):
+            return f"(NOT {self.filter(node.operand)})"
+        raise Internal("unknown filter node in a validated plan", private=type(node).__name__)
+
+    def render(self, plan: QueryPlan) -> str:
+        # Three levels: the filtered rows with each value converted to fixed point once, then
+        # clamped (a CASE naming the converted value three times would convert it three times),
+        # then aggregated.
+        keys = [f"k{i}" for i in range(len(plan.group_keys))]
+        inner = [f"{self.group_expr(g.column, g.bin_width)} AS k{i}" for i, g in enumerate(plan.group_keys)]
+        middle = list(keys)
+        outer = list(keys) + ["COUNT(*) AS n"]
+        for j, name in enumerate(aggregated_columns(plan)):
+            col = self.dataset.column(name)
+            assert col is not None
+            inner.append(f"{self.fixed(col)} AS f{j}")
+            middle.append(f"f{j} AS v{j}" if col.name in self.unclamped else f"{self.clamp(f'f{j}', col)} AS v{j}")
+            outer += [f"COUNT(v{j})", self.total(f"v{j}", col, max(abs(b) for b in self.bounds(col)))]
+            outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
+        where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
+        select_inner = ", ".join(inner) if inner else "1 AS one"
+        select_middle = ", ".join(middle) if middle else "1 AS one"
+        sql = (f"SELECT {', '.join(outer)} FROM (SELECT {select_middle} FROM (SELECT {select_inner} "
+               f"FROM {self.relation}{where}) AS r) AS t")
+        if keys:
+            sql += " GROUP BY " + ", ".join(keys)
+        return sql
+
+
+def _param(value: Any) -> Any:
+    return value
+
+
+def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> AggregateResult:
+    nk = len(plan.group_keys)
+    cols = aggregated_columns(plan)
+    groups = []
+    matched = 0
+    for row in rows:
+        keys = []
+        for g, raw in zip(plan.group_keys, row[:nk]):
+            if raw is None:
+                keys.append(None)
+            elif g.bin_width is None:
+                keys.append(key_string(raw))
+            else:
+                keys.append(key_string(Decimal(int(raw)) * g.bin_width))
+        n = int(row[nk])
+        matched += n
+        stats = {}
+        for j, name in enumerate(cols):
+            c, s, q = row[nk + 1 + 3 * j : nk + 4 + 3 * j]
+            stats[name] = ColumnStats(int(c or 0), int(s or 0), int(q or 0))
+        if any(k is None for k in keys):
+            continue
+        groups.append(GroupStats(tuple(keys), n, stats))  # type: ignore[arg-type]
+    return AggregateResult(groups, matched)
+
+
+def int64_sums_held(result: AggregateResult, int64_bounds: list[tuple[str, int]]) -> bool:
+    """Whether every sum accumulated in 64 bits is exact: in each group, the column's count of
+    values times the largest magnitude of a term stays below 2^63 (see ``SqlRenderer.total``)."""
+    for g in result.groups:
+        for name, bound in int64_bounds:
+            st = g.columns.get(name)
+            if st is not None and st.count * bound >= 2**63:
+                return False
+    return True
+
+
+class DuckDBEngine:
+    """Embedded DuckDB over the owner's CSV and Parquet files (one view per dataset)."""
+
+    def __init__(self, datasets: list[Dataset] | tuple[Dataset, ...], *, threads: int | None = None) -> None:
+        self._db = duckdb.connect(":memory:")
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
+        self._local = threading.local()
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.range_proofs = RangeProofs()
+        try:  # DuckDB's own 64-bit sum (see SqlRenderer.total); plain SUM without it
+            self._db.execute("SELECT sum_no_overflow(CAST(1 AS BIGINT))").fetchall()
+            self.int64_sums = True
+        except duckdb.Error:
+            self.int64_sums = False
+        for ds in datasets:
+            self._register(ds)
+
+    def _register(self, ds: Dataset) -> None:
+        reader = "read_parquet" if ds.format == "parquet" else "read_csv_auto"
+        self._db.execute(
+            f"CREATE OR REPLACE VIEW {self._view(ds)} AS SELECT * FROM {reader}({quote_string(ds.source)})"
+        )
+
+    @staticmethod
+    def _view(ds: Dataset) -> str:
+        return quote_ident("ds_" + ds.name.lower())
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._db.cursor()
+            self._local.cursor = cur
+        return cur
+
+    def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
+        cols = [c for c in (dataset.column(n) for n in aggregated_columns(plan)) if c is not None]
+        proof = self.range_proofs.prove(dataset, cols) if cols else NO_PROOF
+        if proof:
+            try:
+                result = self._run(plan, dataset, proof.columns)
+            except Internal:  # e.g. an overflow that clamped values could not cause: decide below
+                result = None
+            # The proof is for the file version it was made on: the file must not have moved
+            # during the scan, and the sums must be what in-range values can give.
+            if result is not None and self.range_proofs.unchanged(proof) and \
+                    within_ranges(result, dataset, proof.columns):
+                return result
+            log.warning("range proof for dataset %s did not hold; computing again with clamping", dataset.name)
+        return self._run(plan, dataset, frozenset())
+
+    def _run(self, plan: QueryPlan, dataset: Dataset, unclamped: frozenset[str]) -> AggregateResult:
+        if self.int64_sums:
+            r = SqlRenderer(dataset, self._view(dataset), unclamped=unclamped, int64_sums=True)
+            try:
+                result = self._execute(plan, dataset, r)
+            except Internal:  # DuckDB may report an overflow the check below would have caught
+                result = None
+            if result is not None and int64_sums_held(result, r.int64_bounds):
+                return result
+            log.info("a group of dataset %s is too large for 64-bit sums; summing in 128 bits", dataset.name)
+        return self._execute(plan, dataset, SqlRenderer(dataset, self._view(dataset), unclamped=unclamped))
+
+    def _execute(self, plan: QueryPlan, dataset: Dataset, r: SqlRenderer) -> AggregateResult:
+        sql = r.render(plan)
+        try:
+            rows = self._cursor().execute(sql, r.params).fetchall()
+        except duckdb.IOException as e:
+            raise Unavailable(
+                "the dataset's source cannot be read; the owner must restore it",
+                reason="DATASET_UNAVAILABLE",
+                private=str(e),
+            ) from None
+        except duckdb.Error as e:
+            raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
+        return decode_rows(plan, dataset, rows)
+
+    def row_count(self, dataset: Dataset) -> int:
+        with self._lock:
+            if dataset.name not in self._counts:
+                try:
+                    (n,) = self._cursor().execute(f"SELECT COUNT(*) FROM {self._view(dataset)}").fetchone()
+                except duckdb.Error:
+                    return 0
+                self._counts[dataset.name] = int(n)
+            return self._counts[dataset.name]

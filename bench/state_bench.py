@@ -46,7 +46,7 @@ SQL = "SELECT region, COUNT(*) AS n, AVG(cost) AS c FROM patients GROUP BY regio
 
 def node_folder(base: Path, conninfo: str | None) -> tuple[Path, dict[str, str]]:
     folder = base / ("pg" if conninfo else "sqlite")
-    tokens = init_node_folder(folder, rows=4_000)
+    tokens = init_node_folder(folder, rows=4_000, disclosure="exact")
     cfg = folder / "veil.toml"
     text = cfg.read_text().replace("workers = 4", "workers = 2")
     if conninfo:

@@ -2,7 +2,8 @@
 
 On listing, a node signs (Ed25519) a canonical JSON document naming the dataset and its version,
 its owner, a hash of its schema and rules, a fingerprint of its content, its row count,
-classification, declared rights and allowed purposes, and the time of issue. Anyone holding the
+classification, declared rights and allowed purposes, its disclosure mode (differential privacy
+with its ε terms, or exact release with the owner's stated reason), and the time of issue. Anyone holding the
 node's public key can verify a certificate offline; changing any byte of it breaks the signature,
 and the node refuses to run queries once the data no longer matches the fingerprint.
 
@@ -24,7 +25,8 @@ from .audit import canonical
 from .audit.records import load_public_key
 
 CERT_TYPE = "veil.dataset.certificate"
-CERT_VERSION = 1
+CERT_VERSION = 2
+KNOWN_VERSIONS = (1, 2)  # version 1: before the disclosure mode was certified
 
 
 class CertificateError(ValueError):
@@ -45,7 +47,10 @@ class DatasetCertificate:
     issued_at: str  # RFC 3339 UTC, microseconds
     node_id: str
     key_id: str
+    # {"mode": "dp" | "exact", ...}: the ε terms, or the owner's reason for exact release; all strings.
+    disclosure: dict[str, str] = field(default_factory=dict)
     signature: str = field(default="", compare=False)  # lowercase hex Ed25519 over signed_bytes()
+    version_of_format: int = field(default=CERT_VERSION, compare=False)
 
     @property
     def certificate_id(self) -> str:
@@ -55,10 +60,13 @@ class DatasetCertificate:
     def body(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("signature")
+        fmt = d.pop("version_of_format")
+        if fmt == 1:
+            d.pop("disclosure")
         d["rights"] = sorted(self.rights)
         d["purposes"] = sorted(self.purposes)
         d["type"] = CERT_TYPE
-        d["v"] = CERT_VERSION
+        d["v"] = fmt
         return d
 
     def signed_bytes(self) -> bytes:
@@ -87,8 +95,13 @@ class DatasetCertificate:
         try:
             doc = json.loads(text)
             body = dict(doc["certificate"])
-            if body.pop("type") != CERT_TYPE or body.pop("v") != CERT_VERSION:
+            version = body.pop("v")
+            if body.pop("type") != CERT_TYPE or version not in KNOWN_VERSIONS or isinstance(version, bool):
                 raise CertificateError("not a Veil dataset certificate of a known version")
+            if version >= 2 and not (isinstance(body.get("disclosure"), dict)
+                                     and all(isinstance(v, str) for v in body["disclosure"].values())):
+                raise CertificateError("malformed certificate: disclosure")
+            body["version_of_format"] = version
             body["rights"] = tuple(body["rights"])
             body["purposes"] = tuple(body["purposes"])
             return cls(**body, signature=str(doc["signature"]))

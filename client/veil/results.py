@@ -121,7 +121,25 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
         elif c.kind in (AGG, WEIGHTED) and not exact:
             frame[c.name] = frame[c.name].astype("float64")
     frame["suppressed"] = [r.suppressed for r in result.rows]
+    describe(frame, result.disclosure_mode, result.epsilon, columns)
     return frame
+
+
+NOISE_FIELDS = ("mechanism", "epsilon", "terms", "count_scale", "sum_scale", "squares_scale", "centre", "spread",
+                "std", "error_bound_95")
+
+
+def noise_dict(n) -> dict:
+    """A ``ColumnNoise`` as a plain dict (column and function first)."""
+    return {"column": n.column, "function": n.function, **{f: getattr(n, f) for f in NOISE_FIELDS}}
+
+
+def describe(frame: pd.DataFrame, mode: str, epsilon: float, columns) -> None:
+    """``frame.attrs``: how the figures were released (and, under DP, each column's noise)."""
+    frame.attrs["disclosure"] = mode or "exact"
+    frame.attrs["epsilon"] = epsilon
+    frame.attrs["noise"] = {c.name: noise_dict(c.noise) for c in columns
+                            if c.kind == AGG and c.HasField("noise")}
 
 
 def _key(text: str, numeric: bool):

@@ -24,7 +24,7 @@ from .crypto import consttime
 from .crypto.pool import available_cpus
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
 from .receipts import check_receipt, receipt_from_proto
-from .results import to_frame
+from .results import noise_dict, to_frame
 from .stewardship import GovernanceAPI, ReviewAPI
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
@@ -57,6 +57,10 @@ class DatasetInfo:
     version: int = 0
     classification: str = ""
     certificate_id: str = ""
+    disclosure_mode: str = ""  # "dp" (differential privacy) or "exact"
+    epsilon_per_query: float = 0.0  # DP: the default ε of a query...
+    max_epsilon_per_query: float = 0.0  # ...and the most one may ask for
+    exact_reason: str = ""  # exact: the owner's recorded reason
 
     @classmethod
     def from_proto(cls, d: catalog_pb2.Dataset) -> "DatasetInfo":
@@ -80,6 +84,10 @@ class DatasetInfo:
             version=d.version,
             classification=d.classification,
             certificate_id=d.certificate_id,
+            disclosure_mode=d.disclosure_mode,
+            epsilon_per_query=d.epsilon_per_query,
+            max_epsilon_per_query=d.max_epsilon_per_query,
+            exact_reason=d.exact_reason,
         )
 
     def columns_frame(self) -> pd.DataFrame:
@@ -186,16 +194,17 @@ class Node(Connection):
     # -- queries --------------------------------------------------------------------------
 
     def submit(self, sql: str, *, purpose: str, request_id: str | None = None,
-               weighted_sums: Sequence[WeightedSum] = ()) -> QueryInfo:
+               weighted_sums: Sequence[WeightedSum] = (), epsilon: float | None = None) -> QueryInfo:
         """Submit without waiting; safe to retry (one request id for every attempt).
 
         ``weighted_sums`` add encrypted-input columns (see :class:`veil.WeightedSum`): the weights
-        are encrypted here, under your key, and the node never reads them."""
+        are encrypted here, under your key, and the node never reads them. ``epsilon``: on a DP
+        dataset, the ε to spend (default: the dataset's; see :meth:`explain` for what it buys)."""
         pk, _ = self.keys
         req = query_pb2.SubmitQueryRequest(
             sql=sql, purpose=purpose, request_id=request_id or str(uuid.uuid4()),
             public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()),
-            weighted_sums=encrypt_all(weighted_sums, pk),
+            weighted_sums=encrypt_all(weighted_sums, pk), epsilon=epsilon or 0.0,
         )
         return QueryInfo.from_proto(self._call(self._queries.SubmitQuery, req, retry=True))
 
@@ -282,17 +291,22 @@ class Node(Connection):
         """Owner calls: queries awaiting approval; approve or reject them with a reason."""
         return ReviewAPI(self)
 
-    def explain(self, sql: str, *, purpose: str) -> dict:
-        """What policy would decide for this query (nothing is recorded or run): outcome
-        (AUTO_APPROVE, REVIEW or REJECT), reason, message, the rules that fired, the grant."""
-        e = self._call(self._queries.ExplainQuery, query_pb2.ExplainQueryRequest(sql=sql, purpose=purpose),
-                       retry=True)
+    def explain(self, sql: str, *, purpose: str, epsilon: float | None = None) -> dict:
+        """What policy would decide for this query (nothing is recorded, run or spent): outcome
+        (AUTO_APPROVE, REVIEW or REJECT), reason, message, the rules that fired, the grant; on a
+        DP dataset the ε it would spend and, per aggregate column, the noise and the 95 % error
+        bound of its cells at that ε (``accuracy``)."""
+        e = self._call(self._queries.ExplainQuery,
+                       query_pb2.ExplainQueryRequest(sql=sql, purpose=purpose, epsilon=epsilon or 0.0), retry=True)
         return {"outcome": query_pb2.QueryExplanation.Outcome.Name(e.outcome).removeprefix("OUTCOME_"),
                 "reason": e.reason, "message": e.message, "rules": [(r.rule, r.message) for r in e.rules],
                 "canonical_sql": e.canonical_sql, "columns": list(e.columns_touched),
                 "expected_groups": e.expected_groups, "grant": e.grant,
                 "approvals_required": e.approvals_required, "certificate_id": e.certificate_id,
-                "epsilon_cost": e.epsilon_cost, "budget_remaining": e.budget_remaining}
+                "epsilon_cost": e.epsilon_cost, "budget_remaining": e.budget_remaining,
+                "dataset_budget_remaining": e.dataset_budget_remaining, "disclosure_mode": e.disclosure_mode,
+                "max_epsilon_per_query": e.max_epsilon_per_query,
+                "accuracy": [noise_dict(a) for a in e.accuracy]}
 
     def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
         """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
@@ -318,9 +332,12 @@ class Node(Connection):
                               f"wait again or check it with get()", reason="WAIT_TIMEOUT")
 
     def query(self, sql: str, *, purpose: str, timeout: float | None = 300.0, exact: bool = False,
-              weighted_sums: Sequence[WeightedSum] = ()) -> pd.DataFrame:
-        """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed)."""
-        info = self.submit(sql, purpose=purpose, weighted_sums=weighted_sums)
+              weighted_sums: Sequence[WeightedSum] = (), epsilon: float | None = None) -> pd.DataFrame:
+        """Submit, wait and decrypt: the result as a DataFrame (group keys, aggregates, suppressed).
+
+        On a DP dataset ``df.attrs`` holds ``disclosure`` ("dp"), ``epsilon`` and, per aggregate
+        column, ``noise`` (scales, standard deviation and 95 % error bound; see veil.accuracy)."""
+        info = self.submit(sql, purpose=purpose, weighted_sums=weighted_sums, epsilon=epsilon)
         return self.wait(info.name, timeout=timeout, exact=exact)
 
     # -- federation (issue 6): see veil.federation ------------------------------------------

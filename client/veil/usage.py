@@ -19,13 +19,19 @@ class Budget:
     dp_enabled: bool
     limit: float
     spent: float
-    remaining: float
+    remaining: float  # the smaller of the caller's own and the dataset's remainder
     epsilon_per_query: float
+    dataset_limit: float = 0.0  # what every analyst together may spend on the dataset
+    dataset_spent: float = 0.0
+    dataset_remaining: float = 0.0
+    max_epsilon_per_query: float = 0.0
+    disclosure_mode: str = ""
 
     @classmethod
     def from_proto(cls, b) -> "Budget":
         return cls(b.dataset, b.principal, b.purpose, b.dp_enabled, b.limit, b.spent, b.remaining,
-                   b.epsilon_per_query)
+                   b.epsilon_per_query, b.dataset_limit, b.dataset_spent, b.dataset_remaining,
+                   b.max_epsilon_per_query, b.disclosure_mode)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class UsageRow:
     cells_suppressed: int
     epsilon_spent: float
     ciphertexts: int
+    queries_refused: int = 0  # refused submissions: a possible probing pattern
 
     @classmethod
     def from_proto(cls, r) -> "UsageRow":
@@ -57,9 +64,10 @@ def parse_time(text: str | None) -> datetime | None:
 
 def usage_table(rows: list[UsageRow]) -> str:
     heads = ["principal", "dataset", "purpose", "submitted", "approved", "released", "rows_scanned",
-             "cells_released", "cells_suppressed", "epsilon", "ciphertexts"]
+             "cells_released", "cells_suppressed", "epsilon", "ciphertexts", "refused"]
     data = [[r.principal, r.dataset, r.purpose, r.queries_submitted, r.queries_approved, r.queries_released,
-             r.rows_scanned, r.cells_released, r.cells_suppressed, f"{r.epsilon_spent:g}", r.ciphertexts]
+             r.rows_scanned, r.cells_released, r.cells_suppressed, f"{r.epsilon_spent:g}", r.ciphertexts,
+             r.queries_refused]
             for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(heads, *data)]
     line = lambda xs: "  ".join(str(x).ljust(w) for x, w in zip(xs, widths)).rstrip()  # noqa: E731

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Mapping
 
+from .disclosure.settings import parse_dominance, parse_policy
 from .query.catalog import Column, ColumnControl, ColumnType, Dataset
 from .query.sources import check_conninfo, parse_source
 from .state.statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
@@ -158,7 +159,8 @@ def parse_config(
 
     security = parse_security(raw, node=node, base_dir=base_dir, env=env, state_dir=state_dir,
                               principals={p.name for p in principals}, error=ConfigError)
-    # Disclosure control (issue 4): [[datasets]] dp / differencing, column dominance, grant quota.
+    # Disclosure control (issue 14): grant quotas and [disclosure] refusals_per_day (each dataset's
+    # mode and budgets are parsed with the dataset).
     from .disclosure.settings import parse_disclosure
 
     disclosure = parse_disclosure(raw, error=ConfigError)
@@ -261,6 +263,7 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         max_groups=max_groups,
         max_rows=max_rows,
         connection=connection,
+        disclosure=parse_policy(d, where, error=ConfigError),
     )
 
 
@@ -300,7 +303,11 @@ def _column(c: Mapping[str, Any], where: str) -> Column:
         raise ConfigError(f"{where}.categories must be strings or integers")
     if len(set(map(str, categories))) != len(categories):
         raise ConfigError(f"{where}.categories must not repeat a value")
-    col = Column(name, ctype, controls, str(c.get("description", "")), categories, value_range, scale, bin_width)
+    dominance = parse_dominance(c["dominance"], where, error=ConfigError) if "dominance" in c else None
+    col = Column(name, ctype, controls, str(c.get("description", "")), categories, value_range, scale, bin_width,
+                 dominance)
+    if dominance is not None and not (numeric and col.allows(ColumnControl.AGGREGATE)):
+        raise ConfigError(f"{where}.dominance is for columns that may be aggregated")
     if col.allows(ColumnControl.AGGREGATE) and numeric and value_range is None:
         raise ConfigError(f"{where}: an aggregate column needs a declared range = [low, high] (rows are clamped to it)")
     if col.allows(ColumnControl.AGGREGATE) and not numeric and ColumnControl.AGGREGATE in controls:
@@ -357,10 +364,13 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
             col["range"] = [str(v) for v in c.value_range]
         if c.bin_width is not None:
             col["bin_width"] = str(c.bin_width)
+        if c.dominance is not None:
+            col["dominance"] = {"n": c.dominance.n, "percent": c.dominance.percent}
         cols.append(col)
     return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
             "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
-            "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {})}
+            "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {}),
+            **ds.disclosure.to_dict()}
 
 
 def dataset_from_dict(d: Mapping[str, Any], *, where: str = "dataset", base_dir: Path = Path("/"),

@@ -34,7 +34,7 @@ from veil.v1 import query_pb2
 
 from .query import encrypted_input
 from .audit.events import AuditTrail
-from .disclosure.control import DisclosureControl, released_keys
+from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
@@ -80,7 +80,8 @@ class Node:
             raise
         self.replicas = Replicas(self.store, config.state.replica)
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
-        self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count)
+        self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count,
+                               engine=self.engine)
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
@@ -225,13 +226,18 @@ class Node:
     # -- queries --------------------------------------------------------------------------
 
     def submit(self, principal: Principal, **request) -> Submission:
-        """Validate, log and store a query (``_submit``). Refusals are logged too."""
+        """Validate, log and store a query (``_submit``). Refusals are logged, and an analyst's
+        are counted (its daily refusal quota; the owners' usage report)."""
         try:
             return self._submit(principal, **request)
         except VeilError as e:
+            context = self._refusal_context(principal, request.get("sql", ""), request.get("purpose", ""))
             self.audit.refused(principal, e, sql=request.get("sql", ""), purpose=request.get("purpose", ""),
-                               request_id=request.get("request_id", ""),
-                               **self._refusal_context(principal, request.get("sql", ""), request.get("purpose", "")))
+                               request_id=request.get("request_id", ""), **context)
+            if principal.role is Role.ANALYST:
+                plan = context.get("plan")
+                self.disclosure.refused(principal.name, e, dataset=plan.dataset if plan is not None else "",
+                                        purpose=request.get("purpose", ""))
             raise
 
     def _refusal_context(self, principal: Principal, sql: str, purpose: str) -> dict:
@@ -245,7 +251,8 @@ class Node:
             return {}
 
     def _submit(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes,
-                request_id: str, weighted_sums: list | None = None) -> Submission:
+                request_id: str, weighted_sums: list | None = None, epsilon: float = 0.0) -> Submission:
+        self.disclosure.check_refusals(principal)
         if len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"request_id is longer than {MAX_REQUEST_ID} characters",
                                   reason="INVALID_REQUEST_ID")
@@ -263,8 +270,10 @@ class Node:
         decision = evaluate(plan, ds, principal=principal, purpose=purpose, governance=served.governance)
         decision.raise_if_rejected()
         weighted = list(weighted_sums or [])
-        encrypted_input.validate(weighted, plan, ds, key)
-        inputs = query_pb2.SubmitQueryRequest(weighted_sums=weighted).SerializeToString(deterministic=True)
+        specs = encrypted_input.validate(weighted, plan, ds, key)
+        eps = self.disclosure.epsilon(ds, epsilon)  # DP: the ε it will spend (refused above the maximum)
+        inputs = query_pb2.SubmitQueryRequest(weighted_sums=weighted, epsilon=eps).SerializeToString(
+            deterministic=True)
 
         def admit(new: QueryRecord) -> None:
             # In the query's own transaction: no grant, no query; the grant's use is counted here.
@@ -275,7 +284,7 @@ class Node:
                     new.id, rules=[(r.name, r.message) for r in decision.rules], columns=plan.columns_touched(),
                     expected_groups=decision.expected_groups, approvals_required=decision.approvals_required,
                     ttl_us=self.config.approval_ttl_seconds * 1_000_000)
-            self.disclosure.admit(new, plan, ds, weighted=bool(weighted), rows=self.approximate_rows(ds))
+            self.disclosure.admit(new, plan, ds, weighted=specs, rows=self.approximate_rows(ds), epsilon=eps)
             self.audit.submitted(new, decision)
 
         record, created = self.store.create_query(
@@ -346,11 +355,13 @@ class Node:
 
     # -- review and explanation -----------------------------------------------------------
 
-    def explain(self, principal: Principal, *, sql: str, purpose: str) -> dict:
-        """The decision a submission would get, without recording, charging or running anything."""
+    def explain(self, principal: Principal, *, sql: str, purpose: str, epsilon: float = 0.0) -> dict:
+        """The decision a submission would get, without recording, charging or running anything;
+        on a DP dataset, the noise each column would carry at the ε asked (or the default)."""
         out: dict = {"outcome": "REJECT", "rules": [], "canonical_sql": "", "columns": [], "groups": 0,
                      "grant": "", "approvals": 0, "certificate_id": "", "reason": "", "message": "",
-                     "epsilon": 0.0, "budget_remaining": 0.0}
+                     "epsilon": 0.0, "budget_remaining": 0.0, "disclosure_mode": "", "accuracy": [],
+                     "dataset_budget_remaining": 0.0, "max_epsilon": 0.0}
         try:
             if not purpose:
                 raise InvalidArgument("every query declares a purpose", reason="PURPOSE_REQUIRED")
@@ -360,8 +371,16 @@ class Node:
             out["certificate_id"] = self.certificate_id(served.name)
             decision = evaluate(plan, served.dataset, principal=principal, purpose=purpose,
                                 governance=served.governance)
-            out |= {"groups": decision.expected_groups, "rules": [(r.name, r.message) for r in decision.rules]}
+            out |= {"groups": decision.expected_groups, "rules": [(r.name, r.message) for r in decision.rules],
+                    "disclosure_mode": served.dataset.disclosure.mode}
             decision.raise_if_rejected()
+            ds = served.dataset
+            if ds.disclosure.dp:  # what the analyst would get, before spending anything
+                eps = self.disclosure.epsilon(ds, epsilon)
+                out |= {"epsilon": eps, "accuracy": self.disclosure.accuracy(plan, ds, eps),
+                        "max_epsilon": ds.disclosure.max_epsilon_per_query}
+            else:
+                self.disclosure.check_exact(plan, ds, [])
             grant = self.steward.grants.find(principal=principal.name, dataset=served.name, purpose=purpose,
                                              columns=plan.columns_touched())
             out |= {"grant": grant.resource_name, "outcome": decision.outcome,
@@ -369,7 +388,7 @@ class Node:
             # Issue 4: the query's ε cost and what the caller's budget has left (DP datasets).
             budget = self.disclosure.budget_state(principal.name, served.dataset, purpose)
             if budget is not None:
-                out |= {"epsilon": self.disclosure.epsilon(served.dataset), "budget_remaining": budget.remaining}
+                out |= {"budget_remaining": budget.remaining, "dataset_budget_remaining": budget.dataset_remaining}
         except VeilError as e:
             out |= {"outcome": "REJECT", "reason": e.reason, "message": e.message}
             if (e.reason, e.message) not in out["rules"]:
@@ -461,18 +480,15 @@ class Node:
                 stats = self.engine.aggregate(plan, ds)
             finally:
                 randomness.stop()
-            specs = encrypted_input.validate(
-                list(query_pb2.SubmitQueryRequest.FromString(rec.inputs).weighted_sums), plan, ds, key)
+            inputs = query_pb2.SubmitQueryRequest.FromString(rec.inputs)
+            specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
             weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
             now = Timestamp()
             now.GetCurrentTime()
-            # Issue 4: DP noise, or dominance suppression, before anything is encrypted.
-            stats, dominated = self.disclosure.prepare(plan, ds, stats)
-            result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now, weighted=weighted,
-                                            suppress=dominated, obfuscation=self.obfuscation)
-            keys = released_keys(plan, result)
-            result.certificate_id = self.certificate_id(ds.name)
-            result.result_digest = result_digest(result)
+            # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
+            # before anything is encrypted.
+            prepared = self.disclosure.prepare(plan, ds, stats, weighted, self.disclosure.epsilon(ds, inputs.epsilon))
+            certificate = self.certificate_id(ds.name)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
 
             def release(r: QueryRecord) -> None:
@@ -483,14 +499,20 @@ class Node:
                 problem = grant.problem(now_us()) if grant is not None else None
                 if problem is not None:
                     raise PermissionDenied(problem[1], reason=problem[0])
-                # The ε debit and the ledger commit iff the result is released (raises if spent).
-                self.disclosure.released(r, plan, ds, keys, counters=counters, rows=scanned,
-                                         ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells),
-                                         certificate=result.certificate_id)
+                # The ε debits (or exact mode's history) and the ledger commit iff the result is
+                # released (raises if a budget is spent).
+                self.disclosure.released(r, plan, ds, prepared=prepared, audited=audited, counters=counters,
+                                         rows=scanned,
+                                         ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
                 self.audit.released(r, result, counters, rows_scanned_approx=scanned)
 
-            # Differencing audit, per-analyst lock.
-            with self.disclosure.releasing(rec, plan, ds, keys, certificate=result.certificate_id):
+            # Exact mode: the history audit under the dataset's lock, held until the release commits.
+            with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:
+                result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now,
+                                                weighted=prepared.weighted, suppress=audited.suppress | prepared.dominated,
+                                                zero=audited.zero, obfuscation=self.obfuscation, dp=prepared.dp)
+                result.certificate_id = certificate
+                result.result_digest = result_digest(result)
                 self._move(
                     query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
                     f"{counters['groups_released']} groups released, {counters['groups_suppressed']} suppressed",
@@ -506,6 +528,8 @@ class Node:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
             if e.reason == "RUN_SUPERSEDED":
                 return  # the replica that took the run over finishes it
+            if e.reason == "EXACT_TABLE_OVERLAPS":  # a structural refusal found at release counts too
+                self.disclosure.refused(rec.principal, e, dataset=rec.dataset, purpose=rec.purpose, query_id=query_id)
             self._fail(query_id, e.reason, e.message, run[0])
         except Exception:
             log.exception("query %s failed", query_id)

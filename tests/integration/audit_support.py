@@ -17,7 +17,7 @@ GROUPED = "SELECT sex, COUNT(*) AS n, AVG(cost) AS c FROM patients GROUP BY sex"
 
 
 def make_folder(folder: Path, rows: int = 2000) -> dict[str, str]:
-    return init_node_folder(folder, rows=rows)
+    return init_node_folder(folder, rows=rows)  # differential privacy, as a new node is
 
 
 @contextlib.contextmanager

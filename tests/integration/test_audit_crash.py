@@ -47,9 +47,10 @@ BUDGET_S = 45.0  # stop early on a slow machine, but never below MIN_ITERATIONS
 MIN_ITERATIONS = 100
 MAX_DELAY_S = 0.15
 SQLS = [
+    # An exact-mode dataset (many queries, no budget to run out): tables that nest.
     "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex",
-    "SELECT region, AVG(cost) AS c FROM patients GROUP BY region",
-    "SELECT COUNT(*) AS n, SUM(length_of_stay) AS s FROM patients WHERE age >= 40",
+    "SELECT sex, region, AVG(cost) AS c FROM patients GROUP BY sex, region",
+    "SELECT COUNT(*) AS n, SUM(length_of_stay) AS s FROM patients WHERE sex = 'F' AND region = 'North' AND age >= 40",
 ]
 
 
@@ -141,7 +142,7 @@ def test_sigkill_at_random_moments_never_loses_an_entry(tmp_path, analyst_home, 
     seed = int(os.environ.get("VEIL_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     folder = tmp_path / "node"
-    tokens = init_node_folder(folder, rows=300)
+    tokens = init_node_folder(folder, rows=300, disclosure="exact")
     if backend == "postgres":
         from tests.integration.test_governance_walkthrough import use_postgres_state
 

@@ -54,7 +54,9 @@ def test_cli_end_to_end(served):
              "--json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert {row["sex"] for row in rows} == {"F", "M"} and sum(row["n"] for row in rows) == 2000
+    # `veil node init` writes a DP dataset (the default): each count carries discrete Laplace
+    # noise of scale 2 at ε = 0.5; |noise| > 45 has probability about 1e-10 per count.
+    assert {row["sex"] for row in rows} == {"F", "M"} and abs(sum(row["n"] for row in rows) - 2000) <= 90
 
     r = veil(served, "query", "SELECT region, AVG(cost) FROM patients GROUP BY region", "--purpose", "research")
     assert r.returncode == 0 and "Islands" in r.stdout and "suppressed" in r.stdout
@@ -67,7 +69,7 @@ def test_cli_end_to_end(served):
             break
         time.sleep(0.1)
     r = veil(served, "result", qid, "--json")
-    assert json.loads(r.stdout)[0]["count"] == 2000
+    assert abs(json.loads(r.stdout)[0]["count"] - 2000) <= 45
     assert qid in veil(served, "queries").stdout
 
 
@@ -116,7 +118,8 @@ def test_cli_governance(served, tmp_path):
              "--max-queries", "5", "--json")
     assert r.returncode == 0, r.stderr
     r = veil(served, "query", "SELECT COUNT(*) FROM clinic", "--purpose", "research", "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)[0]["count"] == 2000, r.stderr
+    # A registered dataset is DP unless its owner says otherwise: scale 2 at ε = 0.5.
+    assert r.returncode == 0 and abs(json.loads(r.stdout)[0]["count"] - 2000) <= 45, r.stderr
 
     assert veil(served, "cert", "get", "clinic", "--out", str(tmp_path / "c.cert")).returncode == 0
     assert veil(served, "audit", "key", "--out", str(tmp_path / "node.pub")).returncode == 0

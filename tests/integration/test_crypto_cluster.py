@@ -149,7 +149,7 @@ def test_unreachable_cluster_is_a_clear_error() -> None:
 
 
 def _node_folder(tmp_path, executor: str, extra: str = ""):
-    tokens = init_node_folder(tmp_path / "node", rows=3_000)
+    tokens = init_node_folder(tmp_path / "node", rows=3_000, disclosure="exact")
     config = tmp_path / "node" / "veil.toml"
     config.write_text(config.read_text() + f'\n[crypto]\nexecutor = "{executor}"\nconnect_timeout_seconds = 2\n{extra}')
     return load_config(config, env={}), tokens

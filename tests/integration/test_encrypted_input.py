@@ -23,10 +23,10 @@ def test_weighted_sum_by_category_equals_raw(alice, demo_node):
     ds = alice.dataset("patients")
     cost = veil.WeightedSum.by_category(ds, "diagnosis", WEIGHTS, value_column="cost", name="w_cost")
     count = veil.WeightedSum.by_category(ds, "diagnosis", WEIGHTS, name="w_count")
-    df = alice.query("SELECT region, COUNT(*) AS n FROM patients WHERE age >= 18 GROUP BY region",
+    df = alice.query("SELECT region, COUNT(*) AS n FROM patients WHERE age >= 20 GROUP BY region",
                      purpose="research", weighted_sums=[cost, count], exact=True)
     cells = raw(demo_node, "SELECT region, diagnosis, COUNT(*), SUM(CAST(ROUND(cost * 100) AS BIGINT)) FROM {t} "
-                           "WHERE age >= 18 GROUP BY region, diagnosis")
+                           "WHERE age >= 20 GROUP BY region, diagnosis")
     expect_cost: dict[str, Decimal] = {}
     expect_count: dict[str, Decimal] = {}
     for region, diagnosis, n, cents in cells:

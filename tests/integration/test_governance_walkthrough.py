@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import veil
+from veil.accuracy import Noise
 from veil.certificates import verify_bytes
 from veil_server.config import load_config
 from veil_server.cli.demo import init_node_folder, patients_table, write_table
@@ -78,7 +79,7 @@ def use_postgres_state(folder: Path, conninfo: str) -> None:
 @pytest.fixture(params=["sqlite", "postgres"])
 def walk(request, tmp_path, analyst_home):
     """The walkthrough with the node's state in SQLite files, and again in PostgreSQL."""
-    tokens = init_node_folder(tmp_path / "node", rows=1_000)
+    tokens = init_node_folder(tmp_path / "node", rows=1_000, disclosure="exact")
     if request.param == "postgres":
         use_postgres_state(tmp_path / "node", request.getfixturevalue("state_postgres"))
     write_table(patients_table(4_000, seed=7), tmp_path / "admissions.csv")
@@ -168,7 +169,12 @@ def test_walkthrough(walk, tmp_path):
     walk.restart()  # approved (and maybe running) when the node stops: it completes after the restart
     with walk.as_("alice") as alice:
         df = alice.wait(q.name, timeout=60)
-        assert len(df) == 8 and df["n"].sum() == 4_000
+        # A sensitive dataset releases with DP only: 8 counts, each with the discrete Laplace
+        # noise its column reports; the total is off by more than this bound once in 10^9.
+        noise = df.attrs["noise"]["n"]
+        assert df.attrs["disclosure"] == "dp" and noise["epsilon"] == 0.5
+        bound = Noise(noise["count_scale"], terms=8).bound(1 - 1e-9)
+        assert len(df) == 8 and abs(df["n"].sum() - 4_000) <= bound
         info = alice.get(q.name)
         assert [h[0] for h in info.history][:2] == ["PENDING_APPROVAL", "APPROVED"]
         assert alice.receipt(q.name).dataset_certificate_id == listed.certificate_id
@@ -216,7 +222,7 @@ def test_suspension_and_changed_data(walk, tmp_path):
 
 
 def test_pending_queries_expire(tmp_path, analyst_home):
-    tokens = init_node_folder(tmp_path / "node", rows=500)
+    tokens = init_node_folder(tmp_path / "node", rows=500, disclosure="exact")
     cfg = (tmp_path / "node" / "veil.toml")
     text = cfg.read_text().replace("workers = 4", "workers = 2\napproval_ttl_seconds = 1")
     cfg.write_text(text.replace("auto_approve = true", "auto_approve = false"))

@@ -40,7 +40,7 @@ def test_ledger_matches_what_was_done(cluster, analyst_home, other_home, capsys)
         assert alice.explain("SELECT COUNT(*) FROM people_dp", purpose="research")["epsilon_cost"] == 0.5
         b = alice.budget("people_dp")
         assert b.dp_enabled and b.spent == 0.5 and b.remaining == 2.5 and b.limit == 3.0
-        assert not alice.budget("people").dp_enabled
+        assert not alice.budget("people").dp_enabled and alice.budget("people").disclosure_mode == "exact"
         rows = alice.usage(since=start)
         assert {r.principal for r in rows} == {"alice"}  # an analyst sees only its own use
     total = {k: 0 for k in ("submitted", "approved", "released", "cells", "eps")}

@@ -25,7 +25,7 @@ from veil_server.state.store import NewQuery, StateStore
 
 @pytest.fixture()
 def small_node_folder(tmp_path):
-    tokens = init_node_folder(tmp_path / "node", rows=3_000)
+    tokens = init_node_folder(tmp_path / "node", rows=3_000, disclosure="exact")
     return tmp_path / "node", tokens
 
 

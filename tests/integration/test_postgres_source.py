@@ -174,7 +174,7 @@ def test_certificate_fingerprint_follows_the_rows(pg):
 @pytest.fixture(scope="module")
 def pg_node(pg, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pg-node")
-    tokens = init_node_folder(folder, rows=200)  # principals, tokens, governance; the data is in PostgreSQL
+    tokens = init_node_folder(folder, rows=200, disclosure="exact")  # principals, tokens, governance; the data is in PostgreSQL
     config = folder / "veil.toml"
     text = config.read_text()
     assert text.count('source = "data/patients.csv"') == 1

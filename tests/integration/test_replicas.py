@@ -5,6 +5,8 @@ offline; a replica killed mid-life leaves nothing half done that the other canno
 
 from __future__ import annotations
 
+import re
+
 import io
 import signal
 import subprocess
@@ -31,7 +33,7 @@ def node_folder(tmp_path, state_postgres):
     import secrets
 
     folder = tmp_path / "node"
-    tokens = init_node_folder(folder, rows=4_000)
+    tokens = init_node_folder(folder, rows=4_000, disclosure="exact")
     schema = "r_" + secrets.token_hex(4)
     cfg = folder / "veil.toml"
     cfg.write_text(cfg.read_text().replace("[node]", f'[state]\nbackend = "postgres"\nconninfo = "{state_postgres}"\n'
@@ -98,8 +100,9 @@ def test_epsilon_debits_racing_across_replicas_never_overspend(node_folder, anal
     folder, tokens = node_folder
     cfg = folder / "veil.toml"
     # 0.25 per query against a budget of 1.0: four releases at most, whichever replica runs them.
-    cfg.write_text(cfg.read_text().replace("auto_approve = true",
-                                           'auto_approve = true\ndp = { epsilon_per_query = 0.25, budget = 1.0 }'))
+    text = cfg.read_text().replace('disclosure = "exact"', 'disclosure = "dp"')
+    text = re.sub(r"(?m)^exact_reason = .*$", "dp = { epsilon_per_query = 0.25, analyst_budget = 1.0 }", text)
+    cfg.write_text(text)
     a, b = start(folder, "a", "b")
     try:
         targets = [a.target, b.target]

@@ -118,7 +118,7 @@ def test_config_master(master, ok, tmp_path):
 def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home: Path):
     import veil
 
-    tokens = init_node_folder(tmp_path, rows=200)
+    tokens = init_node_folder(tmp_path, rows=200, disclosure="exact")
     config = tmp_path / "veil.toml"
     text = config.read_text()
     assert text.count('source = "data/patients.csv"') == 1

@@ -65,7 +65,7 @@ def set_config(folder: Path, *, node: dict[str, str] | None = None, extra: str =
 @pytest.fixture(scope="module")
 def tls_node(tmp_path_factory) -> Iterator[TlsNode]:
     folder = tmp_path_factory.mktemp("tlsnode")
-    tokens = init_node_folder(folder, rows=3_000, listen="127.0.0.1:0", tls=True)
+    tokens = init_node_folder(folder, rows=3_000, listen="127.0.0.1:0", tls=True, disclosure="exact")
     config = load_config(folder / "veil.toml", env={})
     with run_server(config, listen="127.0.0.1:0", mtls_listen="127.0.0.1:0", grace=0.5) as running:
         yield TlsNode(folder, tokens, running)

@@ -1,6 +1,6 @@
-"""A small node for the disclosure attacks and metering tests: 40 people, one of them planted
-(the only one in dept D aged 77), served twice: ``people`` (no DP: differencing defence) and
-``people_dp`` (DP, ε 0.5 per query, budget 3)."""
+"""A small node for the metering tests: 40 people, one of them planted (the only one in dept D
+aged 77), served twice: ``people`` (exact mode) and ``people_dp`` (DP, ε 0.5 per query,
+analyst budget 3)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def people_rows(seed: int = 7) -> list[dict]:
     return rows
 
 
-def write_node(folder: Path, *, quota: str = "", differencing: str = "") -> dict[str, str]:
+def write_node(folder: Path, *, quota: str = "") -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = people_rows()
     (folder / "people.csv").write_text("pid,dept,age,secret,salary\n" + "".join(
@@ -39,7 +39,8 @@ def write_node(folder: Path, *, quota: str = "", differencing: str = "") -> dict
     for n, t in tokens.items():
         lines += ["[[principals]]", f'name = "{n}"', f'role = "{roles[n]}"',
                   f'token_sha256 = "{hashlib.sha256(t.encode()).hexdigest()}"', ""]
-    for name, extra in (("people", differencing), ("people_dp", "dp = { epsilon_per_query = 0.5, budget = 3.0 }")):
+    exact = 'disclosure = "exact"\nexact_reason = "a planted test table; exact figures are expected"'
+    for name, extra in (("people", exact), ("people_dp", "dp = { epsilon_per_query = 0.5, analyst_budget = 3.0 }")):
         lines += ["[[datasets]]", f'name = "{name}"', 'source = "people.csv"', 'purposes = ["research"]',
                   'owners = ["olivia"]', 'classification = "public"', "max_rows = 1000", extra, "",
                   "  [[datasets.columns]]", '  name = "pid"', '  type = "integer"', '  controls = ["filter"]', "",

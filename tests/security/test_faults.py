@@ -71,7 +71,7 @@ def no_half_released(node) -> int:
 
 
 def test_graceful_shutdown(tmp_path, analyst_home):
-    tokens = init_node_folder(tmp_path, rows=2_000)
+    tokens = init_node_folder(tmp_path, rows=2_000, disclosure="exact")
     cfg = tmp_path / "veil.toml"
     cfg.write_text(cfg.read_text().replace("auto_approve = true", "auto_approve = false"))  # queries wait for review
     config = load_config(cfg, env={})
@@ -189,7 +189,7 @@ def code_and_reason(fn) -> tuple[str, str]:
 
 
 def test_full_disk_and_read_only_state_dir(tmp_path, analyst_home):
-    tokens = init_node_folder(tmp_path / "node", rows=2_000)
+    tokens = init_node_folder(tmp_path / "node", rows=2_000, disclosure="exact")
     with tmpfs(tmp_path / "state", 24) as state:
         set_config(tmp_path / "node", node={"state_dir": f'"{state}"'},
                    extra="[limits]\nmin_free_bytes = 4194304\n")  # refuse new work below 4 MiB free

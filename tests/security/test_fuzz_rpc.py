@@ -128,7 +128,7 @@ def cases(method: str, m: _d.MethodDescriptor, rng: random.Random) -> Iterator[t
 @pytest.fixture(scope="module")
 def fuzz_node(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    tokens = init_node_folder(folder, rows=2_000)
+    tokens = init_node_folder(folder, rows=2_000, disclosure="exact")
     # Limits out of the way: this test is about input handling, not admission.
     set_config(folder, extra="[limits]\nrequests_per_second = 100000\nburst = 100000\nmax_concurrent_calls = 1000\n")
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:

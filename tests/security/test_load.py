@@ -95,7 +95,7 @@ def analyst(target: str, token: str, key: bytes, index: int, results: Counter, r
 
 
 def test_dozens_of_analysts_under_limits(tmp_path, analyst_home):
-    tokens = init_node_folder(tmp_path, rows=2_000)
+    tokens = init_node_folder(tmp_path, rows=2_000, disclosure="exact")
     names = [f"analyst{i:02d}" for i in range(ANALYSTS)]
     static = {n: hashlib.sha256(f"load-token-{n}".encode()).hexdigest() for n in names}
     extra = "".join(f'[[principals]]\nname = "{n}"\nrole = "analyst"\ntoken_sha256 = "{static[n]}"\n\n'

@@ -121,7 +121,7 @@ def test_no_released_value_in_the_shared_postgres_state(tmp_path, analyst_home, 
     from veil_server.cli.demo import init_node_folder
     from veil_server.api.server import run_server
 
-    tokens = init_node_folder(tmp_path / "node", rows=20_000)
+    tokens = init_node_folder(tmp_path / "node", rows=20_000, disclosure="exact")
     use_postgres_state(tmp_path / "node", state_postgres)
     config = load_config(tmp_path / "node" / "veil.toml", env={})
     with run_server(config, listen="127.0.0.1:0", grace=1) as running:

@@ -56,7 +56,7 @@ class Column(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., controls: _Optional[_Iterable[_Union[ColumnControl, str]]] = ..., description: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., range_low: _Optional[str] = ..., range_high: _Optional[str] = ..., scale: _Optional[int] = ..., bin_width: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "description", "columns", "purposes", "min_group_size", "max_groups", "approximate_row_count", "state", "version", "classification", "certificate_id")
+    __slots__ = ("name", "description", "columns", "purposes", "min_group_size", "max_groups", "approximate_row_count", "state", "version", "classification", "certificate_id", "disclosure_mode", "epsilon_per_query", "max_epsilon_per_query", "exact_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,10 @@ class Dataset(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    EXACT_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
@@ -79,7 +83,11 @@ class Dataset(_message.Message):
     version: int
     classification: str
     certificate_id: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., approximate_row_count: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., classification: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+    disclosure_mode: str
+    epsilon_per_query: float
+    max_epsilon_per_query: float
+    exact_reason: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., approximate_row_count: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., classification: _Optional[str] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon_per_query: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ..., exact_reason: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

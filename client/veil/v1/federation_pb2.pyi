@@ -59,7 +59,7 @@ class RunFederatedQueryRequest(_message.Message):
     def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., compute_parties: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatisticSection(_message.Message):
-    __slots__ = ("statistic", "column", "scale", "cells", "terms", "share_ring_bits")
+    __slots__ = ("statistic", "column", "scale", "cells", "terms", "share_ring_bits", "noise_scale")
     class Statistic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATISTIC_UNSPECIFIED: _ClassVar[StatisticSection.Statistic]
@@ -78,16 +78,18 @@ class StatisticSection(_message.Message):
     CELLS_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
     SHARE_RING_BITS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
     statistic: StatisticSection.Statistic
     column: str
     scale: int
     cells: _query_pb2.EncryptedCells
     terms: int
     share_ring_bits: int
-    def __init__(self, statistic: _Optional[_Union[StatisticSection.Statistic, str]] = ..., column: _Optional[str] = ..., scale: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., terms: _Optional[int] = ..., share_ring_bits: _Optional[int] = ...) -> None: ...
+    noise_scale: float
+    def __init__(self, statistic: _Optional[_Union[StatisticSection.Statistic, str]] = ..., column: _Optional[str] = ..., scale: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., terms: _Optional[int] = ..., share_ring_bits: _Optional[int] = ..., noise_scale: _Optional[float] = ...) -> None: ...
 
 class FederatedResult(_message.Message):
-    __slots__ = ("name", "dataset", "protocol", "participants", "compute_parties", "columns", "rows", "sections", "public_key_fingerprint", "min_group_size", "canonical_sql", "result_digest", "create_time")
+    __slots__ = ("name", "dataset", "protocol", "participants", "compute_parties", "columns", "rows", "sections", "public_key_fingerprint", "min_group_size", "canonical_sql", "result_digest", "create_time", "disclosure_mode", "epsilon")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +103,8 @@ class FederatedResult(_message.Message):
     CANONICAL_SQL_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: str
     protocol: FederationProtocol
@@ -114,7 +118,9 @@ class FederatedResult(_message.Message):
     canonical_sql: str
     result_digest: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[_query_pb2.ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_query_pb2.ResultRow, _Mapping]]] = ..., sections: _Optional[_Iterable[_Union[StatisticSection, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., canonical_sql: _Optional[str] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    disclosure_mode: str
+    epsilon: float
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., columns: _Optional[_Iterable[_Union[_query_pb2.ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_query_pb2.ResultRow, _Mapping]]] = ..., sections: _Optional[_Iterable[_Union[StatisticSection, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., canonical_sql: _Optional[str] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class PeerEnvelope(_message.Message):
     __slots__ = ("payload", "signer", "signature")

@@ -41,7 +41,7 @@ class GetBudgetRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class PrivacyBudget(_message.Message):
-    __slots__ = ("dataset", "principal", "purpose", "dp_enabled", "limit", "spent", "remaining", "epsilon_per_query")
+    __slots__ = ("dataset", "principal", "purpose", "dp_enabled", "limit", "spent", "remaining", "epsilon_per_query", "dataset_limit", "dataset_spent", "dataset_remaining", "max_epsilon_per_query", "disclosure_mode")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,11 @@ class PrivacyBudget(_message.Message):
     SPENT_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_SPENT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     principal: str
     purpose: str
@@ -58,7 +63,12 @@ class PrivacyBudget(_message.Message):
     spent: float
     remaining: float
     epsilon_per_query: float
-    def __init__(self, dataset: _Optional[str] = ..., principal: _Optional[str] = ..., purpose: _Optional[str] = ..., dp_enabled: _Optional[bool] = ..., limit: _Optional[float] = ..., spent: _Optional[float] = ..., remaining: _Optional[float] = ..., epsilon_per_query: _Optional[float] = ...) -> None: ...
+    dataset_limit: float
+    dataset_spent: float
+    dataset_remaining: float
+    max_epsilon_per_query: float
+    disclosure_mode: str
+    def __init__(self, dataset: _Optional[str] = ..., principal: _Optional[str] = ..., purpose: _Optional[str] = ..., dp_enabled: _Optional[bool] = ..., limit: _Optional[float] = ..., spent: _Optional[float] = ..., remaining: _Optional[float] = ..., epsilon_per_query: _Optional[float] = ..., dataset_limit: _Optional[float] = ..., dataset_spent: _Optional[float] = ..., dataset_remaining: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ..., disclosure_mode: _Optional[str] = ...) -> None: ...
 
 class GetUsageReportRequest(_message.Message):
     __slots__ = ("start_time", "end_time", "dataset")
@@ -71,7 +81,7 @@ class GetUsageReportRequest(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dataset: _Optional[str] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("principal", "dataset", "purpose", "queries_submitted", "queries_approved", "queries_released", "rows_scanned", "cells_released", "cells_suppressed", "epsilon_spent", "ciphertexts")
+    __slots__ = ("principal", "dataset", "purpose", "queries_submitted", "queries_approved", "queries_released", "rows_scanned", "cells_released", "cells_suppressed", "epsilon_spent", "ciphertexts", "queries_refused")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +93,7 @@ class UsageRow(_message.Message):
     CELLS_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_REFUSED_FIELD_NUMBER: _ClassVar[int]
     principal: str
     dataset: str
     purpose: str
@@ -94,7 +105,8 @@ class UsageRow(_message.Message):
     cells_suppressed: int
     epsilon_spent: float
     ciphertexts: int
-    def __init__(self, principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., queries_submitted: _Optional[int] = ..., queries_approved: _Optional[int] = ..., queries_released: _Optional[int] = ..., rows_scanned: _Optional[int] = ..., cells_released: _Optional[int] = ..., cells_suppressed: _Optional[int] = ..., epsilon_spent: _Optional[float] = ..., ciphertexts: _Optional[int] = ...) -> None: ...
+    queries_refused: int
+    def __init__(self, principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., queries_submitted: _Optional[int] = ..., queries_approved: _Optional[int] = ..., queries_released: _Optional[int] = ..., rows_scanned: _Optional[int] = ..., cells_released: _Optional[int] = ..., cells_suppressed: _Optional[int] = ..., epsilon_spent: _Optional[float] = ..., ciphertexts: _Optional[int] = ..., queries_refused: _Optional[int] = ...) -> None: ...
 
 class UsageReport(_message.Message):
     __slots__ = ("rows", "start_time", "end_time")
@@ -107,15 +119,17 @@ class UsageReport(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExplainQueryRequest(_message.Message):
-    __slots__ = ("sql", "purpose")
+    __slots__ = ("sql", "purpose", "epsilon")
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     sql: str
     purpose: str
-    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class QueryExplanation(_message.Message):
-    __slots__ = ("outcome", "reason", "message", "rules", "canonical_sql", "columns_touched", "expected_groups", "grant", "approvals_required", "certificate_id", "epsilon_cost", "budget_remaining")
+    __slots__ = ("outcome", "reason", "message", "rules", "canonical_sql", "columns_touched", "expected_groups", "grant", "approvals_required", "certificate_id", "epsilon_cost", "budget_remaining", "disclosure_mode", "accuracy", "dataset_budget_remaining", "max_epsilon_per_query")
     class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OUTCOME_UNSPECIFIED: _ClassVar[QueryExplanation.Outcome]
@@ -138,6 +152,10 @@ class QueryExplanation(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     EPSILON_COST_FIELD_NUMBER: _ClassVar[int]
     BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_BUDGET_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
     outcome: QueryExplanation.Outcome
     reason: str
     message: str
@@ -150,7 +168,39 @@ class QueryExplanation(_message.Message):
     certificate_id: str
     epsilon_cost: float
     budget_remaining: float
-    def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ..., epsilon_cost: _Optional[float] = ..., budget_remaining: _Optional[float] = ...) -> None: ...
+    disclosure_mode: str
+    accuracy: _containers.RepeatedCompositeFieldContainer[ColumnNoise]
+    dataset_budget_remaining: float
+    max_epsilon_per_query: float
+    def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ..., epsilon_cost: _Optional[float] = ..., budget_remaining: _Optional[float] = ..., disclosure_mode: _Optional[str] = ..., accuracy: _Optional[_Iterable[_Union[ColumnNoise, _Mapping]]] = ..., dataset_budget_remaining: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ...) -> None: ...
+
+class ColumnNoise(_message.Message):
+    __slots__ = ("column", "function", "mechanism", "epsilon", "terms", "count_scale", "sum_scale", "squares_scale", "centre", "spread", "std", "error_bound_95")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SUM_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SQUARES_SCALE_FIELD_NUMBER: _ClassVar[int]
+    CENTRE_FIELD_NUMBER: _ClassVar[int]
+    SPREAD_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BOUND_95_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    function: str
+    mechanism: str
+    epsilon: float
+    terms: int
+    count_scale: float
+    sum_scale: float
+    squares_scale: float
+    centre: float
+    spread: float
+    std: float
+    error_bound_95: float
+    def __init__(self, column: _Optional[str] = ..., function: _Optional[str] = ..., mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[int] = ..., count_scale: _Optional[float] = ..., sum_scale: _Optional[float] = ..., squares_scale: _Optional[float] = ..., centre: _Optional[float] = ..., spread: _Optional[float] = ..., std: _Optional[float] = ..., error_bound_95: _Optional[float] = ...) -> None: ...
 
 class RuleHit(_message.Message):
     __slots__ = ("rule", "message")
@@ -167,18 +217,20 @@ class PaillierPublicKey(_message.Message):
     def __init__(self, n: _Optional[bytes] = ...) -> None: ...
 
 class SubmitQueryRequest(_message.Message):
-    __slots__ = ("sql", "purpose", "public_key", "request_id", "weighted_sums")
+    __slots__ = ("sql", "purpose", "public_key", "request_id", "weighted_sums", "epsilon")
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WEIGHTED_SUMS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     sql: str
     purpose: str
     public_key: PaillierPublicKey
     request_id: str
     weighted_sums: _containers.RepeatedCompositeFieldContainer[WeightedSum]
-    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., weighted_sums: _Optional[_Iterable[_Union[WeightedSum, _Mapping]]] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., weighted_sums: _Optional[_Iterable[_Union[WeightedSum, _Mapping]]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class WeightedSum(_message.Message):
     __slots__ = ("name", "key_column", "value_columns", "weight_scale", "weights")
@@ -209,7 +261,7 @@ class StateTransition(_message.Message):
     def __init__(self, from_state: _Optional[_Union[QueryState, str]] = ..., to_state: _Optional[_Union[QueryState, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("name", "principal", "dataset", "purpose", "sql", "canonical_sql", "plan_digest", "state", "state_reason", "state_message", "create_time", "update_time", "history", "public_key_fingerprint", "request_id", "certificate_id")
+    __slots__ = ("name", "principal", "dataset", "purpose", "sql", "canonical_sql", "plan_digest", "state", "state_reason", "state_message", "create_time", "update_time", "history", "public_key_fingerprint", "request_id", "certificate_id", "epsilon")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +278,7 @@ class Query(_message.Message):
     PUBLIC_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     name: str
     principal: str
     dataset: str
@@ -242,7 +295,8 @@ class Query(_message.Message):
     public_key_fingerprint: str
     request_id: str
     certificate_id: str
-    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., sql: _Optional[str] = ..., canonical_sql: _Optional[str] = ..., plan_digest: _Optional[str] = ..., state: _Optional[_Union[QueryState, str]] = ..., state_reason: _Optional[str] = ..., state_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., request_id: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., sql: _Optional[str] = ..., canonical_sql: _Optional[str] = ..., plan_digest: _Optional[str] = ..., state: _Optional[_Union[QueryState, str]] = ..., state_reason: _Optional[str] = ..., state_message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., public_key_fingerprint: _Optional[str] = ..., request_id: _Optional[str] = ..., certificate_id: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class GetQueryRequest(_message.Message):
     __slots__ = ("name",)
@@ -287,7 +341,7 @@ class GetQueryResultRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ResultColumn(_message.Message):
-    __slots__ = ("name", "kind", "function", "source_column", "scale", "numeric_key")
+    __slots__ = ("name", "kind", "function", "source_column", "scale", "numeric_key", "noise")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[ResultColumn.Kind]
@@ -304,13 +358,15 @@ class ResultColumn(_message.Message):
     SOURCE_COLUMN_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     NUMERIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NOISE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ResultColumn.Kind
     function: str
     source_column: str
     scale: int
     numeric_key: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ResultColumn.Kind, str]] = ..., function: _Optional[str] = ..., source_column: _Optional[str] = ..., scale: _Optional[int] = ..., numeric_key: _Optional[bool] = ...) -> None: ...
+    noise: ColumnNoise
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ResultColumn.Kind, str]] = ..., function: _Optional[str] = ..., source_column: _Optional[str] = ..., scale: _Optional[int] = ..., numeric_key: _Optional[bool] = ..., noise: _Optional[_Union[ColumnNoise, _Mapping]] = ...) -> None: ...
 
 class ResultRow(_message.Message):
     __slots__ = ("keys", "suppressed")
@@ -341,7 +397,7 @@ class EncryptedCells(_message.Message):
     def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., column_slot_bits: _Optional[_Iterable[int]] = ..., column_slot_offsets: _Optional[_Iterable[str]] = ..., plaintext_bits: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id")
+    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id", "disclosure_mode", "epsilon")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +408,8 @@ class QueryResult(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     WEIGHTED_CELLS_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     query: str
     columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
@@ -362,4 +420,6 @@ class QueryResult(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     weighted_cells: _containers.RepeatedScalarFieldContainer[bytes]
     certificate_id: str
-    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+    disclosure_mode: str
+    epsilon: float
+    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...

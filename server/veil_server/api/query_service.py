@@ -73,7 +73,13 @@ def dataset_proto(node: Node, ds: Dataset) -> catalog_pb2.Dataset:
         min_group_size=ds.min_group_size,
         max_groups=ds.max_groups,
         approximate_row_count=node.approximate_rows(ds),
+        disclosure_mode=ds.disclosure.mode,
     )
+    if ds.disclosure.dp:
+        out.epsilon_per_query = ds.disclosure.epsilon_per_query
+        out.max_epsilon_per_query = ds.disclosure.max_epsilon_per_query
+    else:
+        out.exact_reason = ds.disclosure.exact_reason
     for c in ds.visible_columns():
         col = out.columns.add(
             name=c.name,
@@ -111,6 +117,7 @@ def query_proto(node: Node, rec: QueryRecord) -> query_pb2.Query:
         public_key_fingerprint=rec.key_fingerprint,
         request_id=rec.request_id,
         certificate_id=node.certificate_id(rec.dataset),
+        epsilon=query_pb2.SubmitQueryRequest.FromString(rec.inputs).epsilon if rec.inputs else 0.0,
     )
     for t in node.store.history(rec.id):
         q.history.add(
@@ -166,6 +173,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             public_key=request.public_key.n,
             request_id=request.request_id,
             weighted_sums=list(request.weighted_sums),
+            epsilon=request.epsilon,
         )
         return query_proto(self.node, sub.query)
 
@@ -191,23 +199,29 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return query_proto(self.node, self.node.wait(current_principal(), request.name, timeout))
 
     def ExplainQuery(self, request, context):
-        e = self.node.explain(current_principal(), sql=request.sql, purpose=request.purpose)
+        e = self.node.explain(current_principal(), sql=request.sql, purpose=request.purpose, epsilon=request.epsilon)
         return query_pb2.QueryExplanation(
             outcome=query_pb2.QueryExplanation.Outcome.Value(f"OUTCOME_{e['outcome']}"), reason=e["reason"],
             message=e["message"], rules=[query_pb2.RuleHit(rule=r, message=m) for r, m in e["rules"]],
             canonical_sql=e["canonical_sql"], columns_touched=e["columns"], expected_groups=e["groups"],
             grant=e["grant"], approvals_required=e["approvals"], certificate_id=e["certificate_id"],
-            epsilon_cost=e["epsilon"], budget_remaining=e["budget_remaining"])
+            epsilon_cost=e["epsilon"], budget_remaining=e["budget_remaining"], disclosure_mode=e["disclosure_mode"],
+            accuracy=[query_pb2.ColumnNoise(**a) for a in e["accuracy"]],
+            dataset_budget_remaining=e["dataset_budget_remaining"], max_epsilon_per_query=e["max_epsilon"])
 
     def GetBudget(self, request, context):
         principal = current_principal()
         ds = self.node.dataset(request.dataset)
         b = self.node.disclosure.budget_state(principal.name, ds, request.purpose)
-        out = query_pb2.PrivacyBudget(dataset=ds.resource_name, principal=principal.name)
+        out = query_pb2.PrivacyBudget(dataset=ds.resource_name, principal=principal.name,
+                                      disclosure_mode=ds.disclosure.mode)
         if b is not None:
             out.purpose, out.dp_enabled, out.limit, out.spent, out.remaining = (
                 b.purpose, True, b.limit, b.spent, b.remaining)
-            out.epsilon_per_query = self.node.disclosure.epsilon(ds)
+            out.dataset_limit, out.dataset_spent, out.dataset_remaining = (
+                b.dataset_limit, b.dataset_spent, b.dataset_remaining)
+            out.epsilon_per_query = ds.disclosure.epsilon_per_query
+            out.max_epsilon_per_query = ds.disclosure.max_epsilon_per_query
         return out
 
     def GetUsageReport(self, request, context):
@@ -233,7 +247,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                                      queries_submitted=r.queries_submitted, queries_approved=r.queries_approved,
                                      queries_released=r.queries_released, rows_scanned=r.rows_scanned,
                                      cells_released=r.cells_released, cells_suppressed=r.cells_suppressed,
-                                     epsilon_spent=r.epsilon_spent, ciphertexts=r.ciphertexts) for r in rows])
+                                     epsilon_spent=r.epsilon_spent, ciphertexts=r.ciphertexts,
+                                     queries_refused=r.queries_refused) for r in rows])
         if since:
             out.start_time.CopyFrom(_ts(since))
         if until:

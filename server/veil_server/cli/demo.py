@@ -102,7 +102,23 @@ def grants_toml(dataset: str, grants: list[tuple[str, str]]) -> str:
                    for p, purpose in grants)
 
 
-def dataset_toml(name: str, source: str, *, min_group_size: int = 10, owners: tuple[str, ...] = ()) -> str:
+DISCLOSURE_TOML = {
+    "dp": """# Disclosure: differential privacy (the default). Each query spends epsilon (at most
+# max_epsilon_per_query, default epsilon_per_query) from the analyst's budget and from the
+# dataset's total budget across all analysts.
+disclosure = "dp"
+dp = { epsilon_per_query = 0.5, max_epsilon_per_query = 1.0, analyst_budget = 5.0, dataset_budget = 20.0 }
+""",
+    "exact": """# Disclosure: exact figures, the owner's recorded choice (allowed for public and internal data).
+# Filters must follow the declared domains, and released tables must nest (see the README).
+disclosure = "exact"
+exact_reason = "synthetic demonstration data; exact figures are checked against the raw file"
+""",
+}
+
+
+def dataset_toml(name: str, source: str, *, min_group_size: int = 10, owners: tuple[str, ...] = (),
+                 disclosure: str = "dp") -> str:
     cats = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
     owner_line = f"owners = {cats(owners)}\n" if owners else ""
     return f"""
@@ -117,7 +133,7 @@ rights = ["holding", "processing"]
 auto_approve = true
 {owner_line}
 min_group_size = {min_group_size}
-max_groups = 2000
+{DISCLOSURE_TOML[disclosure]}max_groups = 2000
 # Declared upper bound on the table's size: it bounds counts and sums, and so ciphertext slots.
 max_rows = 100000000
 
@@ -178,7 +194,8 @@ max_rows = 100000000
 
 
 def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.0.1:50051",
-                     data_format: str = "csv", force: bool = False, tls: bool = False) -> dict[str, str]:
+                     data_format: str = "csv", force: bool = False, tls: bool = False,
+                     disclosure: str = "dp") -> dict[str, str]:
     """Write ``veil.toml``, the demo data and one token per demo principal. Returns the tokens.
 
     ``tls=True`` (what ``veil node init`` does) adds a development CA, certificates and signed
@@ -210,6 +227,7 @@ def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.
         digest = hashlib.sha256(token.encode()).hexdigest()
         lines += ["[[principals]]", f'name = "{name}"', f'role = "{role}"']
         lines += [""] if signed else [f'token_sha256 = "{digest}"', ""]  # static tokens: dev mode only
-    config.write_text("\n".join(lines) + dataset_toml("patients", source, owners=("olivia", "otto"))
+    config.write_text("\n".join(lines) + dataset_toml("patients", source, owners=("olivia", "otto"),
+                                                     disclosure=disclosure)
                       + grants_toml("patients", DEMO_GRANTS) + (signed.toml if signed else ""), encoding="utf-8")
     return tokens

@@ -24,7 +24,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     try:
         tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
-                                  force=args.force, tls=not args.dev)
+                                  force=args.force, tls=not args.dev, disclosure=args.disclosure)
     except FileExistsError as e:
         raise ValueError(str(e)) from None
     print(f"wrote {folder / 'veil.toml'}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}")
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite an existing config")
     p.add_argument("--dev", action="store_true",
                    help="development mode: plaintext on loopback and static tokens, no CA (default: TLS)")
+    p.add_argument("--disclosure", choices=("dp", "exact"), default="dp",
+                   help="the demo dataset's disclosure mode (default: differential privacy)")
     p.set_defaults(func=cmd_init)
     p = node_sub.add_parser("serve", help="serve a node until SIGINT/SIGTERM")
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")

@@ -1,16 +1,23 @@
-"""Disclosure control and metering (issue 4).
+"""Disclosure control and metering.
 
-- :mod:`.settings`: the owner's per-dataset choices (``dp``, per-column ``dominance``, grant
-  ``quota``), parsed from the node's TOML.
-- :mod:`.dp`: differential privacy: contribution bounds, sensitivities, discrete Laplace noise
-  (OpenDP) on the fixed-point integers.
-- :mod:`.budget`: the persistent ε budget per analyst × dataset (× purpose).
-- :mod:`.differencing`: without DP, refuse releases that differ from earlier ones by fewer
-  than k rows, or that make a small population exactly derivable (linear audit over atoms).
-- :mod:`.dominance`: (n, p)-dominance for sums.
-- :mod:`.metering`: the usage ledger, quotas and the usage report.
+What a released number may reveal about one person is decided here, on every path that releases
+numbers (plain aggregates, encrypted-input sums, federated partials):
+
+- :mod:`.settings`: the owner's choice per dataset (``disclosure = "dp"``, the default, or
+  ``"exact"``), ε terms and budgets, column dominance rules, grant quotas.
+- :mod:`.noise`: the discrete Laplace mechanism on exact fixed-point integers (OpenDP), at any
+  magnitude; its accuracy is public arithmetic in :mod:`veil.accuracy`.
+- :mod:`.dp`: which noisy statistics a query needs, how ε is split between them, and the cells
+  derived from them (AVG and VAR from centred sums).
+- :mod:`.budget`: ε per analyst and per dataset (across all analysts), pure-DP accounting.
+- :mod:`.lattice` and :mod:`.history`: exact mode. Filters aligned to declared domains, the
+  per-dataset release history as a laminar family of populations (structural refusals only),
+  secondary suppression of cells whose release would let a small population be derived.
+- :mod:`.dominance`: the (n, p %) rule in exact mode, for every aggregate of a dominated cell.
+- :mod:`.metering`: the usage ledger, quotas (refusals included) and the usage report.
+- :mod:`.control`: where all of this meets the query lifecycle.
 """
 
-from .settings import DisclosureSettings, DpSettings, parse_disclosure
+from .settings import DisclosurePolicy, DisclosureSettings, parse_disclosure, parse_policy
 
-__all__ = ["DisclosureSettings", "DpSettings", "parse_disclosure"]
+__all__ = ["DisclosurePolicy", "DisclosureSettings", "parse_disclosure", "parse_policy"]

@@ -1,4 +1,14 @@
-"""The privacy budget: ε per analyst × dataset (× purpose when the dataset says so), persistent.
+"""The privacy budgets: ε per analyst × dataset (× purpose when the dataset says so), and ε per
+dataset across every analyst and purpose, persistent.
+
+Accounting is pure ε-differential privacy with basic (additive) composition: a release at ε
+adds ε to both budgets, and the guarantee for a dataset is ε-DP with ε = its total debits. We
+chose it over zCDP or Rényi accounting because every mechanism Veil releases through is pure
+(discrete Laplace, also summed across federation members), for which addition is exact rather
+than an upper bound after a conversion; there is no δ to explain, and an owner's ``dataset_budget``
+is then literally the ε bound of everything the dataset has ever released to anyone. The dataset
+budget is what stops colluding analysts: two analysts each within their own budget together
+spend the dataset's.
 
 A debit is written in the same SQLite transaction that moves the query to SUCCEEDED and stores
 its result (the node's release ``write_ahead``): the debit commits iff the result is released,
@@ -29,7 +39,8 @@ CREATE TABLE IF NOT EXISTS dp_debits (
     refunded INTEGER NOT NULL DEFAULT 0,
     at_us INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS dp_debits_by_account ON dp_debits (principal, dataset, purpose)
+CREATE INDEX IF NOT EXISTS dp_debits_by_account ON dp_debits (principal, dataset, purpose);
+CREATE INDEX IF NOT EXISTS dp_debits_by_dataset ON dp_debits (dataset)
 """
 
 
@@ -48,10 +59,20 @@ class BudgetState:
     purpose: str  # "" when the budget is per analyst × dataset
     limit: float
     spent: float
+    dataset_limit: float = 0.0  # what every analyst together may spend on the dataset
+    dataset_spent: float = 0.0
 
     @property
     def remaining(self) -> float:
-        return max(0.0, (to_micro(self.limit) - to_micro(self.spent)) / MICRO)
+        """What this analyst can still spend: the smaller of its own and the dataset's remainder."""
+        own = max(0, to_micro(self.limit) - to_micro(self.spent))
+        if self.dataset_limit:
+            own = min(own, max(0, to_micro(self.dataset_limit) - to_micro(self.dataset_spent)))
+        return own / MICRO
+
+    @property
+    def dataset_remaining(self) -> float:
+        return max(0.0, (to_micro(self.dataset_limit) - to_micro(self.dataset_spent)) / MICRO)
 
 
 class PrivacyBudget:
@@ -65,26 +86,42 @@ class PrivacyBudget:
                               "dataset=? AND purpose=? AND refunded=0", (principal, dataset.lower(), purpose)).fetchone()
         return int(n)
 
-    def state(self, principal: str, dataset: str, purpose: str, limit: float) -> BudgetState:
-        return BudgetState(principal, dataset, purpose, limit, self.spent_micro(principal, dataset, purpose) / MICRO)
+    def dataset_spent_micro(self, dataset: str) -> int:
+        with self.store.reading() as db:
+            (n,) = db.execute("SELECT COALESCE(SUM(micro_epsilon), 0) FROM dp_debits WHERE dataset=? AND refunded=0",
+                              (dataset.lower(),)).fetchone()
+        return int(n)
 
-    def check(self, principal: str, dataset: str, purpose: str, *, epsilon: float, limit: float) -> None:
-        """Refuse now if the budget cannot cover ``epsilon`` (nothing is reserved)."""
-        eps, lim = _valid(epsilon, limit)
-        if self.spent_micro(principal, dataset, purpose) + eps > lim:
-            raise _exhausted(dataset, purpose, lim - self.spent_micro(principal, dataset, purpose))
+    def state(self, principal: str, dataset: str, purpose: str, limit: float,
+              dataset_limit: float = 0.0) -> BudgetState:
+        return BudgetState(principal, dataset, purpose, limit, self.spent_micro(principal, dataset, purpose) / MICRO,
+                           dataset_limit, self.dataset_spent_micro(dataset) / MICRO if dataset_limit else 0.0)
+
+    def check(self, principal: str, dataset: str, purpose: str, *, epsilon: float, limit: float,
+              dataset_limit: float | None = None) -> None:
+        """Refuse now if either budget cannot cover ``epsilon`` (nothing is reserved)."""
+        self._check(principal, dataset, purpose, *_valid(epsilon, limit), _valid_total(dataset_limit))
+
+    def _check(self, principal: str, dataset: str, purpose: str, eps: int, lim: int, total: int | None) -> None:
+        spent = self.spent_micro(principal, dataset, purpose)
+        if spent + eps > lim:
+            raise _exhausted(dataset, purpose, lim - spent, "analyst")
+        if total is not None:
+            used = self.dataset_spent_micro(dataset)
+            if used + eps > total:
+                raise _exhausted(dataset, "", total - used, "dataset")
 
     def debit(self, query_id: str, principal: str, dataset: str, purpose: str, *, epsilon: float,
-              limit: float) -> None:
-        """Charge ``epsilon`` for ``query_id``; joins the caller's transaction (the release)."""
+              limit: float, dataset_limit: float | None = None) -> None:
+        """Charge ``epsilon`` for ``query_id`` to the analyst's and the dataset's budgets; joins
+        the caller's transaction (the release), whose write lock orders it against every other debit."""
         eps, lim = _valid(epsilon, limit)
+        total = _valid_total(dataset_limit)
         with self.store.joined_tx() as db:
             row = db.execute("SELECT refunded FROM dp_debits WHERE query_id=?", (query_id,)).fetchone()
             if row is not None:
                 raise FailedPrecondition("this query was already charged", reason="ALREADY_CHARGED")
-            spent = self.spent_micro(principal, dataset, purpose)
-            if spent + eps > lim:
-                raise _exhausted(dataset, purpose, lim - spent)
+            self._check(principal, dataset, purpose, eps, lim, total)
             db.execute("INSERT INTO dp_debits VALUES (?,?,?,?,?,0,?)",
                        (query_id, principal, dataset.lower(), purpose, eps, now_us()))
 
@@ -115,7 +152,19 @@ def _valid(epsilon: float, limit: float) -> tuple[int, int]:
     return to_micro(eps), to_micro(lim)
 
 
-def _exhausted(dataset: str, purpose: str, left_micro: int) -> BudgetExhausted:
+def _valid_total(dataset_limit: float | None) -> int | None:
+    if dataset_limit is None:
+        return None
+    return to_micro(check_epsilon(dataset_limit, "dataset budget", high=MAX_EPSILON_BUDGET,
+                                  error=lambda m: InvalidArgument(m, reason="INVALID_EPSILON")))
+
+
+def _exhausted(dataset: str, purpose: str, left_micro: int, which: str) -> BudgetExhausted:
+    whose = ("your privacy budget" if which == "analyst"
+             else "the dataset's total privacy budget (what all analysts together may spend)")
+    fix = ("ask for a smaller epsilon, or ask the owner for more budget" if which == "analyst"
+           else "the owner alone can raise it; nothing more can be released from this dataset until then")
     return BudgetExhausted(
-        f"the privacy budget on datasets/{dataset} cannot cover this query ({max(0, left_micro) / MICRO:g} ε left)",
-        metadata={"dataset": dataset, "quota": "epsilon_budget", **({"purpose": purpose} if purpose else {})})
+        f"{whose} on datasets/{dataset} cannot cover this query ({max(0, left_micro) / MICRO:g} ε left); {fix}",
+        metadata={"dataset": dataset, "quota": "epsilon_budget", "budget": which,
+                  **({"purpose": purpose} if purpose else {})})

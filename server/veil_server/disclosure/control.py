@@ -1,31 +1,68 @@
 """Where disclosure control and metering meet the query lifecycle (called by :mod:`veil_server.node`).
 
-- submission (inside the query's creation transaction): DP-supported aggregates, budget and
-  quota checks (nothing reserved), ledger ``submitted``;
+- submission (inside the query's creation transaction): the refusal quota, then per mode --
+  DP: the query's ε (the dataset's default, or what the analyst asked up to the dataset's
+  maximum) and both budgets (analyst, dataset), nothing reserved; exact: the plan's populations
+  must be boxes of the declared domains and must not cross the dataset's history (structural
+  refusals only) -- then grant quotas and the ledger's ``submitted``;
 - approval (inside the approval transaction): ledger ``approved``;
-- execution, before encryption: DP noise, or (without DP) dominance suppression;
-- release: the differencing audit (without DP) under a per analyst × dataset lock held until
-  the release commits (shared by replicas: :meth:`StateStore.named_lock`), so two racing
-  queries are audited against each other, whichever replica runs them; then, inside the
-  SUCCEEDED transaction, the ε debit, the release history and the ledger ``released`` row.
+- execution, before anything is encrypted: DP noise on every statistic, encrypted-input
+  sub-cells included; exact mode: the dominance rule;
+- release: exact mode runs its audit under a per-dataset lock held until the release commits
+  (shared by replicas: :meth:`StateStore.named_lock`), so two racing releases on one dataset are
+  audited against each other whoever asked them; then, inside the SUCCEEDED transaction, the ε
+  debits (DP) or the history's new populations (exact), and the ledger's ``released``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
 
 from ..query.catalog import Dataset
-from ..query.engine import AggregateResult, DuckDBEngine
+from ..query.domain import group_domain
+from ..query.stats import AggregateResult
+from ..errors import InvalidArgument, ResourceExhausted, VeilError
 from ..query.plan import QueryPlan
 from ..state.store import QueryRecord, StateStore
-from . import differencing, dominance, dp
+from . import dominance, dp, history, lattice
 from .budget import BudgetState, PrivacyBudget
-from .metering import Ledger
+from .metering import DAY_US, Ledger
 from .settings import DisclosureSettings
 
+if TYPE_CHECKING:
+    from ..config import Principal
+
 log = logging.getLogger("veil.disclosure")
+
+# Refusals that say nothing of the analyst's intent are not charged to the refusal quota.
+UNCHARGED = {"REFUSAL_QUOTA_EXCEEDED", "RATE_LIMITED", "AUDIT_UNAVAILABLE", "STORAGE_FULL", "CONCURRENCY_LIMIT"}
+
+
+class RefusalQuotaExceeded(ResourceExhausted):
+    default_reason = "REFUSAL_QUOTA_EXCEEDED"
+
+
+@dataclass
+class Prepared:
+    """What execution hands to the release: the statistics to release and how."""
+
+    epsilon: float = 0.0
+    dp: dp.DpRelease | None = None
+    weighted: list = field(default_factory=list)  # [(WeightedSpec, AggregateResult)] (noisy under DP)
+    dominated: set = field(default_factory=set)  # exact mode: cells the dominance rule suppresses
+
+
+@dataclass
+class Audited:
+    """The exact-mode audit's outcome: what to suppress, and the populations to record."""
+
+    suppress: set = field(default_factory=set)
+    zero: set = field(default_factory=set)  # encrypted-input sub-cells (group keys + category) left out
+    populations: list = field(default_factory=list)
 
 
 class DisclosureControl:
@@ -34,94 +71,203 @@ class DisclosureControl:
         self.engine = engine
         self.budget = PrivacyBudget(store)
         self.ledger = Ledger(store)
-        self.history = differencing.ReleaseHistory(store)
+        self.history = history.ExactHistory(store)
         self.store = store
+        self._atoms: dict[tuple[str, str], lattice.AtomTable] = {}
+        self._atoms_lock = threading.Lock()
 
     # -- policy ---------------------------------------------------------------------------
 
-    def epsilon(self, ds: Dataset) -> float:
-        s = self.settings.for_dataset(ds.name).dp
-        return s.epsilon_per_query if s else 0.0
+    def epsilon(self, ds: Dataset, asked: float = 0.0) -> float:
+        """The ε a query on ``ds`` runs at (0 for exact mode)."""
+        if not ds.disclosure.dp:
+            return 0.0
+        return ds.disclosure.epsilon_for(asked, error=lambda m: InvalidArgument(m, reason="INVALID_EPSILON"))
 
     def budget_state(self, principal: str, ds: Dataset, purpose: str = "") -> BudgetState | None:
-        s = self.settings.for_dataset(ds.name).dp
-        if s is None:
+        p = ds.disclosure
+        if not p.dp:
             return None
-        return self.budget.state(principal, ds.name.lower(), s.budget_purpose(purpose), s.budget)
+        return self.budget.state(principal, ds.name.lower(), p.budget_purpose(purpose), p.analyst_budget,
+                                 p.dataset_budget)
 
-    def admit(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, *, weighted: bool, rows: int) -> None:
+    def check_refusals(self, principal: "Principal") -> None:
+        """Refuse every submission of an analyst who was refused too often today."""
+        if principal.role.value != "analyst":
+            return
+        if self.ledger.refusals_since(principal.name, _day_start()) >= self.settings.refusals_per_day:
+            raise RefusalQuotaExceeded(
+                f"{self.settings.refusals_per_day} of your submissions were refused today; the owners can see them "
+                "in the usage report. Fix the queries (each refusal names its rule) and try again tomorrow",
+                metadata={"quota": "refusals_per_day"})
+
+    def refused(self, principal: str, err: VeilError, *, dataset: str, purpose: str, query_id: str = "") -> None:
+        """Count an analyst's refusal toward its quota and the owner's usage report (its own
+        transaction, best effort: the audit log has the refusal in any case)."""
+        if err.reason in UNCHARGED:
+            return
+        try:
+            with self.store.joined_tx():
+                self.ledger.record("refused", principal=principal, dataset=dataset, purpose=purpose,
+                                   query_id=query_id)
+        except Exception:  # noqa: BLE001 -- the refusal stands; only its count is lost
+            log.exception("could not count a refusal")
+
+    def admit(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, *, weighted: list, rows: int,
+              epsilon: float) -> None:
         """In the submission's transaction: refuse what cannot be released; count the query."""
-        s = self.settings.for_dataset(ds.name).dp
-        eps = 0.0
-        if s is not None:
-            dp.check_supported(plan, weighted=weighted)
-            eps = s.epsilon_per_query
-            self.budget.check(rec.principal, ds.name.lower(), s.budget_purpose(rec.purpose), epsilon=eps,
-                              limit=s.budget)
+        p = ds.disclosure
+        if p.dp:
+            self.budget.check(rec.principal, ds.name.lower(), p.budget_purpose(rec.purpose), epsilon=epsilon,
+                              limit=p.analyst_budget, dataset_limit=p.dataset_budget)
+        else:
+            self.check_exact(plan, ds, weighted)
         self.ledger.check_quota(self.settings.quota(rec.principal, ds.name, rec.purpose), principal=rec.principal,
-                                dataset=ds.name, purpose=rec.purpose, rows=rows, epsilon=eps)
+                                dataset=ds.name, purpose=rec.purpose, rows=rows, epsilon=epsilon)
         self.ledger.record("submitted", principal=rec.principal, dataset=ds.name, purpose=rec.purpose,
                            query_id=rec.id, submitted=1)
+
+    def check_exact(self, plan: QueryPlan, ds: Dataset, weighted: list) -> None:
+        """Exact mode's structural refusals: boxes only, nesting with the dataset's history."""
+        lat = lattice.lattice_for(ds)
+        boxes = self._populations(plan, ds, lat, weighted)
+        forest = self.history.forest(ds.name, lat)
+        history.check_structure(forest, [b for b, _ in boxes])
+
+    def _populations(self, plan: QueryPlan, ds: Dataset, lat: lattice.Lattice, weighted: list):
+        """(box, (group keys, category or None)) of every cell and encrypted-input sub-cell."""
+        where = lattice.check_plan(plan, ds)
+        domain = group_domain(plan, ds)
+        cells = lat.group_cells(plan, where, domain)
+        out = [(b, (keys, None)) for b, keys in zip(cells, domain)]
+        for spec in weighted:
+            if spec.key_column:
+                lat.column(spec.key_column)
+                for b, keys in zip(cells, domain):
+                    out += [(lat.refine(b, spec.key_column, cat), (keys, cat)) for cat in spec.categories]
+        return out
 
     def approved(self, rec: QueryRecord) -> None:
         self.ledger.record("approved", principal=rec.principal, dataset=rec.dataset, purpose=rec.purpose,
                            query_id=rec.id, approved=1)
 
+    def accuracy(self, plan: QueryPlan, ds: Dataset, epsilon: float, weighted: list = ()) -> list[dict]:
+        """Per aggregate output column, the noise a release at ``epsilon`` would carry (no data read)."""
+        if not ds.disclosure.dp:
+            return []
+        extra = sum(len(dp.weighted_statistics(s)) for s in weighted)
+        release = dp.noisy_release(plan, ds, AggregateResult([], 0), epsilon, extra_statistics=extra, sample=False)
+        return [dict(column=o.name, function=plan.aggregates[o.index].function.value,
+                     **release.column_noise(plan.aggregates[o.index], ds.min_group_size))
+                for o in plan.output if o.kind == "aggregate"]
+
     # -- execution ------------------------------------------------------------------------
 
-    def _duckdb(self, ds: Dataset) -> DuckDBEngine | None:
-        eng = self.engine.engine_for(ds) if hasattr(self.engine, "engine_for") else self.engine
-        return eng if isinstance(eng, DuckDBEngine) else None
-
-    def prepare(self, plan: QueryPlan, ds: Dataset, stats: AggregateResult) -> tuple[AggregateResult, set]:
-        """Statistics to release and groups to suppress beyond k: noise with DP, dominance without."""
-        conf = self.settings.for_dataset(ds.name)
-        if conf.dp is not None:
-            return dp.noisy_result(plan, ds, stats, conf.dp.epsilon_per_query), set()
-        if conf.dominance:
-            eng = self._duckdb(ds)
-            if eng is None:
-                log.warning("dominance rule on %s skipped: not a DuckDB source", ds.name)
-                return stats, set()
-            return stats, dominance.dominated_groups(eng, ds, plan, dict(conf.dominance))
-        return stats, set()
+    def prepare(self, plan: QueryPlan, ds: Dataset, stats: AggregateResult, weighted: list,
+                epsilon: float) -> Prepared:
+        """Statistics to release: noisy (DP), or exact with the dominance rule applied."""
+        if ds.disclosure.dp:
+            specs = [s for s, _ in weighted]
+            extra = sum(len(dp.weighted_statistics(s)) for s in specs)
+            release = dp.noisy_release(plan, ds, stats, epsilon, extra_statistics=extra)
+            noisy = []
+            for spec, st in weighted:
+                domain = group_domain(plan, ds)
+                if spec.key_column:
+                    domain = [keys + (cat,) for keys in domain for cat in spec.categories]
+                noisy.append((spec, dp.noisy_weighted(spec, plan, ds, st, epsilon / release.m, domain)))
+            return Prepared(epsilon, release, noisy)
+        return Prepared(0.0, None, list(weighted), dominance.dominated_groups(self.engine, ds, plan))
 
     @contextmanager
-    def releasing(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, keys: list[tuple[str, ...]],
-                  certificate: str = "") -> Iterator[None]:
-        """Audit the release (without DP) and hold the analyst × dataset lock until it commits."""
-        conf = self.settings.for_dataset(ds.name)
-        # Held across the audit and the release's commit, by every replica sharing the state.
-        with self.store.named_lock(f"release:{rec.principal}:{ds.name.lower()}"):
-            if conf.dp is None and conf.differencing:
-                eng = self._duckdb(ds)
-                if eng is None:
-                    log.warning("differencing audit on %s skipped: not a DuckDB source", ds.name)
-                else:
-                    new = differencing.Release(plan, keys, certificate)
-                    history = self.history.recent(rec.principal, ds.name, conf.history)
-                    # A repeat of a remembered release on the same data reveals nothing new: no scan.
-                    if not any(new.repeats(h) for h in history):
-                        differencing.audit(eng, ds, new, history, k=ds.min_group_size, strict=conf.strict,
-                                           linear=conf.linear)
-            yield
+    def releasing(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, stats: AggregateResult,
+                  prepared: Prepared, certificate: str = "") -> Iterator[Audited]:
+        """Exact mode: audit under the dataset's lock, held until the release commits (yields
+        what to suppress). DP: nothing to audit (the budget is debited in the release)."""
+        if ds.disclosure.dp:
+            yield Audited()
+            return
+        with self.store.named_lock(f"release:{ds.name.lower()}"):
+            try:
+                yield self._audit(plan, ds, stats, prepared, certificate)
+            except BaseException:
+                self.history.forget(ds.name)  # the in-memory family may hold what did not commit
+                raise
 
-    def released(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, keys: list[tuple[str, ...]], *,
-                 counters: dict[str, int], rows: int, ciphertexts: int, certificate: str = "") -> None:
-        """In the SUCCEEDED transaction: debit ε (raises if the budget is gone), remember, meter."""
-        s = self.settings.for_dataset(ds.name).dp
-        eps = 0.0
-        if s is not None:
-            eps = s.epsilon_per_query
-            self.budget.debit(rec.id, rec.principal, ds.name.lower(), s.budget_purpose(rec.purpose), epsilon=eps,
-                              limit=s.budget)
-        self.history.add(rec.id, rec.principal, ds.name, plan, keys, certificate)
+    def _audit(self, plan: QueryPlan, ds: Dataset, stats: AggregateResult, prepared: Prepared,
+               certificate: str) -> Audited:
+        lat = lattice.lattice_for(ds)
+        populations = self._populations(plan, ds, lat, [s for s, _ in prepared.weighted])
+        forest = self.history.forest(ds.name, lat)
+        history.check_structure(forest, [b for b, _ in populations])
+        atoms = self._atom_table(ds, certificate)
+        k = ds.min_group_size
+        by_key = {g.keys: g for g in stats.groups}
+        columns = sorted({a.column.lower() for a in plan.aggregates if a.column})
+        dominated = dominance.remainder_check(self.engine, ds, plan, lat)
+        cells = [(b, keys) for b, (keys, cat) in populations if cat is None]
+        candidates = []
+        for b, keys in cells:
+            g = by_key.get(keys)
+            ok = (g is not None and g.rows >= k and all(c.count >= k for c in g.columns.values())
+                  and keys not in prepared.dominated)
+            candidates.append(history.Candidate(b, ok))
+        released = history.audit(forest, atoms, candidates, k=k, columns=columns, dominated=dominated)
+        out = Audited(populations=[(b, r) for (b, _), r in zip(cells, released)])
+        out.suppress = {keys for (_, keys), r in zip(cells, released) if not r}
+        # Encrypted-input sub-cells, inside the released cells only (the others release nothing).
+        for spec, st in prepared.weighted:
+            if not spec.key_column:
+                continue
+            sub_rows = {g.keys: g.rows for g in st.groups}
+            subs = [(b, keys, cat) for b, (keys, cat) in populations if cat is not None]
+            live = [(b, keys, cat) for b, keys, cat in subs if keys not in out.suppress]
+            flags = history.audit(forest, atoms, [history.Candidate(b, sub_rows.get(keys + (cat,), 0) >= k)
+                                                  for b, keys, cat in live], k=k, columns=columns,
+                                  dominated=dominated)
+            out.zero |= {keys + (cat,) for (_, keys, cat), r in zip(live, flags) if not r}
+            out.populations += [(b, r) for (b, _, _), r in zip(live, flags)]
+            for b, keys, cat in subs:
+                if keys in out.suppress:
+                    forest.insert(b, False)
+                    out.populations.append((b, False))
+        return out
+
+    def _atom_table(self, ds: Dataset, certificate: str) -> lattice.AtomTable:
+        key = (ds.name.lower(), certificate or ds.source)
+        with self._atoms_lock:
+            table = self._atoms.get(key)
+        if table is None:
+            table = lattice.build_atoms(self.engine, ds)
+            with self._atoms_lock:
+                if len(self._atoms) > 64:
+                    self._atoms.clear()
+                self._atoms[key] = table
+        return table
+
+    def released(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, *, prepared: Prepared, audited: Audited,
+                 counters: dict[str, int], rows: int, ciphertexts: int) -> None:
+        """In the SUCCEEDED transaction: debit ε (raises if a budget is gone) or record the
+        populations, and meter."""
+        p = ds.disclosure
+        if p.dp:
+            self.budget.debit(rec.id, rec.principal, ds.name.lower(), p.budget_purpose(rec.purpose),
+                              epsilon=prepared.epsilon, limit=p.analyst_budget, dataset_limit=p.dataset_budget)
+        else:
+            self.history.record(ds.name, rec.id, audited.populations)
         cells_per_group = max(1, len(plan.aggregates))
         self.ledger.record("released", principal=rec.principal, dataset=ds.name, purpose=rec.purpose,
                            query_id=rec.id, released=1, rows_scanned=rows,
                            cells_released=counters.get("cells", 0),
                            cells_suppressed=counters.get("groups_suppressed", 0) * cells_per_group,
-                           micro_epsilon=round(eps * 1_000_000), ciphertexts=ciphertexts)
+                           micro_epsilon=round(prepared.epsilon * 1_000_000), ciphertexts=ciphertexts)
+
+
+def _day_start() -> int:
+    from ..state.store import now_us
+
+    now = now_us()
+    return now - now % DAY_US
 
 
 def released_keys(plan: QueryPlan, result) -> list[tuple[str, ...]]:

@@ -1,9 +1,14 @@
-"""(n, p)-dominance for sums: a cell whose n largest contributors make up more than p % of its
-total is suppressed, because each of them could estimate the others' contribution (and a
-published SUM dominated by one firm is that firm's figure). Configured per aggregate column
-(``dominance = { n = 2, percent = 85 }``); applies to SUM and AVG cells of that column on
-datasets without DP (with DP, noise calibrated to the clamped range already bounds what any
-one contributor shows). Magnitudes are the clamped values' absolute values.
+"""(n, p)-dominance (exact mode): a population whose n largest contributors make up more than
+p % of a column's total is not released, because each of them could estimate the others'
+contribution (and a published sum dominated by one firm is that firm's figure).
+
+Configured per aggregate column (``dominance = { n = 2, percent = 85 }``). It covers every
+aggregate that reveals the column's magnitudes -- SUM, AVG, VAR_SAMP and STDDEV_SAMP (a variance
+over a dominated cell is dominated by the same contributors) -- and, through the history's
+secondary check (:mod:`.history`), every population that released totals would let an analyst
+compute by subtraction. With DP the rule is not needed: the noise, calibrated to the declared
+range, already bounds what any one contributor shows. Magnitudes are the clamped values'
+absolute values; the totals are computed by whichever engine holds the data.
 """
 
 from __future__ import annotations
@@ -11,40 +16,58 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ..query.catalog import Dataset
-from ..query.engine import DuckDBEngine, SqlRenderer, key_string
-from ..query.plan import AggFunc, QueryPlan
-from .settings import Dominance
+from ..query.plan import AggFunc, Aggregate, And, Not, OutputColumn, QueryPlan
+from .lattice import Box, Lattice
+
+REVEALING = (AggFunc.SUM, AggFunc.AVG, AggFunc.VAR_SAMP, AggFunc.STDDEV_SAMP)
 
 
-def dominated_groups(engine: DuckDBEngine, ds: Dataset, plan: QueryPlan,
-                     rules: dict[str, Dominance]) -> set[tuple[str, ...]]:
-    """Group keys of the cells the dominance rule suppresses."""
-    cols = []
+def ruled_columns(plan: QueryPlan, ds: Dataset) -> list[str]:
+    """The plan's aggregated columns that carry a dominance rule and a revealing aggregate."""
+    out: list[str] = []
     for a in plan.aggregates:
-        if a.column and a.function in (AggFunc.SUM, AggFunc.AVG) and a.column.lower() in rules \
-                and a.column not in cols:
-            cols.append(a.column)
-    out: set[tuple[str, ...]] = set()
-    for name in cols:
-        rule = rules[name.lower()]
-        col = ds.column(name)
-        assert col is not None
-        r = SqlRenderer(ds, engine._view(ds))
-        keys = [f"{r.group_expr(g.column, g.bin_width)} AS k{i}" for i, g in enumerate(plan.group_keys)]
-        where = f" WHERE {r.filter(plan.where)}" if plan.where is not None else ""
-        knames = [f"k{i}" for i in range(len(plan.group_keys))]
-        part = f"PARTITION BY {', '.join(knames)} " if knames else ""
-        sql = (f"SELECT {''.join(k + ', ' for k in knames)}SUM(ABS(v)), "
-               f"SUM(CASE WHEN rn <= {int(rule.n)} THEN ABS(v) ELSE 0 END) FROM ("
-               f"SELECT *, ROW_NUMBER() OVER ({part}ORDER BY ABS(v) DESC) AS rn FROM ("
-               f"SELECT {''.join(k + ', ' for k in keys)}{r.clamped(col)} AS v FROM {engine._view(ds)}{where}) AS a "
-               f"WHERE v IS NOT NULL) AS b" + (f" GROUP BY {', '.join(knames)}" if knames else ""))
-        for row in engine._cursor().execute(sql, r.params).fetchall():
-            total, top = row[-2], row[-1]
-            if total and top * 100 > Decimal(str(rule.percent)) * total:
-                raw = row[: len(knames)]
-                if any(v is None for v in raw):
-                    continue
-                out.add(tuple(key_string(v) if g.bin_width is None else key_string(Decimal(int(v)) * g.bin_width)
-                              for g, v in zip(plan.group_keys, raw)))
+        col = ds.column(a.column) if a.column else None
+        if col is not None and col.dominance is not None and a.function in REVEALING and col.name not in out:
+            out.append(col.name)
     return out
+
+
+def _dominated(total: int, top: int, percent: float) -> bool:
+    return total > 0 and top * 100 > Decimal(str(percent)) * total
+
+
+def dominated_groups(engine, ds: Dataset, plan: QueryPlan) -> set[tuple[str, ...]]:
+    """Group keys of the cells the dominance rule suppresses (any ruled column)."""
+    out: set[tuple[str, ...]] = set()
+    for name in ruled_columns(plan, ds):
+        rule = ds.column(name).dominance  # type: ignore[union-attr]
+        for keys, (total, top) in engine.dominance(plan, ds, name, rule.n).items():
+            if _dominated(total, top, rule.percent):
+                out.add(keys)
+    return out
+
+
+def remainder_check(engine, ds: Dataset, plan: QueryPlan, lattice: Lattice):
+    """``dominated(box, minus)`` for the history's secondary check, or None if no rule applies."""
+    columns = ruled_columns(plan, ds)
+    if not columns:
+        return None
+
+    def dominated(box: Box, minus: list[Box]) -> bool:
+        parts = [f for f in [box.as_filter(lattice)] if f is not None]
+        for m in minus:
+            f = m.as_filter(lattice)
+            if f is None:
+                return False  # minus the whole table: nothing left
+            parts.append(Not(f))
+        where = None if not parts else parts[0] if len(parts) == 1 else And(tuple(parts))
+        probe = QueryPlan(ds.name, (), (Aggregate(AggFunc.COUNT, None, "n"),), where,
+                          (OutputColumn("n", "aggregate", 0),))
+        for name in columns:
+            rule = ds.column(name).dominance  # type: ignore[union-attr]
+            for total, top in engine.dominance(probe, ds, name, rule.n).values():
+                if _dominated(total, top, rule.percent):
+                    return True
+        return False
+
+    return dominated

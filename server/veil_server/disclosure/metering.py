@@ -10,6 +10,9 @@ transaction: ``queries_per_day`` (UTC calendar day), ``rows_scanned`` (total ove
 life, including this query) and ``epsilon`` (total ε, including this query). A query over a
 quota is refused with RESOURCE_EXHAUSTED, reason ``QUOTA_EXCEEDED`` and the quota's name in
 the message and in ``metadata["quota"]``.
+
+Refused submissions are ledger rows too (event ``refused``, no counts): they make the analyst's
+refusal quota (:mod:`.control`) and show owners a possible probing pattern in the usage report.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class UsageRow:
     cells_suppressed: int
     epsilon_spent: float
     ciphertexts: int
+    queries_refused: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +93,12 @@ class Ledger:
             (n,) = db.execute(f"SELECT COALESCE(SUM({column}), 0) FROM usage_ledger WHERE principal=? AND "
                               "dataset=? AND purpose=? AND at_us >= ?",
                               (principal, dataset.lower(), purpose, since_us)).fetchone()
+        return int(n)
+
+    def refusals_since(self, principal: str, since_us: int) -> int:
+        with self.store.reading() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM usage_ledger WHERE principal=? AND event='refused' AND at_us >= ?",
+                              (principal, since_us)).fetchone()
         return int(n)
 
     def check_quota(self, quota: Mapping[str, float], *, principal: str, dataset: str, purpose: str,
@@ -117,8 +127,8 @@ class Ledger:
     def report(self, *, since_us: int = 0, until_us: int = 0, principal: str | None = None,
                datasets: set[str] | None = None) -> list[UsageRow]:
         """Totals per principal × dataset × purpose over [since, until) (0: open end)."""
-        sql = (f"SELECT principal, dataset, purpose, {', '.join(f'SUM({c})' for c in _SUMS)} FROM usage_ledger "
-               "WHERE at_us >= ? AND at_us < ?")
+        sql = (f"SELECT principal, dataset, purpose, {', '.join(f'SUM({c})' for c in _SUMS)}, "
+               "SUM(CASE WHEN event = 'refused' THEN 1 ELSE 0 END) FROM usage_ledger WHERE at_us >= ? AND at_us < ?")
         args: list = [since_us, until_us or 2**62]
         if principal is not None:
             sql, args = sql + " AND principal=?", args + [principal]
@@ -126,8 +136,8 @@ class Ledger:
             rows = db.execute(sql + " GROUP BY principal, dataset, purpose ORDER BY principal, dataset, purpose",
                               args).fetchall()
         out = []
-        for p, d, pur, sub, app, rel, scanned, cr, cs, meps, ct in rows:
+        for p, d, pur, sub, app, rel, scanned, cr, cs, meps, ct, refused in rows:
             if datasets is not None and d not in datasets:
                 continue
-            out.append(UsageRow(p, d, pur, sub, app, rel, scanned, cr, cs, meps / MICRO, ct))
+            out.append(UsageRow(p, d, pur, sub, app, rel, scanned, cr, cs, meps / MICRO, ct, int(refused or 0)))
         return out

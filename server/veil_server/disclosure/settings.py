@@ -1,16 +1,24 @@
-"""The owner's disclosure settings, from the node's TOML (read next to the keys config.py reads):
+"""The owner's disclosure choices, per dataset, and the node's grant quotas.
+
+A dataset's policy travels with the dataset (its ``[[datasets]]`` table or registered spec), is
+part of the schema-and-rules hash, and is named in the data asset certificate::
 
     [[datasets]]
-    dp = { epsilon_per_query = 0.5, budget = 5.0, per = "analyst" }   # or per = "analyst_purpose"
-    differencing = { history = 24, strict = true, linear = false }      # or false to switch it off
+    disclosure = "dp"             # the default: differential privacy on every released number
+    dp = { epsilon_per_query = 1.0, max_epsilon_per_query = 2.0,
+           analyst_budget = 10.0, dataset_budget = 100.0, per = "analyst" }
+    # or, where the classification allows it (public, internal), and with a recorded reason:
+    disclosure = "exact"
+    exact_reason = "published tables of the statistics office; no individual data"
       [[datasets.columns]]
-      dominance = { n = 2, percent = 85 }                               # SUM/AVG cells
-    [[grants]]
-    quota = { queries_per_day = 100, rows_scanned = 10000000, epsilon = 3.0 }
+      dominance = { n = 2, percent = 85 }   # exact mode: suppress cells dominated by n contributors
 
-DP is off unless a dataset sets ``dp``. The differencing defence is on by default whenever DP
-is off. ε values that are not finite, not positive or absurd (see MAX_*) are refused here and
-again wherever an ε enters the budget.
+``analyst_budget`` caps what one analyst can spend on the dataset (per purpose with
+``per = "analyst_purpose"``); ``dataset_budget`` caps what all analysts together can ever spend on
+it, so colluding analysts cannot multiply the first. An analyst may ask a query for any ε up to
+``max_epsilon_per_query`` (default 1.0, within the analyst's budget, and never below
+``epsilon_per_query``). ε values that are not finite, not
+positive or absurd (see MAX_*) are refused here and again wherever an ε enters the budget.
 """
 
 from __future__ import annotations
@@ -20,9 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 MAX_EPSILON_PER_QUERY = 10.0  # beyond this the noise protects nobody
-MAX_EPSILON_BUDGET = 100.0
-DEFAULT_HISTORY = 24
+MAX_EPSILON_BUDGET = 1000.0
+# Defaults sized for a determined analyst, not a friendly one: with ε = 0.5 per query and 5 per
+# analyst, one analyst's whole budget spent on one person's yes/no attribute lets them guess it
+# right with probability at most e^5 / (1 + e^5) only against a perfect test -- in practice,
+# noise of scale 2 on every count blurs far more -- and the dataset's total caps what all
+# analysts together can learn. Owners raise them knowingly, per dataset.
+DEFAULT_EPSILON_PER_QUERY = 0.5
+DEFAULT_MAX_EPSILON_PER_QUERY = 1.0
+DEFAULT_ANALYST_BUDGET = 5.0
+DEFAULT_DATASET_BUDGET = 20.0
+DEFAULT_REFUSALS_PER_DAY = 100
+MODES = ("dp", "exact")
 QUOTA_NAMES = ("queries_per_day", "rows_scanned", "epsilon")
+DP_KEYS = ("epsilon_per_query", "max_epsilon_per_query", "analyst_budget", "budget", "dataset_budget", "per")
 
 
 def check_epsilon(value: Any, where: str, *, high: float, error=ValueError) -> float:
@@ -36,13 +55,85 @@ def check_epsilon(value: Any, where: str, *, high: float, error=ValueError) -> f
 
 
 @dataclass(frozen=True)
-class DpSettings:
-    epsilon_per_query: float
-    budget: float
-    per: str = "analyst"  # "analyst" (× dataset) or "analyst_purpose"
+class DisclosurePolicy:
+    """How a dataset releases numbers: ``dp`` (default) or ``exact`` (the owner's recorded choice)."""
+
+    mode: str = "dp"
+    exact_reason: str = ""
+    epsilon_per_query: float = DEFAULT_EPSILON_PER_QUERY
+    max_epsilon_per_query: float = DEFAULT_MAX_EPSILON_PER_QUERY
+    analyst_budget: float = DEFAULT_ANALYST_BUDGET
+    dataset_budget: float = DEFAULT_DATASET_BUDGET
+    per: str = "analyst"  # "analyst" (x dataset) or "analyst_purpose"
+
+    @property
+    def dp(self) -> bool:
+        return self.mode == "dp"
 
     def budget_purpose(self, purpose: str) -> str:
         return purpose if self.per == "analyst_purpose" else ""
+
+    def epsilon_for(self, asked: float, error=ValueError) -> float:
+        """The ε a query runs at: the dataset's default when the analyst asks for none (0)."""
+        if asked == 0:
+            return self.epsilon_per_query
+        eps = check_epsilon(asked, "epsilon", high=MAX_EPSILON_PER_QUERY, error=error)
+        if eps > self.max_epsilon_per_query:
+            raise error(f"epsilon {eps:g} is above this dataset's maximum per query "
+                        f"({self.max_epsilon_per_query:g}); ask for less")
+        return eps
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape of the ``[[datasets]]`` keys (for the registry, the rules hash and the certificate)."""
+        if not self.dp:
+            return {"disclosure": "exact", "exact_reason": self.exact_reason}
+        return {"disclosure": "dp", "dp": {
+            "epsilon_per_query": self.epsilon_per_query, "max_epsilon_per_query": self.max_epsilon_per_query,
+            "analyst_budget": self.analyst_budget, "dataset_budget": self.dataset_budget, "per": self.per}}
+
+
+def parse_policy(d: Mapping[str, Any], where: str, *, error=ValueError) -> DisclosurePolicy:
+    """The disclosure keys of one ``[[datasets]]`` table."""
+    if "differencing" in d:
+        raise error(f"{where}.differencing is no longer a setting: exact-mode datasets are audited across all "
+                    "analysts with no window, and DP datasets need no audit; remove it")
+    mode = d.get("disclosure", "dp")
+    if mode not in MODES:
+        raise error(f"{where}.disclosure must be \"dp\" (differential privacy, the default) or \"exact\"")
+    if mode == "exact":
+        reason = d.get("exact_reason")
+        if not isinstance(reason, str) or len(reason.strip()) < 8:
+            raise error(f"{where}.exact_reason must say why this dataset releases exact figures "
+                        "(a sentence; it is recorded in the certificate)")
+        if d.get("dp") is not None:
+            raise error(f"{where}.dp is for disclosure = \"dp\"; remove it or the exact mode")
+        return DisclosurePolicy(mode="exact", exact_reason=reason.strip())
+    spec = d.get("dp") or {}
+    if not isinstance(spec, Mapping):
+        raise error(f"{where}.dp must be a table: {{ epsilon_per_query = 1.0, analyst_budget = 10.0 }}")
+    unknown = sorted(set(spec) - set(DP_KEYS))
+    if unknown:
+        raise error(f"{where}.dp has unknown key(s) {unknown}; known: {', '.join(k for k in DP_KEYS if k != 'budget')}")
+    if "budget" in spec and "analyst_budget" in spec:
+        raise error(f"{where}.dp: budget is the old name of analyst_budget; set one of them")
+    eps = check_epsilon(spec.get("epsilon_per_query", DEFAULT_EPSILON_PER_QUERY), f"{where}.dp.epsilon_per_query",
+                        high=MAX_EPSILON_PER_QUERY, error=error)
+    analyst = check_epsilon(spec.get("analyst_budget", spec.get("budget", DEFAULT_ANALYST_BUDGET)),
+                            f"{where}.dp.analyst_budget", high=MAX_EPSILON_BUDGET, error=error)
+    top = check_epsilon(spec.get("max_epsilon_per_query", max(eps, min(DEFAULT_MAX_EPSILON_PER_QUERY, analyst))),
+                        f"{where}.dp.max_epsilon_per_query", high=MAX_EPSILON_PER_QUERY, error=error)
+    dataset = check_epsilon(spec.get("dataset_budget", max(DEFAULT_DATASET_BUDGET, analyst)),
+                            f"{where}.dp.dataset_budget", high=MAX_EPSILON_BUDGET, error=error)
+    if top < eps:
+        raise error(f"{where}.dp.max_epsilon_per_query must not be below epsilon_per_query")
+    if top > analyst:
+        raise error(f"{where}.dp: the ε of one query (up to {top:g}) must not exceed analyst_budget ({analyst:g})")
+    if analyst > dataset:
+        raise error(f"{where}.dp.analyst_budget must not exceed dataset_budget (what all analysts may spend)")
+    per = str(spec.get("per", "analyst"))
+    if per not in ("analyst", "analyst_purpose"):
+        raise error(f"{where}.dp.per must be 'analyst' or 'analyst_purpose'")
+    return DisclosurePolicy("dp", "", eps, top, analyst, dataset, per)
 
 
 @dataclass(frozen=True)
@@ -51,69 +142,29 @@ class Dominance:
     percent: float = 85.0
 
 
-@dataclass(frozen=True)
-class DatasetDisclosure:
-    dp: DpSettings | None = None
-    differencing: bool = True
-    history: int = DEFAULT_HISTORY
-    strict: bool = True  # refuse filter combinations selecting fewer than k rows (see differencing)
-    linear: bool = False  # exact-disclosure audit over group cells (opt-in; see differencing)
-    dominance: Mapping[str, Dominance] = field(default_factory=dict)  # by lower-case column name
+def parse_dominance(spec: Any, where: str, *, error=ValueError) -> Dominance:
+    if not isinstance(spec, Mapping) or set(spec) - {"n", "percent"}:
+        raise error(f"{where}.dominance must be a table {{ n = 2, percent = 85 }}")
+    n, pct = spec.get("n", 2), spec.get("percent", 85)
+    if isinstance(n, bool) or not isinstance(n, int) or isinstance(pct, bool) or not isinstance(pct, (int, float)) \
+            or not (1 <= n <= 10 and 0 < pct <= 100):
+        raise error(f"{where}.dominance needs an integer 1 <= n <= 10 and 0 < percent <= 100")
+    return Dominance(int(n), float(pct))
 
 
 @dataclass(frozen=True)
 class DisclosureSettings:
-    datasets: Mapping[str, DatasetDisclosure] = field(default_factory=dict)  # by lower-case name
+    """The node-wide part: grant quotas, and how many refused submissions an analyst may make per day."""
+
     # By "principal/dataset/purpose" (a string key: the config is digested as JSON into the audit log).
     quotas: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    def for_dataset(self, name: str) -> DatasetDisclosure:
-        return self.datasets.get(name.lower(), DatasetDisclosure())
+    refusals_per_day: int = DEFAULT_REFUSALS_PER_DAY
 
     def quota(self, principal: str, dataset: str, purpose: str) -> Mapping[str, float]:
         return self.quotas.get(f"{principal}/{dataset.lower()}/{purpose}", {})
 
 
 def parse_disclosure(raw: Mapping[str, Any], *, error=ValueError) -> DisclosureSettings:
-    datasets: dict[str, DatasetDisclosure] = {}
-    for i, d in enumerate(raw.get("datasets", [])):
-        where = f"datasets[{i}]"
-        dp = None
-        if d.get("dp") is not None:
-            spec = d["dp"]
-            if not isinstance(spec, Mapping):
-                raise error(f"{where}.dp must be a table: {{ epsilon_per_query = 0.5, budget = 5.0 }}")
-            eps = check_epsilon(spec.get("epsilon_per_query"), f"{where}.dp.epsilon_per_query",
-                                high=MAX_EPSILON_PER_QUERY, error=error)
-            budget = check_epsilon(spec.get("budget"), f"{where}.dp.budget", high=MAX_EPSILON_BUDGET, error=error)
-            if eps > budget:
-                raise error(f"{where}.dp.epsilon_per_query must not exceed dp.budget")
-            per = str(spec.get("per", "analyst"))
-            if per not in ("analyst", "analyst_purpose"):
-                raise error(f"{where}.dp.per must be 'analyst' or 'analyst_purpose'")
-            dp = DpSettings(eps, budget, per)
-        diff = d.get("differencing", {})
-        enabled, history, strict, linear = True, DEFAULT_HISTORY, True, False
-        if diff is False:
-            enabled = False
-        elif isinstance(diff, Mapping):
-            history = int(diff.get("history", DEFAULT_HISTORY))
-            if not 1 <= history <= 256:
-                raise error(f"{where}.differencing.history must be between 1 and 256")
-            strict = bool(diff.get("strict", True))
-            linear = bool(diff.get("linear", False))
-        else:
-            raise error(f"{where}.differencing must be a table or false")
-        dominance = {}
-        for j, c in enumerate(d.get("columns", [])):
-            spec = c.get("dominance")
-            if spec is None:
-                continue
-            n, pct = int(spec.get("n", 2)), float(spec.get("percent", 85))
-            if not (1 <= n <= 10 and 0 < pct <= 100):
-                raise error(f"{where}.columns[{j}].dominance needs 1 <= n <= 10 and 0 < percent <= 100")
-            dominance[str(c.get("name", "")).lower()] = Dominance(n, pct)
-        datasets[str(d.get("name", "")).lower()] = DatasetDisclosure(dp, enabled, history, strict, linear, dominance)
     quotas: dict[str, dict[str, float]] = {}
     for i, g in enumerate(raw.get("grants", [])):
         q = g.get("quota")
@@ -131,4 +182,10 @@ def parse_disclosure(raw: Mapping[str, Any], *, error=ValueError) -> DisclosureS
             else:
                 out[name] = v
         quotas[f"{g.get('principal')}/{str(g.get('dataset', '')).lower()}/{g.get('purpose')}"] = out
-    return DisclosureSettings(datasets, quotas)
+    section = raw.get("disclosure", {})
+    if not isinstance(section, Mapping) or set(section) - {"refusals_per_day"}:
+        raise error("[disclosure] may set only refusals_per_day (per-dataset choices go in [[datasets]])")
+    refusals = section.get("refusals_per_day", DEFAULT_REFUSALS_PER_DAY)
+    if isinstance(refusals, bool) or not isinstance(refusals, int) or not 1 <= refusals <= 1_000_000:
+        raise error("disclosure.refusals_per_day must be an integer between 1 and 1000000")
+    return DisclosureSettings(quotas, refusals)

@@ -66,7 +66,18 @@ def schema_hash(ds: Dataset) -> str:
     spec = dataset_to_dict(ds)
     spec.pop("source")
     spec.pop("connection", None)  # nor is moving the database
-    return "sha256:" + hashlib.sha256(canonical.encode(spec)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical.encode(_no_floats(spec))).hexdigest()
+
+
+def _no_floats(value):
+    """ε terms and dominance shares as their shortest decimal text (canonical JSON has no floats)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _no_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_floats(v) for v in value]
+    return value
 
 
 def issue(rec: DatasetRecord, *, key: NodeKey, node_id: str, row_count: int, content: str) -> DatasetCertificate:
@@ -75,8 +86,20 @@ def issue(rec: DatasetRecord, *, key: NodeKey, node_id: str, row_count: int, con
         dataset=rec.name, version=rec.version, owner=",".join(rec.owners), schema_hash=schema_hash(rec.dataset),
         content_fingerprint=content, row_count=row_count, classification=gov.classification,
         rights=tuple(sorted(gov.rights)), purposes=tuple(sorted(rec.dataset.purposes)),
-        issued_at=format_time(datetime.now(timezone.utc)), node_id=node_id, key_id=key.key_id)
+        issued_at=format_time(datetime.now(timezone.utc)), node_id=node_id, key_id=key.key_id,
+        disclosure=disclosure_terms(rec.dataset))
     return DatasetCertificate(**{**cert.__dict__, "signature": key.sign(cert.signed_bytes()).hex()})
+
+
+def disclosure_terms(ds: Dataset) -> dict[str, str]:
+    """The dataset's disclosure mode as the certificate states it (strings only)."""
+    p = ds.disclosure
+    if not p.dp:
+        return {"mode": "exact", "reason": p.exact_reason}
+    return {"mode": "dp", "mechanism": "discrete_laplace", "accounting": "pure_epsilon_basic_composition",
+            "epsilon_per_query": f"{p.epsilon_per_query:g}", "max_epsilon_per_query": f"{p.max_epsilon_per_query:g}",
+            "analyst_budget": f"{p.analyst_budget:g}", "dataset_budget": f"{p.dataset_budget:g}",
+            "budget_per": p.per}
 
 
 def check_unchanged(rec: DatasetRecord) -> str | None:

@@ -1,11 +1,14 @@
 """Classification and grading (分类分级): each level sets floors an owner may tighten, never loosen.
 
-| level     | min group size | automatic approval | approvals needed | `public` columns |
-|-----------|----------------|--------------------|------------------|------------------|
-| public    | 5              | allowed            | 1                | allowed          |
-| internal  | 10             | allowed            | 1                | allowed          |
-| sensitive | 20             | never              | 1                | refused          |
-| core      | 50             | never              | 2 (of the owners)| refused          |
+| level     | min group size | automatic approval | approvals needed | `public` columns | exact release |
+|-----------|----------------|--------------------|------------------|------------------|---------------|
+| public    | 5              | allowed            | 1                | allowed          | allowed       |
+| internal  | 10             | allowed            | 1                | allowed          | allowed       |
+| sensitive | 20             | never              | 1                | refused          | refused (DP)  |
+| core      | 50             | never              | 2 (of the owners)| refused          | refused (DP)  |
+
+"Exact release" is ``disclosure = "exact"``: above ``internal`` every released number carries
+differential-privacy noise, whatever the owner would prefer.
 
 The node's own minimum group size is a further floor over all of them.
 """
@@ -26,15 +29,16 @@ class Level:
     auto_approve_allowed: bool
     approvals_required: int
     public_columns_allowed: bool
+    exact_allowed: bool
 
 
 LEVELS: dict[str, Level] = {
     lv.name: lv
     for lv in (
-        Level("public", 0, 5, True, 1, True),
-        Level("internal", 1, 10, True, 1, True),
-        Level("sensitive", 2, 20, False, 1, False),
-        Level("core", 3, 50, False, 2, False),
+        Level("public", 0, 5, True, 1, True, True),
+        Level("internal", 1, 10, True, 1, True, True),
+        Level("sensitive", 2, 20, False, 1, False, False),
+        Level("core", 3, 50, False, 2, False, False),
     )
 }
 
@@ -65,6 +69,10 @@ def check_against_level(ds: Dataset, classification: str, *, auto_approve: bool,
         raise InvalidArgument(
             f"a {lv.name} dataset needs at least {lv.approvals_required} approvals per query",
             reason="BELOW_CLASSIFICATION_FLOOR", metadata={"rule": "approvals_required"})
+    if not ds.disclosure.dp and not lv.exact_allowed:
+        raise InvalidArgument(
+            f"a {lv.name} dataset releases differentially private figures only; remove disclosure = \"exact\"",
+            reason="BELOW_CLASSIFICATION_FLOOR", metadata={"rule": "disclosure"})
     if not lv.public_columns_allowed:
         for c in ds.columns:
             if ColumnControl.PUBLIC in c.controls:

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from ..query.catalog import Catalog, Dataset
 from ..config import NodeConfig, Principal, Role
+from ..disclosure.lattice import incomplete_columns
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..access.node_key import NodeKey
 from ..state.store import StateStore
@@ -44,7 +45,7 @@ class LiveCatalog(Catalog):
 
 
 class Steward:
-    def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count) -> None:
+    def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count, engine=None) -> None:
         self.registry = Registry(store)
         self.grants = Grants(store)
         self.reviews = Reviews(store)
@@ -52,6 +53,7 @@ class Steward:
         self._key = key
         self._config = config
         self._row_count = row_count  # callable(Dataset) -> int
+        self._engine = engine  # for exact mode's check at listing
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -112,6 +114,15 @@ class Steward:
 
     def _list(self, name: str, by: str, reason: str) -> DatasetRecord:
         rec = self.registry.latest(name)
+        if not rec.dataset.disclosure.dp and self._engine is not None:
+            # Exact mode's lattice must partition the table (see disclosure.lattice).
+            missing = incomplete_columns(self._engine, rec.dataset)
+            if missing:
+                raise FailedPrecondition(
+                    f"exact mode needs every filter and group column complete; {', '.join(missing)} of "
+                    f"datasets/{name} hold a NULL or a value outside the declared domain: declare the missing "
+                    "categories or a wider range, clean the data, or release this dataset with DP",
+                    reason="EXACT_COLUMNS_INCOMPLETE", metadata={"dataset": name, "columns": ",".join(missing)})
         content = source_fingerprint(rec.dataset)
         stamp = source_stamp(rec.dataset)
         cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._row_count(rec.dataset),

@@ -16,6 +16,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Iterable, Mapping
 
+from ..disclosure.settings import DisclosurePolicy, Dominance
+
 
 class ColumnControl(enum.Enum):
     HIDDEN = "hidden"
@@ -50,6 +52,7 @@ class Column:
     value_range: tuple[Decimal, Decimal] | None = None
     scale: int = 0
     bin_width: Decimal | None = None
+    dominance: Dominance | None = None  # exact mode: the (n, p %) rule on this column's cells
 
     def allows(self, control: ColumnControl) -> bool:
         if ColumnControl.HIDDEN in self.controls:
@@ -63,6 +66,12 @@ class Column:
     @property
     def numeric(self) -> bool:
         return self.type in (ColumnType.INTEGER, ColumnType.DECIMAL)
+
+    @property
+    def has_domain(self) -> bool:
+        """Whether the column's values come from a declared public domain (categories, or bins
+        of ``bin_width`` over the declared range): what exact mode can filter and group on."""
+        return not self.hidden and (bool(self.categories) or self.bin_width is not None)
 
     def bin_domain(self, width: Decimal) -> tuple[Decimal, ...]:
         """Every bin start of width ``width`` over the declared range (the public domain)."""
@@ -94,6 +103,8 @@ class Dataset:
     # Where the engine connects, for sources that are not files: a libpq conninfo without a
     # password (postgres) or a Spark master URL (spark); "" means the engine's default.
     connection: str = ""
+    # How numbers are released: differential privacy (the default) or exact (see disclosure.settings).
+    disclosure: DisclosurePolicy = field(default_factory=DisclosurePolicy)
     _by_name: Mapping[str, Column] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

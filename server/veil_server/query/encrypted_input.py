@@ -18,6 +18,11 @@ What each party learns:
   max_groups, and every (group, category) cell with fewer than k rows is zeroed before the dot
   product (and every group below k is suppressed as usual). An encrypted-input query thus reveals
   at most what ``SELECT g, key, SUM(x) ... GROUP BY g, key`` would, under the same k rule.
+- Disclosure control treats each (group, category) sub-cell as a released population: under DP
+  (the default) every sub-cell's count and sums carry their own noise before the dot product
+  (:mod:`veil_server.disclosure.dp`), so whatever the weights, the analyst receives a function of
+  noisy sub-cells; in exact mode the sub-cells join the dataset's release history like any cell,
+  and one the history's secondary check holds back contributes zero (``zero``).
 - What remains possible for a malicious analyst: choosing weights that overflow the plaintext
   space only corrupts its own result; weights cannot be range-checked under encryption without
   zero-knowledge proofs, which is why the bound above does not rely on their range. An owner who
@@ -133,9 +138,10 @@ def statistics_plan(plan: QueryPlan, spec: WeightedSpec) -> QueryPlan:
 
 
 def cells_for_groups(spec: WeightedSpec, groups: list[tuple[str, ...]], stats: AggregateResult,
-                     key: PublicKey, k: int, *, obfuscation: Obfuscation = "djn") -> list[bytes]:
+                     key: PublicKey, k: int, *, obfuscation: Obfuscation = "djn",
+                     zero: frozenset | set = frozenset()) -> list[bytes]:
     """One obfuscated ciphertext per group, in the order of ``groups`` (``obfuscation``: the
-    node's ``[crypto] obfuscation``)."""
+    node's ``[crypto] obfuscation``; ``zero``: sub-cells, group keys plus category, held back)."""
     weights = [Ciphertext.from_bytes(key, w) for w in spec.weights]
     top = max(spec.value_scales, default=0)
     rescale = [10 ** (top - s) for s in spec.value_scales]
@@ -144,7 +150,7 @@ def cells_for_groups(spec: WeightedSpec, groups: list[tuple[str, ...]], stats: A
         index = {c: j for j, c in enumerate(spec.categories)}
         for g in stats.groups:
             j = index.get(g.keys[-1])
-            if j is None or g.rows < k or any(c.count < k for c in g.columns.values()):
+            if j is None or g.rows < k or any(c.count < k for c in g.columns.values()) or g.keys in zero:
                 # Outside the declared domain, or a (group, category) cell below k: contributes zero.
                 continue
             row = table.setdefault(g.keys[:-1], [0] * len(spec.categories))

@@ -170,6 +170,21 @@ class SqlRenderer:
             return f"(NOT {self.filter(node.operand)})"
         raise Internal("unknown filter node in a validated plan", private=type(node).__name__)
 
+    def render_dominance(self, plan: QueryPlan, column: str, n: int) -> str:
+        """Per group of ``plan``: the sum of the clamped values' magnitudes and the sum of the
+        ``n`` largest of them (the dominance rule of :mod:`veil_server.disclosure.dominance`)."""
+        col = self.dataset.column(column)
+        assert col is not None
+        knames = [f"k{i}" for i in range(len(plan.group_keys))]
+        keys = "".join(f"{self.group_expr(g.column, g.bin_width)} AS k{i}, " for i, g in enumerate(plan.group_keys))
+        where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
+        part = f"PARTITION BY {', '.join(knames)} " if knames else ""
+        sel = "".join(k + ", " for k in knames)
+        sql = (f"SELECT {sel}SUM(ABS(v)), SUM(CASE WHEN rn <= {int(n)} THEN ABS(v) ELSE 0 END) FROM ("
+               f"SELECT {sel}v, ROW_NUMBER() OVER ({part}ORDER BY ABS(v) DESC) AS rn FROM ("
+               f"SELECT {keys}{self.clamped(col)} AS v FROM {self.relation}{where}) AS a WHERE v IS NOT NULL) AS b")
+        return sql + (f" GROUP BY {', '.join(knames)}" if knames else "")
+
     def render(self, plan: QueryPlan) -> str:
         # Three levels: the filtered rows with each value converted to fixed point once, then
         # clamped (a CASE naming the converted value three times would convert it three times),
@@ -223,6 +238,20 @@ def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> Aggrega
             continue
         groups.append(GroupStats(tuple(keys), n, stats))  # type: ignore[arg-type]
     return AggregateResult(groups, matched)
+
+
+def decode_dominance(plan: QueryPlan, rows: list[tuple]) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Rows of ``render_dominance`` by group key: (sum of magnitudes, sum of the largest)."""
+    nk = len(plan.group_keys)
+    out = {}
+    for row in rows:
+        raw = row[:nk]
+        if any(v is None for v in raw):
+            continue
+        keys = tuple(key_string(v) if g.bin_width is None else key_string(Decimal(int(v)) * g.bin_width)
+                     for g, v in zip(plan.group_keys, raw))
+        out[keys] = (int(row[nk] or 0), int(row[nk + 1] or 0))
+    return out
 
 
 def int64_sums_held(result: AggregateResult, int64_bounds: list[tuple[str, int]]) -> bool:
@@ -313,6 +342,15 @@ class DuckDBEngine:
         except duckdb.Error as e:
             raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
         return decode_rows(plan, dataset, rows)
+
+    def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
+        r = SqlRenderer(dataset, self._view(dataset))
+        sql = r.render_dominance(plan, column, n)
+        try:
+            rows = self._cursor().execute(sql, r.params).fetchall()
+        except duckdb.Error as e:
+            raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
+        return decode_dominance(plan, rows)
 
     def row_count(self, dataset: Dataset) -> int:
         with self._lock:

@@ -253,13 +253,18 @@ def build_result(
     now: Timestamp | None = None,
     weighted: Sequence[tuple[WeightedSpec, AggregateResult]] = (),
     suppress: frozenset | set = frozenset(),
+    zero: frozenset | set = frozenset(),
     obfuscation: Obfuscation = "djn",
+    dp=None,
 ) -> tuple[query_pb2.QueryResult, dict[str, int]]:
     """Returns the encrypted result and counters for metering (groups released/suppressed).
 
     ``weighted`` holds encrypted-input sums with the statistics that feed them
     (see :mod:`veil_server.encrypted_input`); they get one ciphertext per released group.
-    ``suppress`` holds group keys suppressed beyond the k rule (dominance, issue 4).
+    ``suppress`` holds group keys suppressed beyond the k rule (exact mode: dominance and the
+    history's secondary suppression), ``zero`` the encrypted-input sub-cells left out likewise.
+    ``dp`` (a :class:`veil_server.disclosure.dp.DpRelease`): the cells come from its noisy
+    statistics, the k rule runs on its noisy counts, and each column states its noise.
     ``obfuscation``: the ciphertexts' randomness, the node's ``[crypto] obfuscation``.
     """
     k = dataset.min_group_size
@@ -277,13 +282,19 @@ def build_result(
                                source_column=g.column, numeric_key=bool(col and col.numeric))
         else:
             a = plan.aggregates[out.index]
-            result.columns.add(
+            column = result.columns.add(
                 name=out.name,
                 kind=query_pb2.ResultColumn.KIND_AGGREGATE,
                 function=a.function.value,
                 source_column=a.column or "",
                 scale=specs[out.index].scale,
             )
+            if dp is not None:
+                column.noise.CopyFrom(query_pb2.ColumnNoise(column=out.name, function=a.function.value,
+                                                            **dp.column_noise(a, k)))
+    result.disclosure_mode = "dp" if dp is not None else "exact"
+    if dp is not None:
+        result.epsilon = dp.epsilon
 
     for spec, _ in weighted:
         result.columns.add(name=spec.name, kind=query_pb2.ResultColumn.KIND_WEIGHTED_SUM,
@@ -297,9 +308,12 @@ def build_result(
     agg_outputs = [o for o in plan.output if o.kind == "aggregate"]
     for keys in group_domain(plan, dataset):
         g = by_key.get(keys)
-        ok = g is not None and g.rows >= k and all(
-            c.count >= k for c in g.columns.values()
-        ) and keys not in suppress
+        if dp is not None:
+            ok = dp.released(keys, k) and keys not in suppress
+        else:
+            ok = g is not None and g.rows >= k and all(
+                c.count >= k for c in g.columns.values()
+            ) and keys not in suppress
         result.rows.add(keys=[keys[o.index] for o in group_outputs], suppressed=not ok)
         if not ok:
             suppressed += 1
@@ -308,7 +322,11 @@ def build_result(
         released_keys.append(keys)
         for o in agg_outputs:
             a = plan.aggregates[o.index]
-            cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], specs[o.index]))
+            sp = specs[o.index]
+            if dp is not None:
+                cells.append(dp.cell(a, keys, sp.scale, sp.low, sp.high))
+            else:
+                cells.append(cell_value(a, g.rows, g.columns.get(a.column or ""), cols[o.index], sp))
 
     # Each aggregate column gets slots as wide as its own declared bounds need (a count is
     # narrower than a sum), so fewer ciphertexts carry the same cells.
@@ -325,7 +343,7 @@ def build_result(
         result.cells.plaintext_bits = packing.capacity
     result.cells.cell_count = len(cells)
     result.cells.ciphertexts.extend(c.to_bytes() for c in ciphertexts)
-    per_column = [cells_for_groups(spec, released_keys, st, public_key, k, obfuscation=obfuscation)
+    per_column = [cells_for_groups(spec, released_keys, st, public_key, k, obfuscation=obfuscation, zero=zero)
                   for spec, st in weighted]
     for i in range(len(released_keys)):
         result.weighted_cells.extend(col[i] for col in per_column)

@@ -65,6 +65,9 @@ class RoutingEngine:
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
         return self.engine_for(dataset).aggregate(plan, dataset)
 
+    def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
+        return self.engine_for(dataset).dominance(plan, dataset, column, n)  # type: ignore[attr-defined]
+
     def row_count(self, dataset: Dataset) -> int:
         return self.engine_for(dataset).row_count(dataset)
 

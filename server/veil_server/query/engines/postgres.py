@@ -34,7 +34,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..catalog import Column, ColumnType, Dataset
-from ..engine import AggregateResult, SqlRenderer, decode_rows, quote_ident
+from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows, quote_ident
 from ...errors import Internal, Unavailable
 from ..plan import Between, Compare, Filter, QueryPlan
 from ..sources import postgres_conninfo
@@ -135,6 +135,11 @@ class PostgresEngine:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._fetch(dataset, sql, r.params))
+
+    def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
+        r = PostgresRenderer(dataset, relation_sql(dataset))
+        sql = r.render_dominance(plan, column, n)
+        return decode_dominance(plan, self._fetch(dataset, sql, r.params))
 
     def row_count(self, dataset: Dataset) -> int:
         key = (dataset.name.lower(), dataset.source, postgres_conninfo(dataset))

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..catalog import Column, ColumnType, Dataset
-from ..engine import AggregateResult, SqlRenderer, decode_rows
+from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
 from ..sources import spark_master
@@ -133,6 +133,11 @@ class SparkEngine:
         r = SparkRenderer(dataset, self._view(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._collect(dataset, sql, [_param(p) for p in r.params]))
+
+    def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
+        r = SparkRenderer(dataset, self._view(dataset))
+        sql = r.render_dominance(plan, column, n)
+        return decode_dominance(plan, self._collect(dataset, sql, [_param(p) for p in r.params]))
 
     def row_count(self, dataset: Dataset) -> int:
         key = (dataset.name.lower(), dataset.source)

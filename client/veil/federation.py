@@ -31,6 +31,7 @@ import pandas as pd
 
 from .crypto import Ciphertext, PackingLayout, PrivateKey
 from .errors import IntegrityError, VeilError
+from .results import describe
 from .v1 import federation_pb2, federation_pb2_grpc, query_pb2
 
 if TYPE_CHECKING:
@@ -56,14 +57,15 @@ class FederationFailed(VeilError):
 
 
 def run(node: Connection, sql: str, *, purpose: str, protocol: str = "paillier", compute_parties: Sequence[str] = (),
-        request_id: str | None = None, timeout: float = 120.0) -> federation_pb2.FederatedResult:
+        request_id: str | None = None, timeout: float = 120.0,
+        epsilon: float | None = None) -> federation_pb2.FederatedResult:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
     pk, _ = node.keys
     request = federation_pb2.RunFederatedQueryRequest(
         sql=sql, purpose=purpose, request_id=request_id or str(uuid.uuid4()),
         public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()), protocol=PROTOCOLS[protocol],
-        compute_parties=list(compute_parties))
+        compute_parties=list(compute_parties), epsilon=epsilon or 0.0)
     stub = federation_pb2_grpc.FederationServiceStub(node._channel)
     try:
         return node._call(stub.RunFederatedQuery, request, retry=True, timeout=timeout)
@@ -129,17 +131,24 @@ def _round(x: Fraction) -> int:
 
 
 def cell(function: str, column: str, scale: int, stats: dict[tuple[str, str], list[int]], i: int,
-         col_scale: int) -> int:
-    """The fixed-point cell of one aggregate for released row ``i`` (as ``release.cell_value``)."""
+         col_scale: int, value_range: tuple[float, float] | None = None) -> int:
+    """The fixed-point cell of one aggregate for released row ``i`` (as ``release.cell_value``).
+
+    Noisy statistics (DP, ``value_range`` the column's declared range) can give an average
+    outside the range or a negative variance: such cells are clamped back (post-processing)."""
     if function == "COUNT":
         return stats[("ROWS", "")][i] if not column else stats[("COUNT", column)][i]
     n, total = stats[("COUNT", column)][i], stats[("SUM", column)][i]
     if function == "SUM":
         return total
     if function == "AVG":
-        return _round(Fraction(total * 10 ** (scale - col_scale), n))
+        v = _round(Fraction(total * 10 ** (scale - col_scale), max(n, 1)))
+        if value_range is not None:
+            lo, hi = (round(Fraction(x) * 10**scale) for x in value_range)
+            v = max(lo, min(hi, v))
+        return v
     squares = stats[("SUM_OF_SQUARES", column)][i]
-    var = Fraction(n * squares - total * total, n * (n - 1))
+    var = max(Fraction(0), Fraction(n * squares - total * total, max(n * (n - 1), 1)))
     if function == "VAR_SAMP":
         return _round(var * 10 ** (scale - 2 * col_scale))
     x = var * 10 ** (2 * scale - 2 * col_scale)
@@ -165,7 +174,10 @@ def to_frame(result: federation_pb2.FederatedResult, private_key: PrivateKey, *,
             elif row.suppressed:
                 data[c.name].append(None)
             else:
-                v = cell(c.function, c.source_column, c.scale, stats, i, col_scales.get(c.source_column, 0))
+                bounds = None
+                if c.HasField("noise") and c.noise.spread:
+                    bounds = (c.noise.centre - c.noise.spread / 2, c.noise.centre + c.noise.spread / 2)
+                v = cell(c.function, c.source_column, c.scale, stats, i, col_scales.get(c.source_column, 0), bounds)
                 data[c.name].append(v if c.scale == 0 else (Decimal(v).scaleb(-c.scale) if exact
                                                              else float(Decimal(v).scaleb(-c.scale))))
         if not row.suppressed:
@@ -180,6 +192,7 @@ def to_frame(result: federation_pb2.FederatedResult, private_key: PrivateKey, *,
     frame.attrs["federated_query"] = result.name
     frame.attrs["participants"] = list(result.participants)
     frame.attrs["protocol"] = "sharing" if result.protocol == federation_pb2.FEDERATION_PROTOCOL_SHARING else "paillier"
+    describe(frame, result.disclosure_mode, result.epsilon, columns)
     return frame
 
 

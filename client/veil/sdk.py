@@ -344,16 +344,19 @@ class Node(Connection):
 
     def federated_query(self, sql: str, *, purpose: str, protocol: str = "paillier",
                         compute_parties: Sequence[str] = (), exact: bool = False,
-                        timeout: float = 120.0) -> pd.DataFrame:
+                        timeout: float = 120.0, epsilon: float | None = None) -> pd.DataFrame:
         """Run ``sql`` over a federated dataset with this node as coordinator; decrypt the total.
 
         ``protocol`` is ``"paillier"`` or ``"sharing"`` (``compute_parties``: sharing only,
-        default every member). Raises ``veil.federation.FederationFailed`` naming the member
-        that refused or could not be reached; nothing is released then."""
+        default every member). Every member noises its own part (differential privacy) and
+        charges ``epsilon`` (default: the members' common default) to its own budgets; the
+        frame's ``attrs["noise"]`` says how much noise each column carries. Raises
+        ``veil.federation.FederationFailed`` naming the member that refused or could not be
+        reached; nothing is released then."""
         from . import federation
 
         result = federation.run(self, sql, purpose=purpose, protocol=protocol, compute_parties=compute_parties,
-                                timeout=timeout)
+                                timeout=timeout, epsilon=epsilon)
         return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers,
                                    executor=self._crypto_executor)
 

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import duckdb
 import pandas as pd
+import pytest
 
 import veil
 from veil_server.config import load_config
@@ -17,11 +18,18 @@ from veil_server.cli.federation_demo import MemberFolder, init_federation
 from veil_server.api.server import RunningNode, run_server
 
 
+# Generous DP terms for tests that check the combination itself: noise small next to the
+# partials, and budgets for many queries. The product's defaults are tested elsewhere.
+TEST_DP = "dp = { epsilon_per_query = 5.0, max_epsilon_per_query = 10.0, analyst_budget = 1000.0, dataset_budget = 1000.0 }"
+
+
 @dataclass
 class Recorder:
-    """Every peer message each node receives: (node, what, sender, bytes)."""
+    """Every peer message each node receives: (node, what, sender, bytes); and every member's
+    noisy partial as it contributed it, by (member, federated query)."""
 
     messages: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    partials: dict[tuple[str, str], list[list[int]]] = field(default_factory=dict)
 
     def __call__(self, node: str, what: str, sender: str, data: bytes) -> None:
         self.messages.append((node, what, sender, data))
@@ -59,16 +67,38 @@ class Cluster:
                 return out
 
 
+def summed_partials(cluster: "Cluster", df: pd.DataFrame) -> list[list[int]]:
+    """What the combination must give for ``df``'s query: per statistic (the layout's order),
+    per group, the sum of the members' noisy partials."""
+    q = df.attrs["federated_query"].removeprefix("federatedQueries/")
+    parts = [m for (name, query), m in cluster.recorder.partials.items() if query == q]
+    assert len(parts) == len(cluster.members)
+    return [list(map(sum, zip(*rows))) for rows in zip(*parts)]
+
+
 @contextlib.contextmanager
 def federation(root: Path, *, edit: dict[str, tuple[str, str]] | None = None, **kwargs) -> Iterator[Cluster]:
-    """Start every member; ``edit`` maps a member to a (old, new) text replacement in its config."""
+    """Start every member; ``edit`` maps a member to a (old, new) text replacement in its config.
+    Each member's noisy partial is recorded (the combination is checked against their sum)."""
+    from veil_server.federation.participant import Participant
+
+    kwargs.setdefault("dp_terms", TEST_DP)
     members = init_federation(root, **kwargs)
     for name, (old, new) in (edit or {}).items():
         text = members[name].config.read_text()
         assert old in text
         members[name].config.write_text(text.replace(old, new))
     recorder = Recorder()
+    contribute = Participant._contribute
+
+    def recording(self, s, v):
+        body = contribute(self, s, v)
+        recorder.partials[(self.name, s.query)] = [list(row) for row in s.matrix]
+        return body
+
     with contextlib.ExitStack() as stack:
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        patch.setattr(Participant, "_contribute", recording)
         running = {n: stack.enter_context(run_server(load_config(m.config, env={}), grace=0.2))
                    for n, m in members.items()}
         for r in running.values():

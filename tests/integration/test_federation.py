@@ -1,20 +1,24 @@
 """Federated queries over real gRPC on loopback: three member nodes, each with its own part,
-policy, key and audit log. Totals must equal DuckDB over the union of the raw parts, for both
-protocols, over hundreds of groups; a member that refuses or is unreachable fails the query
-with a status naming it, and nothing is released."""
+policy, key and audit log. Every member noises its own part (DP): the released result must be
+exactly what the members' noisy partials combine to, for both protocols, over hundreds of
+groups, and within the declared noise of DuckDB over the union of the raw parts; a member that
+refuses or is unreachable fails the query with a status naming it, and nothing is released."""
 
 from __future__ import annotations
 
 import time
 
+from decimal import Decimal
+
 import pandas as pd
 import pytest
 
 import veil
+from veil.accuracy import Noise
 from veil.federation import FederationFailed
 from veil_server.federation.transport import PeerTransport
 
-from .federation_cluster import federation
+from .federation_cluster import federation, summed_partials
 
 REL = 1e-9
 K = 12  # the largest member k: north 10, south 12, east 10
@@ -40,52 +44,90 @@ def reference(cluster):
     return {(r.region, r.diagnosis, int(r.decade)): r for r in cluster.union(REFERENCE).itertuples()}
 
 
-def close(ours, theirs) -> bool:
-    return abs(float(ours) - float(theirs)) <= REL * max(1e-300, abs(float(theirs)))
+def plan_and_layout(cluster, sql: str):
+    import dataclasses
+
+    from veil_server.federation.partial import layout_for
+    from veil_server.query.catalog import Catalog
+    from veil_server.query.planner import plan_query
+
+    local = cluster.running["north"].node.dataset("patients")
+    ds = dataclasses.replace(local, name="admissions")
+    plan = plan_query(sql, Catalog([ds]))
+    return plan, ds, layout_for(plan, ds, ds.max_rows)
 
 
-def check_against_union(df: pd.DataFrame, reference) -> tuple[int, int]:
-    assert len(df) == 8 * 10 * 12  # the whole public domain: 960 groups
-    released = suppressed = 0
-    for row in df.itertuples():
-        r = reference.get((row.region, row.diagnosis, row.decade))
-        if r is None or r.n < K or r.n_cost < K:
-            assert row.suppressed and pd.isna(row.n) and pd.isna(row.total)
-            suppressed += 1
+def check_combination(cluster, df: pd.DataFrame, sql: str, k: int = K) -> tuple[int, int]:
+    """The released result is exactly what the members' noisy partials combine to: released
+    flags from the combined counts (k on every count), every cell derived from the sums as the
+    SDK derives it. (Each member's noise is checked against its declared scale elsewhere.)"""
+    from veil.federation import cell
+    from veil_server.query.release import cell_spec
+
+    plan, ds, layout = plan_and_layout(cluster, sql)
+    sums = summed_partials(cluster, df)
+    released = [all(sums[i][g] >= k for i in layout.count_indices) for g in range(layout.groups)]
+    assert [not x for x in df["suppressed"]] == released
+    idx = [g for g in range(layout.groups) if released[g]]
+    stats = {(st.kind, st.column): [sums[i][g] for g in idx] for i, st in enumerate(layout.statistics)}
+    rows = df[~df["suppressed"]]
+    for o in plan.output:
+        if o.kind != "aggregate":
             continue
-        released += 1
-        assert not row.suppressed
-        assert row.n == r.n and row.n_cost == r.n_cost and row.stay == r.stay  # exact
-        assert round(row.total * 100) == r.total_cents  # exact to the cent
-        for col in ("avg_cost", "var_cost", "sd_stay"):
-            assert close(getattr(row, col), getattr(r, col)), (row, col)
-    return released, suppressed
+        a = plan.aggregates[o.index]
+        col = ds.column(a.column) if a.column else None
+        scale = cell_spec(a, ds).scale
+        bounds = tuple(float(v) for v in col.value_range) if col is not None else None
+        want = [cell(a.function.value, a.column or "", scale, stats, i, col.scale if col else 0, bounds)
+                for i in range(len(idx))]
+        got = list(rows[o.name])
+        if scale == 0:
+            assert got == want, o.name
+        else:
+            assert got == [float(Decimal(v).scaleb(-scale)) for v in want], o.name
+    assert df.attrs["disclosure"] == "dp" and all(n["terms"] == len(cluster.members) for n in df.attrs["noise"].values())
+    return len(idx), layout.groups - len(idx)
+
+
+def check_near_truth(df: pd.DataFrame, reference, columns=("n", "n_cost", "stay")) -> None:
+    """Released counts and sums lie within the noise they declare of DuckDB over the union (a
+    miss has probability below 1e-12 per cell)."""
+    for row in df[~df["suppressed"]].itertuples():
+        r = reference[(row.region, row.diagnosis, row.decade)]
+        for c in columns:
+            noise = df.attrs["noise"][c]
+            scale = noise["count_scale"] if c.startswith("n") else noise["sum_scale"]
+            assert abs(getattr(row, c) - getattr(r, c)) <= Noise(scale, 1, noise["terms"]).bound(1 - 1e-12), (row, c)
 
 
 @pytest.mark.parametrize("protocol", ["paillier", "sharing"])
 def test_totals_equal_duckdb_over_the_union(cluster, reference, analyst_home, protocol):
     with cluster.connect("north", analyst_home) as node:
         df = node.federated_query(GROUPED, purpose="research", protocol=protocol)
-    released, suppressed = check_against_union(df, reference)
+    released, suppressed = check_combination(cluster, df, GROUPED)
     assert released > 300 and suppressed > 100
+    check_near_truth(df, reference)
     assert df.attrs["participants"] == ["east", "north", "south"] and df.attrs["protocol"] == protocol
     # The k rule applies to combined counts: some groups are released although no single
-    # member reaches k in them.
-    per_part = [cluster.part(m, REFERENCE).set_index(["region", "diagnosis", "decade"])["n"] for m in cluster.members]
-    small_everywhere = [k for k, r in reference.items() if r.n >= K and r.n_cost >= K
-                        and all(p.get(k, 0) < K for p in per_part)]
+    # member's (noisy) count reaches k in them.
+    q = df.attrs["federated_query"].removeprefix("federatedQueries/")
+    parts = [m[0] for (_, query), m in cluster.recorder.partials.items() if query == q]  # ROWS per member
+    small_everywhere = [g for g in range(len(df)) if all(p[g] < K for p in parts) and not df["suppressed"][g]]
     assert small_everywhere
-    assert not df.set_index(["region", "diagnosis", "decade"]).loc[small_everywhere[0], "suppressed"]
 
 
 def test_any_member_coordinates_and_compute_parties_are_configurable(cluster, reference, analyst_home):
     with cluster.connect("east", analyst_home) as node:
         df = node.federated_query(GROUPED, purpose="research", protocol="sharing", compute_parties=["north", "south"])
-        exact = node.federated_query("SELECT COUNT(*) AS n, SUM(cost) AS total FROM admissions",
+        total = node.federated_query("SELECT COUNT(*) AS n, SUM(cost) AS total FROM admissions",
                                      purpose="research", exact=True)
-    check_against_union(df, reference)
+    check_combination(cluster, df, GROUPED)
     ref = cluster.union("SELECT COUNT(*) AS n, SUM(CAST(ROUND(cost * 100) AS BIGINT)) AS c FROM {t}")
-    assert exact["n"][0] == ref["n"][0] and exact["total"][0] * 100 == ref["c"][0]
+    # exact=True: Decimal cells, computed exactly from the (noisy) statistics.
+    n_sum, t_sum = summed_partials(cluster, total)[0][0], summed_partials(cluster, total)[2][0]
+    assert total["n"][0] == n_sum and total["total"][0] * 100 == t_sum
+    bound = Noise(total.attrs["noise"]["n"]["count_scale"], 1, 3).bound(1 - 1e-12)
+    assert abs(total["n"][0] - ref["n"][0]) <= bound
 
 
 def test_every_member_logs_every_exchange(cluster, analyst_home):
@@ -151,12 +193,10 @@ def test_retries_never_count_a_partial_twice(cluster, analyst_home, monkeypatch)
 
     monkeypatch.setattr(PeerTransport, "_remote", twice)
     sql = "SELECT diagnosis, COUNT(*) AS n, SUM(length_of_stay) AS s FROM admissions GROUP BY diagnosis"
-    ref = cluster.union("SELECT diagnosis, COUNT(*) AS n, SUM(length_of_stay) AS s FROM {t} GROUP BY diagnosis")
-    ref = ref.set_index("diagnosis")
     with cluster.connect("north", analyst_home) as node:
         for protocol in ("paillier", "sharing"):
-            df = node.federated_query(sql, purpose="research", protocol=protocol).set_index("diagnosis")
-            assert (df["n"] == ref["n"].loc[df.index]).all() and (df["s"] == ref["s"].loc[df.index]).all()
+            df = node.federated_query(sql, purpose="research", protocol=protocol)
+            check_combination(cluster, df, sql)  # each member's partial counted once
     assert seen and all(a == b for a, b in seen)
 
 
@@ -208,10 +248,9 @@ def test_members_set_to_full_width_randomness_use_it(tmp_path, analyst_home, mon
     with federation(tmp_path / "fed", min_group_size=(10, K, 10), rows=(4_000, 3_000, 2_000),
                     edit={m: full_crypto for m in ("north", "south", "east")}) as c:
         assert all(r.node.obfuscation == "full" for r in c.running.values())
-        reference = {(r.region, r.diagnosis, int(r.decade)): r for r in c.union(REFERENCE).itertuples()}
         with c.connect("north", analyst_home) as node:
             for protocol in ("paillier", "sharing"):
                 made.clear()
                 df = node.federated_query(GROUPED, purpose="research", protocol=protocol)
-                released, _ = check_against_union(df, reference)
+                released, _ = check_combination(c, df, GROUPED)
                 assert released > 0 and sum(made) > 0, protocol

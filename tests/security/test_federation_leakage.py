@@ -81,7 +81,10 @@ def runs(cluster, analyst_home):
         for protocol in ("paillier", "sharing"):
             start = len(cluster.recorder.messages)
             df = node.federated_query(SQL, purpose="research", protocol=protocol)
-            out[protocol] = (cluster.recorder.messages[start:], df)
+            q = df.attrs["federated_query"].removeprefix("federatedQueries/")
+            # What each member actually contributed: its partial with its own DP noise.
+            noisy = {m: cluster.recorder.partials[(m, q)] for m in MEMBERS}
+            out[protocol] = (cluster.recorder.messages[start:], df, noisy)
     truth = {}
     for m in MEMBERS:
         n = cluster.running[m].node
@@ -107,7 +110,7 @@ def test_the_uniformity_check_sees_unmasked_partials(runs):
 
 
 def test_paillier_masked_counts_are_uniform_to_every_receiver(runs):
-    messages, _ = runs[0]["paillier"]
+    messages, _, _ = runs[0]["paillier"]
     seen = {}
     for node, what, sender, data in messages:
         p = payload(data)
@@ -123,7 +126,7 @@ def test_paillier_masked_counts_are_uniform_to_every_receiver(runs):
 
 
 def test_paillier_contributions_reveal_nothing_even_to_analyst_and_coordinator(runs):
-    (messages, df), truth, sk = runs[0]["paillier"], runs[1], runs[2]
+    (messages, df, noisy), truth, sk = runs[0]["paillier"], runs[1], runs[2]
     pk = sk.public_key
     sections = {payload(d).sender: [list(s.ciphertexts) for s in payload(d).released.sections]
                 for node, what, _, d in messages if what == "response:release"}
@@ -146,14 +149,14 @@ def test_paillier_contributions_reveal_nothing_even_to_analyst_and_coordinator(r
     # All of them: exactly the packed totals of the released groups, nothing masked.
     layout = truth["north"][0]
     released = [not s for s in df["suppressed"]]
-    total_rows = [sum(truth[m][1][0][g] for m in MEMBERS) for g in range(layout.groups) if released[g]]
+    total_rows = [sum(noisy[m][0][g] for m in MEMBERS) for g in range(layout.groups) if released[g]]
     packing = PackingLayout.for_range(pk, 0, layout.statistics[0].high, terms=3)
     first = decrypt(list(MEMBERS))[: packing.ciphertexts_for(len(total_rows))]
     assert packing.unpack(first, len(total_rows), terms=3) == total_rows
 
 
 def test_shares_are_uniform_and_no_proper_subset_of_parties_sees_a_partial(runs):
-    (messages, df), truth, sk = runs[0]["sharing"], runs[1], runs[2]
+    (messages, df, noisy), truth, sk = runs[0]["sharing"], runs[1], runs[2]
     pk = sk.public_key
     shares = [(node, sender, data) for node, what, sender, data in messages if what == "share"]
     assert len(shares) == len(MEMBERS)  # one travelling share per member, each opened by one party
@@ -186,11 +189,11 @@ def test_shares_are_uniform_and_no_proper_subset_of_parties_sees_a_partial(runs)
         assert uniform(b"".join(ring.to_bytes(x) for x in partial_sum)), m
     rows = ring.decode(ring.total([per_party[m][0] for m in MEMBERS]))
     layout = truth["north"][0]
-    assert rows == [sum(truth[m][1][0][g] for m in MEMBERS) for g in range(layout.groups) if not df["suppressed"][g]]
+    assert rows == [sum(noisy[m][0][g] for m in MEMBERS) for g in range(layout.groups) if not df["suppressed"][g]]
 
 
 def test_the_coordinator_sees_only_sealed_shares_of_others(runs):
-    messages, _ = runs[0]["sharing"]
+    messages, _, _ = runs[0]["sharing"]
     sealed = [payload(d).contribution.sealed_share for n, w, _, d in messages if w == "response:contribute"]
     for env in sealed:
         inner = federation_pb2.PeerPayload.FromString(env.payload)
@@ -261,7 +264,7 @@ def test_forged_misaddressed_stale_and_conflicting_envelopes_are_refused(cluster
 
     # A finished query: its steps cannot be re-run with other inputs (masks are never redrawn),
     # and only its coordinator may drive it.
-    messages, _ = runs[0]["paillier"]
+    messages, _, _ = runs[0]["paillier"]
     q = next(payload(d).federated_query for _, w, _, d in messages if w == "request:contribute")
     err = _call(cluster, "south", "ContributePartial", north.sign(q, "south", contribute=federation_pb2.ContributeBody()))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS and _reason(err) == "FEDERATED_STEP_CONFLICT"

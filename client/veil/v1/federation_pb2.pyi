@@ -43,20 +43,22 @@ class ListFederatedDatasetsResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[FederatedDataset, _Mapping]]] = ...) -> None: ...
 
 class RunFederatedQueryRequest(_message.Message):
-    __slots__ = ("sql", "purpose", "public_key", "request_id", "protocol", "compute_parties")
+    __slots__ = ("sql", "purpose", "public_key", "request_id", "protocol", "compute_parties", "epsilon")
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_PARTIES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     sql: str
     purpose: str
     public_key: _query_pb2.PaillierPublicKey
     request_id: str
     protocol: FederationProtocol
     compute_parties: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., compute_parties: _Optional[_Iterable[str]] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, sql: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., request_id: _Optional[str] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class StatisticSection(_message.Message):
     __slots__ = ("statistic", "column", "scale", "cells", "terms", "share_ring_bits", "noise_scale")
@@ -227,7 +229,7 @@ class PeerPayload(_message.Message):
     def __init__(self, federated_query: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prepare: _Optional[_Union[PrepareBody, _Mapping]] = ..., prepared: _Optional[_Union[PreparedBody, _Mapping]] = ..., contribute: _Optional[_Union[ContributeBody, _Mapping]] = ..., contribution: _Optional[_Union[ContributionBody, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateBody, _Mapping]] = ..., aggregated: _Optional[_Union[AggregatedBody, _Mapping]] = ..., release: _Optional[_Union[ReleaseBody, _Mapping]] = ..., released: _Optional[_Union[ReleasedBody, _Mapping]] = ..., abort: _Optional[_Union[AbortBody, _Mapping]] = ..., aborted: _Optional[_Union[AbortedBody, _Mapping]] = ..., sealed_share: _Optional[_Union[SealedShare, _Mapping]] = ...) -> None: ...
 
 class PrepareBody(_message.Message):
-    __slots__ = ("dataset", "sql", "purpose", "analyst", "public_key", "protocol", "participants", "compute_parties")
+    __slots__ = ("dataset", "sql", "purpose", "analyst", "public_key", "protocol", "participants", "compute_parties", "epsilon")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +238,7 @@ class PrepareBody(_message.Message):
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_PARTIES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     purpose: str
@@ -244,10 +247,11 @@ class PrepareBody(_message.Message):
     protocol: FederationProtocol
     participants: _containers.RepeatedScalarFieldContainer[str]
     compute_parties: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., analyst: _Optional[str] = ..., public_key: _Optional[bytes] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., analyst: _Optional[str] = ..., public_key: _Optional[bytes] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class PreparedBody(_message.Message):
-    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql")
+    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql", "epsilon")
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PART_DIGEST_FIELD_NUMBER: _ClassVar[int]
     GROUP_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +259,7 @@ class PreparedBody(_message.Message):
     MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     EPHEMERAL_KEY_FIELD_NUMBER: _ClassVar[int]
     CANONICAL_SQL_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     plan_digest: str
     part_digest: str
     group_count: int
@@ -262,7 +267,8 @@ class PreparedBody(_message.Message):
     max_rows: int
     ephemeral_key: bytes
     canonical_sql: str
-    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ...) -> None: ...
+    epsilon: float
+    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class ContributeBody(_message.Message):
     __slots__ = ("prepared",)

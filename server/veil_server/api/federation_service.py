@@ -90,7 +90,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         return self.federation.coordinator.run(
             current_principal(), sql=request.sql, purpose=request.purpose, public_key=request.public_key.n,
             request_id=request.request_id, protocol=request.protocol,
-            compute_parties=list(request.compute_parties))
+            compute_parties=list(request.compute_parties), epsilon=request.epsilon)
 
 
 class PeerServicer(federation_pb2_grpc.PeerServiceServicer):

@@ -117,8 +117,16 @@ exact_reason = "synthetic demonstration data; exact figures are checked against 
 }
 
 
+def _disclosure(mode: str, dp_terms: str | None) -> str:
+    text = DISCLOSURE_TOML[mode]
+    if dp_terms is not None:
+        text = "\n".join(dp_terms if line.startswith("dp = ") else line for line in text.splitlines()) + "\n"
+    return text
+
+
 def dataset_toml(name: str, source: str, *, min_group_size: int = 10, owners: tuple[str, ...] = (),
-                 disclosure: str = "dp") -> str:
+                 disclosure: str = "dp", dp_terms: str | None = None) -> str:
+    """A ``[[datasets]]`` table of the demo schema; ``dp_terms`` replaces the default ``dp = {...}``."""
     cats = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"  # noqa: E731
     owner_line = f"owners = {cats(owners)}\n" if owners else ""
     return f"""
@@ -133,7 +141,7 @@ rights = ["holding", "processing"]
 auto_approve = true
 {owner_line}
 min_group_size = {min_group_size}
-{DISCLOSURE_TOML[disclosure]}max_groups = 2000
+{_disclosure(disclosure, dp_terms)}max_groups = 2000
 # Declared upper bound on the table's size: it bounds counts and sums, and so ciphertext slots.
 max_rows = 100000000
 

@@ -59,8 +59,10 @@ def free_ports(count: int) -> list[int]:
 def init_federation(root: Path, *, members: tuple[str, ...] = ("north", "south", "east"),
                     rows: tuple[int, ...] = (20_000, 15_000, 10_000), min_group_size: tuple[int, ...] | None = None,
                     ports: list[int] | None = None, timeout_seconds: float = 30.0, retries: int = 2,
-                    protocols: tuple[str, ...] = ("paillier", "sharing")) -> dict[str, MemberFolder]:
-    """Write one node folder per member under ``root``; returns them by name."""
+                    protocols: tuple[str, ...] = ("paillier", "sharing"),
+                    dp_terms: str | None = None) -> dict[str, MemberFolder]:
+    """Write one node folder per member under ``root``; returns them by name. Every part
+    releases with differential privacy (``dp_terms``: a ``dp = {...}`` line instead of the demo's)."""
     if len(rows) != len(members):
         raise ValueError("one row count per member")
     ks = min_group_size or tuple(10 for _ in members)
@@ -91,7 +93,8 @@ def init_federation(root: Path, *, members: tuple[str, ...] = ("north", "south",
         lines += ["[[federation.datasets]]", f'name = "{FEDERATED_DATASET}"', 'local = "patients"',
                   "members = [" + ", ".join(f'"{x}"' for x in members) + "]",
                   "protocols = [" + ", ".join(f'"{p}"' for p in protocols) + "]", ""]
-        body = "\n".join(lines) + dataset_toml("patients", "data/patients.csv", min_group_size=ks[i])
+        body = "\n".join(lines) + dataset_toml("patients", "data/patients.csv", min_group_size=ks[i],
+                                                 dp_terms=dp_terms)
         m.config.write_text(body, encoding="utf-8")
     return out
 

@@ -233,18 +233,18 @@ class DpRelease:
         count = noises[(COUNT, c)]
         if (CSUM, c) in noises:  # doubled units about the centre
             total = _scaled(noises[(CSUM, c)], 0.5 * to_value)
-            centre, magnitude = float((lo + hi) / 2), float((hi - lo) / 2)
+            magnitude = float((hi - lo) / 2)
         else:
             total = _scaled(noises[(SUM, c)], to_value)
-            centre, magnitude = 0.0, float(max(abs(lo), abs(hi)))
+            magnitude = float(max(abs(lo), abs(hi)))
         info |= {"count_scale": count.scale * count.unit, "sum_scale": total.scale * total.unit,
-                 "centre": centre, "spread": float(hi - lo), "terms": count.terms}
+                 "centre": float((lo + hi) / 2), "spread": float(hi - lo), "terms": count.terms}
         if agg.function is AggFunc.AVG:
             b = avg_bound(k, count=count, total=total, magnitude=magnitude)
             return info | {"std": b / 1.96, "error_bound_95": b}
         sq = _scaled(noises[(CSQ, c)], 0.25 * to_value * to_value)
         info["squares_scale"] = sq.scale * sq.unit
-        b = var_bound(k, count=count, total=total, squares=sq, spread=float(hi - lo))
+        b = var_bound(k, count=count, total=total, squares=sq, spread=2 * magnitude)
         if agg.function is AggFunc.STDDEV_SAMP:
             b = b ** 0.5
         return info | {"std": b / 1.96, "error_bound_95": b}

@@ -72,11 +72,12 @@ class Coordinator:
     # -- the analyst's request --------------------------------------------------------------
 
     def run(self, principal: Principal, *, sql: str, purpose: str, public_key: bytes, request_id: str,
-            protocol: int, compute_parties: list[str]) -> federation_pb2.FederatedResult:
+            protocol: int, compute_parties: list[str], epsilon: float = 0.0) -> federation_pb2.FederatedResult:
         if not request_id or len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument(f"request_id is required (e.g. a UUID) and at most {MAX_REQUEST_ID} characters",
                                   reason="INVALID_REQUEST_ID")
-        request = hashlib.sha256(repr((sql, purpose, bytes(public_key), protocol, compute_parties)).encode()).hexdigest()
+        request = hashlib.sha256(repr((sql, purpose, bytes(public_key), protocol, compute_parties,
+                                       epsilon)).encode()).hexdigest()
         key = (principal.name, request_id)
         with self._lock:
             kept = self._runs.get(key)
@@ -91,7 +92,7 @@ class Coordinator:
         if kept is not None:
             return kept[1].result()  # a retry: the first call's result (or its error)
         try:
-            result = self._run(principal, sql, purpose, public_key, protocol, compute_parties)
+            result = self._run(principal, sql, purpose, public_key, protocol, compute_parties, epsilon)
         except BaseException as e:
             # The outcome is kept either way: a retry of a failed query fails the same way at
             # once (no second run); to try again after a member is back, send a new request_id.
@@ -101,7 +102,7 @@ class Coordinator:
         return result
 
     def _run(self, principal: Principal, sql: str, purpose: str, public_key: bytes, protocol_id: int,
-             compute_parties: list[str]) -> federation_pb2.FederatedResult:
+             compute_parties: list[str], epsilon: float = 0.0) -> federation_pb2.FederatedResult:
         try:
             checked = self._check(sql, purpose, public_key, protocol_id, compute_parties)
         except VeilError as e:  # refused here, before any member is asked
@@ -114,7 +115,8 @@ class Coordinator:
                              protocol=protocol, participants=members, compute=compute, purpose=purpose, sql=sql,
                              key_fingerprint=pk.fingerprint())
         try:
-            return self._steps(q, principal, sql, purpose, pk, protocol_id, protocol, members, compute, plan, dataset)
+            return self._steps(q, principal, sql, purpose, pk, protocol_id, protocol, members, compute, plan, dataset,
+                               epsilon)
         except VeilError as e:
             self.audit.failed(principal.name, q, fed.name, reason=e.reason, node=e.metadata.get("node", ""))
             self._abort(q, members, e)
@@ -176,10 +178,11 @@ class Coordinator:
         return answers
 
     def _steps(self, q: str, principal: Principal, sql: str, purpose: str, pk: PublicKey, protocol_id: int,
-               protocol: str, members: list[str], compute: list[str], plan, dataset) -> federation_pb2.FederatedResult:
+               protocol: str, members: list[str], compute: list[str], plan, dataset,
+               epsilon: float = 0.0) -> federation_pb2.FederatedResult:
         prepare = federation_pb2.PrepareBody(dataset=dataset.name, sql=sql, purpose=purpose, analyst=principal.name,
                                              public_key=pk.to_bytes(), protocol=protocol_id, participants=members,
-                                             compute_parties=compute)
+                                             compute_parties=compute, epsilon=epsilon)
         who = (principal.name, dataset.name)
         # This node's own policy first: a refusal here costs the peers nothing.
         own = self._round(q, "prepare", {self.name: {"prepare": prepare}}, "prepared", who)
@@ -193,6 +196,10 @@ class Coordinator:
                 raise FederationFailed(f"member {n} holds a part whose schema or group domain differs from "
                                        f"this node's; nothing was released", node=n,
                                        code=grpc.StatusCode.FAILED_PRECONDITION, reason="FEDERATION_SCHEMA_MISMATCH")
+            if b.epsilon != mine.epsilon:
+                raise FederationFailed(f"member {n} would spend ε = {b.epsilon:g}, this node {mine.epsilon:g}: ask for "
+                                       "an ε every member allows (epsilon=...); nothing was released", node=n,
+                                       code=grpc.StatusCode.FAILED_PRECONDITION, reason="FEDERATION_EPSILON_MISMATCH")
         k = max(v.payload.prepared.min_group_size for v in prepared.values())
         rows = max(v.payload.prepared.max_rows for v in prepared.values())
         layout = layout_for(plan, dataset, rows)
@@ -242,7 +249,7 @@ class Coordinator:
         result = build_federated_result(
             query=q, plan=plan, dataset=dataset, layout=layout, released=released, sections=combined,
             packings=packings, terms=terms, ring_bits=ring_bits, public_key=pk, protocol=protocol_id,
-            participants=members, compute=compute, k=k)
+            participants=members, compute=compute, k=k, epsilon=mine.epsilon)
         self.audit.released(principal.name, q, dataset.name, plan_digest=plan.digest(),
                             result_digest=result.result_digest, key_fingerprint=pk.fingerprint(),
                             ciphertexts=sum(len(c) for c in combined), released=sum(released),

@@ -14,6 +14,29 @@ slots and the share ring before any value exists.
 
 The k rule on combined counts (``released_groups``): a group is released only if its combined
 ROWS and every combined COUNT are >= k, as ``release.build_result`` does on one node.
+
+Differential privacy (:func:`noisy_matrix`). Every member's dataset must release with DP (an
+exact-mode member refuses to take part: combining members' exact audits would tell each member
+which of its small counts are small). Each member adds its *own, full* discrete Laplace draw to
+every statistic of every group before anything leaves it: sensitivity 1 for ROWS and COUNT,
+max(|lo|, |hi|) for SUM and max(lo^2, hi^2) for SUM_OF_SQUARES (fixed point), each at ε/m for the
+layout's m statistics, so a member's noisy partial is ε-DP for its rows on its own. Then:
+
+- no party -- coordinator, another member, a compute party or the analyst, or any coalition of
+  them -- ever sees a noise-free aggregate: what it can compute is a post-processing of every
+  member's ε-DP partial, so a row of an honest member stays ε-DP whoever colludes (the sum carries
+  at least that member's draw, unknown to the others);
+- a member that drops out fails the query (nothing is released: see coordinator), so the noise
+  of a release is never short of a draw;
+- the price of needing no trusted party and surviving any collusion is accuracy: the total
+  carries n draws, so its variance is n times one node's (the SDK is told: each column's
+  noise has ``terms`` = n);
+- each member charges ε to its own dataset's budgets (analyst and dataset) when its noisy
+  contribution leaves it; the noisy combined counts members learn for the k rule are
+  post-processing too.
+
+A noisy statistic is clamped to the statistic's declared bounds for one member (post-processing,
+and what keeps slots and share rings sized from the declarations alone).
 """
 
 from __future__ import annotations
@@ -26,6 +49,7 @@ from ..query.catalog import Dataset
 from ..query.domain import group_domain
 from ..query.engine import AggregateResult, aggregated_columns, needs_squares
 from ..query.plan import QueryPlan
+from ..disclosure.noise import Noise, mechanism, privatize
 
 ROWS, COUNT, SUM, SQUARES = "ROWS", "COUNT", "SUM", "SUM_OF_SQUARES"
 COUNT_KINDS = (ROWS, COUNT)
@@ -38,6 +62,7 @@ class Statistic:
     scale: int  # the column's fixed-point scale
     low: int
     high: int
+    sensitivity: int = 1  # how far one row moves it (fixed point)
 
     @property
     def is_count(self) -> bool:
@@ -71,9 +96,9 @@ def layout_for(plan: QueryPlan, dataset: Dataset, max_rows: int) -> VectorLayout
         s = col.scale
         lo, hi = (int((v * 10**s).to_integral_value()) for v in col.value_range)
         counts.append(Statistic(COUNT, name, s, 0, max_rows))
-        values.append(Statistic(SUM, name, s, min(0, lo * max_rows), max(0, hi * max_rows)))
+        values.append(Statistic(SUM, name, s, min(0, lo * max_rows), max(0, hi * max_rows), max(abs(lo), abs(hi), 1)))
         if needs_squares(plan, name):
-            values.append(Statistic(SQUARES, name, s, 0, max(lo * lo, hi * hi) * max_rows))
+            values.append(Statistic(SQUARES, name, s, 0, max(lo * lo, hi * hi) * max_rows, max(lo * lo, hi * hi, 1)))
     return VectorLayout(tuple(counts + values), len(group_domain(plan, dataset)))
 
 
@@ -91,6 +116,21 @@ def partial_matrix(plan: QueryPlan, dataset: Dataset, layout: VectorLayout, stat
             else:
                 cs = g.columns[st.column]
                 out[i].append({COUNT: cs.count, SUM: cs.total, SQUARES: cs.squares}[st.kind])
+    return out
+
+
+def noises(layout: VectorLayout, epsilon: float, members: int = 1) -> list[Noise]:
+    """The discrete Laplace noise of each statistic of a member's partial at ``epsilon``
+    (``members``: draws each combined figure carries)."""
+    m = len(layout.statistics)
+    return [mechanism(st.sensitivity, epsilon / m).with_terms(members) for st in layout.statistics]
+
+
+def noisy_matrix(layout: VectorLayout, matrix: list[list[int]], epsilon: float) -> list[list[int]]:
+    """This member's partial with its own noise on every statistic of every group (see above)."""
+    out = []
+    for st, noise, row in zip(layout.statistics, noises(layout, epsilon), matrix):
+        out.append([max(st.low, min(st.high, v)) for v in privatize(row, noise)])
     return out
 
 

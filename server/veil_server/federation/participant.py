@@ -7,7 +7,12 @@ own rules, and never takes the coordinator's word for anything it can check:
 - PREPARE: the federated dataset must be declared here, the participants must be exactly its
   declared members, the protocol one this node allows, the analyst's key valid (>= 2048 bits),
   and the SQL must pass this node's planner and policy against this node's own part. Then the
-  member signs the plan's digests, its k and row bound, and a fresh X25519 key.
+  member signs the plan's digests, its k and row bound, and a fresh X25519 key. Its dataset
+  must release with DP (an exact-mode member refuses: ``FEDERATION_REQUIRES_DP``); it states the ε
+  it will spend (the analyst's, up to its own maximum, else its default), every member must
+  state the same, and both its budgets must cover it.
+- CONTRIBUTE adds this member's own noise to its partial (``partial.noisy_matrix``) and charges
+  the ε to its dataset's budgets before the noisy, masked contribution leaves.
 - CONTRIBUTE / AGGREGATE / RELEASE: every signed message the coordinator forwards from other
   members is verified against their pinned keys; the session must hold every member's signed
   preparation (this node's own, unchanged), and all must agree on plan and schema. Each member
@@ -48,7 +53,8 @@ from . import paillier_protocol, sharing_protocol
 from .audit import FederationAudit
 from .envelope import PeerSigner, Verified
 from .pairwise import derive_seeds, new_ephemeral, open_sealed, seal
-from .partial import VectorLayout, bitmap, layout_for, part_digest, partial_matrix, released_groups
+from .partial import (VectorLayout, bitmap, layout_for, noisy_matrix, part_digest, partial_matrix,
+                      released_groups)
 from .settings import FederatedDataset, FederationConfig
 
 SESSION_TTL = 900.0  # an unfinished query is forgotten after this long
@@ -89,6 +95,8 @@ class Session:
     context: bytes = b""
     matrix: list[list[int]] | None = None
     own_share: np.ndarray | None = None
+    epsilon: float = 0.0
+    purpose: str = ""
     # Set by AGGREGATE (sharing, compute parties).
     summed: np.ndarray | None = None
 
@@ -237,6 +245,15 @@ class Participant:
         plan = plan_query(body.sql, Catalog([ds]))
         decision = evaluate(plan, ds, principal=Principal(s.principal, Role.ANALYST, ""), purpose=body.purpose)
         decision.raise_if_rejected()
+        policy = local.disclosure
+        if not policy.dp:
+            raise PolicyViolation(f"this member releases {fed.name} with exact figures; federated queries need every "
+                                  "member's part to release with differential privacy", reason="FEDERATION_REQUIRES_DP")
+        s.epsilon = policy.epsilon_for(body.epsilon, error=lambda m: InvalidArgument(m, reason="INVALID_EPSILON"))
+        s.purpose = body.purpose
+        self.node.disclosure.budget.check(s.principal, local.name.lower(), policy.budget_purpose(body.purpose),
+                                          epsilon=s.epsilon, limit=policy.analyst_budget,
+                                          dataset_limit=policy.dataset_budget)
         self.audit.decided(s.principal, s.query, fed.name, canonical_sql=plan.canonical_sql(),
                            plan_digest=plan.digest(), summary=decision.summary())
         s.ephemeral, public = new_ephemeral()
@@ -245,14 +262,16 @@ class Participant:
         return federation_pb2.PreparedBody(
             plan_digest=plan.digest(), part_digest=part_digest(plan, ds), group_count=expected_groups(plan, ds),
             min_group_size=ds.min_group_size, max_rows=ds.max_rows, ephemeral_key=public,
-            canonical_sql=plan.canonical_sql())
+            canonical_sql=plan.canonical_sql(), epsilon=s.epsilon)
 
     def _contribute(self, s: Session, v: Verified) -> federation_pb2.ContributionBody:
         assert s.plan is not None and s.dataset is not None and s.local is not None
         self._join_session(s, list(v.payload.contribute.prepared))
         assert s.layout is not None
         stats = self.node.engine.aggregate(s.plan, s.local)
-        s.matrix = partial_matrix(s.plan, s.dataset, s.layout, stats)
+        # This member's own noise, then its ε charged, before anything derived from it leaves.
+        s.matrix = noisy_matrix(s.layout, partial_matrix(s.plan, s.dataset, s.layout, stats), s.epsilon)
+        self._charge(s)
         n = len(s.members)
         if s.protocol == "paillier":
             return federation_pb2.ContributionBody(masked_counts=paillier_protocol.masked_counts(
@@ -265,6 +284,18 @@ class Participant:
         share = self.signer.sign(s.query, target, sealed_share=federation_pb2.SealedShare(
             recipient=target, nonce=nonce, ciphertext=sealed))
         return federation_pb2.ContributionBody(sealed_share=share)
+
+    def _charge(self, s: Session) -> None:
+        """Both budgets of this member's dataset, and its usage ledger, in one transaction."""
+        assert s.local is not None
+        policy = s.local.disclosure
+        ledger = self.node.disclosure.ledger
+        with self.node.store.joined_tx():
+            self.node.disclosure.budget.debit(f"fed:{s.query}", s.principal, s.local.name.lower(),
+                                              policy.budget_purpose(s.purpose), epsilon=s.epsilon,
+                                              limit=policy.analyst_budget, dataset_limit=policy.dataset_budget)
+            ledger.record("released", principal=s.principal, dataset=s.local.name, purpose=s.purpose,
+                          query_id=f"fed:{s.query}", released=1, micro_epsilon=round(s.epsilon * 1_000_000))
 
     def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
         """Check every member's signed preparation and derive the pairwise seeds from them."""
@@ -286,6 +317,9 @@ class Participant:
             if (b.plan_digest, b.part_digest, b.group_count) != (mine.plan_digest, mine.part_digest, mine.group_count):
                 raise FailedPrecondition(f"member {name} planned the query over a different schema or domain",
                                          reason="FEDERATION_SCHEMA_MISMATCH", metadata={"node": name})
+            if b.epsilon != mine.epsilon:
+                raise FailedPrecondition(f"member {name} would noise its part at another ε; ask for one every member "
+                                         "allows", reason="FEDERATION_EPSILON_MISMATCH", metadata={"node": name})
         s.k = max(pv.payload.prepared.min_group_size for pv in seen.values())
         rows = max(pv.payload.prepared.max_rows for pv in seen.values())
         session = hashlib.sha256(b"".join(seen[n].envelope.payload for n in s.members)).digest()

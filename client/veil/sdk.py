@@ -12,22 +12,24 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import grpc
-import pandas as pd
 
-from .audit.records import Receipt
-from .auditor import AuditAPI
 from .connection import DEFAULT_TARGET, Connection
-from .crypto import consttime
-from .crypto.pool import available_cpus
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
-from .receipts import check_receipt, receipt_from_proto
-from .results import to_frame
-from .stewardship import GovernanceAPI, ReviewAPI
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
+
+# What only some calls need loads on their first use, so that `import veil` stays about as cheap
+# as importing gRPC: pandas (results), the crypto layer (keys, decryption), signature checks
+# (receipts), and the owner's and auditor's APIs.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .audit.records import Receipt
+    from .auditor import AuditAPI
+    from .stewardship import GovernanceAPI, ReviewAPI
 _CONTROLS = {v: k.removeprefix("COLUMN_CONTROL_").lower() for k, v in catalog_pb2.ColumnControl.items()}
 _TYPES = {v: k.removeprefix("COLUMN_TYPE_").lower() for k, v in catalog_pb2.ColumnType.items()}
 
@@ -83,6 +85,8 @@ class DatasetInfo:
         )
 
     def columns_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(
             [{"column": c.name, "type": c.type, "controls": ",".join(c.controls),
               "domain": ",".join(c.categories) or (f"bins of {c.bin_width}" if c.bin_width else ""),
@@ -160,9 +164,7 @@ class Node(Connection):
                          insecure=insecure)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
-        if crypto_workers is None:
-            crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
-        self._crypto_workers = max(1, int(crypto_workers))
+        self._crypto_workers = None if crypto_workers is None else max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
         self._verify_receipts = verify_receipts
 
@@ -226,6 +228,9 @@ class Node(Connection):
         """Fetch the result of a SUCCEEDED query, check its receipt, decrypt it.
 
         Raises :class:`veil.IntegrityError` if the receipt does not prove this result's release."""
+        from .receipts import check_receipt, receipt_from_proto
+        from .results import to_frame
+
         result_request = query_pb2.GetQueryResultRequest(name=_q(query))
         receipt_request = audit_pb2.GetReceiptRequest(name=_q(query))
         # The receipt is fetched while the result is fetched and decrypted (decryption is local);
@@ -239,7 +244,7 @@ class Node(Connection):
                 pending.cancel()
             raise
         try:
-            frame, failure = to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers,
+            frame, failure = to_frame(res, self.keys[1], exact=exact, workers=self._decrypt_workers(),
                                       executor=self._crypto_executor), None
         except Exception as e:  # reported after the receipt check, as if decrypted after it
             frame, failure = None, e
@@ -258,9 +263,19 @@ class Node(Connection):
 
     # -- receipts -----------------------------------------------------------------------
 
+    def _decrypt_workers(self) -> int:
+        if self._crypto_workers is None:
+            from .crypto import consttime
+            from .crypto.pool import available_cpus
+
+            self._crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
+        return self._crypto_workers
+
     def receipt(self, query: str, *, verify: bool = True) -> Receipt:
         """The signed receipt of a released result (``veil.audit.Receipt``; save it with
         ``json.dumps(r.to_json())``). Checked against the node key unless ``verify=False``."""
+        from .receipts import check_receipt, receipt_from_proto
+
         r = receipt_from_proto(self._call(self._audit.GetReceipt, audit_pb2.GetReceiptRequest(name=_q(query)),
                                           retry=True))
         if verify:
@@ -270,16 +285,22 @@ class Node(Connection):
     @property
     def audit(self) -> AuditAPI:
         """Auditor calls: events, export, checkpoints, consistency (auditor tokens only)."""
+        from .auditor import AuditAPI
+
         return AuditAPI(self)
 
     @property
     def governance(self) -> GovernanceAPI:
         """Owner and reviewer calls: register and list datasets, certificates, grants."""
+        from .stewardship import GovernanceAPI
+
         return GovernanceAPI(self)
 
     @property
     def review(self) -> ReviewAPI:
         """Owner calls: queries awaiting approval; approve or reject them with a reason."""
+        from .stewardship import ReviewAPI
+
         return ReviewAPI(self)
 
     def explain(self, sql: str, *, purpose: str) -> dict:
@@ -337,7 +358,7 @@ class Node(Connection):
 
         result = federation.run(self, sql, purpose=purpose, protocol=protocol, compute_parties=compute_parties,
                                 timeout=timeout)
-        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers,
+        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._decrypt_workers(),
                                    executor=self._crypto_executor)
 
     # -- issue 4: privacy budget and metered use --------------------------------------------

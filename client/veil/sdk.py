@@ -14,8 +14,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-import grpc
-
 from .connection import DEFAULT_TARGET, Connection
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
@@ -132,21 +130,10 @@ class Node(Connection):
         self,
         target: str = DEFAULT_TARGET,
         *,
-        token: str | None = None,
-        home: str | os.PathLike[str] | None = None,
-        key_bits: int = 2048,
-        timeout: float = 30.0,
-        channel: grpc.Channel | None = None,
-        retries: int = 3,
-        node_key: bytes | str | None = None,
         verify_receipts: bool = True,
         crypto_workers: int | None = None,
         crypto_executor: Executor | None = None,
-        ca: str | os.PathLike | bytes | None = None,
-        cert: str | os.PathLike | bytes | None = None,
-        key: str | os.PathLike | bytes | None = None,
-        server_name: str | None = None,
-        insecure: bool | None = None,
+        **connection,
     ) -> None:
         """``crypto_workers``: how many ciphertexts decrypt at once. By default every CPU, on
         threads of this process, where decryption runs outside the GIL (OpenSSL's constant-time
@@ -158,10 +145,12 @@ class Node(Connection):
 
         ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
-        on first use. ``verify_receipts=False`` skips receipt checks (not recommended)."""
-        super().__init__(target, token=token, home=home, key_bits=key_bits, timeout=timeout, channel=channel,
-                         retries=retries, node_key=node_key, ca=ca, cert=cert, key=key, server_name=server_name,
-                         insecure=insecure)
+        on first use. ``verify_receipts=False`` skips receipt checks (not recommended).
+
+        The other keywords open the connection (:class:`veil.connection.Connection`): ``token``,
+        ``ca``, ``cert``, ``key``, ``server_name``, ``insecure``, ``home`` (``VEIL_HOME``),
+        ``key_bits``, ``timeout``, ``retries``, ``channel``, ``node_key``."""
+        super().__init__(target, **connection)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
         self._crypto_workers = None if crypto_workers is None else max(1, int(crypto_workers))

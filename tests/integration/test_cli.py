@@ -96,11 +96,16 @@ def test_cli_refusals_have_reasons_and_exit_codes(served):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_connection_flags_override_the_environment(served):
-    """Every connection setting as a flag, with no VEIL_* variable set."""
+def test_connection_flags_override_the_environment(served, tmp_path):
+    """Every connection setting as a flag, with no VEIL_* variable set; a token issued to stdout
+    and redirected to a file is that file's whole content."""
     env = {k: v for k, v in served.items() if not k.startswith("VEIL_") or k == "VEIL_HOME"}
+    config = Path(served["VEIL_TOKEN_FILE"]).parent.parent / "veil.toml"
+    issued = veil(env, "token", "issue", "--principal", "bob", "--ttl", "1h", "--config", str(config))
+    assert issued.returncode == 0 and issued.stderr.startswith("# id ") and len(issued.stdout.splitlines()) == 1
+    (tmp_path / "bob.token").write_text(issued.stdout)
     r = veil(env, "dataset", "list", "--json", "--target", served["VEIL_TARGET"], "--token-file",
-             served["VEIL_TOKEN_FILE"], "--ca", served["VEIL_CA"])
+             str(tmp_path / "bob.token"), "--ca", served["VEIL_CA"])
     assert r.returncode == 0 and json.loads(r.stdout)[0]["name"] == "patients", r.stderr
     r = veil(env, "dataset", "list", "--target", served["VEIL_TARGET"], "--token-file", served["VEIL_TOKEN_FILE"])
     assert r.returncode == 3  # no CA: the node's development certificate is not trusted

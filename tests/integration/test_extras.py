@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+from veil_server.cli.demo import init_node_folder
+
 BLOCK = "import sys\nfor m in ('psycopg', 'pyspark', 'distributed'):\n    sys.modules[m] = None\n"
 
 
@@ -40,25 +42,11 @@ def test_a_node_on_files_serves_without_extras(tmp_path) -> None:
 
 
 def test_what_needs_an_extra_names_it(tmp_path) -> None:
-    (tmp_path / "veil.toml").write_text(textwrap.dedent("""
-        [node]
-        name = "n"
-        dev_mode = true
-        [[principals]]
-        name = "alice"
-        role = "analyst"
-        token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-        [[datasets]]
-        name = "patients"
-        format = "postgres"
-        table = "clinic.admissions"
-        purposes = ["research"]
-        [[datasets.columns]]
-        name = "sex"
-        type = "string"
-        controls = ["group"]
-        categories = ["F", "M"]
-        """), encoding="utf-8")
+    init_node_folder(tmp_path, rows=10)  # the demo's dataset, moved to a PostgreSQL table below
+    config = tmp_path / "veil.toml"
+    text = config.read_text(encoding="utf-8")
+    source = next(line for line in text.splitlines() if line.startswith("source = "))
+    config.write_text(text.replace(source, 'format = "postgres"\ntable = "clinic.admissions"'), encoding="utf-8")
     out = _run("""
         import sys
         from veil_server.config import ConfigError, load_config
@@ -72,7 +60,7 @@ def test_what_needs_an_extra_names_it(tmp_path) -> None:
             PostgresDatabase("host=127.0.0.1", "veil")
         except MissingExtra as e:
             print(e)
-        """, str(tmp_path / "veil.toml"))
+        """, str(config))
     assert out.returncode == 0, out.stderr
     config_error, state_error = out.stdout.splitlines()
     assert "format = \"postgres\"" in config_error and "pip install 'veil-server[postgres]'" in config_error

@@ -56,6 +56,9 @@ def test_an_analyst_with_veil_alone_queries_and_verifies_a_node(wheels, tmp_path
     assert "veil" in installed
     assert not installed & set(NODE_ONLY), installed & set(NODE_ONLY)
     assert added <= SDK_LIMIT_BYTES, f"veil added {added / 2**20:.0f} MiB to a fresh venv"
+    # What a client in another language compiles: the contract and the google.rpc error details.
+    site = Path(run(sdk.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    assert (site / "veil" / "v1" / "query.proto").exists() and (site / "google" / "rpc" / "error_details.proto").exists()
 
     # Without veil-server, the node's verbs say how to get them.
     out = subprocess.run([sdk.bin / "veil", "node", "serve"], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,9 @@ version. Each declares as dependencies exactly the third-party packages its code
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -81,6 +83,13 @@ def test_dependencies_are_what_the_code_imports(dist: str, own: str) -> None:
 def test_the_library_leaves_the_node_s_packages_out() -> None:
     declared = {_name(r) for r in _project("veil")["dependencies"]}
     assert not declared & {"duckdb", "sqlglot", "opendp", "psycopg", "pyspark", "pyarrow", "veil-server"}
+
+
+def test_import_veil_leaves_the_heavy_parts_for_first_use() -> None:
+    code = ("import json, sys, veil; print(json.dumps(sorted(m for m in ('pandas', 'cryptography', 'gmpy2', "
+            "'numpy', 'veil.crypto', 'veil.audit', 'veil_server') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
 
 
 def test_the_wheels_carry_the_contract() -> None:

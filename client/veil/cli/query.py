@@ -37,22 +37,19 @@ def submit(args: argparse.Namespace) -> None:
     _print_frame(args, frame)
 
 
-def status(args: argparse.Namespace) -> None:
-    with connect(args) as node:
-        info = node.get(args.query)
-    emit(args, info, _query_text(info))
+def _about(method: str):
+    """``veil query status|cancel ID``: call ``node.<method>(ID)`` and print the query."""
+    def run(args: argparse.Namespace) -> None:
+        with connect(args) as node:
+            info = getattr(node, method)(args.query)
+        emit(args, info, _query_text(info))
+    return run
 
 
 def result(args: argparse.Namespace) -> None:
     with connect(args) as node:
         frame = node.result(args.query, exact=True)
     _print_frame(args, frame)
-
-
-def cancel(args: argparse.Namespace) -> None:
-    with connect(args) as node:
-        info = node.cancel(args.query)
-    emit(args, info, _query_text(info))
 
 
 def list_queries(args: argparse.Namespace) -> None:
@@ -76,10 +73,10 @@ def register(cli: Commands) -> None:
     p.add_argument("--purpose", required=True, help="the declared purpose (see `veil dataset show NAME`)")
     p.add_argument("--no-wait", action="store_true", help="print the submitted query and return")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the result")
-    q.verb("status", status, "show a query's state", connects=True).add_argument("query")
+    q.verb("status", _about("get"), "show a query's state", connects=True).add_argument("query")
     q.verb("result", result, "fetch, check and decrypt a finished query's result", connects=True,
            key_bits=True).add_argument("query")
-    q.verb("cancel", cancel, "cancel an unfinished query", connects=True).add_argument("query")
+    q.verb("cancel", _about("cancel"), "cancel an unfinished query", connects=True).add_argument("query")
     q.verb("list", list_queries, "list your queries", connects=True).add_argument("--limit", type=int, default=50)
     p = q.verb("explain", explain, "what policy would decide for a query (nothing is recorded or run)",
                connects=True)

@@ -1,44 +1,58 @@
 # Veil. Two commands matter: `make demo` and `make test`. Everything else is for developers.
+# Two distributions, installed editable into .venv: client/ (veil) and server/ (veil-server).
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
-PROTOS := $(wildcard proto/veil/v1/*.proto)
+PIP    := $(PY) -m pip --quiet
+PYPROJECTS := client/pyproject.toml server/pyproject.toml
+PROTOS := $(wildcard client/veil/v1/*.proto)
+
+# What the demo runs: the library and the node, no extras.
+DEMO_STAMP := $(VENV)/.installed-demo
+# What the tests and benchmarks need: every extra (PostgreSQL, Spark, Dask) and the dev tools.
+DEV_STAMP  := $(VENV)/.installed-dev
 
 .PHONY: demo demo-federated test bench proto install clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
 
-install: $(STAMP)
+$(DEMO_STAMP): $(PY) $(PYPROJECTS)
+	$(PIP) install -e ./client -e ./server
+	touch $@
+
+$(DEV_STAMP): $(PY) $(PYPROJECTS)
+	$(PIP) install -e ./client -e './server[dev]'
+	touch $@ $(DEMO_STAMP)
+
+install: $(DEV_STAMP)
 
 ## Start a node on embedded defaults, run an analyst query end to end, print the decrypted result.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) examples/demo.py
 
 ## Federation (issue 6): three member nodes on loopback, one grouped query under Paillier and
 ## under secret sharing; prints the totals and what each party saw.
-demo-federated: $(STAMP)
+demo-federated: $(DEMO_STAMP)
 	$(PY) examples/federated_demo.py
 
 ## Run the whole test suite.
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 
-## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe, federation, and scale
+## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe, federation, scale
 ## (DuckDB vs PostgreSQL vs Spark at 1M, 10M and 100M rows; crypto by worker processes and on a
-## Dask cluster). Prints ratios. BENCH_ARGS=--quick for a short run, --keep-postgres to keep the
-## loaded tables for the next run.
-bench: $(STAMP)
+## Dask cluster), and the analyst's install (size of the SDK's venv, `import veil` time).
+## Prints ratios. BENCH_ARGS=--quick for a short run, --keep-postgres to keep the loaded tables
+## for the next run.
+bench: $(DEV_STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-## Regenerate the committed protobuf/gRPC stubs from proto/.
-proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I proto --python_out=client --grpc_python_out=client \
+## Regenerate the committed protobuf/gRPC stubs next to the .proto files in client/veil/v1/.
+proto: $(DEV_STAMP)
+	$(PY) -m grpc_tools.protoc -I client --python_out=client --grpc_python_out=client \
 	    --pyi_out=client $(PROTOS)
 
 clean:

@@ -12,6 +12,7 @@ import crypto_bench  # noqa: E402
 import federation_bench  # noqa: E402  (federation, issue 6)
 import query_bench  # noqa: E402
 import scale_bench  # noqa: E402  (engines and crypto workers beyond one machine, issue 9)
+import sdk_bench  # noqa: E402  (the analyst's install: size and import time, issue 16)
 import state_bench  # noqa: E402  (node state on SQLite vs PostgreSQL replicas, issue 9)
 
 
@@ -30,6 +31,8 @@ def main() -> None:
     scale_bench.main((["--rows", "1000000", "--repeat", "1", "--crypto-count", "1024"] if quick else []) + keep)
     print()
     state_bench.main(["--repeat", "5", "--queries", "20"] if quick else [])
+    print()
+    sdk_bench.main(["--repeat", "5"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ FOLDER = ROOT / ".demo"
 
 def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_MTLS_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
-    veil_cmd = [sys.executable, "-m", "veil_server.cli"]
+    veil_cmd = [sys.executable, "-m", "veil.cli"]
     proc = subprocess.Popen(veil_cmd + ["node", "serve", "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -1,5 +1,8 @@
 """One connection to a node, as one principal: channel, credentials, retries, the node's key.
 
+The crypto layer, the key files and signature checks load when first used, so that ``import
+veil`` stays about as cheap as importing gRPC.
+
 The service APIs (:mod:`veil.sdk`'s ``Node``, ``node.audit``, ``node.governance``,
 ``node.review``, :mod:`veil.federation`) are built on it and receive it as an argument, so none
 of them imports another.
@@ -9,17 +12,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import grpc
 
-from .audit.records import load_public_key
-from .crypto import PrivateKey, PublicKey
 from .errors import Unavailable, from_rpc_error
 from .keys import Keyring
-from .known_nodes import KnownNodes
 from .transport import open_channel
 from .v1 import audit_pb2, audit_pb2_grpc
+
+if TYPE_CHECKING:
+    from .crypto import PrivateKey, PublicKey
 
 T = TypeVar("T")
 C = TypeVar("C", bound="Connection")
@@ -62,7 +65,11 @@ class Connection:
         self._keys: tuple[PublicKey, PrivateKey] | None = None
         self._audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self._home = home
-        self._node_key = load_public_key(node_key) if node_key is not None else None
+        self._node_key = None
+        if node_key is not None:
+            from .audit.records import load_public_key
+
+            self._node_key = load_public_key(node_key)
 
     def __enter__(self: C) -> C:
         return self
@@ -84,6 +91,9 @@ class Connection:
         """The node's Ed25519 public key: the one given, else the pinned one, else fetched and
         pinned now (trust on first use)."""
         if self._node_key is None:
+            from .audit.records import load_public_key
+            from .known_nodes import KnownNodes
+
             known = KnownNodes(self._home)
             pinned = known.get(self.target)
             if pinned is None:

@@ -27,7 +27,6 @@ from fractions import Fraction
 from math import isqrt
 from typing import TYPE_CHECKING, Sequence
 
-import pandas as pd
 
 from .crypto import Ciphertext, PackingLayout, PrivateKey
 from .errors import IntegrityError, VeilError
@@ -35,6 +34,8 @@ from .results import describe
 from .v1 import federation_pb2, federation_pb2_grpc, query_pb2
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .connection import Connection
 
 PROTOCOLS = {"paillier": federation_pb2.FEDERATION_PROTOCOL_PAILLIER,
@@ -182,6 +183,8 @@ def to_frame(result: federation_pb2.FederatedResult, private_key: PrivateKey, *,
                                                              else float(Decimal(v).scaleb(-c.scale))))
         if not row.suppressed:
             i += 1
+    import pandas as pd
+
     frame = pd.DataFrame(data)
     for c in columns:
         if c.kind == AGG and c.scale == 0 and not exact:

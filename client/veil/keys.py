@@ -10,8 +10,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .crypto import PrivateKey, PublicKey, generate_keypair
+if TYPE_CHECKING:
+    from .crypto import PrivateKey, PublicKey
 
 SUPPORTED_BITS = (2048, 3072, 4096)
 
@@ -34,6 +36,8 @@ class Keyring:
     def load_or_create(self, bits: int = 2048) -> tuple[PublicKey, PrivateKey]:
         if bits not in SUPPORTED_BITS:
             raise ValueError(f"key size must be one of {SUPPORTED_BITS}")
+        from .crypto import PrivateKey, generate_keypair
+
         path = self.path(bits)
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@
 What each party learns: the analyst learns, from the receipt of their own query, one log entry
 (the release: query id, plan digest, result digest) and hashes of the rest of the log, never
 another entry's content. An auditor shown the receipt learns the same, and can check it with
-the node's public key alone (``veil audit receipt FILE --key NODE.pub``).
+the node's public key alone (``veil receipt verify FILE --key NODE.pub``).
 
 A receipt binds a result when: the checkpoint is signed by the node key; the release entry is
 in the tree the checkpoint signs (inclusion proof); and the entry names this query, this plan

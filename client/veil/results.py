@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import Executor
 from decimal import Decimal
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .crypto import Ciphertext, ColumnPacking, EncodingOverflow, PackingLayout, PrivateKey, decrypt_packed
 from .errors import IntegrityError
 from .v1 import query_pb2
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY, AGG = query_pb2.ResultColumn.KIND_GROUP_KEY, query_pb2.ResultColumn.KIND_AGGREGATE
 WEIGHTED = query_pb2.ResultColumn.KIND_WEIGHTED_SUM
@@ -114,6 +116,8 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
                 data[c.name].append(_cell(next(weighted), c.scale, exact))
             else:
                 data[c.name].append(_cell(next(values), c.scale, exact))
+    import pandas as pd  # on first use: `import veil` does not load pandas
+
     frame = pd.DataFrame(data)
     for c in columns:
         if c.kind in (AGG, WEIGHTED) and c.scale == 0 and not exact:

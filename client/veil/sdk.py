@@ -12,22 +12,22 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import grpc
-import pandas as pd
-
-from .audit.records import Receipt
-from .auditor import AuditAPI
 from .connection import DEFAULT_TARGET, Connection
-from .crypto import consttime
-from .crypto.pool import available_cpus
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
-from .receipts import check_receipt, receipt_from_proto
-from .results import noise_dict, to_frame
-from .stewardship import GovernanceAPI, ReviewAPI
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
+
+# What only some calls need loads on their first use, so that `import veil` stays about as cheap
+# as importing gRPC: pandas (results), the crypto layer (keys, decryption), signature checks
+# (receipts), and the owner's and auditor's APIs.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .audit.records import Receipt
+    from .auditor import AuditAPI
+    from .stewardship import GovernanceAPI, ReviewAPI
 _CONTROLS = {v: k.removeprefix("COLUMN_CONTROL_").lower() for k, v in catalog_pb2.ColumnControl.items()}
 _TYPES = {v: k.removeprefix("COLUMN_TYPE_").lower() for k, v in catalog_pb2.ColumnType.items()}
 
@@ -91,6 +91,8 @@ class DatasetInfo:
         )
 
     def columns_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(
             [{"column": c.name, "type": c.type, "controls": ",".join(c.controls),
               "domain": ",".join(c.categories) or (f"bins of {c.bin_width}" if c.bin_width else ""),
@@ -136,21 +138,10 @@ class Node(Connection):
         self,
         target: str = DEFAULT_TARGET,
         *,
-        token: str | None = None,
-        home: str | os.PathLike[str] | None = None,
-        key_bits: int = 2048,
-        timeout: float = 30.0,
-        channel: grpc.Channel | None = None,
-        retries: int = 3,
-        node_key: bytes | str | None = None,
         verify_receipts: bool = True,
         crypto_workers: int | None = None,
         crypto_executor: Executor | None = None,
-        ca: str | os.PathLike | bytes | None = None,
-        cert: str | os.PathLike | bytes | None = None,
-        key: str | os.PathLike | bytes | None = None,
-        server_name: str | None = None,
-        insecure: bool | None = None,
+        **connection,
     ) -> None:
         """``crypto_workers``: how many ciphertexts decrypt at once. By default every CPU, on
         threads of this process, where decryption runs outside the GIL (OpenSSL's constant-time
@@ -162,15 +153,15 @@ class Node(Connection):
 
         ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
-        on first use. ``verify_receipts=False`` skips receipt checks (not recommended)."""
-        super().__init__(target, token=token, home=home, key_bits=key_bits, timeout=timeout, channel=channel,
-                         retries=retries, node_key=node_key, ca=ca, cert=cert, key=key, server_name=server_name,
-                         insecure=insecure)
+        on first use. ``verify_receipts=False`` skips receipt checks (not recommended).
+
+        The other keywords open the connection (:class:`veil.connection.Connection`): ``token``,
+        ``ca``, ``cert``, ``key``, ``server_name``, ``insecure``, ``home`` (``VEIL_HOME``),
+        ``key_bits``, ``timeout``, ``retries``, ``channel``, ``node_key``."""
+        super().__init__(target, **connection)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
-        if crypto_workers is None:
-            crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
-        self._crypto_workers = max(1, int(crypto_workers))
+        self._crypto_workers = None if crypto_workers is None else max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
         self._verify_receipts = verify_receipts
 
@@ -235,6 +226,9 @@ class Node(Connection):
         """Fetch the result of a SUCCEEDED query, check its receipt, decrypt it.
 
         Raises :class:`veil.IntegrityError` if the receipt does not prove this result's release."""
+        from .receipts import check_receipt, receipt_from_proto
+        from .results import to_frame
+
         result_request = query_pb2.GetQueryResultRequest(name=_q(query))
         receipt_request = audit_pb2.GetReceiptRequest(name=_q(query))
         # The receipt is fetched while the result is fetched and decrypted (decryption is local);
@@ -248,7 +242,7 @@ class Node(Connection):
                 pending.cancel()
             raise
         try:
-            frame, failure = to_frame(res, self.keys[1], exact=exact, workers=self._crypto_workers,
+            frame, failure = to_frame(res, self.keys[1], exact=exact, workers=self._decrypt_workers(),
                                       executor=self._crypto_executor), None
         except Exception as e:  # reported after the receipt check, as if decrypted after it
             frame, failure = None, e
@@ -267,9 +261,19 @@ class Node(Connection):
 
     # -- receipts -----------------------------------------------------------------------
 
+    def _decrypt_workers(self) -> int:
+        if self._crypto_workers is None:
+            from .crypto import consttime
+            from .crypto.pool import available_cpus
+
+            self._crypto_workers = available_cpus() if consttime.backend() == "openssl" else 1
+        return self._crypto_workers
+
     def receipt(self, query: str, *, verify: bool = True) -> Receipt:
         """The signed receipt of a released result (``veil.audit.Receipt``; save it with
         ``json.dumps(r.to_json())``). Checked against the node key unless ``verify=False``."""
+        from .receipts import check_receipt, receipt_from_proto
+
         r = receipt_from_proto(self._call(self._audit.GetReceipt, audit_pb2.GetReceiptRequest(name=_q(query)),
                                           retry=True))
         if verify:
@@ -279,16 +283,22 @@ class Node(Connection):
     @property
     def audit(self) -> AuditAPI:
         """Auditor calls: events, export, checkpoints, consistency (auditor tokens only)."""
+        from .auditor import AuditAPI
+
         return AuditAPI(self)
 
     @property
     def governance(self) -> GovernanceAPI:
         """Owner and reviewer calls: register and list datasets, certificates, grants."""
+        from .stewardship import GovernanceAPI
+
         return GovernanceAPI(self)
 
     @property
     def review(self) -> ReviewAPI:
         """Owner calls: queries awaiting approval; approve or reject them with a reason."""
+        from .stewardship import ReviewAPI
+
         return ReviewAPI(self)
 
     def explain(self, sql: str, *, purpose: str, epsilon: float | None = None) -> dict:
@@ -306,7 +316,7 @@ class Node(Connection):
                 "epsilon_cost": e.epsilon_cost, "budget_remaining": e.budget_remaining,
                 "dataset_budget_remaining": e.dataset_budget_remaining, "disclosure_mode": e.disclosure_mode,
                 "max_epsilon_per_query": e.max_epsilon_per_query,
-                "accuracy": [noise_dict(a) for a in e.accuracy]}
+                "accuracy": [_noise_dict(a) for a in e.accuracy]}
 
     def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
         """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
@@ -357,7 +367,7 @@ class Node(Connection):
 
         result = federation.run(self, sql, purpose=purpose, protocol=protocol, compute_parties=compute_parties,
                                 timeout=timeout, epsilon=epsilon)
-        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._crypto_workers,
+        return federation.to_frame(result, self.keys[1], exact=exact, workers=self._decrypt_workers(),
                                    executor=self._crypto_executor)
 
     # -- issue 4: privacy budget and metered use --------------------------------------------
@@ -402,3 +412,9 @@ def _q(name: str) -> str:
 
 
 __all__ = ["Node", "connect", "DatasetInfo", "ColumnInfo", "QueryInfo", "VeilError"]
+
+
+def _noise_dict(noise) -> dict:
+    from .results import noise_dict
+
+    return noise_dict(noise)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
-from .crypto import FixedPoint, PublicKey
 from .v1 import query_pb2
+
+if TYPE_CHECKING:
+    from .crypto import PublicKey
 
 Number = Union[int, float, Decimal, str]
 
@@ -55,6 +57,8 @@ class WeightedSum:
         return cls(tuple(weights.values()), "", tuple(weights), weight_scale, name)
 
     def encrypt(self, public_key: PublicKey) -> query_pb2.WeightedSum:
+        from .crypto import FixedPoint  # the crypto layer loads when first used
+
         fp = FixedPoint(self.weight_scale)
         encoded = [fp.encode(w) for w in self.weights]
         cts = public_key.encrypt_many(encoded)

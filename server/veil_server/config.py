@@ -5,9 +5,9 @@ principal carries the SHA-256 of its bearer token, so a leaked config does not l
 
 Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
 ``VEIL_MIN_GROUP_SIZE``, ``VEIL_WORKERS``, ``VEIL_NODE_NAME``; and for transport and limits
-(:mod:`veil_server.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
+(:mod:`veil_server.access.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
 ``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; for the node's own state
-(``[state]``, :mod:`veil_server.statedb`) ``VEIL_STATE_BACKEND``, ``VEIL_STATE_CONNINFO``,
+(``[state]``, :mod:`veil_server.state.statedb`) ``VEIL_STATE_BACKEND``, ``VEIL_STATE_CONNINFO``,
 ``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``; and where Paillier work runs
 (:mod:`veil_server.crypto_executor`) ``VEIL_CRYPTO_EXECUTOR``.
 """
@@ -69,13 +69,13 @@ class NodeConfig:
     governance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     grants: tuple[Mapping[str, Any], ...] = ()
     approval_ttl_seconds: int = 7 * 24 * 3600
-    # Issue 8: dev mode, TLS, token key and limits (veil_server.security.SecuritySettings).
+    # Issue 8: dev mode, TLS, token key and limits (veil_server.access.security.SecuritySettings).
     security: Any = None
     # Issue 4: differential privacy, differencing defence, dominance and grant quotas
     # (veil_server.disclosure.settings.DisclosureSettings).
     disclosure: Any = None
     # Issue 9: where the node keeps its own state: SQLite files in state_dir, or PostgreSQL
-    # shared by several replicas ([state], veil_server.statedb).
+    # shared by several replicas ([state], veil_server.state.statedb).
     state: StateSettings = field(default_factory=StateSettings)
     # Issue 9: [crypto] executor, the local process pool or a Dask cluster
     # (veil_server.crypto_executor.CryptoSettings); None: the local pool.
@@ -233,7 +233,7 @@ def _grant(g: Mapping[str, Any], where: str, principals: set[str], datasets: set
 
 def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) -> Dataset:
     name = _name(d.get("name"), f"{where}.name")
-    # A file (csv, parquet), a PostgreSQL table or view, or a Spark location: see veil_server.sources.
+    # A file (csv, parquet), a PostgreSQL table or view, or a Spark location: see veil_server.query.sources.
     fmt, src, connection = parse_source(d, where, base_dir, ConfigError)
     purposes = d.get("purposes") or []
     if not purposes or not all(isinstance(p, str) and NAME_RE.match(p) for p in purposes):

@@ -8,7 +8,7 @@ or running when the node stopped are re-queued, so nothing acknowledged is lost.
 Replicas (issue 9): with ``[state] backend = "postgres"`` several node processes serve one state.
 Any of them may take an approved query, one wins the move to RUNNING; a dead replica's runs are
 taken back by the living ones, and a release checks that its run still owns the query
-(:mod:`veil_server.replicas`). Waiting for a query is woken by PostgreSQL notifications, since
+(:mod:`veil_server.state.replicas`). Waiting for a query is woken by PostgreSQL notifications, since
 the replica that finishes it may be another one.
 
 Every step is audited before it happens: the entry is appended inside the state change's

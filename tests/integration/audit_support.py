@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from veil.audit.records import Entry
-from veil_server.cli.node import main as veil_main
+from veil.cli import main as veil_main
 from veil_server.config import load_config
 from veil_server.cli.demo import init_node_folder
 from veil_server.api.server import RunningNode, run_server

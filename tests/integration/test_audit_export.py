@@ -175,7 +175,7 @@ def test_a_flipped_byte_in_the_stored_log_stops_the_node_and_is_named(tmp_path, 
     assert e.value.index == k and e.value.reason == "AUDIT_UNAVAILABLE"
 
     out = tmp_path / "raw.jsonl"
-    code, _, err = cli("node", "audit-export", out, "--config", folder / "veil.toml")
+    code, _, err = cli("audit", "dump", out, "--config", folder / "veil.toml")
     assert code == 0, err
     code, _, err = cli("audit", "verify", out, "--key", folder / "state" / "node_key.pub")
     assert code == 1 and err.startswith(f"FAILED at entry {k}:"), err

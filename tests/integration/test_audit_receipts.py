@@ -121,14 +121,14 @@ def test_receipts_are_for_the_owner_and_auditors_only(demo_node, released, bob, 
 def test_cli_saves_a_receipt_that_verifies_offline(demo_node, released, tmp_path, analyst_home, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(analyst_home))
     saved = tmp_path / "receipt.json"
-    code, out, err = cli("receipt", released.id, "--out", saved, *online(demo_node.running, demo_node.tokens["alice"]))
+    code, out, err = cli("receipt", "get", released.id, "--out", saved, *online(demo_node.running, demo_node.tokens["alice"]))
     assert code == 0 and "verified" in out, err
     pub = tmp_path / "node.pub"
     pub.write_bytes(node_pub(demo_node))
-    assert cli("audit", "receipt", saved, "--key", pub)[0] == 0
-    assert cli("audit", "receipt", saved)[0] == 0  # the key pinned when it was fetched
+    assert cli("receipt", "verify", saved, "--key", pub)[0] == 0
+    assert cli("receipt", "verify", saved)[0] == 0  # the key pinned when it was fetched
     forged = json.loads(saved.read_text())
     forged["result_digest"] = "00" * 32
     (tmp_path / "forged.json").write_text(json.dumps(forged))
-    code, _, err = cli("audit", "receipt", tmp_path / "forged.json", "--key", pub)
+    code, _, err = cli("receipt", "verify", tmp_path / "forged.json", "--key", pub)
     assert code == 1 and "result_digest" in err

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import veil
-from veil.cli.main import main as cli_main
+from veil.cli import main as cli_main
 from veil_server.config import load_config
 from veil_server.api.server import run_server
 
@@ -65,11 +65,11 @@ def test_ledger_matches_what_was_done(cluster, analyst_home, other_home, capsys)
 
     # The admin sees everybody's use, through the CLI, in JSON and as a table.
     args = ["--target", target, f"--token={tokens['adam']}", "--since", start.isoformat()]  # a token may start with "-"
-    assert cli_main(["usage", *args, "--json"]) == 0
+    assert cli_main(["usage", "report", *args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     bob_rows = [r for r in report if r["principal"] == "bob"]
     assert sum(r["queries_submitted"] for r in bob_rows) == 3 and sum(r["queries_released"] for r in bob_rows) == 3
-    assert cli_main(["usage", *args]) == 0
+    assert cli_main(["usage", "report", *args]) == 0
     assert "cells_released" in capsys.readouterr().out
-    assert cli_main(["budget", "people_dp", "--target", target, f"--token={tokens['alice']}"]) == 0
+    assert cli_main(["budget", "show", "people_dp", "--target", target, f"--token={tokens['alice']}"]) == 0
     assert "2.5 left" in capsys.readouterr().out

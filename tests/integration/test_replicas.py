@@ -86,7 +86,7 @@ def test_submit_on_one_approve_on_the_other_release_once(node_folder, analyst_ho
         assert cp_b.tree_size >= report.tree_size
         # The operator's raw export straight from the shared database verifies too.
         raw = tmp_path / "raw.jsonl"
-        subprocess.run([VEIL, "node", "audit-export", str(raw), "--config", str(folder / "veil.toml")],
+        subprocess.run([VEIL, "audit", "dump", str(raw), "--config", str(folder / "veil.toml")],
                        check=True, capture_output=True, timeout=60)
         offline = verify_export(raw, key)
         assert offline.ok, offline.problems

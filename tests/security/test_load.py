@@ -41,7 +41,7 @@ def rss_kib(pid: int) -> int:
 
 def start(folder) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="ERROR")
-    proc = subprocess.Popen([sys.executable, "-m", "veil_server.cli", "node", "serve", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "veil.cli", "node", "serve", "--config",
                              str(folder / "veil.toml")], env=env, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"\(port (\d+)\)", line)

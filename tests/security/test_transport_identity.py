@@ -22,7 +22,7 @@ from veil_server.config import ConfigError, load_config
 from veil_server.access.dev_ca import DevCA
 from veil_server.cli.provision import client_name
 from veil_server.api.server import run_server
-from veil_server.cli.node import main as veil_main
+from veil.cli import main as veil_main
 
 from . import ledger
 from .conftest import bearer, set_config

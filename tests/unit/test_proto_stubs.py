@@ -1,4 +1,7 @@
-"""The committed generated code must be what `make proto` produces from proto/ today."""
+"""The committed generated code must be what `make proto` produces from the .proto files today.
+
+The .proto files sit next to the code generated from them (``client/veil/v1/``), so the tree
+mirrors the package and the wheel ships them where a non-Python client looks for them."""
 
 from __future__ import annotations
 
@@ -12,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_stubs_are_fresh(tmp_path):
-    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "veil" / "v1").glob("*.proto"))
+    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "client" / "veil" / "v1").glob("*.proto"))
     assert protos, "no .proto files found"
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", "-Iproto", f"-I{include}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+    args = ["protoc", "-Iclient", f"-I{include}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
             f"--pyi_out={tmp_path}", *protos]
     import os
 

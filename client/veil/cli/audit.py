@@ -1,11 +1,14 @@
-"""``veil audit ...`` and ``veil receipt``: read, export and verify the node's audit log.
+"""``veil audit list | export | checkpoint | key | verify`` and ``veil receipt get | verify``:
+read, export and verify the node's audit log and the receipts of released results.
 
-Online (need a token): ``list`` and ``export`` and ``checkpoint`` (auditor), ``key`` (any
-principal), ``veil receipt QUERY`` (the analyst who owns the query). Offline (need only files):
-``verify`` an export and ``receipt`` a receipt, with the node's public key: an auditor checks
-what the node handed over without trusting the node, or this machine's network, at all.
+Online (connection flags): ``audit list``, ``export`` and ``checkpoint`` (auditor), ``audit key``
+(any principal), ``receipt get QUERY`` (the analyst who owns the query). Offline (files only):
+``audit verify`` an export and ``receipt verify`` a receipt with the node's public key (``--key``):
+an auditor checks what the node handed over without trusting the node, or this machine's
+network, at all. (With ``veil-server`` installed, ``audit dump`` exports the log from the node's
+own files, without a running node.)
 
-``verify`` and ``receipt`` exit 1 when verification fails, naming the first bad entry.
+Both ``verify`` verbs exit 1 when verification fails, naming the first bad entry.
 """
 
 from __future__ import annotations
@@ -15,19 +18,17 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
 
 from ..audit.merkle import VerificationError
 from ..audit.records import Checkpoint, Receipt, key_id, load_public_key
 from ..audit.verify import verify_export, verify_receipt
 from ..known_nodes import KnownNodes
 from ..v1 import audit_pb2
+from .command import Commands
+from .connection import connect
+from .output import emit
 
 VERIFY_FAILED = 1
-
-
-def _out(args: argparse.Namespace, obj: Any, text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
 
 
 def _read_key(path: str):
@@ -59,7 +60,7 @@ def cmd_list(args: argparse.Namespace, node) -> None:
                                outcome=args.outcome, query=args.query, since=args.since, until=args.until,
                                limit=args.limit)
     if args.json:
-        print(json.dumps([asdict(e) for e in events]))
+        emit(args, events)
         return
     for e in events:
         subject = " ".join(x for x in (e.dataset and f"datasets/{e.dataset}", e.query and f"queries/{e.query}") if x)
@@ -71,7 +72,7 @@ def cmd_export(args: argparse.Namespace, node) -> None:
     size = node.audit.export(args.file)
     cp = load_checkpoint(args.file)
     cp.verify(node.node_key())
-    _out(args, {"file": args.file, "bytes": size, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex()},
+    emit(args, {"file": args.file, "bytes": size, "tree_size": cp.tree_size, "root_hash": cp.root_hash.hex()},
          f"wrote {args.file}: {cp.tree_size} entries, {size} bytes; signed root {cp.root_hash.hex()}\n"
          f"verify it offline: veil audit verify {args.file} --key NODE.pub")
 
@@ -80,7 +81,7 @@ def cmd_checkpoint(args: argparse.Namespace, node) -> None:
     cp = node.audit.checkpoint(sign_now=True)
     if args.out:
         Path(args.out).write_text(json.dumps(cp.to_json()) + "\n", encoding="utf-8")
-    _out(args, cp.to_json(), f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}, {cp.time}"
+    emit(args, cp.to_json(), f"checkpoint: {cp.tree_size} entries, root {cp.root_hash.hex()}, {cp.time}"
          + (f"; saved to {args.out}" if args.out else ""))
 
 
@@ -92,7 +93,7 @@ def cmd_key(args: argparse.Namespace, node) -> None:
                          f"({pinned.key_id[:16]}…) in {KnownNodes(node._home).path}")
     if args.out:
         Path(args.out).write_text(k.public_key_pem, encoding="utf-8")
-    _out(args, {"node_id": k.node_id, "key_id": k.key_id, "public_key_pem": k.public_key_pem},
+    emit(args, {"node_id": k.node_id, "key_id": k.key_id, "public_key_pem": k.public_key_pem},
          f"node {k.node_id}, key id {k.key_id}" + (f"; public key saved to {args.out}" if args.out else "")
          + "\ncompare the key id with the operator's over a channel you trust")
 
@@ -111,9 +112,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     old = load_checkpoint(args.checkpoint) if args.checkpoint else None
     report = verify_export(args.file, key, old_checkpoint=old)
     if args.json:
-        print(json.dumps({"ok": report.ok, "tree_size": report.tree_size, "root_hash": report.root_hash.hex(),
-                          "checkpoints": len(report.checkpoints), "index": report.index,
-                          "problems": [asdict(p) for p in report.problems]}))
+        emit(args, {"ok": report.ok, "tree_size": report.tree_size, "root_hash": report.root_hash.hex(),
+                    "checkpoints": len(report.checkpoints), "index": report.index,
+                    "problems": [asdict(p) for p in report.problems]})
     elif report.ok:
         print(f"OK: {report.tree_size} entries, {len(report.checkpoints)} signed checkpoints verified with key "
               f"{key_id(key)[:16]}…; root {report.root_hash.hex()}"
@@ -146,52 +147,45 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     except VerificationError as e:
         print(f"FAILED: receipt for queries/{receipt.query_id}: {e}", file=sys.stderr)
         return VERIFY_FAILED
-    _out(args, {"ok": True, **receipt.to_json()},
+    emit(args, {"ok": True, **receipt.to_json()},
          f"OK: queries/{receipt.query_id} released result {receipt.result_digest.hex()} (plan "
          f"{receipt.query_digest.hex()[:16]}…), log entry {receipt.log_index} of a checkpoint of "
          f"{receipt.checkpoint.tree_size} signed by {receipt.checkpoint.key_id[:16]}…")
     return 0
 
 
-def register(sub, common: Callable[[argparse.ArgumentParser], None], connect: Callable) -> None:
-    """Add ``veil audit ...`` and ``veil receipt`` to the ``veil`` parser."""
+def _online(fn):
+    def run(args: argparse.Namespace):
+        with connect(args) as node:
+            return fn(args, node)
+    return run
 
-    def online(fn):
-        def run(args: argparse.Namespace):
-            with connect(args) as node:
-                return fn(args, node)
-        return run
 
-    audit = sub.add_parser("audit", help="read, export and verify the node's audit log")
-    asub = audit.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND")
-    asub.required = True
-
-    def add(name: str, fn, help: str, *, offline: bool = False) -> argparse.ArgumentParser:
-        p = asub.add_parser(name, help=help, description=help)
-        common(p)
-        p.set_defaults(func=fn if offline else online(fn))
-        return p
-
-    p = add("list", cmd_list, "list audit events (auditor)")
+def register(cli: Commands) -> None:
+    audit = cli.noun("audit", "read, export and verify the node's audit log")
+    p = audit.verb("list", _online(cmd_list), "list audit events (auditor)", connects=True)
     for flag in ("kind", "principal", "dataset", "outcome", "query"):
         p.add_argument(f"--{flag}")
     p.add_argument("--since", help="RFC 3339 UTC, e.g. 2026-01-02T03:04:05.000000Z (inclusive)")
     p.add_argument("--until", help="RFC 3339 UTC (exclusive)")
     p.add_argument("--limit", type=int, default=1000)
-    add("export", cmd_export, "stream the whole log to FILE as JSONL (auditor)").add_argument("file")
-    add("checkpoint", cmd_checkpoint, "sign and print a checkpoint; keep it (auditor)").add_argument("--out")
-    add("key", cmd_key, "fetch and pin the node's public key (any principal)").add_argument("--out")
-    p = add("verify", cmd_verify, "verify an export offline with the node's public key", offline=True)
+    audit.verb("export", _online(cmd_export), "stream the whole log to FILE as JSON Lines (auditor)",
+               connects=True).add_argument("file")
+    audit.verb("checkpoint", _online(cmd_checkpoint), "sign and print a checkpoint; keep it (auditor)",
+               connects=True).add_argument("--out", help="also save it to this file")
+    audit.verb("key", _online(cmd_key), "fetch and pin the node's public key (any principal)",
+               connects=True).add_argument("--out", help="save the key (PEM) to this file")
+    p = audit.verb("verify", cmd_verify, "verify an export offline with the node's public key")
     p.add_argument("file")
     p.add_argument("--key", required=True, help="the node's public key (PEM), e.g. from `veil audit key`")
     p.add_argument("--checkpoint", help="a checkpoint kept earlier (or an older export, or a receipt): "
                                         "catches truncation and rollback")
-    p = add("receipt", cmd_verify_receipt, "verify a saved receipt offline", offline=True)
-    p.add_argument("file")
-    p.add_argument("--key", help="the node's public key (PEM); default: the pinned key that signed it")
 
-    p = sub.add_parser("receipt", help="fetch, verify and save the receipt of your released query")
-    common(p)
-    p.set_defaults(func=online(cmd_fetch_receipt))
+    receipt = cli.noun("receipt", "the signed receipts of released results")
+    p = receipt.verb("get", _online(cmd_fetch_receipt), "fetch, verify and save the receipt of your released query",
+                     connects=True)
     p.add_argument("query")
     p.add_argument("--out", help="file to save the receipt (JSON) to")
+    p = receipt.verb("verify", cmd_verify_receipt, "verify a saved receipt offline")
+    p.add_argument("file")
+    p.add_argument("--key", help="the node's public key (PEM); default: the pinned key that signed it")

@@ -1,39 +1,43 @@
-"""``veil usage`` and ``veil budget``: metered use and the privacy budget (issue 4)."""
+"""``veil usage report`` and ``veil budget show``: metered use and the privacy budget.
+
+    veil usage report [--since 2026-01-01] [--until ...] [--dataset NAME]
+    veil budget show DATASET [--purpose P]
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 
 from ..usage import parse_time, usage_table
+from .command import Commands
+from .connection import connect
+from .output import emit
 
 
-def register(sub, common, node_of) -> None:
-    def cmd_usage(args: argparse.Namespace) -> None:
-        with node_of(args) as node:
-            rows = node.usage(since=parse_time(args.since), until=parse_time(args.until), dataset=args.dataset or "")
-        print(json.dumps([asdict(r) for r in rows]) if args.json else usage_table(rows))
+def report(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        rows = node.usage(since=parse_time(args.since), until=parse_time(args.until), dataset=args.dataset or "")
+    emit(args, rows, usage_table(rows))
 
-    def cmd_budget(args: argparse.Namespace) -> None:
-        with node_of(args) as node:
-            b = node.budget(args.dataset, purpose=args.purpose or "")
-        if args.json:
-            print(json.dumps(asdict(b)))
-        elif not b.dp_enabled:
-            print(f"{b.dataset}: differential privacy is off (no ε budget)")
-        else:
-            print(f"{b.dataset}: ε spent {b.spent:g} of {b.limit:g}, {b.remaining:g} left "
-                  f"({b.epsilon_per_query:g} per query)")
 
-    p = sub.add_parser("usage", help="metered use over a time range", description="metered use over a time range")
-    common(p)
+def budget(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        b = node.budget(args.dataset, purpose=args.purpose or "")
+    if not b.dp_enabled:
+        text = f"{b.dataset}: differential privacy is off (no ε budget)"
+    else:
+        text = (f"{b.dataset}: ε spent {b.spent:g} of {b.limit:g}, {b.remaining:g} left "
+                f"({b.epsilon_per_query:g} per query)")
+    emit(args, b, text)
+
+
+def register(cli: Commands) -> None:
+    usage = cli.noun("usage", "metered use: queries, rows, cells, ε per principal, dataset and purpose")
+    p = usage.verb("report", report, "metered use over a time range", connects=True)
     p.add_argument("--since", help="start (ISO 8601 date or date-time, UTC by default)")
     p.add_argument("--until", help="end, exclusive (ISO 8601)")
     p.add_argument("--dataset", help="only this dataset")
-    p.set_defaults(func=cmd_usage)
-    p = sub.add_parser("budget", help="your privacy budget on a dataset", description="your ε budget on a dataset")
-    common(p)
+    b = cli.noun("budget", "privacy budgets")
+    p = b.verb("show", budget, "your ε budget on a dataset", connects=True)
     p.add_argument("dataset")
     p.add_argument("--purpose", help="for budgets kept per purpose")
-    p.set_defaults(func=cmd_budget)

@@ -143,7 +143,7 @@ def connect(
         from distributed.security import Security
     except ImportError:
         raise ClusterUnavailable(
-            "a Dask crypto executor needs `distributed`: pip install 'veil[dask]'"
+            "a Dask crypto executor needs `distributed`: pip install 'veil[dask]' ('veil-server[dask]' on a node)"
         ) from None
     security = None
     if secure:

@@ -1,5 +1,5 @@
 import sys
 
-from .node import main
+from veil.cli import main
 
 sys.exit(main())

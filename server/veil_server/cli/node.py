@@ -1,7 +1,8 @@
-"""The ``veil`` command: the analyst commands of :mod:`veil.cli` plus ``veil node ...``.
+"""``veil node init | serve``: set up and run a node (data owner / operator).
 
-The node commands live here, in the server package, so the client library never imports the
-server; the console script points at this module.
+The node's verbs live here, in the server package, so the library never imports the node: the
+``veil`` command of the library (:mod:`veil.cli`) finds :func:`register` through the
+``veil.cli`` entry-point group this package declares.
 """
 
 from __future__ import annotations
@@ -11,32 +12,39 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from veil.cli.main import build_parser, run
+from .node_config import add_config_option, load_node_config
 
-from ..audit.events import LOG_FILE, public_key_path
-from ..config import ConfigError, load_config
-from .demo import init_node_folder
-from . import token as token_verbs
+# Every `veil` command builds this parser, so the node's modules load only in the verb that runs.
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    from veil.cli.output import emit
+
+    from ..audit.events import public_key_path
+    from ..config import load_config
+    from .demo import init_node_folder
+
     folder = Path(args.folder)
     try:
         tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
                                   force=args.force, tls=not args.dev, disclosure=args.disclosure)
     except FileExistsError as e:
         raise ValueError(str(e)) from None
-    print(f"wrote {folder / 'veil.toml'}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}")
-    print(f"serve it:   veil node serve --config {folder / 'veil.toml'}")
-    ca = "" if args.dev else f"VEIL_CA={folder / 'tls' / 'ca.pem'} "
-    print(f"query it:   {ca}VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil datasets")
-    if not args.dev:
-        print(f"TLS:        development CA {folder / 'tls' / 'ca.pem'} (replace tls/ for production); "
-              f"more tokens: veil token issue --principal alice --ttl 8h --config {folder / 'veil.toml'}")
-    state = load_config(folder / "veil.toml", env={}).state_dir
-    print(f"node key:   {public_key_path(state)} (Ed25519, written when the node first starts;"
-          f" give it to auditors; the private key stays in {state})")
+    config, ca = folder / "veil.toml", None if args.dev else folder / "tls" / "ca.pem"
+    state = load_config(config, env={}).state_dir
+    trust = f"VEIL_CA={ca} " if ca else ""
+    text = [f"wrote {config}, {args.rows} synthetic rows and tokens for {', '.join(tokens)}",
+            f"serve it:   veil node serve --config {config}",
+            f"query it:   {trust}VEIL_TOKEN_FILE={folder / 'tokens' / 'alice.token'} veil dataset list"]
+    if ca:
+        text.append(f"TLS:        development CA {ca} (replace tls/ for production); "
+                    f"more tokens: veil token issue --principal alice --ttl 8h --config {config} --out FILE")
+    text.append(f"node key:   {public_key_path(state)} (Ed25519, written when the node first starts;"
+                f" give it to auditors; the private key stays in {state})")
+    emit(args, {"config": config, "rows": args.rows, "ca": ca, "node_key": public_key_path(state),
+                "tokens": {name: folder / "tokens" / f"{name}.token" for name in tokens}}, "\n".join(text))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -44,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever(_config(args))
+    serve_forever(load_node_config(args))
     # Everything the node owns is closed and durable by now. Skip interpreter finalisation: it
     # can kill library threads (gRPC, DuckDB) mid-call, which aborts the process after a clean
     # stop ("exception not rethrown") and would make a graceful SIGTERM look like a crash.
@@ -54,43 +62,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
-def _config(args: argparse.Namespace):
-    try:
-        return load_config(args.config or os.environ.get("VEIL_CONFIG") or "veil.toml")
-    except ConfigError as e:
-        raise ValueError(f"configuration: {e}") from None
-
-
-def cmd_audit_export(args: argparse.Namespace) -> None:
-    """The operator's raw export, straight from the file, for a log that refuses to open."""
-    from ..audit import export_raw
-
-    config = _config(args)
-    if config.state.shared:  # the log of replicas, in PostgreSQL
-        from ..state.statedb import describe_conninfo, open_database
-
-        db = open_database(config.state, sqlite_path=config.state_dir / LOG_FILE, audit=True)
-        source = f"schema {config.state.schema}_audit of {describe_conninfo(config.state.conninfo)}"
-        try:
-            with open(args.file, "wb") as f:
-                export_raw(db, f)
-        finally:
-            db.close()
-    else:
-        path = source = config.state_dir / LOG_FILE
-        if not path.exists():
-            raise ValueError(f"no audit log at {path}")
-        with open(args.file, "wb") as f:
-            export_raw(path, f)
-    print(f"wrote {args.file} from {source} (unverified: run `veil audit verify {args.file} --key NODE.pub`)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser, sub = build_parser()
-    node = sub.add_parser("node", help="run and set up a node (data owner / operator)")
-    node_sub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND")
-    node_sub.required = True
-    p = node_sub.add_parser("init", help="write a node folder: config, synthetic demo data, tokens")
+def register(cli: Any) -> None:
+    """Add ``veil node init | serve`` to the ``veil`` command (``cli``: ``veil.cli.command.Commands``)."""
+    node = cli.noun("node", "run and set up a node (data owner / operator)")
+    p = node.verb("init", cmd_init, "write a node folder: config, synthetic demo data, development CA, tokens")
     p.add_argument("folder")
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--listen", default="127.0.0.1:50051")
@@ -100,17 +75,5 @@ def main(argv: list[str] | None = None) -> int:
                    help="development mode: plaintext on loopback and static tokens, no CA (default: TLS)")
     p.add_argument("--disclosure", choices=("dp", "exact"), default="dp",
                    help="the demo dataset's disclosure mode (default: differential privacy)")
-    p.set_defaults(func=cmd_init)
-    p = node_sub.add_parser("serve", help="serve a node until SIGINT/SIGTERM")
-    p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
-    p.set_defaults(func=cmd_serve)
-    p = node_sub.add_parser("audit-export", help="export the audit log file as stored, without a running node")
-    p.add_argument("file")
-    p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
-    p.set_defaults(func=cmd_audit_export)
-    token_verbs.register(sub, _config)  # issue 8: veil token issue | revoke | list
-    return run(parser, argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Serving prints the node's log, not a record: no --json.
+    add_config_option(node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False))

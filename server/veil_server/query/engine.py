@@ -5,9 +5,9 @@ catalog, every analyst-supplied literal a bound parameter), so no analyst text r
 It returns, per group, the row count and for each aggregated column the count of non-null
 values, their sum and sum of squares, all as exact integers in the column's fixed-point scale
 after clamping each value to the declared range (contribution bounding). Every released
-aggregate is derived from these in :mod:`veil_server.release`. Where a Parquet file's footer
+aggregate is derived from these in :mod:`veil_server.query.release`. Where a Parquet file's footer
 proves a column already inside its range, the clamp is a no-op and is left out of the SQL for
-that column (:mod:`veil_server.range_proof`); the integers are the same.
+that column (:mod:`veil_server.query.range_proof`); the integers are the same.
 
 Rows whose group key is NULL or outside the declared public domain fall in no group.
 """
@@ -74,7 +74,7 @@ def needs_squares(plan: QueryPlan, column: str) -> bool:
 
 class SqlRenderer:
     """Renders a plan into parameterised SQL for a dialect: DuckDB here; the PostgreSQL and Spark
-    renderers (:mod:`veil_server.engines`) override the dialect hooks (``ident``, ``fixed``,
+    renderers (:mod:`veil_server.query.engines`) override the dialect hooks (``ident``, ``fixed``,
     ``group_expr``, ``sum_of_squares``) so that every engine returns the same integers."""
 
     placeholder = "?"

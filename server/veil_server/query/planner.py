@@ -2,15 +2,15 @@
 
 Threat: the analyst is untrusted and the SQL is crafted. The string is parsed once by sqlglot
 (DuckDB dialect) and never edited, re-rendered or forwarded; the planner rebuilds the query from
-closed types (:mod:`veil_server.plan`) and the engine renders its own SQL from those. The AST is
+closed types (:mod:`veil_server.query.plan`) and the engine renders its own SQL from those. The AST is
 read with an allow-list: each clause and node type the subset supports is translated explicitly,
 and everything else is refused (deny by default). Every refusal is a ``QueryRejected`` (the SQL is
 outside the subset: INVALID_ARGUMENT) or a ``PolicyViolation`` (a column control forbids it:
 PERMISSION_DENIED) with a stable reason; messages name the rule, the column or construct and the
 fix, and never a literal value. Sizes are bounded before work is done (length, nesting, list
 lengths, filter nodes), and nothing here recurses deeper than ``PlanLimits.max_depth``.
-WHERE and its literals are planned in :mod:`veil_server.planner_filters`; the node reading and
-refusals every part shares live in :mod:`veil_server.planner_ast`.
+WHERE and its literals are planned in :mod:`veil_server.query.planner_filters`; the node reading and
+refusals every part shares live in :mod:`veil_server.query.planner_ast`.
 """
 
 from __future__ import annotations

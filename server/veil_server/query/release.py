@@ -260,7 +260,7 @@ def build_result(
     """Returns the encrypted result and counters for metering (groups released/suppressed).
 
     ``weighted`` holds encrypted-input sums with the statistics that feed them
-    (see :mod:`veil_server.encrypted_input`); they get one ciphertext per released group.
+    (see :mod:`veil_server.query.encrypted_input`); they get one ciphertext per released group.
     ``suppress`` holds group keys suppressed beyond the k rule (exact mode: dominance and the
     history's secondary suppression), ``zero`` the encrypted-input sub-cells left out likewise.
     ``dp`` (a :class:`veil_server.disclosure.dp.DpRelease`): the cells come from its noisy

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..extras import MissingExtra, require
 from .catalog import Dataset
 
 FILE_FORMATS = ("csv", "parquet")
@@ -45,6 +46,11 @@ def parse_source(d: Mapping[str, Any], where: str, base_dir: Path,
                  error: Callable[[str], Exception]) -> tuple[str, str, str]:
     """``(format, source, connection)`` of one ``[[datasets]]`` table, validated."""
     fmt = str(d.get("format") or "").lower()
+    if fmt in (POSTGRES, SPARK):
+        try:
+            require("psycopg" if fmt == POSTGRES else "pyspark", f"{where}: format = \"{fmt}\"")
+        except MissingExtra as e:
+            raise error(str(e)) from None
     if fmt == POSTGRES:
         return fmt, _relation(d, where, error), _conninfo(d, where, error)
     if fmt == SPARK:
@@ -84,6 +90,10 @@ def _conninfo(d: Mapping[str, Any], where: str, error: Callable[[str], Exception
 
 def check_conninfo(conninfo: str, where: str, error: Callable[[str], Exception]) -> None:
     """Refuse an unparseable conninfo or one that carries a password (which the error never echoes)."""
+    try:
+        require("psycopg", where)
+    except MissingExtra as e:
+        raise error(str(e)) from None
     from psycopg.conninfo import conninfo_to_dict
 
     try:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..extras import require
+
 SQLITE = "sqlite"
 POSTGRES = "postgres"
 # Advisory lock keys are (namespace, key) int4 pairs; the namespace says "Veil", the key which lock.
@@ -228,9 +230,9 @@ def ddl_to_postgres(statement: str) -> str:
 
 def describe_conninfo(conninfo: str) -> str:
     """Host and database of a conninfo, for messages: never the user's password or options."""
-    from psycopg.conninfo import conninfo_to_dict
-
     try:
+        from psycopg.conninfo import conninfo_to_dict
+
         d = conninfo_to_dict(conninfo)
     except Exception:
         return "the configured PostgreSQL server"
@@ -242,6 +244,7 @@ class PostgresDatabase(StateDatabase):
     kind = POSTGRES
 
     def __init__(self, conninfo: str, schema: str, *, application: str = "veil-node-state") -> None:
+        require("psycopg", 'the state backend "postgres"')
         import psycopg
 
         if not SCHEMA_RE.match(schema):

@@ -51,7 +51,7 @@ def _postgres_unavailable(exc: BaseException) -> bool:
     try:
         import psycopg
         from psycopg import errors as pg
-    except ImportError:  # pragma: no cover - psycopg is a declared dependency
+    except ImportError:  # a node without the postgres extra: no psycopg error can occur
         return False
     return isinstance(exc, (psycopg.OperationalError, pg.LockNotAvailable, pg.QueryCanceled,
                             pg.AdminShutdown, pg.CannotConnectNow))

@@ -1,0 +1,84 @@
+"""``veil query submit | status | result | cancel | list | explain``: an analyst's queries.
+
+    veil query submit "SELECT region, AVG(cost) FROM patients GROUP BY region" --purpose research
+    veil query submit "..." --purpose research --no-wait      # then: status, result, cancel ID
+    veil query explain "..." --purpose research               # what policy would decide; nothing runs
+
+Results print exactly: decimals as the node computed them (strings in ``--json``), counts as
+integers, suppressed groups marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .command import Commands
+from .connection import connect
+from .output import emit, frame_records, frame_text, plain, table
+
+
+def _query_text(info) -> str:
+    return (f"{info.name}  {info.state}  ({info.state_reason}: {info.state_message})\n"
+            f"  dataset: {info.dataset}   purpose: {info.purpose}\n"
+            f"  plan:    {info.canonical_sql}")
+
+
+def _print_frame(args: argparse.Namespace, frame) -> None:
+    emit(args, frame_records(frame), frame_text(frame))
+
+
+def submit(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        info = node.submit(args.sql, purpose=args.purpose)
+        if args.no_wait:
+            emit(args, info, _query_text(info))
+            return
+        frame = node.wait(info.name, timeout=args.timeout, exact=True)
+    _print_frame(args, frame)
+
+
+def _about(method: str):
+    """``veil query status|cancel ID``: call ``node.<method>(ID)`` and print the query."""
+    def run(args: argparse.Namespace) -> None:
+        with connect(args) as node:
+            info = getattr(node, method)(args.query)
+        emit(args, info, _query_text(info))
+    return run
+
+
+def result(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        frame = node.result(args.query, exact=True)
+    _print_frame(args, frame)
+
+
+def list_queries(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        items = node.queries(limit=args.limit)
+    emit(args, items, table([{"query": q.id, "state": q.state, "dataset": q.dataset, "purpose": q.purpose,
+                              "sql": q.sql[:60]} for q in items]))
+
+
+def explain(args: argparse.Namespace) -> None:
+    with connect(args) as node:
+        e = node.explain(args.sql, purpose=args.purpose)
+    emit(args, e, "\n".join(f"{k}: {v}" for k, v in plain(e).items()))
+
+
+def register(cli: Commands) -> None:
+    q = cli.noun("query", "submit SQL aggregates, follow them, fetch their decrypted results")
+    p = q.verb("submit", submit, "submit an SQL aggregate; wait and print the decrypted result",
+               connects=True, key_bits=True)
+    p.add_argument("sql")
+    p.add_argument("--purpose", required=True, help="the declared purpose (see `veil dataset show NAME`)")
+    p.add_argument("--no-wait", action="store_true", help="print the submitted query and return")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the result")
+    q.verb("status", _about("get"), "show a query's state", connects=True).add_argument("query")
+    q.verb("result", result, "fetch, check and decrypt a finished query's result", connects=True,
+           key_bits=True).add_argument("query")
+    q.verb("cancel", _about("cancel"), "cancel an unfinished query", connects=True).add_argument("query")
+    q.verb("list", list_queries, "list your queries", connects=True).add_argument("--limit", type=int, default=50)
+    p = q.verb("explain", explain, "what policy would decide for a query (nothing is recorded or run)",
+               connects=True)
+    p.add_argument("sql")
+    p.add_argument("--purpose", required=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import crypto_bench  # noqa: E402
+import disclosure_bench  # noqa: E402  (disclosure control's cost and DP's accuracy, issue 14)
 import federation_bench  # noqa: E402  (federation, issue 6)
 import query_bench  # noqa: E402
 import scale_bench  # noqa: E402  (engines and crypto workers beyond one machine, issue 9)
@@ -33,6 +34,8 @@ def main() -> None:
     state_bench.main(["--repeat", "5", "--queries", "20"] if quick else [])
     print()
     sdk_bench.main(["--repeat", "5"] if quick else [])
+    print()
+    disclosure_bench.main(["--repeat", "5", "--accuracy-repeat", "10"] if quick else [])
 
 
 if __name__ == "__main__":

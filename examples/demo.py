@@ -2,9 +2,12 @@
 
 1. writes a node folder (.demo/) with 100,000 synthetic hospital admissions and tokens;
 2. starts `veil node serve` as its own process on a free loopback port;
-3. as the analyst "alice": lists the catalog, runs grouped aggregates (results come back
-   encrypted under alice's Paillier key and are decrypted here), and shows a refused query;
-4. checks the decrypted figures against plain DuckDB on the raw file (the owner's view);
+3. as the analyst "alice": lists the catalog, asks what a query's noise would be before
+   spending anything, runs grouped aggregates under differential privacy (results come back
+   encrypted under alice's Paillier key and are decrypted here), and attacks: raw reads refused,
+   a differencing pair drowned in noise, averaging stopped by the privacy budget;
+4. checks the DP figures against plain DuckDB on the raw file (the owner's view): each within
+   its stated error bound;
 5. stops the node.
 """
 
@@ -25,6 +28,7 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import veil
+from veil.accuracy import bound_at
 from veil.transport import open_channel
 from veil_server.cli.demo import init_node_folder
 
@@ -76,42 +80,79 @@ def main() -> None:
                   f"groups under {ds.min_group_size} rows suppressed")
             print(ds.columns_frame().to_string(index=False))
 
-            sql = ("SELECT region, COUNT(*) AS admissions, AVG(cost) AS avg_cost, "
-                   "STDDEV(length_of_stay) AS sd_stay FROM patients WHERE age >= 65 GROUP BY region")
+            sql = ("SELECT region, COUNT(*) AS admissions, AVG(age) AS avg_age, SUM(length_of_stay) AS bed_days "
+                   "FROM patients GROUP BY region")
             print(f"\n== 4. alice asks: {sql}")
+            plan = node.explain(sql, purpose="research")
+            print(f"   explain (nothing spent yet): {plan['outcome']}, the dataset releases with differential "
+                  f"privacy at ε = {plan['epsilon_cost']:g}; alice has ε {plan['budget_remaining']:g} left. Noise "
+                  "per cell, 95 % bound:")
+            for a in plan["accuracy"]:
+                print(f"     {a['column']:<12} {a['function']:<11} ± {a['error_bound_95']:.4g}")
             t0 = time.perf_counter()
             result = node.query(sql, purpose="research")
             print(f"(encrypted under alice's 2048-bit Paillier key, decrypted locally, "
-                  f"{time.perf_counter() - t0:.2f} s including key setup)")
+                  f"{time.perf_counter() - t0:.2f} s including key setup; ε spent "
+                  f"{result.attrs['epsilon']:g})")
             print(result.to_string(index=False))
 
             sql2 = ("SELECT diagnosis, FLOOR(age / 10) * 10 AS decade, COUNT(*) AS n FROM patients "
                     "WHERE region = 'Islands' AND sex = 'F' GROUP BY diagnosis, decade")
             print(f"\n== 5. a fine-grained query; small groups are suppressed, not dropped:\n   {sql2}")
             fine = node.query(sql2, purpose="research")
-            print(f"{len(fine)} groups, {int(fine['suppressed'].sum())} suppressed; first rows:")
+            print(f"{len(fine)} groups, {int(fine['suppressed'].sum())} suppressed (decided on the noisy counts); "
+                  "first rows:")
             print(fine.head(12).to_string(index=False))
 
-            print("\n== 6. alice tries to read raw data")
+            print("\n== 6. alice attacks")
             for bad in ("SELECT postcode, COUNT(*) FROM patients GROUP BY postcode",
                         "SELECT patient_id, cost FROM patients"):
                 try:
                     node.query(bad, purpose="research")
                 except veil.VeilError as e:
                     print(f"   refused: {bad}\n     -> {type(e).__name__} {e}")
+            oldest = duckdb.sql(f"SELECT MAX(age) FROM read_csv_auto('{FOLDER / 'data' / 'patients.csv'}') "
+                                "WHERE region = 'Islands'").fetchall()[0][0]
+            pair = [f"SELECT SUM(cost) AS s FROM patients WHERE region = 'Islands'",
+                    f"SELECT SUM(cost) AS s FROM patients WHERE region = 'Islands' AND age < {oldest}"]
+            a, b = (node.query(q, purpose="research")["s"][0] for q in pair)
+            truth = duckdb.sql(f"SELECT SUM(cost) FROM read_csv_auto('{FOLDER / 'data' / 'patients.csv'}') "
+                               f"WHERE region = 'Islands' AND age = {oldest}").fetchall()[0][0]
+            print(f"   differencing: SUM(cost) of the Islands minus the same without patients aged {oldest}\n"
+                  f"     -> alice computes {a - b:,.2f}; the true total of those patients is {truth:,.2f}: drowned in"
+                  " noise")
+            print("   averaging the noise away: the same count asked again and again")
+            asked = 0
+            while True:
+                try:
+                    node.query("SELECT COUNT(*) FROM patients WHERE region = 'Islands'", purpose="research")
+                    asked += 1
+                except veil.VeilError as e:
+                    print(f"     -> answered {asked} times, then refused: {type(e).__name__} {e}")
+                    break
 
-        print("\n== 7. the owner checks alice's figures against plain DuckDB on the raw file")
+        print("\n== 7. the owner checks alice's DP figures against plain DuckDB on the raw file")
         raw = duckdb.sql(
-            f"SELECT region, COUNT(*) AS n, AVG(cost) AS avg_cost, STDDEV_SAMP(length_of_stay) AS sd "
-            f"FROM read_csv_auto('{FOLDER / 'data' / 'patients.csv'}') WHERE age >= 65 GROUP BY region"
+            f"SELECT region, COUNT(*) AS n, AVG(age) AS avg_age, SUM(length_of_stay) AS bed_days "
+            f"FROM read_csv_auto('{FOLDER / 'data' / 'patients.csv'}') GROUP BY region"
         ).df().set_index("region")
-        worst = 0.0
-        for _, row in result.iterrows():
+        noise = result.attrs["noise"]
+        rows, inside, total = [], 0, 0
+        for _, row in result[~result["suppressed"]].iterrows():
             r = raw.loc[row["region"]]
-            assert row["admissions"] == r["n"], "count differs"
-            for ours, theirs in ((row["avg_cost"], r["avg_cost"]), (row["sd_stay"], r["sd"])):
-                worst = max(worst, abs(ours - theirs) / abs(theirs))
-        print(f"   counts equal; largest relative difference of averages and deviations: {worst:.1e}")
+            for col, exact in (("admissions", r["n"]), ("avg_age", r["avg_age"]), ("bed_days", r["bed_days"])):
+                total += 1
+                inside += abs(row[col] - exact) <= bound_at(noise[col], row["admissions"])
+            rows.append({"region": row["region"], "admissions": row["admissions"], "(exact)": int(r["n"]),
+                         "avg_age": round(row["avg_age"], 2), "(exact) ": round(r["avg_age"], 2),
+                         "bed_days": row["bed_days"], "(exact)  ": int(r["bed_days"])})
+        print(pd.DataFrame(rows).to_string(index=False))
+        smallest = int(result["admissions"].min())
+        print(f"   stated 95 % bounds: admissions ± {noise['admissions']['error_bound_95']:.3g}, bed_days ± "
+              f"{noise['bed_days']['error_bound_95']:.3g}, avg_age ± {bound_at(noise['avg_age'], smallest):.3g} for a "
+              f"group of {smallest:,} (veil.accuracy.bound_at: an average's bound shrinks with its group)")
+        print(f"   {inside} of {total} released cells lie within their stated bound of the exact figure; the noise "
+              "follows the declared ranges (a tighter range, clamping outliers, means less noise)")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

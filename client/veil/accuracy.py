@@ -99,6 +99,27 @@ def stddev_bound(n: float, **kw) -> float:
     return math.sqrt(var_bound(n, **kw))
 
 
+def bound_at(noise: dict, n: float, confidence: float = CONFIDENCE) -> float:
+    """The error bound of one released cell of a DP column for a group of ``n`` rows (value
+    units), from the column's noise as a result or ExplainQuery states it (``ColumnNoise`` as a
+    dict: ``df.attrs["noise"][column]``). COUNT and SUM do not depend on ``n``."""
+    terms = int(noise.get("terms") or 1)
+    count = Noise(noise["count_scale"], 1, terms) if noise.get("count_scale") else None
+    function = noise["function"]
+    if function == "COUNT":
+        return Noise(noise["count_scale"], 1, terms).bound(confidence)
+    total = Noise(noise["sum_scale"], 1, terms)
+    if function == "SUM":
+        return total.bound(confidence)
+    half = noise["spread"] / 2
+    magnitude = half if noise.get("centred") else abs(noise["centre"]) + half
+    if function == "AVG":
+        return avg_bound(n, count=count, total=total, magnitude=magnitude, confidence=confidence)
+    b = var_bound(n, count=count, total=total, squares=Noise(noise["squares_scale"], 1, terms), spread=2 * magnitude,
+                  confidence=confidence)
+    return math.sqrt(b) if function == "STDDEV_SAMP" else b
+
+
 SHAPE_SCALE = 2000.0  # beyond this scale the sum's quantile is the scaled one of this scale
 
 

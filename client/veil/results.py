@@ -130,7 +130,7 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
 
 
 NOISE_FIELDS = ("mechanism", "epsilon", "terms", "count_scale", "sum_scale", "squares_scale", "centre", "spread",
-                "std", "error_bound_95")
+                "std", "error_bound_95", "centred")
 
 
 def noise_dict(n) -> dict:

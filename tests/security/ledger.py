@@ -25,6 +25,9 @@ EXPECTED = {
     "fuzz:rpc-random", "fuzz:rpc-mutated", "fuzz:sql-planner", "fuzz:sql-grammar",
     "attack:certificates", "attack:tokens", "attack:roles", "attack:isolation", "attack:hostile-sql",
     "attack:paillier-input", "attack:oversize", "attack:lint",
+    "attack:disclosure-oracle", "attack:disclosure-weighted", "attack:disclosure-collusion",
+    "attack:disclosure-window", "attack:disclosure-margins", "attack:disclosure-dominance",
+    "attack:disclosure-federated", "attack:disclosure-refusals",
     "fault:shutdown", "fault:disconnect", "fault:disk-full", "fault:state-dir-read-only", "fault:revocation-list",
     "load:analysts",
 }

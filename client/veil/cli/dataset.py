@@ -24,8 +24,14 @@ def list_datasets(args: argparse.Namespace) -> None:
     with connect(args) as node:
         items = node.datasets()
     emit(args, items, table([{"dataset": d.name, "rows (approx.)": d.approximate_row_count,
-                              "min group": d.min_group_size, "purposes": ",".join(d.purposes),
-                              "description": d.description} for d in items]))
+                              "min group": d.min_group_size, "disclosure": _mode(d),
+                              "purposes": ",".join(d.purposes), "description": d.description} for d in items]))
+
+
+def _mode(d) -> str:
+    if d.disclosure_mode == "dp":
+        return f"DP, ε {d.epsilon_per_query:g}/query"
+    return "exact" if d.disclosure_mode == "exact" else d.disclosure_mode
 
 
 def show(args: argparse.Namespace) -> None:
@@ -33,7 +39,9 @@ def show(args: argparse.Namespace) -> None:
         d = node.dataset(args.name)
     emit(args, d, f"{d.name}: {d.description}\n"
                   f"  about {d.approximate_row_count} rows; groups under {d.min_group_size} rows are suppressed;"
-                  f" purposes: {', '.join(d.purposes)}\n{frame_text(d.columns_frame())}")
+                  f" purposes: {', '.join(d.purposes)}\n  disclosure: {_mode(d)}"
+                  + (f" (reason: {d.exact_reason})" if d.exact_reason else "")
+                  + f"\n{frame_text(d.columns_frame())}")
 
 
 def register_spec(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
     veil query submit "SELECT region, AVG(cost) FROM patients GROUP BY region" --purpose research
     veil query submit "..." --purpose research --no-wait      # then: status, result, cancel ID
     veil query explain "..." --purpose research               # what policy would decide; nothing runs
+    veil query submit "..." --purpose research --epsilon 0.25  # DP datasets: spend less, get more noise
 
 Results print exactly: decimals as the node computed them (strings in ``--json``), counts as
 integers, suppressed groups marked.
@@ -24,12 +25,22 @@ def _query_text(info) -> str:
 
 
 def _print_frame(args: argparse.Namespace, frame) -> None:
-    emit(args, frame_records(frame), frame_text(frame))
+    text = frame_text(frame)
+    noise = frame.attrs.get("noise") or {}
+    if noise:  # a DP release: say how far each column may be from the exact figure
+        text += (f"\ndifferential privacy, ε = {frame.attrs.get('epsilon', 0):g}; 95 % error bound per cell"
+                 " (AVG/VAR/STDDEV: at the smallest releasable group):\n"
+                 + "".join(f"  {c}: ± {_num(n['error_bound_95'])}\n" for c, n in noise.items()).rstrip())
+    emit(args, frame_records(frame), text)
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
 
 
 def submit(args: argparse.Namespace) -> None:
     with connect(args) as node:
-        info = node.submit(args.sql, purpose=args.purpose)
+        info = node.submit(args.sql, purpose=args.purpose, epsilon=args.epsilon)
         if args.no_wait:
             emit(args, info, _query_text(info))
             return
@@ -61,8 +72,14 @@ def list_queries(args: argparse.Namespace) -> None:
 
 def explain(args: argparse.Namespace) -> None:
     with connect(args) as node:
-        e = node.explain(args.sql, purpose=args.purpose)
-    emit(args, e, "\n".join(f"{k}: {v}" for k, v in plain(e).items()))
+        e = node.explain(args.sql, purpose=args.purpose, epsilon=args.epsilon)
+    accuracy = e.get("accuracy") or []
+    text = "\n".join(f"{k}: {v}" for k, v in plain(e).items() if k != "accuracy")
+    if accuracy:
+        text += (f"\nnoise at ε = {e['epsilon_cost']:g} (nothing spent yet):\n"
+                 + table([{"column": a["column"], "function": a["function"], "std": _num(a["std"]),
+                           "95% bound": _num(a["error_bound_95"])} for a in accuracy]))
+    emit(args, e, text)
 
 
 def register(cli: Commands) -> None:
@@ -73,12 +90,14 @@ def register(cli: Commands) -> None:
     p.add_argument("--purpose", required=True, help="the declared purpose (see `veil dataset show NAME`)")
     p.add_argument("--no-wait", action="store_true", help="print the submitted query and return")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the result")
+    p.add_argument("--epsilon", type=float, help="DP datasets: the ε to spend (default: the dataset's)")
     q.verb("status", _about("get"), "show a query's state", connects=True).add_argument("query")
     q.verb("result", result, "fetch, check and decrypt a finished query's result", connects=True,
            key_bits=True).add_argument("query")
     q.verb("cancel", _about("cancel"), "cancel an unfinished query", connects=True).add_argument("query")
     q.verb("list", list_queries, "list your queries", connects=True).add_argument("--limit", type=int, default=50)
-    p = q.verb("explain", explain, "what policy would decide for a query (nothing is recorded or run)",
-               connects=True)
+    p = q.verb("explain", explain, "what policy would decide for a query, and its noise (nothing is recorded, run "
+                                   "or spent)", connects=True)
     p.add_argument("sql")
     p.add_argument("--purpose", required=True)
+    p.add_argument("--epsilon", type=float, help="DP datasets: the ε to explain (default: the dataset's)")

@@ -24,10 +24,11 @@ def budget(args: argparse.Namespace) -> None:
     with connect(args) as node:
         b = node.budget(args.dataset, purpose=args.purpose or "")
     if not b.dp_enabled:
-        text = f"{b.dataset}: differential privacy is off (no ε budget)"
+        text = f"{b.dataset}: exact release (the owner's choice); no ε budget"
     else:
-        text = (f"{b.dataset}: ε spent {b.spent:g} of {b.limit:g}, {b.remaining:g} left "
-                f"({b.epsilon_per_query:g} per query)")
+        text = (f"{b.dataset}: you spent ε {b.spent:g} of {b.limit:g}; all analysts together "
+                f"{b.dataset_spent:g} of {b.dataset_limit:g}; {b.remaining:g} left for you "
+                f"({b.epsilon_per_query:g} per query by default, at most {b.max_epsilon_per_query:g})")
     emit(args, b, text)
 
 

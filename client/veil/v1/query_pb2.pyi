@@ -175,7 +175,7 @@ class QueryExplanation(_message.Message):
     def __init__(self, outcome: _Optional[_Union[QueryExplanation.Outcome, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[RuleHit, _Mapping]]] = ..., canonical_sql: _Optional[str] = ..., columns_touched: _Optional[_Iterable[str]] = ..., expected_groups: _Optional[int] = ..., grant: _Optional[str] = ..., approvals_required: _Optional[int] = ..., certificate_id: _Optional[str] = ..., epsilon_cost: _Optional[float] = ..., budget_remaining: _Optional[float] = ..., disclosure_mode: _Optional[str] = ..., accuracy: _Optional[_Iterable[_Union[ColumnNoise, _Mapping]]] = ..., dataset_budget_remaining: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ...) -> None: ...
 
 class ColumnNoise(_message.Message):
-    __slots__ = ("column", "function", "mechanism", "epsilon", "terms", "count_scale", "sum_scale", "squares_scale", "centre", "spread", "std", "error_bound_95")
+    __slots__ = ("column", "function", "mechanism", "epsilon", "terms", "count_scale", "sum_scale", "squares_scale", "centre", "spread", "std", "error_bound_95", "centred")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     MECHANISM_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class ColumnNoise(_message.Message):
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     ERROR_BOUND_95_FIELD_NUMBER: _ClassVar[int]
+    CENTRED_FIELD_NUMBER: _ClassVar[int]
     column: str
     function: str
     mechanism: str
@@ -200,7 +201,8 @@ class ColumnNoise(_message.Message):
     spread: float
     std: float
     error_bound_95: float
-    def __init__(self, column: _Optional[str] = ..., function: _Optional[str] = ..., mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[int] = ..., count_scale: _Optional[float] = ..., sum_scale: _Optional[float] = ..., squares_scale: _Optional[float] = ..., centre: _Optional[float] = ..., spread: _Optional[float] = ..., std: _Optional[float] = ..., error_bound_95: _Optional[float] = ...) -> None: ...
+    centred: bool
+    def __init__(self, column: _Optional[str] = ..., function: _Optional[str] = ..., mechanism: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[int] = ..., count_scale: _Optional[float] = ..., sum_scale: _Optional[float] = ..., squares_scale: _Optional[float] = ..., centre: _Optional[float] = ..., spread: _Optional[float] = ..., std: _Optional[float] = ..., error_bound_95: _Optional[float] = ..., centred: _Optional[bool] = ...) -> None: ...
 
 class RuleHit(_message.Message):
     __slots__ = ("rule", "message")

@@ -24,8 +24,8 @@ Every group (and sub-cell) of the domain is noised, including those with no rows
 released pattern does not depend on which groups exist.
 
 Which statistics: COUNT(*) -> ROWS; COUNT(c) -> COUNT; SUM(c) -> SUM; AVG(c) -> COUNT and
-CSUM (or SUM when SUM(c) is asked too: the centred sum is then derived, at no extra cost);
-VAR/STDDEV(c) -> COUNT, CSUM (or SUM) and CSQ. ROWS is added only when no count is asked, to
+CSUM (or SUM when SUM(c) is asked too and no variance: then the average is SUM / COUNT, at no
+extra cost); VAR/STDDEV(c) -> COUNT, CSUM and CSQ (and AVG then uses that CSUM). ROWS is added only when no count is asked, to
 apply the k rule. Post-processing (no extra ε): AVG = (lo + hi)/2 + CSUM / (2 COUNT);
 VAR = (COUNT CSQ - CSUM^2) / (4 COUNT (COUNT - 1)); STDDEV = sqrt(VAR); every cell is then
 clamped to the bounds its column's declared range allows (which can only bring it closer to the
@@ -85,8 +85,8 @@ def statistics(plan: QueryPlan) -> list[Stat]:
             out.append((COUNT, c))
         if AggFunc.SUM in fs:
             out.append((SUM, c))
-        elif AggFunc.AVG in fs or spread:
-            out.append((CSUM, c))
+        if spread or (AggFunc.AVG in fs and AggFunc.SUM not in fs):
+            out.append((CSUM, c))  # a variance needs its own centred sum: errors independent of CSQ's
         if spread:
             out.append((CSQ, c))
     if not any(k in COUNTS for k, _ in out):
@@ -234,6 +234,7 @@ class DpRelease:
         if (CSUM, c) in noises:  # doubled units about the centre
             total = _scaled(noises[(CSUM, c)], 0.5 * to_value)
             magnitude = float((hi - lo) / 2)
+            info["centred"] = True
         else:
             total = _scaled(noises[(SUM, c)], to_value)
             magnitude = float(max(abs(lo), abs(hi)))

@@ -37,8 +37,8 @@ import numpy as np
 from ..query.catalog import Column, Dataset
 from ..query.engine import key_string
 from ..errors import PolicyViolation
-from ..query.plan import (AggFunc, Aggregate, And, Between, Compare, Filter, GroupKey, InList, IsNull, Not,
-                    Or, OutputColumn, QueryPlan)
+from ..query.plan import (AggFunc, Aggregate, And, Compare, Filter, GroupKey, InList, IsNull, Not, Or,
+                         OutputColumn, QueryPlan)
 
 
 class NotAligned(PolicyViolation):
@@ -170,9 +170,7 @@ class Lattice:
                 mask |= m
             return parts[0][0], mask
         if isinstance(node, Not):
-            if isinstance(node.operand, And):
-                raise NotAligned("exact mode allows NOT only of a condition on one column")
-            c, m = self._single(node.operand)
+            c, m = self._single(node.operand)  # NOT of conditions on one column only
             return c, self.full(c) & ~m
         if isinstance(node, And):
             parts = self._conjunct(node)

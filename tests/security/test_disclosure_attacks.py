@@ -30,7 +30,12 @@ from veil_server.disclosure import history, noise
 from . import ledger
 from .survey_support import K, QI, find_target, survey_rows, variant, write_survey_node
 
-ASKED = {"n": 0}
+ASKED = {"n": 0}  # queries asked through ``ask`` by the current test (for SECURITY.md's table)
+
+
+@pytest.fixture(autouse=True)
+def _count_queries():
+    ASKED["n"] = 0
 
 BIG_DP = "dp = { epsilon_per_query = 0.5, max_epsilon_per_query = 1.0, analyst_budget = 500.0, dataset_budget = 1000.0 }"
 FAST = "[limits]\nrequests_per_second = 100000\nburst = 100000\n"  # many queries in a row

@@ -510,7 +510,8 @@ class Node:
             with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:
                 result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now,
                                                 weighted=prepared.weighted, suppress=audited.suppress | prepared.dominated,
-                                                zero=audited.zero, obfuscation=self.obfuscation, dp=prepared.dp)
+                                                zero=audited.zero | prepared.zero, obfuscation=self.obfuscation,
+                                                dp=prepared.dp)
                 result.certificate_id = certificate
                 result.result_digest = result_digest(result)
                 self._move(

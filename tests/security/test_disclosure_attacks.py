@@ -415,6 +415,11 @@ def dominance_attack(n, box) -> set[str]:
         v = ask(n, f"SELECT {agg} FROM survey WHERE {c}")
         if isinstance(v, Decimal):
             got[name] = v
+    score = veil.WeightedSum.score({"affairs": 1}, name="w")  # an encrypted-input sum over C
+    scored = n.query(f"SELECT COUNT(*) AS n FROM survey WHERE {c}", purpose="research", weighted_sums=[score],
+                     exact=True)
+    if not scored["suppressed"][0]:
+        got["weighted"] = scored["w"][0]
     whole = ask(n, f"SELECT SUM(affairs) FROM survey WHERE {outer}")
     rest = ask(n, f"SELECT SUM(affairs) FROM survey WHERE {outer} AND NOT (children >= {box['children']} "
                   f"AND children < {box['children'] + 1})")
@@ -428,12 +433,12 @@ def test_exact_dominance_covers_every_aggregate_and_subtraction(tmp_path, survey
     box, truth = dominated_boxes(d)
     with node(tmp_path / "a", d, dominance=True, home=analyst_home) as (n, _, _):
         got = dominance_attack(n, box)
-        assert "sum" not in got and "var" not in got and "sd" not in got
+        assert "sum" not in got and "var" not in got and "sd" not in got and "weighted" not in got
         assert got.get("difference") != truth
     # Positive control: the same table without the rule gives C's sum away, three ways.
     with node(tmp_path / "b", d, dominance=False, home=analyst_home) as (n, _, _):
         got = dominance_attack(n, box)
-        assert got["sum"] == truth and "var" in got
+        assert got["sum"] == truth and got["weighted"] == truth and "var" in got
     # (The subtraction alone, without the rule, is caught by the history too when C is released
     # first; here C was released, so C' - C is legitimately computable and equals C's sum.)
     ledger.record("attack", "disclosure-dominance", "dominated cell: SUM, VARIANCE, STDDEV, subtraction", ASKED["n"])

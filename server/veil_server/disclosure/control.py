@@ -26,6 +26,7 @@ from ..query.catalog import Dataset
 from ..query.domain import group_domain
 from ..query.stats import AggregateResult
 from ..errors import InvalidArgument, ResourceExhausted, VeilError
+from ..query.encrypted_input import statistics_plan
 from ..query.plan import QueryPlan
 from ..state.store import QueryRecord, StateStore
 from . import dominance, dp, history, lattice
@@ -54,6 +55,7 @@ class Prepared:
     dp: dp.DpRelease | None = None
     weighted: list = field(default_factory=list)  # [(WeightedSpec, AggregateResult)] (noisy under DP)
     dominated: set = field(default_factory=set)  # exact mode: cells the dominance rule suppresses
+    zero: set = field(default_factory=set)  # exact mode: encrypted-input sub-cells it leaves out
 
 
 @dataclass
@@ -177,7 +179,15 @@ class DisclosureControl:
                     domain = [keys + (cat,) for keys in domain for cat in spec.categories]
                 noisy.append((spec, dp.noisy_weighted(spec, plan, ds, st, epsilon / release.m, domain)))
             return Prepared(epsilon, release, noisy)
-        return Prepared(0.0, None, list(weighted), dominance.dominated_groups(self.engine, ds, plan))
+        dominated = dominance.dominated_groups(self.engine, ds, plan)
+        zero: set = set()
+        for spec, _ in weighted:  # an encrypted-input sum over a dominated (sub-)cell reveals it too
+            cells = dominance.dominated_groups(self.engine, ds, statistics_plan(plan, spec))
+            if spec.key_column:
+                zero |= cells
+            else:
+                dominated |= cells
+        return Prepared(0.0, None, list(weighted), dominated, zero)
 
     @contextmanager
     def releasing(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, stats: AggregateResult,
@@ -222,7 +232,8 @@ class DisclosureControl:
             sub_rows = {g.keys: g.rows for g in st.groups}
             subs = [(b, keys, cat) for b, (keys, cat) in populations if cat is not None]
             live = [(b, keys, cat) for b, keys, cat in subs if keys not in out.suppress]
-            flags = history.audit(forest, atoms, [history.Candidate(b, sub_rows.get(keys + (cat,), 0) >= k)
+            flags = history.audit(forest, atoms, [history.Candidate(b, sub_rows.get(keys + (cat,), 0) >= k
+                                                                    and keys + (cat,) not in prepared.zero)
                                                   for b, keys, cat in live], k=k, columns=columns,
                                   dominated=dominated)
             out.zero |= {keys + (cat,) for (_, keys, cat), r in zip(live, flags) if not r}

@@ -55,7 +55,8 @@ def folder(base: Path, rows: int, extra_datasets: str = "") -> Path:
             f'token_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n')
     big = "dp = { epsilon_per_query = 1.0, max_epsilon_per_query = 1.0, analyst_budget = 1000.0, dataset_budget = 1000.0 }"
     for name, mode in (("dp", "dp"), ("exact", "exact"), ("history", "exact")):
-        text += dataset_toml(name, "patients.csv", disclosure=mode, dp_terms=big if mode == "dp" else None)
+        (base / f"{name}.csv").write_bytes((base / "patients.csv").read_bytes())  # a source is listed once
+        text += dataset_toml(name, f"{name}.csv", disclosure=mode, dp_terms=big if mode == "dp" else None)
         text += f'\n[[grants]]\nprincipal = "bench"\ndataset = "{name}"\npurpose = "research"\n'
     (base / "veil.toml").write_text(text + extra_datasets)
     return base

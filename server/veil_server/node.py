@@ -42,7 +42,8 @@ from .query.routing import RoutingEngine
 from .errors import (DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
                      QueryNotFound, VeilError)
 from .governance.registry import OPERATOR, Governance
-from .governance.steward import Steward
+from .governance.steward import Steward, round_significant
+from .disclosure.budget import PrivacyBudget
 from .state.lifecycle import QueryState
 from .query.plan import QueryPlan
 from .query.planner import plan_query
@@ -81,6 +82,7 @@ class Node:
         self.replicas = Replicas(self.store, config.state.replica)
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
         self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count,
+                               budget=PrivacyBudget(self.store),
                                engine=self.engine)
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
@@ -217,11 +219,13 @@ class Node:
         return _certificate_id(rec.certificate)
 
     def approximate_rows(self, ds: Dataset) -> int:
-        n = self.engine.row_count(ds)
-        if n < 100:
-            return 0 if n == 0 else 100  # small tables are reported as "about 100"
-        digits = len(str(n)) - 2
-        return round(n, -digits)
+        """The size the catalog states: two significant digits (small tables: "about 100"); for a
+        DP dataset, the noisy size its certificate states, released once per version."""
+        if ds.disclosure.dp:
+            rec = self.steward.registry.serving(ds.name)
+            if rec is not None and rec.certificate is not None:
+                return _certified_rows(rec.certificate)
+        return round_significant(self.engine.row_count(ds))
 
     # -- queries --------------------------------------------------------------------------
 
@@ -540,6 +544,9 @@ class Node:
     def _fail(self, query_id: str, reason: str, message: str, run_id: str) -> None:
         def record(r: QueryRecord) -> None:
             self.replicas.check_owner(r.id, run_id)
+            # A query that ran and failed is charged as if released: whether it fails must not be
+            # a free answer about the data (no failure should depend on it; this is the backstop).
+            self.disclosure.failed(r, self.catalog.get(r.dataset))
             self.audit.failed(r, reason)
 
         try:
@@ -547,6 +554,11 @@ class Node:
                        write_ahead=record)
         except VeilError:
             pass  # cancelled meanwhile: the cancellation stands
+
+
+@functools.lru_cache(maxsize=256)
+def _certified_rows(certificate: bytes) -> int:
+    return DatasetCertificate.from_json(certificate).row_count
 
 
 @functools.lru_cache(maxsize=256)

@@ -145,7 +145,9 @@ def test_cli_governance(served, tmp_path):
     as_ = lambda who: dict(served, VEIL_TOKEN_FILE=str(tokens / f"{who}.token"))  # noqa: E731
     demo = tomllib.loads((folder / "veil.toml").read_text())["datasets"][0]
     spec = tmp_path / "clinic.toml"
-    lines = ["[[datasets]]", 'name = "clinic"', f'source = "{folder / "data" / "patients.csv"}"',
+    clinic = folder / "data" / "clinic.csv"  # its own file: one source is listed as one dataset
+    clinic.write_bytes((folder / "data" / "patients.csv").read_bytes())
+    lines = ["[[datasets]]", 'name = "clinic"', f'source = "{clinic}"',
              'purposes = ["research"]', 'classification = "internal"', "auto_approve = true", ""]
     for c in demo["columns"]:
         lines += ["[[datasets.columns]]"] + [f"{k} = {json.dumps(v)}" for k, v in c.items()] + [""]

@@ -30,8 +30,10 @@ def people_rows(seed: int = 7) -> list[dict]:
 def write_node(folder: Path, *, quota: str = "") -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = people_rows()
-    (folder / "people.csv").write_text("pid,dept,age,secret,salary\n" + "".join(
-        f"{r['pid']},{r['dept']},{r['age']},{r['secret']},{r['salary']}\n" for r in rows))
+    text = "pid,dept,age,secret,salary\n" + "".join(
+        f"{r['pid']},{r['dept']},{r['age']},{r['secret']},{r['salary']}\n" for r in rows)
+    for name in ("people", "people_dp"):  # one source per dataset: a source is listed once
+        (folder / f"{name}.csv").write_text(text)
     tokens = {n: secrets.token_urlsafe(24) for n in ("alice", "bob", "olivia", "adam")}
     roles = {"alice": "analyst", "bob": "analyst", "olivia": "owner", "adam": "admin"}
     lines = ["[node]", 'name = "disclosure-node"', 'state_dir = "state"', f"min_group_size = {K}",
@@ -41,7 +43,7 @@ def write_node(folder: Path, *, quota: str = "") -> dict[str, str]:
                   f'token_sha256 = "{hashlib.sha256(t.encode()).hexdigest()}"', ""]
     exact = 'disclosure = "exact"\nexact_reason = "a planted test table; exact figures are expected"'
     for name, extra in (("people", exact), ("people_dp", "dp = { epsilon_per_query = 0.5, analyst_budget = 3.0 }")):
-        lines += ["[[datasets]]", f'name = "{name}"', 'source = "people.csv"', 'purposes = ["research"]',
+        lines += ["[[datasets]]", f'name = "{name}"', f'source = "{name}.csv"', 'purposes = ["research"]',
                   'owners = ["olivia"]', 'classification = "public"', "max_rows = 1000", extra, "",
                   "  [[datasets.columns]]", '  name = "pid"', '  type = "integer"', '  controls = ["filter"]', "",
                   "  [[datasets.columns]]", '  name = "dept"', '  type = "text"', '  controls = ["filter", "group"]',

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .demo import PRINCIPALS, dataset_toml, patients_table, write_table
+from .demo import DEMO_GRANTS, PRINCIPALS, dataset_toml, grants_toml, patients_table, write_table
 from ..access.node_key import NodeKey
 
 FEDERATED_DATASET = "admissions"
@@ -94,7 +94,7 @@ def init_federation(root: Path, *, members: tuple[str, ...] = ("north", "south",
                   "members = [" + ", ".join(f'"{x}"' for x in members) + "]",
                   "protocols = [" + ", ".join(f'"{p}"' for p in protocols) + "]", ""]
         body = "\n".join(lines) + dataset_toml("patients", "data/patients.csv", min_group_size=ks[i],
-                                                 dp_terms=dp_terms)
+                                                 dp_terms=dp_terms) + grants_toml("patients", DEMO_GRANTS)
         m.config.write_text(body, encoding="utf-8")
     return out
 

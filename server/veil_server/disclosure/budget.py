@@ -21,6 +21,7 @@ sums are exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -49,7 +50,8 @@ class BudgetExhausted(ResourceExhausted):
 
 
 def to_micro(eps: float) -> int:
-    return round(eps * MICRO)
+    """ε in millionths, rounded up: the accounting never charges less than was spent."""
+    return math.ceil(eps * MICRO - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,15 @@ class PrivacyBudget:
             self._check(principal, dataset, purpose, eps, lim, total)
             db.execute("INSERT INTO dp_debits VALUES (?,?,?,?,?,0,?)",
                        (query_id, principal, dataset.lower(), purpose, eps, now_us()))
+
+    def charge_failure(self, query_id: str, principal: str, dataset: str, purpose: str, *, epsilon: float) -> None:
+        """Charge a query that failed after it ran, whatever the budgets have left (joins the
+        failure's transaction; a query charged already is not charged twice)."""
+        eps, _ = _valid(epsilon, MAX_EPSILON_BUDGET)
+        with self.store.joined_tx() as db:
+            if db.execute("SELECT 1 FROM dp_debits WHERE query_id=?", (query_id,)).fetchone() is None:
+                db.execute("INSERT INTO dp_debits VALUES (?,?,?,?,?,0,?)",
+                           (query_id, principal, dataset.lower(), purpose, eps, now_us()))
 
     def refund(self, query_id: str) -> bool:
         """Refund a debit whose query released nothing. Returns False if there was nothing to refund."""

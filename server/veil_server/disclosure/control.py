@@ -30,7 +30,7 @@ from ..query.encrypted_input import statistics_plan
 from ..query.plan import QueryPlan
 from ..state.store import QueryRecord, StateStore
 from . import dominance, dp, history, lattice
-from .budget import BudgetState, PrivacyBudget
+from .budget import BudgetState, PrivacyBudget, to_micro
 from .metering import DAY_US, Ledger
 from .settings import DisclosureSettings
 
@@ -216,11 +216,18 @@ class DisclosureControl:
         columns = sorted({a.column.lower() for a in plan.aggregates if a.column})
         dominated = dominance.remainder_check(self.engine, ds, plan, lat)
         cells = [(b, keys) for b, (keys, cat) in populations if cat is None]
+        # An encrypted-input sum without a key column is a cell of each group too: each of its
+        # value columns needs k values there, like an aggregate of the query.
+        scored = [{g.keys: g for g in st.groups} for spec, st in prepared.weighted if not spec.key_column]
+        columns = sorted(set(columns) | {c.lower() for spec, _ in prepared.weighted if not spec.key_column
+                                         for c in spec.value_columns})
         candidates = []
         for b, keys in cells:
             g = by_key.get(keys)
             ok = (g is not None and g.rows >= k and all(c.count >= k for c in g.columns.values())
-                  and keys not in prepared.dominated)
+                  and keys not in prepared.dominated
+                  and all((w := s.get(keys)) is not None and all(c.count >= k for c in w.columns.values())
+                          for s in scored))
             candidates.append(history.Candidate(b, ok))
         released = history.audit(forest, atoms, candidates, k=k, columns=columns, dominated=dominated)
         out = Audited(populations=[(b, r) for (b, _), r in zip(cells, released)])
@@ -256,6 +263,18 @@ class DisclosureControl:
                 self._atoms[key] = table
         return table
 
+    def failed(self, rec: QueryRecord, ds: Dataset | None) -> None:
+        """In the FAILED transaction of a query that reached execution: DP datasets charge its ε
+        (beyond the budget if need be: a failure is never a free answer)."""
+        if ds is None or not ds.disclosure.dp:
+            return
+        from veil.v1 import query_pb2
+
+        asked = query_pb2.SubmitQueryRequest.FromString(rec.inputs).epsilon if rec.inputs else 0.0
+        eps = self.epsilon(ds, asked) if asked else ds.disclosure.epsilon_per_query
+        self.budget.charge_failure(rec.id, rec.principal, ds.name.lower(), ds.disclosure.budget_purpose(rec.purpose),
+                                   epsilon=eps)
+
     def released(self, rec: QueryRecord, plan: QueryPlan, ds: Dataset, *, prepared: Prepared, audited: Audited,
                  counters: dict[str, int], rows: int, ciphertexts: int) -> None:
         """In the SUCCEEDED transaction: debit ε (raises if a budget is gone) or record the
@@ -271,7 +290,7 @@ class DisclosureControl:
                            query_id=rec.id, released=1, rows_scanned=rows,
                            cells_released=counters.get("cells", 0),
                            cells_suppressed=counters.get("groups_suppressed", 0) * cells_per_group,
-                           micro_epsilon=round(prepared.epsilon * 1_000_000), ciphertexts=ciphertexts)
+                           micro_epsilon=to_micro(prepared.epsilon), ciphertexts=ciphertexts)
 
 
 def _day_start() -> int:

@@ -217,9 +217,8 @@ def audit(forest: Forest, atoms: AtomTable, candidates: list[Candidate], *, k: i
             out.append(False)
             continue
         existing, parent, inside = forest.locate(b)
-        if existing is not None and existing.released:
-            out.append(True)  # released before: its remainders are already in the family
-            continue
+        # Even a population released before is checked again: this query may aggregate other
+        # columns, whose non-null counts (or dominance) in the remainders were never checked.
         ok = cand.primary_ok and _secondary_ok(forest, atoms, b, existing, parent, inside, k, columns, dominated)
         forest.insert(b, ok)
         out.append(ok)
@@ -229,6 +228,8 @@ def audit(forest: Forest, atoms: AtomTable, candidates: list[Candidate], *, k: i
 def _secondary_ok(forest: Forest, atoms: AtomTable, b: Box, existing: Node | None, parent: Node,
                   inside: list[Node], k: int, columns: list[str], dominated) -> bool:
     lat = forest.lattice
+    if existing is not None and existing.released:
+        parent = existing.parent or forest.root  # the node is already its parent's released child
     below: list[Node] = []
     for n in (existing.children if existing is not None else inside):
         below.extend([n] if n.released else forest.released_below(n))
@@ -238,7 +239,7 @@ def _secondary_ok(forest: Forest, atoms: AtomTable, b: Box, existing: Node | Non
     above = parent if parent.released else forest.released_above(parent) if parent is not forest.root else None
     if above is None:
         return True
-    siblings = [n for n in forest.released_below(above) if not b.contains(n.box, lat)]
+    siblings = [n for n in forest.released_below(above) if not b.contains(n.box, lat) and n.box != b]
     return _remainder_ok(atoms, lat, above.box, [n.box for n in siblings] + [b], k, columns, dominated)
 
 

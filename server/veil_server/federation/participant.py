@@ -52,6 +52,7 @@ from ..query.policy import evaluate
 from . import paillier_protocol, sharing_protocol
 from .audit import FederationAudit
 from .envelope import PeerSigner, Verified
+from ..disclosure.budget import to_micro
 from .pairwise import derive_seeds, new_ephemeral, open_sealed, seal
 from .partial import (VectorLayout, bitmap, layout_for, noisy_matrix, part_digest, partial_matrix,
                       released_groups)
@@ -97,6 +98,7 @@ class Session:
     own_share: np.ndarray | None = None
     epsilon: float = 0.0
     purpose: str = ""
+    account: str = ""  # whose budget: the analyst's own name, whichever member coordinates
     # Set by AGGREGATE (sharing, compute parties).
     summed: np.ndarray | None = None
 
@@ -251,7 +253,13 @@ class Participant:
                                   "member's part to release with differential privacy", reason="FEDERATION_REQUIRES_DP")
         s.epsilon = policy.epsilon_for(body.epsilon, error=lambda m: InvalidArgument(m, reason="INVALID_EPSILON"))
         s.purpose = body.purpose
-        self.node.disclosure.budget.check(s.principal, local.name.lower(), policy.budget_purpose(body.purpose),
+        # One analyst, one budget on this part, whichever member coordinates (a per-coordinator
+        # account would multiply it by the number of members).
+        s.account = body.analyst
+        if s.coordinator == self.name:  # the analyst is this node's own: its grant applies as locally
+            self.node.steward.grants.find(principal=body.analyst, dataset=local.name, purpose=body.purpose,
+                                          columns=plan.columns_touched())
+        self.node.disclosure.budget.check(s.account, local.name.lower(), policy.budget_purpose(body.purpose),
                                           epsilon=s.epsilon, limit=policy.analyst_budget,
                                           dataset_limit=policy.dataset_budget)
         self.audit.decided(s.principal, s.query, fed.name, canonical_sql=plan.canonical_sql(),
@@ -291,11 +299,11 @@ class Participant:
         policy = s.local.disclosure
         ledger = self.node.disclosure.ledger
         with self.node.store.joined_tx():
-            self.node.disclosure.budget.debit(f"fed:{s.query}", s.principal, s.local.name.lower(),
+            self.node.disclosure.budget.debit(f"fed:{s.query}", s.account, s.local.name.lower(),
                                               policy.budget_purpose(s.purpose), epsilon=s.epsilon,
                                               limit=policy.analyst_budget, dataset_limit=policy.dataset_budget)
-            ledger.record("released", principal=s.principal, dataset=s.local.name, purpose=s.purpose,
-                          query_id=f"fed:{s.query}", released=1, micro_epsilon=round(s.epsilon * 1_000_000))
+            ledger.record("released", principal=s.account, dataset=s.local.name, purpose=s.purpose,
+                          query_id=f"fed:{s.query}", released=1, micro_epsilon=to_micro(s.epsilon))
 
     def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
         """Check every member's signed preparation and derive the pairwise seeds from them."""

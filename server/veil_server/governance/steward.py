@@ -14,6 +14,7 @@ from typing import Iterable
 from ..query.catalog import Catalog, Dataset
 from ..config import NodeConfig, Principal, Role
 from ..disclosure.lattice import incomplete_columns
+from ..query.engine import is_numeric_type
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..access.node_key import NodeKey
 from ..state.store import StateStore
@@ -24,6 +25,23 @@ from .registry import LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Re
 from .reviews import Reviews
 
 MAX_REASON = 2000
+LISTING_EPSILON = 0.1  # the ε a DP dataset's published size costs, once per listed version
+
+
+def round_significant(n: int, digits: int = 2) -> int:
+    """``n`` rounded to ``digits`` significant digits (as the catalog states sizes)."""
+    if n < 100:
+        return 0 if n <= 0 else 100
+    return round(n, -(len(str(n)) - digits))
+
+
+def source_identity(ds: Dataset) -> tuple[str, str, str]:
+    """Where a dataset's rows are: its engine, its source (a resolved path for files) and
+    connection."""
+    import os
+
+    source = os.path.realpath(ds.source) if ds.format in ("csv", "parquet") else ds.source
+    return ds.format, source, ds.connection
 
 
 class LiveCatalog(Catalog):
@@ -45,7 +63,8 @@ class LiveCatalog(Catalog):
 
 
 class Steward:
-    def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count, engine=None) -> None:
+    def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count, engine=None,
+                 budget=None) -> None:
         self.registry = Registry(store)
         self.grants = Grants(store)
         self.reviews = Reviews(store)
@@ -53,7 +72,8 @@ class Steward:
         self._key = key
         self._config = config
         self._row_count = row_count  # callable(Dataset) -> int
-        self._engine = engine  # for exact mode's check at listing
+        self._engine = engine  # for the checks at listing
+        self._budget = budget  # for the size a DP dataset's certificate states
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -114,6 +134,7 @@ class Steward:
 
     def _list(self, name: str, by: str, reason: str) -> DatasetRecord:
         rec = self.registry.latest(name)
+        self._check_types(rec.dataset)
         if not rec.dataset.disclosure.dp and self._engine is not None:
             # Exact mode's lattice must partition the table (see disclosure.lattice).
             missing = incomplete_columns(self._engine, rec.dataset)
@@ -123,12 +144,61 @@ class Steward:
                     f"datasets/{name} hold a NULL or a value outside the declared domain: declare the missing "
                     "categories or a wider range, clean the data, or release this dataset with DP",
                     reason="EXACT_COLUMNS_INCOMPLETE", metadata={"dataset": name, "columns": ",".join(missing)})
+        self._check_source_unshared(rec)
         content = source_fingerprint(rec.dataset)
         stamp = source_stamp(rec.dataset)
-        cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._row_count(rec.dataset),
+        cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._published_rows(rec),
                      content=content)
         return self.registry.move(name, "approve", principal=by, reason=reason, certificate=cert.to_bytes(),
                                   fingerprint=content, file_stamp=stamp)
+
+    def _published_rows(self, rec: DatasetRecord) -> int:
+        """The row count the certificate (and the catalog) states. Exact mode: the count. DP: the
+        count with discrete Laplace noise at ε = 0.1, rounded to two significant digits, charged
+        to the dataset's budget (beyond it if need be): the size of a version is a statistic like
+        any other, and the exact count of each version would show how many rows changed."""
+        n = self._row_count(rec.dataset)
+        if not rec.dataset.disclosure.dp:
+            return n
+        from ..disclosure.noise import mechanism, privatize
+
+        noisy = max(1, privatize([n], mechanism(1, LISTING_EPSILON))[0])  # a listed table is never shown empty
+        if self._budget is not None:
+            self._budget.charge_failure(f"listing:{rec.name}:{rec.version}", OPERATOR, rec.name.lower(), "",
+                                        epsilon=LISTING_EPSILON)
+        return round_significant(noisy)
+
+    def _check_source_unshared(self, rec: DatasetRecord) -> None:
+        """One source, one dataset: two datasets over the same rows would each keep a history and
+        budgets of their own, and a differencing pair split across them would pass both."""
+        mine = source_identity(rec.dataset)
+        for other in self.registry.all_serving():
+            if other.name.lower() != rec.name.lower() and source_identity(other.dataset) == mine:
+                raise FailedPrecondition(
+                    f"the source of datasets/{rec.name} is already served as datasets/{other.name}; one source is "
+                    f"listed once (register a new version of datasets/{other.name} to change its rules)",
+                    reason="SOURCE_ALREADY_LISTED", metadata={"dataset": rec.name, "other": other.name})
+
+    def _check_types(self, ds: Dataset) -> None:
+        """Every column declared as a number must be one in the source: a text cell in a number
+        column would make the conversion fail only for the rows a filter selects, and a failure
+        that depends on the rows is an answer about them."""
+        if self._engine is None or not hasattr(self._engine, "column_types"):
+            return
+        types = self._engine.column_types(ds)
+        for col in ds.columns:
+            if not col.numeric:
+                continue
+            found = types.get(col.name.lower())
+            if found is None:
+                raise FailedPrecondition(f"column {col.name} of datasets/{ds.name} is not in its source; fix the "
+                                         "declaration or the source", reason="COLUMN_MISSING",
+                                         metadata={"dataset": ds.name, "column": col.name})
+            if not is_numeric_type(found):
+                raise FailedPrecondition(
+                    f"column {col.name} of datasets/{ds.name} is declared {col.type.value} but its source holds "
+                    f"{found.lower()} values: make every cell a number or empty (missing), or declare it text",
+                    reason="COLUMN_TYPE_MISMATCH", metadata={"dataset": ds.name, "column": col.name})
 
     @staticmethod
     def _require_owner(principal: Principal, rec: DatasetRecord) -> None:

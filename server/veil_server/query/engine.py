@@ -117,12 +117,43 @@ class SqlRenderer:
             return self.total(f"{v} * {v}", col, bound**2)
         return f"SUM(CAST({v} AS HUGEINT) * {v})"
 
+    # No value in the data may make a query fail: a failure that depends on the rows a filter
+    # selects would tell the analyst about them, without noise and without a charge. So every
+    # conversion to an integer is guarded (NaN is missing; a value beyond the declared range, or
+    # beyond 64 bits, is clamped before the cast), and filters on decimal columns compare the
+    # rounded fixed-point value the aggregates and bins use, never the raw one.
+    double_type = "DOUBLE"
+    WIDE = 2**62  # the guard for columns without a declared range: far beyond any real value
+
+    def scaled(self, col: Column) -> str:
+        """The column times 10^scale as a double, not yet rounded (NaN and infinities possible)."""
+        x = f"CAST({self.ident(col.name)} AS {self.double_type})"
+        return x if col.type is ColumnType.INTEGER or col.scale == 0 else f"({x} * {10 ** col.scale})"
+
+    def is_nan(self, d: str) -> str:
+        return f"isnan({d})"
+
+    def rounded(self, d: str) -> str:
+        """``d`` rounded half away from zero (DuckDB's ROUND), still a double."""
+        return f"ROUND({d})"
+
+    def safe_int(self, d: str, low: int, high: int) -> str:
+        """``d`` (a scaled double) rounded to an integer within [low, high]: NaN is NULL, anything
+        beyond the bounds is the bound. Only a value inside them reaches the cast."""
+        return (f"CASE WHEN {self.is_nan(d)} THEN NULL WHEN {d} >= {high} THEN {high} WHEN {d} <= {low} THEN {low} "
+                f"ELSE CAST({self.rounded(d)} AS BIGINT) END")
+
     def fixed(self, col: Column) -> str:
-        """The column as an exact integer in its fixed-point scale."""
-        ident = self.ident(col.name)
-        if col.type is ColumnType.INTEGER:
-            return f"CAST({ident} AS BIGINT)"
-        return f"CAST(ROUND(CAST({ident} AS DOUBLE) * {10 ** col.scale}) AS BIGINT)"
+        """The column as an integer in its fixed-point scale (far values held at +-2^62)."""
+        return self.fixed_of(self.scaled(col))
+
+    def fixed_of(self, d: str) -> str:
+        return self.safe_int(d, -self.WIDE, self.WIDE)
+
+    def proven(self, d: str) -> str:
+        """A column whose values the file's footer proves inside the declared range: no clamp,
+        only NaN (which footers do not record) made missing."""
+        return f"CASE WHEN {self.is_nan(d)} THEN NULL ELSE CAST({self.rounded(d)} AS BIGINT) END"
 
     @staticmethod
     def bounds(col: Column) -> tuple[int, int]:
@@ -132,13 +163,13 @@ class SqlRenderer:
         return low, high
 
     def clamped(self, col: Column) -> str:
-        return self.clamp(self.fixed(col), col)
+        return self.clamp(self.scaled(col), col)
 
-    def clamp(self, v: str, col: Column) -> str:
-        """``v`` (the column already in fixed point) clamped to the declared range."""
+    def clamp(self, d: str, col: Column) -> str:
+        """``d`` (the column scaled, a double) rounded and clamped to the declared range. CASE,
+        not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound."""
         low, high = self.bounds(col)
-        # CASE, not LEAST/GREATEST: those skip NULLs, which would turn a missing value into a bound.
-        return f"CASE WHEN {v} < {low} THEN {low} WHEN {v} > {high} THEN {high} ELSE {v} END"
+        return self.safe_int(d, low, high)
 
     def group_expr(self, column: str, bin_width: Decimal | None) -> str:
         col = self.dataset.column(column)
@@ -146,20 +177,38 @@ class SqlRenderer:
         if bin_width is None:
             return self.ident(col.name)
         width = int((bin_width * 10**col.scale).to_integral_value())
-        return f"CAST(FLOOR({self.fixed(col)} / {width}) AS BIGINT)"
+        # A value outside the range lands in a bin outside the domain (one further out at most),
+        # which no group holds; it never makes the cast fail.
+        low, high = (b // width for b in self.bounds(col)) if col.value_range is not None else (
+            -self.WIDE // width, self.WIDE // width)
+        floor = f"FLOOR(CAST({self.fixed(col)} AS {self.double_type}) / {width})"
+        return self.safe_int(floor, low - 1, high + 1)
+
+    def compared(self, column: str, value: Any) -> tuple[str, Any]:
+        """The left side and the parameter of a comparison: a decimal column's rounded
+        fixed-point value against the literal in the same units (what its bins and sums see)."""
+        col = self.dataset.column(column)
+        if col is not None and col.type is ColumnType.DECIMAL and isinstance(value, (int, Decimal)):
+            return self.fixed(col), Decimal(value).scaleb(col.scale)
+        return self.ident(column), value
 
     def filter(self, node: Filter) -> str:
         if isinstance(node, Compare):
-            self.params.append(_param(node.value))
-            return f"{self.ident(node.column)} {node.op} {self.placeholder}"
+            left, value = self.compared(node.column, node.value)
+            self.params.append(_param(value))
+            return f"{left} {node.op} {self.placeholder}"
         if isinstance(node, InList):
-            self.params.extend(_param(v) for v in node.values)
+            pairs = [self.compared(node.column, v) for v in node.values]
+            left = pairs[0][0] if pairs else self.ident(node.column)
+            self.params.extend(_param(v) for _, v in pairs)
             marks = ", ".join(self.placeholder for _ in node.values)
-            return f"{self.ident(node.column)} {'NOT IN' if node.negated else 'IN'} ({marks})"
+            return f"{left} {'NOT IN' if node.negated else 'IN'} ({marks})"
         if isinstance(node, Between):
-            self.params.extend((_param(node.low), _param(node.high)))
+            left, low = self.compared(node.column, node.low)
+            _, high = self.compared(node.column, node.high)
+            self.params.extend((_param(low), _param(high)))
             kw = "NOT BETWEEN" if node.negated else "BETWEEN"
-            return f"{self.ident(node.column)} {kw} {self.placeholder} AND {self.placeholder}"
+            return f"{left} {kw} {self.placeholder} AND {self.placeholder}"
         if isinstance(node, IsNull):
             return f"{self.ident(node.column)} IS {'NOT NULL' if node.negated else 'NULL'}"
         if isinstance(node, And):
@@ -196,8 +245,9 @@ class SqlRenderer:
         for j, name in enumerate(aggregated_columns(plan)):
             col = self.dataset.column(name)
             assert col is not None
-            inner.append(f"{self.fixed(col)} AS f{j}")
-            middle.append(f"f{j} AS v{j}" if col.name in self.unclamped else f"{self.clamp(f'f{j}', col)} AS v{j}")
+            inner.append(f"{self.scaled(col)} AS f{j}")
+            guarded = self.proven(f"f{j}") if col.name in self.unclamped else self.clamp(f"f{j}", col)
+            middle.append(f"{guarded} AS v{j}")
             outer += [f"COUNT(v{j})", self.total(f"v{j}", col, max(abs(b) for b in self.bounds(col)))]
             outer.append(self.sum_of_squares(f"v{j}", col) if needs_squares(plan, name) else "0")
         where = f" WHERE {self.filter(plan.where)}" if plan.where is not None else ""
@@ -238,6 +288,16 @@ def decode_rows(plan: QueryPlan, dataset: Dataset, rows: list[tuple]) -> Aggrega
             continue
         groups.append(GroupStats(tuple(keys), n, stats))  # type: ignore[arg-type]
     return AggregateResult(groups, matched)
+
+
+CSV_NULLS = "['', 'NA', 'N/A', 'NULL', 'null', 'NaN', 'nan', '.']"
+NUMERIC_TYPES = ("INT", "DECIMAL", "NUMERIC", "DOUBLE", "FLOAT", "REAL", "BIGINT", "LONG", "SHORT", "BYTE")
+
+
+def is_numeric_type(name: str) -> bool:
+    """Whether an engine's type name is a number type (DuckDB, PostgreSQL and Spark spellings)."""
+    upper = name.upper()
+    return any(t in upper for t in NUMERIC_TYPES) and "INTERVAL" not in upper and "[]" not in upper
 
 
 def decode_dominance(plan: QueryPlan, rows: list[tuple]) -> dict[tuple[str, ...], tuple[int, int]]:
@@ -285,10 +345,20 @@ class DuckDBEngine:
             self._register(ds)
 
     def _register(self, ds: Dataset) -> None:
-        reader = "read_parquet" if ds.format == "parquet" else "read_csv_auto"
-        self._db.execute(
-            f"CREATE OR REPLACE VIEW {self._view(ds)} AS SELECT * FROM {reader}({quote_string(ds.source)})"
-        )
+        if ds.format == "parquet":
+            reader = f"read_parquet({quote_string(ds.source)})"
+        else:  # the usual spellings of a missing value (R writes NA) are missing, not text
+            reader = f"read_csv_auto({quote_string(ds.source)}, nullstr = {CSV_NULLS})"
+        self._db.execute(f"CREATE OR REPLACE VIEW {self._view(ds)} AS SELECT * FROM {reader}")
+
+    def column_types(self, dataset: Dataset) -> dict[str, str]:
+        """The engine's type of each column of the source (lower-case names)."""
+        try:
+            rows = self._cursor().execute(f"DESCRIBE SELECT * FROM {self._view(dataset)}").fetchall()
+        except duckdb.Error as e:
+            raise Unavailable("the dataset's source cannot be read; the owner must restore it",
+                              reason="DATASET_UNAVAILABLE", private=str(e)) from None
+        return {str(r[0]).lower(): str(r[1]) for r in rows}
 
     @staticmethod
     def _view(ds: Dataset) -> str:

@@ -65,6 +65,9 @@ class RoutingEngine:
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
         return self.engine_for(dataset).aggregate(plan, dataset)
 
+    def column_types(self, dataset: Dataset) -> dict[str, str]:
+        return self.engine_for(dataset).column_types(dataset)  # type: ignore[attr-defined]
+
     def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
         return self.engine_for(dataset).dominance(plan, dataset, column, n)  # type: ignore[attr-defined]
 

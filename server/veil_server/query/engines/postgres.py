@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -52,20 +51,14 @@ def relation_sql(ds: Dataset) -> str:
 class PostgresRenderer(SqlRenderer):
     placeholder = "%s"
 
-    def fixed(self, col: Column) -> str:
-        ident = self.ident(col.name)
-        if col.type is ColumnType.INTEGER:
-            return f"CAST({ident} AS BIGINT)"
-        x = f"(CAST({ident} AS DOUBLE PRECISION) * {10 ** col.scale})"
-        return f"CAST(TRUNC({x}) + TRUNC(2 * ({x} - TRUNC({x}))) AS BIGINT)"
+    double_type = "DOUBLE PRECISION"
 
-    def group_expr(self, column: str, bin_width: Decimal | None) -> str:
-        col = self.dataset.column(column)
-        assert col is not None
-        if bin_width is None:
-            return self.ident(col.name)
-        width = int((bin_width * 10**col.scale).to_integral_value())
-        return f"CAST(FLOOR(CAST({self.fixed(col)} AS DOUBLE PRECISION) / {width}) AS BIGINT)"
+    def is_nan(self, d: str) -> str:
+        return f"({d} = 'NaN'::float8)"
+
+    def rounded(self, d: str) -> str:
+        # Half away from zero, as DuckDB's ROUND (PostgreSQL's round(float8) rounds half to even).
+        return f"(TRUNC({d}) + TRUNC(2 * ({d} - TRUNC({d}))))"
 
     def sum_of_squares(self, v: str, col: Column) -> str:
         # SUM(bigint) accumulates in 128 bits and returns NUMERIC, so it is exact whenever v * v
@@ -135,6 +128,21 @@ class PostgresEngine:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._fetch(dataset, sql, r.params))
+
+    def column_types(self, dataset: Dataset) -> dict[str, str]:
+        try:
+            conn = self._connection(dataset)
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SELECT * FROM {relation_sql(dataset)} LIMIT 0")  # type: ignore[arg-type]
+                names = {d.name.lower(): d.type_code for d in cur.description or ()}
+                cur.execute("SELECT oid, typname FROM pg_type WHERE oid = ANY(%s)", [list(names.values())])
+                types = dict(cur.fetchall())
+        except psycopg.Error as e:
+            self._drop(dataset)
+            raise Unavailable("the dataset's source cannot be read; the owner must restore it",
+                              reason="DATASET_UNAVAILABLE", private=_describe(e)) from None
+        return {n: {"int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT", "float4": "REAL", "float8": "DOUBLE",
+                    "numeric": "NUMERIC"}.get(types.get(oid, ""), types.get(oid, "")) for n, oid in names.items()}
 
     def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
         r = PostgresRenderer(dataset, relation_sql(dataset))

@@ -25,10 +25,9 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from decimal import Decimal
 from typing import Any
 
-from ..catalog import Column, ColumnType, Dataset
+from ..catalog import Column, Dataset
 from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
@@ -48,21 +47,10 @@ class SparkRenderer(SqlRenderer):
     def ident(self, name: str) -> str:
         return quote_backtick(name)
 
-    def fixed(self, col: Column) -> str:
-        ident = self.ident(col.name)
-        if col.type is ColumnType.INTEGER:
-            return f"CAST({ident} AS BIGINT)"
-        x = f"(CAST({ident} AS DOUBLE) * {10 ** col.scale})"
-        t = f"CAST({x} AS BIGINT)"
-        return f"({t} + CAST(2 * ({x} - {t}) AS BIGINT))"
-
-    def group_expr(self, column: str, bin_width: Decimal | None) -> str:
-        col = self.dataset.column(column)
-        assert col is not None
-        if bin_width is None:
-            return self.ident(col.name)
-        width = int((bin_width * 10**col.scale).to_integral_value())
-        return f"CAST(FLOOR(CAST({self.fixed(col)} AS DOUBLE) / {width}) AS BIGINT)"
+    def rounded(self, d: str) -> str:
+        # Half away from zero, as DuckDB's ROUND; only ever reached inside the guarded bounds.
+        t = f"CAST({d} AS BIGINT)"
+        return f"({t} + CAST(2 * ({d} - {t}) AS BIGINT))"
 
     def sum_of_squares(self, v: str, col: Column) -> str:
         # Spark's SUM(BIGINT) is a BIGINT (it fails on overflow): use it only when the declared
@@ -133,6 +121,13 @@ class SparkEngine:
         r = SparkRenderer(dataset, self._view(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._collect(dataset, sql, [_param(p) for p in r.params]))
+
+    def column_types(self, dataset: Dataset) -> dict[str, str]:
+        try:
+            frame = self._spark(dataset).table(self._view(dataset).strip("`"))
+            return {f.name.lower(): f.dataType.simpleString() for f in frame.schema.fields}
+        except Exception as e:
+            raise _mapped(e) from None
 
     def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
         r = SparkRenderer(dataset, self._view(dataset))

@@ -546,7 +546,7 @@ class Node:
             self.replicas.check_owner(r.id, run_id)
             # A query that ran and failed is charged as if released: whether it fails must not be
             # a free answer about the data (no failure should depend on it; this is the backstop).
-            self.disclosure.failed(r, self.catalog.get(r.dataset))
+            self.disclosure.failed(r, self.catalog.get(r.dataset), reason)
             self.audit.failed(r, reason)
 
         try:

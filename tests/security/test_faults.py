@@ -89,7 +89,6 @@ def test_graceful_shutdown(tmp_path, analyst_home):
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     time.sleep(0.3)  # the wait is now parked on the node
 
-    t0 = time.monotonic()
     stopper = threading.Thread(target=stack.close)
     stopper.start()
     seen = [next(watch).status]  # balancers learn first
@@ -101,8 +100,8 @@ def test_graceful_shutdown(tmp_path, analyst_home):
     with pytest.raises(grpc.RpcError) as e:  # the in-flight call ends cleanly within the grace
         in_flight.result(timeout=10)
     assert e.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
-    stopper.join(timeout=15)
-    assert not stopper.is_alive() and time.monotonic() - t0 < 6
+    stopper.join(timeout=60)  # a hang detector, not a timing: the grace is 1.5 s
+    assert not stopper.is_alive()
     ch.close()
 
     with run_server(config, listen="127.0.0.1:0", grace=0.5) as again:  # acknowledged work is still there

@@ -263,10 +263,12 @@ class DisclosureControl:
                 self._atoms[key] = table
         return table
 
-    def failed(self, rec: QueryRecord, ds: Dataset | None) -> None:
+    def failed(self, rec: QueryRecord, ds: Dataset | None, reason: str = "") -> None:
         """In the FAILED transaction of a query that reached execution: DP datasets charge its ε
-        (beyond the budget if need be: a failure is never a free answer)."""
-        if ds is None or not ds.disclosure.dp:
+        (beyond the budget if need be: a failure is never a free answer). Not charged: a failure
+        whose cause is independent of the rows (the budget ran out between submission and
+        release: every charge is a fixed ε, so that says nothing about the data)."""
+        if ds is None or not ds.disclosure.dp or reason in FAILURES_INDEPENDENT_OF_DATA:
             return
         from veil.v1 import query_pb2
 
@@ -291,6 +293,10 @@ class DisclosureControl:
                            cells_released=counters.get("cells", 0),
                            cells_suppressed=counters.get("groups_suppressed", 0) * cells_per_group,
                            micro_epsilon=to_micro(prepared.epsilon), ciphertexts=ciphertexts)
+
+
+# Failure reasons whose occurrence depends on the budgets' state only, never on the rows.
+FAILURES_INDEPENDENT_OF_DATA = frozenset({"PRIVACY_BUDGET_EXHAUSTED"})
 
 
 def _day_start() -> int:

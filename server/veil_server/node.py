@@ -75,7 +75,10 @@ class Node:
         try:
             self.store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
                                     if shared else config.state_dir / "state.db")
+            self.audit.anchor_to(self.store)  # state and log vouch for each other, or no start
         except BaseException:
+            if getattr(self, "store", None) is not None:
+                self.store.close()
             self.audit.close()
             raise
         self.replicas = Replicas(self.store, config.state.replica)

@@ -24,6 +24,7 @@ failure). Approvers are named in ``details.approvers``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -38,9 +39,12 @@ from typing import Any
 from veil.audit.records import RESULT_DIGEST, Receipt, release_details
 
 from ..config import NodeConfig, Principal
-from ..errors import VeilError
+from ..errors import FailedPrecondition, VeilError
 from ..access.node_key import NodeKey
+from ..state.anchor import Anchor, StateAnchor, state_digest
 from ..state.statedb import StateDatabase
+from ..state.store import StateStore
+from .anchoring import STATE_DIGEST, STATE_SEQ, LogReading, check_at_start, next_seq
 from .errors import AuditUnavailable
 from .log import AuditLog, Event
 
@@ -116,9 +120,11 @@ def _write_public_key(state_dir: Path, key: NodeKey) -> None:
 class AuditTrail:
     """Wraps the node's :class:`AuditLog` with the events the node records."""
 
-    def __init__(self, audit_log: AuditLog) -> None:
+    def __init__(self, audit_log: AuditLog, reading: LogReading | None = None) -> None:
         self.log = audit_log
         self.key = audit_log.key
+        self._reading = reading  # what the open check read, until the state is anchored
+        self._anchor: StateAnchor | None = None
 
     @classmethod
     def open(cls, state_dir: Path, *, database: StateDatabase | None = None) -> AuditTrail:
@@ -131,8 +137,9 @@ class AuditTrail:
             if database is not None:
                 database.close()
             raise
+        reading = LogReading()
         trail = cls(AuditLog(database if database is not None else Path(state_dir) / LOG_FILE, key,
-                             node_id=node_id_for(key)))
+                             node_id=node_id_for(key), visit=reading.visit), reading)
         try:
             _write_public_key(Path(state_dir), key)
             if key.created or trail.log.tree_size == 0:
@@ -151,15 +158,36 @@ class AuditTrail:
     def close(self) -> None:
         self.log.close()
 
+    def anchor_to(self, store: StateStore) -> None:
+        """Check that ``store`` and this log vouch for each other (:mod:`.anchoring`; raises
+        :class:`StartRefused`), then anchor every later entry written inside a state transaction."""
+        anchor = StateAnchor(store)
+        reading, self._reading = self._reading or LogReading(), None
+        check_at_start(reading, store, anchor, log_where=str(self.log.path),
+                                     state_where=store.location)
+        self._anchor = anchor
+
     def _append(self, kind: str, principal: str, outcome: str, *, dataset: str | None = None,
                 query: str | None = None, details: dict[str, Any] | None = None) -> int:
-        return self.log.append(kind, principal=_text(principal, 200), outcome=outcome,
-                               dataset=dataset, query=query, details=details)
+        return self._write([Event(kind, principal, outcome, dataset, query, details)])[0]
 
     def _append_all(self, events: list[Event], *, checkpoint: bool = False) -> None:
         """Several entries (and a checkpoint over them) in one transaction: all durable or none."""
-        self.log.append_many([Event(e.kind, _text(e.principal, 200), e.outcome, e.dataset, e.query, e.details)
-                              for e in events], checkpoint=checkpoint)
+        self._write(events, checkpoint=checkpoint)
+
+    def _write(self, events: list[Event], *, checkpoint: bool = False) -> list[int]:
+        """Append; inside the state store's open transaction (a ``write_ahead``), the entries carry
+        the transaction's ``state_seq`` and the state records the log position, in that
+        transaction (the state ↔ log anchor)."""
+        db = self._anchor.store.open_transaction() if self._anchor is not None else None
+        seq = next_seq(self._anchor.read(db)) if db is not None else 0
+        clean = [Event(e.kind, _text(e.principal, 200), e.outcome, e.dataset, e.query,
+                       {**(e.details or {}), STATE_SEQ: seq} if seq else e.details) for e in events]
+        leaves: list[bytes] = []
+        indices, _ = self.log.append_many(clean, checkpoint=checkpoint, leaves=leaves)
+        if db is not None:
+            self._anchor.write(db, Anchor(seq, indices[-1] + 1, leaves[-1].hex()))
+        return indices
 
     def _best_effort(self, what: str, fn, *args, **kwargs) -> None:
         try:
@@ -170,13 +198,38 @@ class AuditTrail:
     # -- the node ---------------------------------------------------------------------------
 
     def node_started(self, config: NodeConfig) -> None:
-        self._append_all([Event("admin.node.start", SYSTEM, "ok", details={
-            "node_name": _text(config.name), "config_digest": config_digest(config),
-            "datasets": sorted(d.name for d in config.datasets),
-            "principals": len(config.principals), "software": SOFTWARE})], checkpoint=True)
+        """Anchored: the state records the log position of every start."""
+        with self._state_transaction():
+            self._append_all([Event("admin.node.start", SYSTEM, "ok", details={
+                "node_name": _text(config.name), "config_digest": config_digest(config),
+                "datasets": sorted(d.name for d in config.datasets),
+                "principals": len(config.principals), "software": SOFTWARE})], checkpoint=True)
 
     def node_stopping(self) -> None:
-        self._best_effort("node stop", self._append_all, [Event("admin.node.stop", SYSTEM, "ok")], checkpoint=True)
+        """Anchored, and on a state of its own (SQLite) with a digest of the whole state: a change
+        made while the node is stopped is refused at the next start."""
+        def stop() -> None:
+            with self._state_transaction() as db:
+                details = {}
+                if db is not None and not self._anchor.store.shared:
+                    details[STATE_DIGEST] = state_digest(db)
+                self._append_all([Event("admin.node.stop", SYSTEM, "ok", details=details)], checkpoint=True)
+
+        self._best_effort("node stop", stop)
+
+    @contextlib.contextmanager
+    def _state_transaction(self):
+        if self._anchor is None:
+            yield None
+            return
+        with self._anchor.store.joined_tx() as db:
+            yield db
+
+    def already_released(self, query_id: str) -> int | None:
+        """The index of a logged release of ``query_id``, if any: whatever the state says, a
+        query is released at most once."""
+        page = self.log.search(kind="query.release", query=query_id, outcome="ok", page_size=1)
+        return page.entries[0].index if page.entries else None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -237,7 +290,14 @@ class AuditTrail:
 
     def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int) -> None:
         """Before the move to SUCCEEDED: the execution, then the release (a digest of the
-        encrypted result, never a value), then a signed checkpoint covering both; one commit."""
+        encrypted result, never a value), then a signed checkpoint covering both; one commit.
+        Refused (``ALREADY_RELEASED``) if the log already holds a release of the query, whatever
+        the state says (a state set back, or a release whose state commit was lost)."""
+        earlier = self.already_released(rec.id)
+        if earlier is not None:
+            raise FailedPrecondition(
+                "this query's result was already released once; it is not released again",
+                reason="ALREADY_RELEASED", private=f"query {rec.id}: release at log entry {earlier}")
         self._append_all([
             Event("query.execute", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
                 "rows_scanned_approx": rows_scanned_approx,

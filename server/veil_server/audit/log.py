@@ -93,6 +93,7 @@ class AuditLog:
         *,
         node_id: str,
         clock: Callable[[], datetime] = _utcnow,
+        visit: Callable[[Entry, bytes], None] | None = None,
     ) -> None:
         if isinstance(path, StateDatabase):
             self.path = Path(f"<{path.identity}>")
@@ -106,11 +107,17 @@ class AuditLog:
         self._lock = threading.RLock()
         self._shared = conn.kind == POSTGRES
         self._conn: StateDatabase | None = conn
+        # Called with each new signed checkpoint once it is durable (witnesses, issue 15).
+        self.on_checkpoint: Callable[[Checkpoint], None] | None = None
         try:
             self._init_meta()
             self._tail = store.check(
-                self._conn, node_id=node_id, public_key=key.public_key_bytes
+                self._conn, node_id=node_id, public_key=key.public_key_bytes, visit=visit
             )
+        except AuditCorrupted as exc:
+            self.close()
+            exc.where = str(self.path)
+            raise
         except (*conn.errors, OSError) as exc:
             self.close()
             raise AuditUnavailable(f"cannot read {self.path}: {exc}") from exc
@@ -207,11 +214,13 @@ class AuditLog:
                                               query=query, details=details)])
         return index
 
-    def append_many(self, events: list[Event], *, checkpoint: bool = False) -> tuple[list[int], Checkpoint | None]:
+    def append_many(self, events: list[Event], *, checkpoint: bool = False,
+                    leaves: list[bytes] | None = None) -> tuple[list[int], Checkpoint | None]:
         """Log several events, in order, and (``checkpoint``) sign a checkpoint covering them, all
         in one transaction: one commit and one fsync, and either all of it is durable or none
-        is. Returns their indices (and the checkpoint) once durable; raises as :meth:`append`
-        does, in which case none of them was logged."""
+        is. Returns their indices (and the checkpoint) once durable, and adds their leaf hashes
+        to ``leaves`` if given; raises as :meth:`append` does, in which case none of them was
+        logged."""
         for ev in events:
             if not is_known_kind(ev.kind):
                 raise ValueError(f"unknown audit kind {ev.kind!r}")
@@ -222,6 +231,7 @@ class AuditLog:
             except (*conn.errors, OSError) as exc:
                 raise AuditUnavailable(f"append failed: {exc}") from exc
             indices: list[int] = []
+            new_leaves: list[bytes] = []
             try:
                 # What other writers (replicas) appended since, or what a failed commit left.
                 tail = store.catch_up(conn, self._tail)
@@ -244,6 +254,7 @@ class AuditLog:
                     )
                     conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
                     tail = store.Tail(new_range, leaf, entry.time)
+                    new_leaves.append(leaf)
                 cp = self._sign_checkpoint(conn, tail) if checkpoint else None
                 conn.commit()
             except (*conn.errors, OSError) as exc:
@@ -256,6 +267,10 @@ class AuditLog:
                 self._rollback(conn)
                 raise
             self._tail = tail
+            if leaves is not None:
+                leaves.extend(new_leaves)
+            if cp is not None and self.on_checkpoint is not None:
+                self.on_checkpoint(cp)
             return indices, cp
 
     def _sign_checkpoint(self, conn: StateDatabase, tail: store.Tail) -> Checkpoint:

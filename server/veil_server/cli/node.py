@@ -17,6 +17,7 @@ from veil.cli.main import build_parser, run
 from ..audit.events import LOG_FILE, public_key_path
 from ..config import ConfigError, load_config
 from .demo import init_node_folder
+from .refusals import start_refusal
 from . import token as token_verbs
 
 
@@ -44,7 +45,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever(_config(args))
+    config = _config(args)
+    try:
+        serve_forever(config)
+    except Exception as e:  # a refusal to start is one line naming the file and the fix
+        line = start_refusal(e, config.state_dir)
+        if line is None:
+            raise
+        raise ValueError(f"node refused to start: {line}") from None
     # Everything the node owns is closed and durable by now. Skip interpreter finalisation: it
     # can kill library threads (gRPC, DuckDB) mid-call, which aborts the process after a clean
     # stop ("exception not rethrown") and would make a graceful SIGTERM look like a crash.

@@ -23,7 +23,7 @@ from .connection import DEFAULT_TARGET, Connection
 from .crypto import consttime
 from .crypto.pool import available_cpus
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
-from .receipts import check_receipt, receipt_from_proto
+from .receipts import check_receipt, receipt_from_proto, witness_policy
 from .results import noise_dict, to_frame
 from .stewardship import GovernanceAPI, ReviewAPI
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
@@ -144,6 +144,8 @@ class Node(Connection):
         retries: int = 3,
         node_key: bytes | str | None = None,
         verify_receipts: bool = True,
+        witnesses: Sequence[str] = (),
+        witness_quorum: int | None = None,
         crypto_workers: int | None = None,
         crypto_executor: Executor | None = None,
         ca: str | os.PathLike | bytes | None = None,
@@ -162,7 +164,13 @@ class Node(Connection):
 
         ``node_key``: the node's Ed25519 public key (PEM or raw), to verify receipts against;
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
-        on first use. ``verify_receipts=False`` skips receipt checks (not recommended)."""
+        on first use. ``verify_receipts=False`` skips receipt checks (not recommended).
+
+        ``witnesses``: verifier keys (C2SP vkey text, ``veil witness key`` prints one) of the
+        witnesses this analyst trusts; a receipt's checkpoint must carry cosignatures of at
+        least ``witness_quorum`` of them (default: all of them), else the result is refused
+        (``IntegrityError``, ``WITNESS_QUORUM_NOT_MET``). Default from ``VEIL_WITNESSES``
+        (comma-separated) and ``VEIL_WITNESS_QUORUM``."""
         super().__init__(target, token=token, home=home, key_bits=key_bits, timeout=timeout, channel=channel,
                          retries=retries, node_key=node_key, ca=ca, cert=cert, key=key, server_name=server_name,
                          insecure=insecure)
@@ -173,6 +181,7 @@ class Node(Connection):
         self._crypto_workers = max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
         self._verify_receipts = verify_receipts
+        self._witnesses, self._witness_quorum = witness_policy(witnesses, witness_quorum)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -260,7 +269,8 @@ class Node(Connection):
                 if e.reason != "RECEIPT_MISSING":
                     raise
                 raise IntegrityError("the node released this result without logging it", reason=e.reason) from None
-            check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql)
+            check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql,
+                          witnesses=self._witnesses, quorum=self._witness_quorum)
         if failure is not None:
             raise failure
         return frame
@@ -273,7 +283,8 @@ class Node(Connection):
         r = receipt_from_proto(self._call(self._audit.GetReceipt, audit_pb2.GetReceiptRequest(name=_q(query)),
                                           retry=True))
         if verify:
-            check_receipt(r, self.node_key(), query_id=_q(query))
+            check_receipt(r, self.node_key(), query_id=_q(query), witnesses=self._witnesses,
+                          quorum=self._witness_quorum)
         return r
 
     @property

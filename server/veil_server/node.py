@@ -34,6 +34,7 @@ from veil.v1 import query_pb2
 
 from .query import encrypted_input
 from .audit.events import AuditTrail
+from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
 from .config import NodeConfig, Principal, Role
@@ -98,6 +99,7 @@ class Node:
         self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
         self._queued_lock = threading.Lock()
         self.audit.node_started(config)
+        self.audit.start_witnessing(witness_settings(config))  # a witness that caught a rollback stops the start
         with self.store.named_lock("bootstrap"):  # replicas starting together list once
             self._bootstrap()
         self._recover(at_start=True)

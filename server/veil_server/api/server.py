@@ -37,6 +37,7 @@ from ..access.identity import NodeAuthenticator
 from ..access.limits import Limiter
 from ..access.security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
 from ..state.storage import StorageMonitor
+from ..witness import node_witness
 
 log = logging.getLogger("veil.server")
 # sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
@@ -61,6 +62,7 @@ class RunningNode:
     federation: Any = None  # federation (issue 6): veil_server.api.federation_service.Federation
     mtls_port: int = 0  # issue 8: the mutual-TLS port, 0 without one
     guard: Any = None  # issue 8: veil_server.access.guard.RequestGuard (limits, draining)
+    witness: Any = None  # issue 15: veil_server.witness.WitnessServer when [witness] serve is set
 
     @property
     def target(self) -> str:
@@ -116,12 +118,15 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         node.close()
         raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
     server.start()
+    witness = node_witness(config, node.audit.key, node.audit.node_id)  # issue 15: peers' checkpoints
     for name in ("",) + SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
-        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard)
+        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard, witness)
     finally:
+        if witness is not None:
+            witness.close()
         health_servicer.enter_graceful_shutdown()
         guard.drain()  # new calls: UNAVAILABLE / NODE_STOPPING; admitted calls finish within the grace
         server.stop(grace).wait()

@@ -47,6 +47,7 @@ from ..state.store import StateStore
 from .anchoring import STATE_DIGEST, STATE_SEQ, LogReading, check_at_start, next_seq
 from .errors import AuditUnavailable
 from .log import AuditLog, Event
+from .witnessing import Witnesses, WitnessSettings
 
 log = logging.getLogger("veil.audit")
 
@@ -125,6 +126,7 @@ class AuditTrail:
         self.key = audit_log.key
         self._reading = reading  # what the open check read, until the state is anchored
         self._anchor: StateAnchor | None = None
+        self.witnesses: Witnesses | None = None
 
     @classmethod
     def open(cls, state_dir: Path, *, database: StateDatabase | None = None) -> AuditTrail:
@@ -156,7 +158,17 @@ class AuditTrail:
         return self.log.node_id
 
     def close(self) -> None:
+        if self.witnesses is not None:
+            self.witnesses.close()
         self.log.close()
+
+    def start_witnessing(self, settings: WitnessSettings) -> None:
+        """Send checkpoints to ``settings``' witnesses from now on; refuse to start
+        (:class:`StartRefused`) if one of them holds a checkpoint this log contradicts."""
+        self.witnesses = Witnesses(self.log, settings)
+        latest = self.log.latest_checkpoint()
+        if latest is not None:
+            self.witnesses.check_at_start(latest)
 
     def anchor_to(self, store: StateStore) -> None:
         """Check that ``store`` and this log vouch for each other (:mod:`.anchoring`; raises
@@ -353,7 +365,13 @@ class AuditTrail:
             token = page.next_page_token
             if not token:
                 break
-        return None if index is None else self.log.receipt(index)
+        if index is None:
+            return None
+        receipt = self.log.receipt(index)
+        if self.witnesses is None or not self.witnesses.settings.witnesses:
+            return receipt
+        self.witnesses.ensure(receipt.checkpoint)
+        return dataclasses.replace(receipt, witness_note=self.witnesses.note(receipt.checkpoint))
 
 
 def _rules(decision) -> list[dict[str, str]]:

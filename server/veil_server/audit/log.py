@@ -310,6 +310,8 @@ class AuditLog:
                 size = self._tail.range.size
                 cp = self._sign_checkpoint(conn, self._tail)
                 conn.commit()
+                if self.on_checkpoint is not None:
+                    self.on_checkpoint(cp)
                 return cp
             except (*conn.errors, OSError) as exc:
                 self._rollback(conn)
@@ -317,6 +319,37 @@ class AuditLog:
             except BaseException:
                 self._rollback(conn)
                 raise
+
+    # --- witnesses' cosignatures (issue 15) ----------------------------------------------------
+
+    def add_cosignature(self, tree_size: int, witness: str, line: bytes) -> None:
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.begin(AUDIT_LOCK)
+                conn.execute("INSERT INTO cosignature (tree_size, witness, line) VALUES (?, ?, ?) "
+                             "ON CONFLICT (tree_size, witness) DO UPDATE SET line = excluded.line",
+                             (tree_size, witness, line))
+                conn.commit()
+            except (*conn.errors, OSError) as exc:
+                self._rollback(conn)
+                raise AuditUnavailable(f"storing a cosignature failed: {exc}") from exc
+
+    def cosignatures(self, tree_size: int) -> list[bytes]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT line FROM cosignature WHERE tree_size = ? ORDER BY witness", (tree_size,)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    def cosigners(self, tree_size: int) -> list[str]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT witness FROM cosignature WHERE tree_size = ?", (tree_size,)).fetchall())
+        return [str(r[0]) for r in rows]
+
+    def witnessed_size(self, witness: str) -> int:
+        """The largest size ``witness`` cosigned for this log, as far as this log knows."""
+        row = self._read(lambda c: c.execute(
+            "SELECT MAX(tree_size) FROM cosignature WHERE witness = ?", (witness,)).fetchone())
+        return int(row[0]) if row and row[0] is not None else 0
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ Tables::
     node(level, idx, hash)           every complete subtree of 2**level leaves (level >= 1), so a
                                      proof is O(log² n) lookups and never rehashes entries
     checkpoint(tree_size, body, signature)
+    cosignature(tree_size, witness, line)   witnesses' C2SP cosignature lines (issue 15); each is
+                                     checked by whoever relies on it, so it is not re-checked here
 
 WAL with ``synchronous=FULL``: a commit returns only after the WAL is fsynced, so an entry is
 durable when ``append`` returns. The same tables can live in PostgreSQL (replicas sharing one
@@ -60,6 +62,12 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     tree_size INTEGER PRIMARY KEY,
     body BLOB NOT NULL,
     signature BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cosignature (
+    tree_size INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    line BLOB NOT NULL,
+    PRIMARY KEY (tree_size, witness)
 );
 """
 

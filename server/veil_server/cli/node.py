@@ -19,6 +19,7 @@ from ..config import ConfigError, load_config
 from .demo import init_node_folder
 from .refusals import start_refusal
 from . import token as token_verbs
+from . import witness as witness_verbs
 
 
 def cmd_init(args: argparse.Namespace) -> None:
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
     p.set_defaults(func=cmd_audit_export)
     token_verbs.register(sub, _config)  # issue 8: veil token issue | revoke | list
+    witness_verbs.register(sub)  # issue 15: veil witness init | serve | key
     return run(parser, argv)
 
 

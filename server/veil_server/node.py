@@ -32,6 +32,7 @@ from veil.certificates import DatasetCertificate
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
+from . import recovery
 from .query import encrypted_input
 from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
@@ -40,7 +41,7 @@ from .query.catalog import Dataset
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
-from .errors import (DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
+from .errors import (DataLoss, DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
                      QueryNotFound, VeilError)
 from .governance.registry import OPERATOR, Governance
 from .governance.steward import Steward
@@ -66,7 +67,7 @@ class Submission:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, *, engine: Engine | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, engine: Engine | None = None, recover: bool = False) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         shared = config.state.shared  # PostgreSQL: replicas may share this state
@@ -76,7 +77,9 @@ class Node:
         try:
             self.store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
                                     if shared else config.state_dir / "state.db")
-            self.audit.anchor_to(self.store)  # state and log vouch for each other, or no start
+            reading, refused = self.audit.anchor_to(self.store, recovering=recover)  # they agree, or no start
+            if recover:
+                recovery.check_recoverable(refused)
         except BaseException:
             if getattr(self, "store", None) is not None:
                 self.store.close()
@@ -98,10 +101,13 @@ class Node:
         self._changed = threading.Condition()
         self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
         self._queued_lock = threading.Lock()
+        self.recovered = recovery.rebuild_queries(self, reading, refused) if recover else None  # `node recover`
         self.audit.node_started(config)
         self.audit.start_witnessing(witness_settings(config))  # a witness that caught a rollback stops the start
         with self.store.named_lock("bootstrap"):  # replicas starting together list once
             self._bootstrap()
+        if self.recovered is not None:
+            recovery.raise_grant_uses(self, reading, self.recovered)
         self._recover(at_start=True)
         self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
         self._sweeper.start()
@@ -354,6 +360,9 @@ class Node:
             raise NotReady(f"query is {rec.state.value}; a result exists only once it has SUCCEEDED",
                            metadata={"state": rec.state.value})
         data = self.store.result(rec.id)
+        if data is None and rec.state_reason == "RESULT_LOST":  # rebuilt by `veil node recover`
+            raise DataLoss("the result was lost with the node's state; its receipt in the audit log stands",
+                           reason="RESULT_LOST")
         if data is None:  # the store writes both in one transaction; this is corruption
             raise NotReady("the result is missing", reason="RESULT_MISSING")
         return data

@@ -33,17 +33,19 @@ from veil.results import result_digest
 from veil.v1 import query_pb2
 
 from ..errors import FailedPrecondition
+from ..query.plan import QueryPlan
 from ..state.anchor import Anchor, StateAnchor, state_digest
 from ..state.lifecycle import QueryState
 from ..state.store import StateStore
 
 STATE_SEQ = "state_seq"  # details key of an anchored entry
 STATE_DIGEST = "state_digest"  # details key of the clean stop's entry
+MAX_LOGGED_TEXT = 4000  # characters of SQL an entry keeps (audit.events.MAX_TEXT)
 
 # What the log's last word on a query allows its row to say. RUNNING is not logged (it is the
 # claim of a run), a failure is logged best-effort, and a run interrupted by a restart goes back
 # to APPROVED unlogged.
-_ALLOWED = {
+ALLOWED = {
     "pending": {QueryState.PENDING_APPROVAL},
     "approved": {QueryState.APPROVED, QueryState.RUNNING, QueryState.FAILED},
     "released": {QueryState.SUCCEEDED},
@@ -74,6 +76,12 @@ class _Query:
     sql_sha256: str = ""
     plan_digest: str = ""
     key_fingerprint: str = ""
+    principal: str = ""
+    dataset: str = ""
+    purpose: str = ""
+    request_id: str = ""
+    canonical_sql: str = ""
+    epsilon_micro: int | None = None  # of its release, when the entry records it
     status: str = ""  # a key of _ALLOWED
     status_index: int = -1
     release_digest: str = ""
@@ -111,11 +119,16 @@ class LogReading:
         else:
             seq = 0
         if entry.query and entry.outcome == "ok" and entry.kind.startswith("query."):
-            self.events.append((entry.index, seq, entry.kind, entry.query, dict(details)))
+            self.events.append((entry.index, seq, entry.kind, entry.query,
+                                {**details, "_principal": entry.principal, "_dataset": entry.dataset or ""}))
 
     @property
     def last_seq(self) -> int:
         return self.groups[-1][0] if self.groups else 0
+
+
+def void_groups_of(reading: LogReading, torn: tuple[int, int, int] | None) -> set[tuple[int, int]]:
+    return _void_groups(reading.groups, torn)
 
 
 def _void_groups(groups: list[tuple[int, int, int]], torn: tuple[int, int, int] | None) -> set[tuple[int, int]]:
@@ -132,7 +145,7 @@ def _void_groups(groups: list[tuple[int, int, int]], torn: tuple[int, int, int] 
     return void
 
 
-def _lifecycle(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _Query]:
+def lifecycle_of(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _Query]:
     group_of: dict[int, tuple[int, int]] = {}
     for seq, first, last in reading.groups:
         for i in range(first, last + 1):
@@ -146,6 +159,9 @@ def _lifecycle(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _Qu
             q.sql_sha256 = str(details.get("sql_sha256", ""))
             q.plan_digest = str(details.get("plan_digest", ""))
             q.key_fingerprint = str(details.get("key_fingerprint", ""))
+            q.principal, q.dataset = str(details["_principal"]), str(details["_dataset"])
+            q.purpose, q.request_id = str(details.get("purpose", "")), str(details.get("request_id", ""))
+            q.canonical_sql = str(details.get("canonical_sql", ""))
             if is_void:
                 q.submit_index = -2  # logged, never stored
             continue
@@ -165,6 +181,8 @@ def _lifecycle(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _Qu
         q.status, q.status_index = status, index
         if kind == "query.release":
             q.release_digest, q.release_index = str(details.get(RESULT_DIGEST, "")), index
+            micro = details.get("epsilon_micro")
+            q.epsilon_micro = micro if isinstance(micro, int) and not isinstance(micro, bool) else None
     return out
 
 
@@ -235,13 +253,14 @@ def _group_end(reading: LogReading, seq: int, *, before: tuple[int, int, int] | 
 
 def _check_rows(reading: LogReading, store: StateStore, void: set[tuple[int, int]], *, state_where: str,
                 recover: str) -> None:
-    logged = _lifecycle(reading, void)
+    logged = lifecycle_of(reading, void)
     with store.reading() as db:
-        rows = db.execute("SELECT id, state, sql, plan_digest, key_fingerprint FROM queries").fetchall()
+        rows = db.execute("SELECT id, state, sql, plan_digest, key_fingerprint, canonical_sql, plan_json, "
+                          "state_reason FROM queries").fetchall()
         results = dict(db.execute("SELECT query_id, digest FROM results").fetchall())
     problems: list[tuple[int, str, str, str]] = []  # (log position, problem, position text, detail)
     seen = set()
-    for qid, state_text, sql, plan_digest, fingerprint in rows:
+    for qid, state_text, sql, plan_digest, fingerprint, canonical, plan_json, reason in rows:
         seen.add(qid)
         q = logged.get(qid)
         state = QueryState(state_text) if state_text in QueryState._value2member_map_ else None
@@ -249,19 +268,19 @@ def _check_rows(reading: LogReading, store: StateStore, void: set[tuple[int, int
             problems.append((reading.size, "QUERY_NOT_IN_LOG", f"query {qid}",
                              "a query row the log never recorded as submitted"))
             continue
-        if (hashlib.sha256(str(sql).encode("utf-8", "replace")).hexdigest(), plan_digest, fingerprint) != (
-                q.sql_sha256, q.plan_digest, q.key_fingerprint):
+        if not row_matches(q, sql, plan_digest, fingerprint, canonical, plan_json):
             problems.append((q.submit_index, "QUERY_ROW_MODIFIED", f"log entry {q.submit_index}",
                              f"query {qid}'s SQL, plan or key differs from its submission in the log"))
             continue
-        allowed = _ALLOWED.get(q.status, set())
+        allowed = ALLOWED.get(q.status, set())
         if state not in allowed:
-            if q.status != "released" and q.void_release and state in _ALLOWED["approved"]:
+            if q.status != "released" and q.void_release and state in ALLOWED["approved"]:
                 continue  # its release was logged, then the state's commit did not happen
             problems.append((max(q.status_index, 0), "QUERY_STATE_DISAGREES", f"log entry {q.status_index}",
                              f"query {qid} is {state_text} in the state, the log says {q.status or 'submitted'}"))
             continue
-        if state is QueryState.SUCCEEDED and results.get(qid) != q.release_digest:
+        if state is QueryState.SUCCEEDED and results.get(qid, "" if reason == "RESULT_LOST" else None) not in (
+                q.release_digest, ""):
             problems.append((q.release_index, "RESULT_DISAGREES", f"log entry {q.release_index}",
                              f"query {qid}'s stored result is not the one the log says was released"))
     for qid, q in logged.items():
@@ -276,6 +295,19 @@ def _check_rows(reading: LogReading, store: StateStore, void: set[tuple[int, int
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     raise StartRefused(problem, state_where, position, detail + more, f"restore {state_where} from a backup that "
                        f"matches the log, or {recover}")
+
+
+def row_matches(q: _Query, sql: str, plan_digest: str, fingerprint: str, canonical: str, plan_json: str) -> bool:
+    """A query row is the one the log recorded: its SQL (or, rebuilt by recovery, the canonical
+    SQL the log holds), its plan -- what actually runs -- and its key."""
+    sql_ok = hashlib.sha256(str(sql).encode("utf-8", "replace")).hexdigest() == q.sql_sha256 or sql == canonical
+    logged = q.canonical_sql
+    canonical_ok = canonical == logged or (len(logged) >= MAX_LOGGED_TEXT and str(canonical).startswith(logged))
+    try:
+        plan_ok = QueryPlan.from_json(plan_json).digest() == plan_digest
+    except Exception:  # a plan that does not decode is a damaged row
+        plan_ok = False
+    return sql_ok and canonical_ok and plan_ok and (plan_digest, fingerprint) == (q.plan_digest, q.key_fingerprint)
 
 
 def _check_results(store: StateStore, *, state_where: str, recover: str) -> None:

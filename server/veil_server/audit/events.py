@@ -44,7 +44,7 @@ from ..access.node_key import NodeKey
 from ..state.anchor import Anchor, StateAnchor, state_digest
 from ..state.statedb import StateDatabase
 from ..state.store import StateStore
-from .anchoring import STATE_DIGEST, STATE_SEQ, LogReading, check_at_start, next_seq
+from .anchoring import STATE_DIGEST, STATE_SEQ, LogReading, StartRefused, check_at_start, next_seq
 from .errors import AuditUnavailable
 from .log import AuditLog, Event
 from .witnessing import Witnesses, WitnessSettings
@@ -170,14 +170,21 @@ class AuditTrail:
         if latest is not None:
             self.witnesses.check_at_start(latest)
 
-    def anchor_to(self, store: StateStore) -> None:
+    def anchor_to(self, store: StateStore, *, recovering: bool = False) -> tuple[LogReading, StartRefused | None]:
         """Check that ``store`` and this log vouch for each other (:mod:`.anchoring`; raises
-        :class:`StartRefused`), then anchor every later entry written inside a state transaction."""
+        :class:`StartRefused`), then anchor every later entry written inside a state transaction.
+        ``recovering`` (``veil node recover``): return the refusal instead, with the log as read."""
         anchor = StateAnchor(store)
         reading, self._reading = self._reading or LogReading(), None
-        check_at_start(reading, store, anchor, log_where=str(self.log.path),
-                                     state_where=store.location)
+        refusal = None
+        try:
+            check_at_start(reading, store, anchor, log_where=str(self.log.path), state_where=store.location)
+        except StartRefused as e:
+            if not recovering:
+                raise
+            refusal = e
         self._anchor = anchor
+        return reading, refusal
 
     def _append(self, kind: str, principal: str, outcome: str, *, dataset: str | None = None,
                 query: str | None = None, details: dict[str, Any] | None = None) -> int:
@@ -319,6 +326,8 @@ class AuditTrail:
                   details=release_details(
                       rec.plan_digest, getattr(result, "certificate_id", ""), result.result_digest,
                       key_fingerprint=rec.key_fingerprint,
+                      # The ε this release spends: what `veil node recover` debits if the state is lost.
+                      epsilon_micro=round(getattr(result, "epsilon", 0.0) * 1_000_000),
                       ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
         ], checkpoint=True)
 

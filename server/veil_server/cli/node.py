@@ -18,6 +18,7 @@ from ..audit.events import LOG_FILE, public_key_path
 from ..config import ConfigError, load_config
 from .demo import init_node_folder
 from .refusals import start_refusal
+from . import recover as recover_verb
 from . import token as token_verbs
 from . import witness as witness_verbs
 
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--config", help="path to veil.toml (env VEIL_CONFIG, default ./veil.toml)")
     p.set_defaults(func=cmd_audit_export)
+    recover_verb.register(node_sub, _config)  # issue 15: veil node recover
     token_verbs.register(sub, _config)  # issue 8: veil token issue | revoke | list
     witness_verbs.register(sub)  # issue 15: veil witness init | serve | key
     return run(parser, argv)

@@ -238,6 +238,9 @@ def test_full_disk_and_read_only_state_dir(tmp_path, analyst_home):
             with run_server(config, listen="127.0.0.1:0", grace=0.5):
                 pass
         outcomes["read-only at start"] = (e.value.code.name, e.value.reason)
+        from veil_server.cli.refusals import start_refusal  # what `veil node serve` prints (issue 15)
+
+        outcomes["read-only at start: line"] = start_refusal(e.value, state) or ""
         subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True)
         # The state and the audit log survived all of it: the node re-verifies the whole log on start.
         with run_server(config, listen="127.0.0.1:0", grace=0.5) as again:
@@ -254,6 +257,7 @@ def test_full_disk_and_read_only_state_dir(tmp_path, analyst_home):
     assert outcomes["full, no threshold: submit"] == ("UNAVAILABLE", "STATE_DIR_UNWRITABLE")
     assert outcomes["space back: submit"] == ("OK", "")
     assert outcomes["read-only at start"][0] == "UNAVAILABLE", outcomes
+    assert "NOT_WRITABLE" in outcomes["read-only at start: line"] and "fix:" in outcomes["read-only at start: line"]
     assert outcomes["writable again: submit"] == ("OK", "")
     ledger.figure("storage_outcomes", outcomes)
     ledger.record("fault", "disk-full", "state dir on a 24 MiB tmpfs filled to 2 MiB free, then to 0: new work "

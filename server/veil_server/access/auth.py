@@ -141,9 +141,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self,
         authenticator: TokenAuthenticator,
         on_denied: Callable[[str, str | None, VeilError], None] | None = None,
+        on_data_loss: Callable[[str], None] | None = None,
     ) -> None:
         self._auth = authenticator
         self._on_denied = on_denied
+        # Issue 15: a service that hit damaged state is reported NOT_SERVING (health), while the
+        # rest of the node serves on.
+        self._on_data_loss = on_data_loss
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -202,9 +206,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
             finally:
                 if token is not None:
                     _current.reset(token)
+            self._report(method, failure)
             context.abort_with_status(to_status(failure))
 
         return handle
+
+    def _report(self, method: str, failure: VeilError) -> None:
+        if failure.code is grpc.StatusCode.DATA_LOSS and self._on_data_loss is not None:
+            log.error("damaged state behind %s: %s", method, failure.private or failure.message)
+            self._on_data_loss(method.split("/")[1])
 
     def _wrap_stream(self, method: str, roles: frozenset[Role] | None, behavior: Callable) -> Callable:
         """Server streaming. The principal cannot be set in the worker thread's context around

@@ -34,6 +34,7 @@ import grpc
 from .auth import current_principal, to_status
 from ..errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable, VeilError
 from .limits import Limiter
+from ..state.damage import corruption
 from ..state.storage import StorageMonitor, storage_error
 
 log = logging.getLogger("veil.guard")
@@ -206,7 +207,8 @@ class RequestGuard(grpc.ServerInterceptor):
 
     @staticmethod
     def _mapped(exc: BaseException) -> BaseException:
-        return storage_error(exc) or exc
+        # A damaged state file or row is DATA_LOSS naming the fix, never INTERNAL (issue 15).
+        return storage_error(exc) or corruption(exc, "the node's state") or exc
 
     def _fail(self, principal, context: grpc.ServicerContext, err: BaseException):
         """Under the auth interceptor, raise for it to map; otherwise answer with the status here."""

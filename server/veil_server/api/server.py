@@ -98,17 +98,19 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         futures.ThreadPoolExecutor(max_workers=security.limits.rpc_threads, thread_name_prefix="veil-rpc"),
         # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
         # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
-        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied), guard],
+        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied,
+                                      on_data_loss=lambda service: health_servicer.set(
+                                          service, health_pb2.HealthCheckResponse.NOT_SERVING)), guard],
         options=server_options(security),
         maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
     )
+    health_servicer = health.HealthServicer()
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
     governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), server)
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), server)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
-    health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     address = listen or config.listen

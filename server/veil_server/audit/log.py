@@ -100,7 +100,11 @@ class AuditLog:
             conn: StateDatabase = path
         else:
             self.path = Path(path)
-            conn = SQLiteDatabase(store.connect(self.path), identity=f"sqlite:{self.path.resolve()}")
+            try:
+                conn = SQLiteDatabase(store.connect(self.path), identity=f"sqlite:{self.path.resolve()}")
+            except AuditCorrupted as exc:
+                exc.where = str(self.path)
+                raise
         self.key = key
         self.node_id = node_id
         self._clock = clock
@@ -110,6 +114,10 @@ class AuditLog:
         # Called with each new signed checkpoint once it is durable (witnesses, issue 15).
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None
         try:
+            if not self._shared:  # every page and index of the file, before its entries are trusted
+                row = conn.execute("PRAGMA integrity_check(1)").fetchone()
+                if row is None or row[0] != "ok":
+                    raise AuditCorrupted("FILE_DAMAGED", None, f"SQLite integrity check: {row[0] if row else '?'}")
             self._init_meta()
             self._tail = store.check(
                 self._conn, node_id=node_id, public_key=key.public_key_bytes, visit=visit
@@ -118,8 +126,17 @@ class AuditLog:
             self.close()
             exc.where = str(self.path)
             raise
+        except (UnicodeDecodeError, ValueError) as exc:  # bytes that no longer decode: a damaged file
+            self.close()
+            damaged = AuditCorrupted("FILE_DAMAGED", None, f"a stored value does not decode: {type(exc).__name__}")
+            damaged.where = str(self.path)
+            raise damaged from None
         except (*conn.errors, OSError) as exc:
             self.close()
+            if type(exc).__name__ == "DatabaseError" or "malformed" in str(exc) or "not a database" in str(exc):
+                damaged = AuditCorrupted("FILE_DAMAGED", None, f"SQLite: {exc}")
+                damaged.where = str(self.path)
+                raise damaged from None
             raise AuditUnavailable(f"cannot read {self.path}: {exc}") from exc
         except BaseException:
             self.close()

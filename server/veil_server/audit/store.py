@@ -94,7 +94,13 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
                 raise AuditUnavailable(f"{path}: journal_mode is {mode}, WAL is required")
             conn.execute("PRAGMA synchronous=FULL")
         return conn
-    except (sqlite3.Error, OSError) as exc:
+    except UnicodeDecodeError:
+        raise AuditCorrupted("FILE_DAMAGED", None, f"{path}: its header or settings do not decode") from None
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is sqlite3.DatabaseError or "malformed" in str(exc) or "not a database" in str(exc):
+            raise AuditCorrupted("FILE_DAMAGED", None, f"{path}: SQLite: {exc}") from None
+        raise AuditUnavailable(f"cannot open {path}: {exc}") from exc
+    except OSError as exc:
         raise AuditUnavailable(f"cannot open {path}: {exc}") from exc
 
 

@@ -8,6 +8,7 @@ turned into ``FILE: PROBLEM at POSITION: what; fix: what to do``.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 from pathlib import Path
 
@@ -58,8 +59,22 @@ def start_refusal(exc: BaseException, state_dir: Path) -> str | None:
     return None
 
 
+def _filesystem(path: Path) -> str:
+    """What the state directory's file system says: read-only, full, or nothing to say."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if st.f_bavail * st.f_frsize < 64 * 1024:
+        return "no space left on the file system"
+    return ""
+
+
 def _classified(text: str, default_file: str) -> str:
     where = default_file
+    text = " ".join(filter(None, [text, _filesystem(Path(default_file).parent)]))
     for word in text.split():
         if word.rstrip(":,").endswith((".db", ".pem")):
             where = word.rstrip(":,")

@@ -17,7 +17,9 @@ from ..errors import DataLoss
 
 # SQLite's words for a damaged file (as opposed to a full disk or a read-only file system,
 # which storage.storage_error maps to UNAVAILABLE).
-_SQLITE_DAMAGE = ("malformed", "not a database", "file is encrypted", "corrupt", "database disk image")
+_SQLITE_DAMAGE = ("malformed", "not a database", "file is encrypted", "corrupt", "database disk image",
+                  # a damaged schema record: the tables the node created are no longer there as made
+                  "no such column", "no such table", "has no column")
 
 
 class StateCorrupted(DataLoss):
@@ -51,3 +53,12 @@ def corruption(exc: BaseException, where: str) -> StateCorrupted | None:
     if type(exc) is sqlite3.DatabaseError or any(s in text for s in _SQLITE_DAMAGE):
         return StateCorrupted("STATE_FILE_DAMAGED", where, f"SQLite: {exc}")
     return None
+
+
+def check_file(db, path) -> None:
+    """SQLite's own check of every page and index of a file, at open: a flipped byte in an
+    index would otherwise make lookups (is this query already released?) silently wrong.
+    Linear in the file's size; raises :class:`StateCorrupted` naming the first problem."""
+    rows = db.execute("PRAGMA integrity_check(1)").fetchall()
+    if not rows or rows[0][0] != "ok":
+        raise StateCorrupted("STATE_FILE_DAMAGED", str(path), f"SQLite integrity check: {rows[0][0] if rows else '?'}")

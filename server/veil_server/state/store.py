@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import AlreadyExists, FailedPrecondition, QueryNotFound
-from .damage import StateCorrupted, corruption
+from .damage import StateCorrupted, check_file, corruption
 from .lifecycle import QueryState, can_move
 from .statedb import SQLiteDatabase, StateDatabase
 
@@ -147,7 +147,8 @@ class StateStore:
             try:
                 self._db = SQLiteDatabase.open(path_or_db)
                 self._db.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
+                check_file(self._db, path_or_db)
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
                 raise corruption(exc, str(path_or_db)) or type(exc)(f"{path_or_db}: {exc}") from exc
         self._lock = threading.RLock()
         self._owner: int | None = None  # the thread whose write transaction is open

@@ -51,7 +51,7 @@ from .query.planner import plan_query
 from .query.policy import Decision, evaluate
 from .query.release import Randomness, RandomnessRefill, build_result, result_digest
 from .state.replicas import BEAT_S, Replicas
-from .state.statedb import open_database
+from .state.statedb import open_database, private_dir
 from .state.store import NewQuery, QueryRecord, StateStore, now_us
 
 log = logging.getLogger("veil.node")
@@ -69,7 +69,7 @@ class Submission:
 class Node:
     def __init__(self, config: NodeConfig, *, engine: Engine | None = None, recover: bool = False) -> None:
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # 0700; its files are created 0600 whatever the umask
         shared = config.state.shared  # PostgreSQL: replicas may share this state
         # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
         self.audit = AuditTrail.open(config.state_dir, database=open_database(

@@ -171,3 +171,20 @@ def test_postgres_state_and_log_vouch_for_each_other(tmp_path, analyst_home, sta
     e = refusal(files.config)
     assert e.problem == problem
     assert schema in e.where
+
+
+def test_files_under_the_state_directory_are_private_whatever_the_umask(tmp_path, analyst_home):
+    import os
+
+    old = os.umask(0)
+    try:
+        files = node_files(tmp_path, analyst_home)
+        node = files.run(1, clean=False)  # the -wal and -shm files are still there after a crash
+        del node
+    finally:
+        os.umask(old)
+    state = files.config.state_dir
+    assert state.stat().st_mode & 0o077 == 0
+    found = {p.name: p.stat().st_mode & 0o777 for p in state.iterdir() if p.is_file()}
+    assert {"state.db", "audit.db", "node_key.pem", "node_key.pub"} <= set(found)
+    assert all(mode & 0o077 == 0 for mode in found.values()), found

@@ -283,3 +283,17 @@ def test_unreadable_revocation_list_fails_closed(tls_node):
         s["list"](catalog_pb2.ListDatasetsRequest(), metadata=md, timeout=5)
     ledger.record("fault", "revocation-list", "corrupt revocation list: every signed token refused (fail closed) "
                   "until it is readable again", 1)
+
+
+def test_free_space_is_read_before_each_call_not_on_a_timer(tmp_path):
+    """Issue 15: the guard followed the disk 1-2 s late; now every check reads free space."""
+    from veil_server.state.storage import StorageMonitor
+
+    monitor = StorageMonitor(tmp_path, min_free_bytes=0, ttl=3600.0)
+    monitor.check()  # healthy, and the write probe is now cached for an hour
+    monitor.min_free = 1 << 62  # as if the disk filled a moment later
+    with pytest.raises(veil_server_errors.VeilError) as e:
+        monitor.check()
+    assert e.value.reason == "STORAGE_LOW"
+    monitor.min_free = 0  # space is back
+    monitor.check()

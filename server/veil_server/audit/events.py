@@ -111,10 +111,13 @@ def _write_public_key(state_dir: Path, key: NodeKey) -> None:
     """``state_dir/node_key.pub``: what the operator hands auditors out of band."""
     path = public_key_path(state_dir)
     if path.exists() and path.read_bytes() == key.public_key_pem:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(key.public_key_pem)
-    os.chmod(tmp, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # 0600 like every file here
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.public_key_pem)
     os.replace(tmp, path)
 
 

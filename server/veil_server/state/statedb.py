@@ -146,6 +146,14 @@ def create_private(path: Path) -> None:
         pass
 
 
+def private_dir(path: Path) -> None:
+    """Create the state directory 0700 whatever the umask (an existing one keeps its mode: the
+    operator may share it between replicas' users on purpose)."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+
+
 def split_script(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 

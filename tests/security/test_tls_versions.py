@@ -11,6 +11,8 @@ import pytest
 
 from tests.security import ledger
 
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+
 
 def handshake(port: int, version: ssl.TLSVersion, folder, *, client_cert: bool = False) -> str | None:
     """The negotiated version, or None if the server refused the handshake."""

@@ -34,6 +34,7 @@ import grpc
 from .auth import current_principal, to_status
 from ..errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable, VeilError
 from .limits import Limiter
+from .memory import LARGE_BODY, large_body_seen
 from ..state.damage import corruption
 from ..state.storage import StorageMonitor, storage_error
 
@@ -115,6 +116,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         return None
 
     def parse(data: bytes) -> Any:
+        if len(data) >= LARGE_BODY:
+            large_body_seen()  # its transport buffers are handed back once freed (access.memory)
         try:
             return deserializer(data)
         except Exception:  # DecodeError, RecursionError on deep nesting, invalid UTF-8, ...

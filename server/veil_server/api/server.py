@@ -35,6 +35,7 @@ from .query_service import CatalogServicer, QueryServicer
 from ..access.guard import RequestGuard
 from ..access.identity import NodeAuthenticator
 from ..access.limits import Limiter
+from ..access.memory import return_large_buffers
 from ..access.security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
 from ..state.storage import StorageMonitor
 from ..witness import node_witness
@@ -82,6 +83,7 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
 @contextlib.contextmanager
 def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None) -> Iterator[RunningNode]:
     security = settings_of(config)
+    return_large_buffers()  # issue 15: 15 MiB request buffers go back to the system once freed
     address = listen or config.listen
     check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode
     node = Node(config)
@@ -100,7 +102,10 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
         interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied,
                                       on_data_loss=lambda service: health_servicer.set(
-                                          service, health_pb2.HealthCheckResponse.NOT_SERVING)), guard],
+                                          service, health_pb2.HealthCheckResponse.NOT_SERVING),
+                                      preauth_slots=security.limits.max_preauth_calls,
+                                      client_certs=bool(security.tls and (mtls_listen or security.tls.mtls_listen))),
+                      guard],
         options=server_options(security),
         maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
     )

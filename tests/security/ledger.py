@@ -26,7 +26,7 @@ EXPECTED = {
     "attack:certificates", "attack:tokens", "attack:roles", "attack:isolation", "attack:hostile-sql",
     "attack:paillier-input", "attack:oversize", "attack:lint",
     "fault:shutdown", "fault:disconnect", "fault:disk-full", "fault:state-dir-read-only", "fault:revocation-list",
-    "load:analysts", "fault:damaged-files", "fuzz:file-flips", "load:large-bodies",
+    "load:analysts", "fault:damaged-files", "fuzz:file-flips", "load:large-bodies", "attack:witness",
 }
 
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from veil.audit.records import key_id
 from veil.audit.witness import VerifierKey, log_verifier
+
+from ..federation.settings import _public_key as peer_public_key
 
 
 class WitnessConfigError(ValueError):
@@ -50,23 +49,9 @@ class WitnessConfig:
 
 
 def _raw_key(entry: dict[str, Any], where: str, base_dir: Path) -> bytes:
-    if "public_key" in entry:
-        try:
-            raw = bytes.fromhex(str(entry["public_key"]))
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise WitnessConfigError(f"{where}.public_key must be 64 hex digits (a raw Ed25519 key)")
-        return raw
-    path = Path(str(entry.get("public_key_file", ""))).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise WitnessConfigError(f"{where}.public_key_file: cannot read a PEM public key from {path}: {e}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise WitnessConfigError(f"{where}.public_key_file: not an Ed25519 key")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    """A log's raw Ed25519 key from ``public_key`` (hex) or ``public_key_file`` (PEM), read as
+    ``[federation]`` reads its peers' keys."""
+    return bytes.fromhex(peer_public_key(entry, where, base_dir, WitnessConfigError))
 
 
 def load_witness_config(path: str | Path) -> WitnessConfig:

@@ -36,6 +36,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from veil.audit import merkle
 from veil.audit.records import RESULT_DIGEST, Receipt, release_details
 
 from ..config import NodeConfig, Principal
@@ -183,12 +184,19 @@ class AuditTrail:
         anchor = StateAnchor(store)
         reading, self._reading = self._reading or LogReading(), None
         refusal = None
-        try:
-            check_at_start(reading, store, anchor, log_where=str(self.log.path), state_where=store.location)
-        except StartRefused as e:
-            if not recovering:
-                raise
-            refusal = e
+        # Under the state's write lock: with replicas sharing PostgreSQL, no other replica commits
+        # a state change (nor its anchored entries) while this one compares; what they appended
+        # since this log was opened is read in first.
+        with store.joined_tx():
+            if store.shared:
+                for entry in self.log.entries(reading.size):
+                    reading.visit(entry, merkle.leaf_hash(entry.to_bytes()))
+            try:
+                check_at_start(reading, store, anchor, log_where=str(self.log.path), state_where=store.location)
+            except StartRefused as e:
+                if not recovering:
+                    raise
+                refusal = e
         self._anchor = anchor
         return reading, refusal
 

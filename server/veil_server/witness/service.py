@@ -172,6 +172,7 @@ class WitnessServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.witness.state.close()
 
     def __enter__(self) -> WitnessServer:
         return self

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 
 from .audit.merkle import VerificationError
+from collections.abc import Sequence
+
 from .audit.records import Checkpoint, Receipt
+from .audit.witness import VerifierKey, WitnessError, check_witnessed
 from .errors import IntegrityError
 from .results import result_digest
 from .v1 import audit_pb2, query_pb2
@@ -34,6 +37,7 @@ def receipt_from_proto(r: audit_pb2.Receipt) -> Receipt:
         query_id=r.query, query_digest=bytes(r.query_digest), dataset_certificate_id=r.dataset_certificate_id,
         result_digest=bytes(r.result_digest), log_index=r.log_index, entry=bytes(r.entry),
         inclusion_proof=[bytes(h) for h in r.inclusion_proof], checkpoint=checkpoint_from_proto(r.checkpoint),
+        witness_note=bytes(r.witness_note),
     )
 
 
@@ -43,8 +47,15 @@ def plan_digest(canonical_sql: str) -> str:
 
 
 def check_receipt(receipt: Receipt, node_key, *, query_id: str, result: query_pb2.QueryResult | None = None,
-                  canonical_sql: str | None = None) -> None:
-    """Raise :class:`IntegrityError` unless ``receipt`` proves the release of ``result``."""
+                  canonical_sql: str | None = None, witnesses: Sequence[VerifierKey] = (),
+                  quorum: int = 0) -> None:
+    """Raise :class:`IntegrityError` unless ``receipt`` proves the release of ``result``, and
+    (``quorum`` > 0) its checkpoint is cosigned by at least ``quorum`` of ``witnesses``."""
+    try:
+        check_witnessed(receipt.witness_note, receipt.checkpoint, list(witnesses), quorum)
+    except WitnessError as e:
+        raise IntegrityError(f"the receipt's checkpoint is not witnessed as required: {e}",
+                             reason="WITNESS_QUORUM_NOT_MET") from None
     try:
         receipt.verify(node_key)
     except (VerificationError, ValueError) as e:
@@ -60,3 +71,21 @@ def check_receipt(receipt: Receipt, node_key, *, query_id: str, result: query_pb
     if canonical_sql is not None and receipt.query_digest.hex() != plan_digest(canonical_sql):
         raise IntegrityError("the receipt names another plan than the query's canonical SQL",
                              reason="RECEIPT_MISMATCH")
+
+
+def witness_policy(witnesses: Sequence[str], quorum: int | None) -> tuple[list[VerifierKey], int]:
+    """Pinned witness keys and the quorum a receipt must meet (``VEIL_WITNESSES``,
+    ``VEIL_WITNESS_QUORUM`` by default; the quorum defaults to every pinned witness)."""
+    import os
+
+    texts = list(witnesses) or [w for w in os.environ.get("VEIL_WITNESSES", "").split(",") if w.strip()]
+    try:
+        keys = [VerifierKey.parse(t) for t in texts]
+    except WitnessError as e:
+        raise ValueError(f"witness key: {e}") from None
+    if quorum is None:
+        env = os.environ.get("VEIL_WITNESS_QUORUM", "")
+        quorum = int(env) if env.strip() else len(keys)
+    if not 0 <= quorum <= len(keys):
+        raise ValueError(f"witness quorum {quorum} must be between 0 and the {len(keys)} pinned witnesses")
+    return keys, quorum

@@ -139,6 +139,8 @@ class Node(Connection):
         target: str = DEFAULT_TARGET,
         *,
         verify_receipts: bool = True,
+        witnesses: Sequence[str] = (),
+        witness_quorum: int | None = None,
         crypto_workers: int | None = None,
         crypto_executor: Executor | None = None,
         **connection,
@@ -155,15 +157,24 @@ class Node(Connection):
         by default the key pinned for ``target`` in ``VEIL_HOME/known_nodes``, fetched and pinned
         on first use. ``verify_receipts=False`` skips receipt checks (not recommended).
 
+        ``witnesses``: verifier keys (C2SP vkey text, ``veil witness key`` prints one) of the
+        witnesses this analyst trusts; a receipt's checkpoint must carry cosignatures of at
+        least ``witness_quorum`` of them (default: all of them), else the result is refused
+        (``IntegrityError``, ``WITNESS_QUORUM_NOT_MET``). Default from ``VEIL_WITNESSES``
+        (comma-separated) and ``VEIL_WITNESS_QUORUM``.
+
         The other keywords open the connection (:class:`veil.connection.Connection`): ``token``,
         ``ca``, ``cert``, ``key``, ``server_name``, ``insecure``, ``home`` (``VEIL_HOME``),
         ``key_bits``, ``timeout``, ``retries``, ``channel``, ``node_key``."""
         super().__init__(target, **connection)
+        from .receipts import witness_policy
+
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._queries = query_pb2_grpc.QueryServiceStub(self._channel)
         self._crypto_workers = None if crypto_workers is None else max(1, int(crypto_workers))
         self._crypto_executor = crypto_executor
         self._verify_receipts = verify_receipts
+        self._witnesses, self._witness_quorum = witness_policy(witnesses, witness_quorum)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -254,7 +265,8 @@ class Node(Connection):
                 if e.reason != "RECEIPT_MISSING":
                     raise
                 raise IntegrityError("the node released this result without logging it", reason=e.reason) from None
-            check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql)
+            check_receipt(receipt, self.node_key(), query_id=info.id, result=res, canonical_sql=info.canonical_sql,
+                          witnesses=self._witnesses, quorum=self._witness_quorum)
         if failure is not None:
             raise failure
         return frame
@@ -277,7 +289,8 @@ class Node(Connection):
         r = receipt_from_proto(self._call(self._audit.GetReceipt, audit_pb2.GetReceiptRequest(name=_q(query)),
                                           retry=True))
         if verify:
-            check_receipt(r, self.node_key(), query_id=_q(query))
+            check_receipt(r, self.node_key(), query_id=_q(query), witnesses=self._witnesses,
+                          quorum=self._witness_quorum)
         return r
 
     @property

@@ -80,6 +80,9 @@ class NodeConfig:
     # Issue 9: [crypto] executor, the local process pool or a Dask cluster
     # (veil_server.crypto_executor.CryptoSettings); None: the local pool.
     crypto: Any = None
+    # Issue 15: the witnesses that cosign this node's checkpoints, and whether it witnesses its
+    # federation peers ([witness], veil_server.audit.witnessing.WitnessSettings); None: none.
+    witness: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -168,9 +171,13 @@ def parse_config(
     from .crypto_executor import parse_crypto
 
     crypto = parse_crypto(raw.get("crypto"), env=env, base_dir=base_dir, dev_mode=security.dev_mode, error=ConfigError)
+    # Witnesses of this node's checkpoints (issue 15): [witness].
+    from .audit.witnessing import parse_witness
+
+    witness = parse_witness(raw.get("witness"), error=ConfigError, base_dir=base_dir) if "witness" in raw else None
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
                       federation, governance, grants, ttl, security=security, disclosure=disclosure,
-                      crypto=crypto, state=_state(raw.get("state", {}), env))
+                      crypto=crypto, state=_state(raw.get("state", {}), env), witness=witness)
 
 
 def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:

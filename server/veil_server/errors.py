@@ -106,6 +106,14 @@ class Unavailable(VeilError):
     default_reason = "UNAVAILABLE"
 
 
+class DataLoss(VeilError):
+    """Stored bytes the node needs are damaged or missing (a corrupt page, a row that does not
+    decode, state and log that disagree). Never retried blindly: the operator must act."""
+
+    code = grpc.StatusCode.DATA_LOSS
+    default_reason = "DATA_LOSS"
+
+
 class Internal(VeilError):
     code = grpc.StatusCode.INTERNAL
     default_reason = "INTERNAL"

@@ -32,14 +32,16 @@ from veil.certificates import DatasetCertificate
 from veil.crypto import InvalidKey, PublicKey
 from veil.v1 import query_pb2
 
+from . import recovery
 from .query import encrypted_input
 from .audit.events import AuditTrail
+from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
-from .errors import (DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
+from .errors import (DataLoss, DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
                      QueryNotFound, VeilError)
 from .governance.registry import OPERATOR, Governance
 from .governance.steward import Steward, round_significant
@@ -50,7 +52,7 @@ from .query.planner import plan_query
 from .query.policy import Decision, evaluate
 from .query.release import Randomness, RandomnessRefill, build_result, result_digest
 from .state.replicas import BEAT_S, Replicas
-from .state.statedb import open_database
+from .state.statedb import open_database, private_dir
 from .state.store import NewQuery, QueryRecord, StateStore, now_us
 
 log = logging.getLogger("veil.node")
@@ -66,9 +68,9 @@ class Submission:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, *, engine: Engine | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, engine: Engine | None = None, recover: bool = False) -> None:
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # 0700; its files are created 0600 whatever the umask
         shared = config.state.shared  # PostgreSQL: replicas may share this state
         # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
         self.audit = AuditTrail.open(config.state_dir, database=open_database(
@@ -76,7 +78,12 @@ class Node:
         try:
             self.store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
                                     if shared else config.state_dir / "state.db")
+            reading, refused = self.audit.anchor_to(self.store, recovering=recover)  # they agree, or no start
+            if recover:
+                recovery.check_recoverable(refused)
         except BaseException:
+            if getattr(self, "store", None) is not None:
+                self.store.close()
             self.audit.close()
             raise
         self.replicas = Replicas(self.store, config.state.replica)
@@ -96,9 +103,13 @@ class Node:
         self._changed = threading.Condition()
         self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
         self._queued_lock = threading.Lock()
+        self.recovered = recovery.rebuild_queries(self, reading, refused) if recover else None  # `node recover`
         self.audit.node_started(config)
+        self.audit.start_witnessing(witness_settings(config))  # a witness that caught a rollback stops the start
         with self.store.named_lock("bootstrap"):  # replicas starting together list once
             self._bootstrap()
+        if self.recovered is not None:
+            recovery.raise_grant_uses(self, reading, self.recovered)
         self._recover(at_start=True)
         self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
         self._sweeper.start()
@@ -353,6 +364,9 @@ class Node:
             raise NotReady(f"query is {rec.state.value}; a result exists only once it has SUCCEEDED",
                            metadata={"state": rec.state.value})
         data = self.store.result(rec.id)
+        if data is None and rec.state_reason == "RESULT_LOST":  # rebuilt by `veil node recover`
+            raise DataLoss("the result was lost with the node's state; its receipt in the audit log stands",
+                           reason="RESULT_LOST")
         if data is None:  # the store writes both in one transaction; this is corruption
             raise NotReady("the result is missing", reason="RESULT_MISSING")
         return data

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import veil
+from veil_server.audit.anchoring import StartRefused
 from veil.audit import verify_export
 from veil_server.audit import AuditCorrupted
 from veil_server.access.node_key import NodeKey
@@ -116,7 +117,7 @@ def test_truncation_and_rollback_are_caught_by_an_older_checkpoint(tmp_path, ana
             alice.query(GROUPED, purpose="research")
     backup = tmp_path / "backup"
     backup.mkdir()
-    for f in state.glob("audit.db*"):
+    for f in [*state.glob("audit.db*"), *state.glob("state.db*")]:
         shutil.copy2(f, backup / f.name)
 
     with serve(folder) as running:
@@ -136,11 +137,21 @@ def test_truncation_and_rollback_are_caught_by_an_older_checkpoint(tmp_path, ana
                        "--checkpoint", tmp_path / "kept.json")
     assert code == 1 and (f"ROLLBACK at {cut}:" in err or f"FAILED at entry {cut}: ROLLBACK" in err), err
 
-    # Roll the whole log back to the backup: consistent with itself, so only the kept
-    # checkpoint reveals it.
+    # Roll the log alone back to the backup: the state, written with the longer log, refuses it
+    # at start (issue 15).
     for f in state.glob("audit.db*"):
         f.unlink()
-    for f in backup.iterdir():
+    for f in backup.glob("audit.db*"):
+        shutil.copy2(f, state / f.name)
+    with pytest.raises(StartRefused) as refused:
+        with serve(folder):
+            pass
+    assert refused.value.problem == "LOG_ROLLED_BACK"
+    # Roll both files back together: consistent with each other, so only the kept checkpoint
+    # (or a witness, test_witness.py) reveals it.
+    for f in state.glob("state.db*"):
+        f.unlink()
+    for f in backup.glob("state.db*"):
         shutil.copy2(f, state / f.name)
     with serve(folder) as running:
         with veil.connect(running.target, token=tokens["audra"], home=tmp_path / "audra") as audra:

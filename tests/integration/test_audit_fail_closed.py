@@ -38,13 +38,13 @@ class Broken:
                 raise AuditUnavailable(f"injected: {kind}")
             return self._append(kind, **kw)
 
-        def append_many(events, *, checkpoint=False):
+        def append_many(events, *, checkpoint=False, **kw):
             for e in events:
                 if e.kind in self.kinds:
                     raise AuditUnavailable(f"injected: {e.kind}")
             if checkpoint and self.checkpoint:
                 raise AuditUnavailable("injected: checkpoint")
-            return self._append_many(events, checkpoint=checkpoint)
+            return self._append_many(events, checkpoint=checkpoint, **kw)
 
         def checkpoint():
             if self.checkpoint:

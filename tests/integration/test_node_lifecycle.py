@@ -16,11 +16,8 @@ from veil_server.access.auth import METHOD_ROLES, PEER_SIGNED
 from veil_server.config import load_config
 from veil_server.cli.demo import init_node_folder
 from veil_server.state.lifecycle import QueryState
-from veil_server.query.planner import plan_query
-from veil_server.query.catalog import Catalog
 from veil_server.api.server import run_server
-from veil_server.state.statedb import open_database
-from veil_server.state.store import NewQuery, StateStore
+from veil_server.node import Node
 
 
 @pytest.fixture()
@@ -61,17 +58,7 @@ def test_acknowledged_query_interrupted_by_a_crash_is_completed(small_node_folde
     config = load_config(folder / "veil.toml", env={})
     with veil.connect("127.0.0.1:1", home=analyst_home) as offline:
         pk: PublicKey = offline.keys[0]
-    plan = plan_query("SELECT region, COUNT(*) FROM patients GROUP BY region", Catalog(config.datasets))
-    store = StateStore(open_database(config.state, sqlite_path=config.state_dir / "state.db")
-                       if backend == "postgres" else config.state_dir / "state.db")
-    rec, _ = store.create_query(
-        NewQuery("alice", "crash-1", "patients", "research", "SELECT region, COUNT(*) FROM patients GROUP BY region",
-                 plan.canonical_sql(), plan.to_json(), plan.digest(), pk.to_bytes(), pk.fingerprint()),
-        "SUBMITTED", "test")
-    store.transition(rec.id, QueryState.APPROVED, "POLICY_AUTO_APPROVED", "test")
-    if crashed_in is QueryState.RUNNING:
-        store.transition(rec.id, QueryState.RUNNING, "EXECUTION_STARTED", "test")
-    store.close()  # the "crash": nothing else happens to this query
+    rec = crash_with_acknowledged_query(config, pk, running=crashed_in is QueryState.RUNNING)
 
     with run_server(config, listen="127.0.0.1:0", grace=1) as running:
         with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
@@ -81,6 +68,23 @@ def test_acknowledged_query_interrupted_by_a_crash_is_completed(small_node_folde
     assert states[-1] == "SUCCEEDED"
     if crashed_in is QueryState.RUNNING:
         assert states.count("RUNNING") == 2  # re-queued after the restart, then run once more
+
+
+def crash_with_acknowledged_query(config, pk: PublicKey, *, running: bool):
+    """A node that accepted (and approved) a query, logged like any, and died before running it
+    (or while running it: RUNNING is a claim, not logged): no stop entry, nothing executed."""
+    node = Node(config)
+    node._pool.shutdown()  # nothing runs: the "crash" comes first
+    alice = next(p for p in config.principals if p.name == "alice")
+    sub = node.submit(alice, sql="SELECT region, COUNT(*) FROM patients GROUP BY region", purpose="research",
+                      public_key=pk.to_bytes(), request_id="crash-1")
+    assert sub.query.state is QueryState.APPROVED
+    if running:
+        node.store.transition(sub.query.id, QueryState.RUNNING, "EXECUTION_STARTED", "test")
+    node._closed.set()
+    node.store.close()
+    node.audit.close()
+    return sub.query
 
 
 def test_health_and_reflection_for_generic_clients(demo_node):

@@ -29,7 +29,7 @@ EXPECTED = {
     "attack:disclosure-window", "attack:disclosure-margins", "attack:disclosure-dominance",
     "attack:disclosure-federated", "attack:disclosure-refusals",
     "fault:shutdown", "fault:disconnect", "fault:disk-full", "fault:state-dir-read-only", "fault:revocation-list",
-    "load:analysts",
+    "load:analysts", "fault:damaged-files", "fuzz:file-flips", "load:large-bodies", "attack:witness",
 }
 
 

@@ -237,6 +237,9 @@ def test_full_disk_and_read_only_state_dir(tmp_path, analyst_home):
             with run_server(config, listen="127.0.0.1:0", grace=0.5):
                 pass
         outcomes["read-only at start"] = (e.value.code.name, e.value.reason)
+        from veil_server.cli.refusals import start_refusal  # what `veil node serve` prints (issue 15)
+
+        outcomes["read-only at start: line"] = start_refusal(e.value, state) or ""
         subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True)
         # The state and the audit log survived all of it: the node re-verifies the whole log on start.
         with run_server(config, listen="127.0.0.1:0", grace=0.5) as again:
@@ -253,6 +256,7 @@ def test_full_disk_and_read_only_state_dir(tmp_path, analyst_home):
     assert outcomes["full, no threshold: submit"] == ("UNAVAILABLE", "STATE_DIR_UNWRITABLE")
     assert outcomes["space back: submit"] == ("OK", "")
     assert outcomes["read-only at start"][0] == "UNAVAILABLE", outcomes
+    assert "NOT_WRITABLE" in outcomes["read-only at start: line"] and "fix:" in outcomes["read-only at start: line"]
     assert outcomes["writable again: submit"] == ("OK", "")
     ledger.figure("storage_outcomes", outcomes)
     ledger.record("fault", "disk-full", "state dir on a 24 MiB tmpfs filled to 2 MiB free, then to 0: new work "
@@ -278,3 +282,17 @@ def test_unreadable_revocation_list_fails_closed(tls_node):
         s["list"](catalog_pb2.ListDatasetsRequest(), metadata=md, timeout=5)
     ledger.record("fault", "revocation-list", "corrupt revocation list: every signed token refused (fail closed) "
                   "until it is readable again", 1)
+
+
+def test_free_space_is_read_before_each_call_not_on_a_timer(tmp_path):
+    """Issue 15: the guard followed the disk 1-2 s late; now every check reads free space."""
+    from veil_server.state.storage import StorageMonitor
+
+    monitor = StorageMonitor(tmp_path, min_free_bytes=0, ttl=3600.0)
+    monitor.check()  # healthy, and the write probe is now cached for an hour
+    monitor.min_free = 1 << 62  # as if the disk filled a moment later
+    with pytest.raises(veil_server_errors.VeilError) as e:
+        monitor.check()
+    assert e.value.reason == "STORAGE_LOW"
+    monitor.min_free = 0  # space is back
+    monitor.check()

@@ -32,9 +32,11 @@ ONLINE = {
 }
 OFFLINE = {("audit", "verify"), ("receipt", "verify"), ("cert", "verify"), ("completion", "bash"),
            ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("token", "issue"), ("token", "revoke"),
-           ("token", "list"), ("audit", "dump")}
+           ("token", "list"), ("audit", "dump"), ("node", "recover"), ("witness", "init"), ("witness", "serve"),
+           ("witness", "key")}
 # Leaves whose output is not a record: a shell script, and a running node's log.
-NO_JSON = {("completion", "bash"), ("completion", "zsh"), ("node", "serve")}
+NO_JSON = {("completion", "bash"), ("completion", "zsh"), ("node", "serve"), ("witness", "init"), ("witness", "serve"),
+           ("witness", "key")}
 
 PARSER = build_parser()
 TREE = dict(leaves(PARSER))

@@ -294,6 +294,9 @@ class Receipt:
     entry: bytes
     inclusion_proof: Sequence[bytes]
     checkpoint: Checkpoint
+    # The checkpoint as a C2SP signed note with its witnesses' cosignatures (issue 15); checked
+    # against pinned witness keys by ``veil.audit.witness.check_witnessed``. Empty: none.
+    witness_note: bytes = b""
 
     def verify(self, public_key: bytes | str | Ed25519PublicKey) -> None:
         """Raises a :class:`VerificationError` naming the first thing that does not hold."""
@@ -327,6 +330,7 @@ class Receipt:
             "entry": base64.b64encode(self.entry).decode(),
             "inclusion_proof": [p.hex() for p in self.inclusion_proof],
             "checkpoint": self.checkpoint.to_json(),
+            **({"witness_note": self.witness_note.decode()} if self.witness_note else {}),
         }
 
     @classmethod
@@ -339,6 +343,7 @@ class Receipt:
                 entry=base64.b64decode(obj["entry"], validate=True),
                 inclusion_proof=[bytes.fromhex(p) for p in obj["inclusion_proof"]],
                 checkpoint=Checkpoint.from_json(obj["checkpoint"]),
+                witness_note=str(obj.get("witness_note", "")).encode(),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise canonical.NonCanonical(f"malformed receipt: {exc}") from None

@@ -22,6 +22,8 @@ from pathlib import Path
 from ..audit.merkle import VerificationError
 from ..audit.records import Checkpoint, Receipt, key_id, load_public_key
 from ..audit.verify import verify_export, verify_receipt
+from ..audit.witness import WitnessError, check_witnessed
+from ..receipts import witness_policy
 from ..known_nodes import KnownNodes
 from ..v1 import audit_pb2
 from .command import Commands
@@ -107,9 +109,37 @@ def cmd_fetch_receipt(args: argparse.Namespace, node) -> None:
           f"receipt for queries/{r.query_id} (log index {r.log_index}) verified; saved to {args.out}")
 
 
+def _witnessed(args: argparse.Namespace, cp, note: bytes) -> str | None:
+    """The failure, if ``--witness``/``--quorum`` ask for cosignatures ``note`` lacks."""
+    keys, quorum = witness_policy(args.witness or (), args.quorum)
+    if quorum == 0:
+        return None
+    try:
+        names = check_witnessed(note, cp, keys, quorum)
+    except WitnessError as e:
+        return f"checkpoint of {cp.tree_size} entries: {e}"
+    print(f"witnessed: checkpoint of {cp.tree_size} entries cosigned by {', '.join(names)}", file=sys.stderr)
+    return None
+
+
+def _note_of(path: str) -> bytes:
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return b""
+    return str(obj.get("witness_note", "")).encode() if isinstance(obj, dict) else b""
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     key = _read_key(args.key)
     old = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    if (args.witness or args.quorum) and old is None:
+        raise ValueError("--witness needs --checkpoint: a receipt (or saved note) whose checkpoint witnesses cosigned")
+    if old is not None:
+        problem = _witnessed(args, old, _note_of(args.checkpoint))
+        if problem is not None:
+            print(f"FAILED: {problem}", file=sys.stderr)
+            return VERIFY_FAILED
     report = verify_export(args.file, key, old_checkpoint=old)
     if args.json:
         emit(args, {"ok": report.ok, "tree_size": report.tree_size, "root_hash": report.root_hash.hex(),
@@ -147,11 +177,22 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
     except VerificationError as e:
         print(f"FAILED: receipt for queries/{receipt.query_id}: {e}", file=sys.stderr)
         return VERIFY_FAILED
+    problem = _witnessed(args, receipt.checkpoint, receipt.witness_note)
+    if problem is not None:
+        print(f"FAILED: receipt for queries/{receipt.query_id}: {problem}", file=sys.stderr)
+        return VERIFY_FAILED
     emit(args, {"ok": True, **receipt.to_json()},
          f"OK: queries/{receipt.query_id} released result {receipt.result_digest.hex()} (plan "
          f"{receipt.query_digest.hex()[:16]}…), log entry {receipt.log_index} of a checkpoint of "
          f"{receipt.checkpoint.tree_size} signed by {receipt.checkpoint.key_id[:16]}…")
     return 0
+
+
+def _witness_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--witness", action="append", metavar="VKEY",
+                   help="a witness's verifier key (`veil witness key`); repeat for several (env VEIL_WITNESSES)")
+    p.add_argument("--quorum", type=int, help="cosignatures required (default: every --witness; env "
+                                              "VEIL_WITNESS_QUORUM)")
 
 
 def _online(fn):
@@ -180,6 +221,7 @@ def register(cli: Commands) -> None:
     p.add_argument("--key", required=True, help="the node's public key (PEM), e.g. from `veil audit key`")
     p.add_argument("--checkpoint", help="a checkpoint kept earlier (or an older export, or a receipt): "
                                         "catches truncation and rollback")
+    _witness_flags(p)
 
     receipt = cli.noun("receipt", "the signed receipts of released results")
     p = receipt.verb("get", _online(cmd_fetch_receipt), "fetch, verify and save the receipt of your released query",
@@ -189,3 +231,4 @@ def register(cli: Commands) -> None:
     p = receipt.verb("verify", cmd_verify_receipt, "verify a saved receipt offline")
     p.add_argument("file")
     p.add_argument("--key", help="the node's public key (PEM); default: the pinned key that signed it")
+    _witness_flags(p)

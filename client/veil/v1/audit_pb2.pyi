@@ -180,7 +180,7 @@ class GetReceiptRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("query", "query_digest", "dataset_certificate_id", "result_digest", "log_index", "entry", "inclusion_proof", "checkpoint")
+    __slots__ = ("query", "query_digest", "dataset_certificate_id", "result_digest", "log_index", "entry", "inclusion_proof", "checkpoint", "witness_note")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     QUERY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DATASET_CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class Receipt(_message.Message):
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_NOTE_FIELD_NUMBER: _ClassVar[int]
     query: str
     query_digest: bytes
     dataset_certificate_id: str
@@ -197,4 +198,5 @@ class Receipt(_message.Message):
     entry: bytes
     inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
     checkpoint: Checkpoint
-    def __init__(self, query: _Optional[str] = ..., query_digest: _Optional[bytes] = ..., dataset_certificate_id: _Optional[str] = ..., result_digest: _Optional[bytes] = ..., log_index: _Optional[int] = ..., entry: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+    witness_note: bytes
+    def __init__(self, query: _Optional[str] = ..., query_digest: _Optional[bytes] = ..., dataset_certificate_id: _Optional[str] = ..., result_digest: _Optional[bytes] = ..., log_index: _Optional[int] = ..., entry: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., witness_note: _Optional[bytes] = ...) -> None: ...

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import threading
 from typing import Any, Callable, Iterable
 
 import grpc
@@ -25,7 +26,8 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..config import Principal, Role
-from ..errors import ERROR_DOMAIN, Internal, PermissionDenied, Unauthenticated, VeilError
+from .memory import large_body_seen
+from ..errors import ERROR_DOMAIN, Internal, PermissionDenied, ResourceExhausted, Unauthenticated, VeilError
 
 log = logging.getLogger("veil.auth")
 
@@ -141,9 +143,19 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self,
         authenticator: TokenAuthenticator,
         on_denied: Callable[[str, str | None, VeilError], None] | None = None,
+        on_data_loss: Callable[[str], None] | None = None,
+        preauth_slots: int = 0,
+        client_certs: bool = True,
     ) -> None:
         self._auth = authenticator
         self._on_denied = on_denied
+        # Issue 15: calls whose metadata identifies nobody share this many slots while their
+        # bodies are read (0: no pre-read check); without an mTLS port they are refused unread.
+        self._preauth = threading.BoundedSemaphore(preauth_slots) if preauth_slots else None
+        self._client_certs = client_certs
+        # Issue 15: a service that hit damaged state is reported NOT_SERVING (health), while the
+        # rest of the node serves on.
+        self._on_data_loss = on_data_loss
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -151,6 +163,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if method.startswith(PUBLIC_PREFIXES) or handler is None:
             return handler
         roles = METHOD_ROLES.get(method)
+        # Issue 15: decide on the metadata alone, before the body is read, whether this caller
+        # may make the node read up to max_message_bytes.
+        early, release = self._before_reading(method, handler_call_details.invocation_metadata)
+        if early is not None:
+            return _refuse_unread(handler, early, lambda: self._deny(method, None, early))
+        if release is not None:
+            handler = _releasing(handler, release)
         if roles is PEER_SIGNED:  # federation: the signed envelope is checked by the servicer
             return handler
         if handler.unary_unary is not None:
@@ -166,6 +185,35 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return None  # streaming requests are not part of the contract: UNIMPLEMENTED
+
+    def _before_reading(self, method: str, metadata) -> tuple[VeilError | None, Callable[[], None] | None]:
+        """(refusal, None) to refuse without reading the body; (None, release) when the call
+        takes one of the few slots for callers not identified by their metadata (anonymous,
+        client certificate, peer envelope); (None, None) for a caller whose bearer token checks."""
+        if self._preauth is None:
+            return None, None
+        token = any(k == "authorization" for k, _ in metadata or ())
+        if token:
+            try:
+                self._auth.authenticate(metadata, None)
+                return None, None
+            except VeilError as e:
+                return e, None  # a bad token is refused whatever port it came on
+        if not self._client_certs and METHOD_ROLES.get(method) is not PEER_SIGNED:
+            return Unauthenticated("no credentials: send metadata 'authorization: Bearer <token>'",
+                                   reason="MISSING_CREDENTIALS"), None
+        if not self._preauth.acquire(blocking=False):
+            return ResourceExhausted(
+                "too many calls without a bearer token are being read at once; retry shortly",
+                reason="PREAUTH_CONCURRENCY", metadata={"retry_after_ms": "200"}), None
+        return None, self._preauth.release
+
+    def _deny(self, method: str, principal: str | None, e: VeilError) -> None:
+        if self._on_denied is not None:
+            try:
+                self._on_denied(method, principal, e)
+            except Exception:  # pragma: no cover - the denial stands either way
+                log.exception("could not record a denial")
 
     def _admit(self, method: str, roles: frozenset[Role] | None, context: grpc.ServicerContext) -> Principal:
         principal = None
@@ -202,9 +250,15 @@ class AuthInterceptor(grpc.ServerInterceptor):
             finally:
                 if token is not None:
                     _current.reset(token)
+            self._report(method, failure)
             context.abort_with_status(to_status(failure))
 
         return handle
+
+    def _report(self, method: str, failure: VeilError) -> None:
+        if failure.code is grpc.StatusCode.DATA_LOSS and self._on_data_loss is not None:
+            log.error("damaged state behind %s: %s", method, failure.private or failure.message)
+            self._on_data_loss(method.split("/")[1])
 
     def _wrap_stream(self, method: str, roles: frozenset[Role] | None, behavior: Callable) -> Callable:
         """Server streaming. The principal cannot be set in the worker thread's context around
@@ -238,3 +292,51 @@ class AuthInterceptor(grpc.ServerInterceptor):
             context.abort_with_status(to_status(failure))
 
         return handle
+
+
+def _refuse_unread(handler, err: VeilError, record: Callable[[], None]):
+    """A handler that answers ``err`` without reading the request: declared client-streaming,
+    so gRPC reads nothing until asked (the same bytes on the wire as a unary call); the refusal
+    is audited on the worker thread, not on the thread that accepts calls."""
+    def refuse(_requests, context):
+        large_body_seen()  # gRPC may have buffered part of the unread body
+        record()
+        context.abort_with_status(to_status(err))
+
+    def refuse_stream(_requests, context):
+        record()
+        context.abort_with_status(to_status(err))
+        yield  # pragma: no cover - abort raises
+
+    if handler.unary_stream is not None or handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, response_serializer=handler.response_serializer)
+    return grpc.stream_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+
+
+def _releasing(handler, release: Callable[[], None]):
+    """``handler`` whose behaviour gives its pre-authentication slot back when the call ends
+    (for a stream, when it is exhausted or closed)."""
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        def unary(request, context):
+            try:
+                return inner(request, context)
+            finally:
+                release()
+
+        return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        def stream(request, context):
+            try:
+                yield from inner_stream(request, context)
+            finally:
+                release()
+
+        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
+    release()
+    return handler

@@ -34,6 +34,8 @@ import grpc
 from .auth import current_principal, to_status
 from ..errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable, VeilError
 from .limits import Limiter
+from .memory import LARGE_BODY, large_body_seen
+from ..state.damage import corruption
 from ..state.storage import StorageMonitor, storage_error
 
 log = logging.getLogger("veil.guard")
@@ -114,6 +116,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         return None
 
     def parse(data: bytes) -> Any:
+        if len(data) >= LARGE_BODY:
+            large_body_seen()  # its transport buffers are handed back once freed (access.memory)
         try:
             return deserializer(data)
         except Exception:  # DecodeError, RecursionError on deep nesting, invalid UTF-8, ...
@@ -206,7 +210,8 @@ class RequestGuard(grpc.ServerInterceptor):
 
     @staticmethod
     def _mapped(exc: BaseException) -> BaseException:
-        return storage_error(exc) or exc
+        # A damaged state file or row is DATA_LOSS naming the fix, never INTERNAL (issue 15).
+        return storage_error(exc) or corruption(exc, "the node's state") or exc
 
     def _fail(self, principal, context: grpc.ServicerContext, err: BaseException):
         """Under the auth interceptor, raise for it to map; otherwise answer with the status here."""

@@ -41,6 +41,9 @@ class LimitSettings:
     rpc_threads: int = 32
     max_concurrent_rpcs: int = 256
     min_free_bytes: int = 64 * 1024 * 1024
+    # Calls whose metadata names no valid bearer token (anonymous, client certificates, peer
+    # envelopes) whose bodies may be read at once (issue 15); more are refused unread.
+    max_preauth_calls: int = 16
 
 
 def parse_limits(raw: Any, *, env: Mapping[str, str], error: type[Exception]) -> LimitSettings:
@@ -53,7 +56,8 @@ def parse_limits(raw: Any, *, env: Mapping[str, str], error: type[Exception]) ->
         raise error(f"limits: unknown keys {sorted(unknown)}")
     bounds = {"requests_per_second": (0.1, 1e6), "burst": (1, 10**6), "max_concurrent_calls": (1, 10_000),
               "max_open_queries": (1, 10**6), "max_message_bytes": (1024, 256 * 1024 * 1024),
-              "rpc_threads": (2, 1024), "max_concurrent_rpcs": (1, 100_000), "min_free_bytes": (0, 2**50)}
+              "rpc_threads": (2, 1024), "max_concurrent_rpcs": (1, 100_000), "min_free_bytes": (0, 2**50),
+              "max_preauth_calls": (1, 10_000)}
     values: dict[str, Any] = {}
     for key, (low, high) in bounds.items():
         if key not in section:

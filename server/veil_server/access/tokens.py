@@ -105,7 +105,8 @@ def load_or_create_signing_key(state_dir: Path) -> NodeKey:
     pub = Path(state_dir) / PUBLIC_KEY_FILE
     if not pub.exists() or pub.read_bytes() != key.public_key_pem:
         tmp = pub.with_name(f".{pub.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(key.public_key_pem)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(key.public_key_pem)  # 0600 like every file in the state directory (issue 15)
         os.replace(tmp, pub)
     return key
 

@@ -54,6 +54,7 @@ def receipt_proto(r: Receipt) -> audit_pb2.Receipt:
         query=r.query_id, query_digest=r.query_digest, dataset_certificate_id=r.dataset_certificate_id,
         result_digest=r.result_digest, log_index=r.log_index, entry=r.entry,
         inclusion_proof=list(r.inclusion_proof), checkpoint=checkpoint_proto(r.checkpoint),
+        witness_note=r.witness_note,
     )
 
 

@@ -35,8 +35,10 @@ from .query_service import CatalogServicer, QueryServicer
 from ..access.guard import RequestGuard
 from ..access.identity import NodeAuthenticator
 from ..access.limits import Limiter
+from ..access.memory import return_large_buffers
 from ..access.security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
 from ..state.storage import StorageMonitor
+from ..witness import node_witness
 
 log = logging.getLogger("veil.server")
 # sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
@@ -61,6 +63,7 @@ class RunningNode:
     federation: Any = None  # federation (issue 6): veil_server.api.federation_service.Federation
     mtls_port: int = 0  # issue 8: the mutual-TLS port, 0 without one
     guard: Any = None  # issue 8: veil_server.access.guard.RequestGuard (limits, draining)
+    witness: Any = None  # issue 15: veil_server.witness.WitnessServer when [witness] serve is set
 
     @property
     def target(self) -> str:
@@ -80,6 +83,7 @@ def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 
 @contextlib.contextmanager
 def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None) -> Iterator[RunningNode]:
     security = settings_of(config)
+    return_large_buffers()  # issue 15: 15 MiB request buffers go back to the system once freed
     address = listen or config.listen
     check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode
     node = Node(config)
@@ -96,17 +100,22 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         futures.ThreadPoolExecutor(max_workers=security.limits.rpc_threads, thread_name_prefix="veil-rpc"),
         # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
         # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
-        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied), guard],
+        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied,
+                                      on_data_loss=lambda service: health_servicer.set(
+                                          service, health_pb2.HealthCheckResponse.NOT_SERVING),
+                                      preauth_slots=security.limits.max_preauth_calls,
+                                      client_certs=bool(security.tls and (mtls_listen or security.tls.mtls_listen))),
+                      guard],
         options=server_options(security),
         maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
     )
+    health_servicer = health.HealthServicer()
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
     query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
     governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), server)
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), server)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
-    health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     address = listen or config.listen
@@ -116,12 +125,15 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         node.close()
         raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
     server.start()
+    witness = node_witness(config, node.audit.key, node.audit.node_id)  # issue 15: peers' checkpoints
     for name in ("",) + SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
-        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard)
+        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard, witness)
     finally:
+        if witness is not None:
+            witness.close()
         health_servicer.enter_graceful_shutdown()
         guard.drain()  # new calls: UNAVAILABLE / NODE_STOPPING; admitted calls finish within the grace
         server.stop(grace).wait()

@@ -2,7 +2,9 @@
 
 ``log`` holds :class:`AuditLog` (and what it guarantees against whom); ``store`` the SQLite
 layout and the integrity check run at open; ``export`` the JSONL export; ``search`` filtering
-and paging. The auditor's side (canonical records, proofs, the offline verifier) is
+and paging; ``events`` the node's vocabulary of entries; ``anchoring`` the check at start that
+state and log vouch for each other; ``witnessing`` sending checkpoints to witnesses and bringing
+their cosignatures into receipts. The auditor's side (canonical records, proofs, the offline verifier) is
 ``veil.audit`` in the client library.
 """
 

@@ -36,3 +36,4 @@ class AuditCorrupted(AuditUnavailable):
         self.problem = problem
         self.index = index
         self.detail = detail
+        self.where = ""  # the file (or schema) checked, set by whoever opened it

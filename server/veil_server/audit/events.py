@@ -24,6 +24,7 @@ failure). Approvers are named in ``details.approvers``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -35,14 +36,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from veil.audit import merkle
 from veil.audit.records import RESULT_DIGEST, Receipt, release_details
 
 from ..config import NodeConfig, Principal
-from ..errors import VeilError
+from ..errors import FailedPrecondition, VeilError
 from ..access.node_key import NodeKey
+from ..state.anchor import Anchor, StateAnchor, state_digest
 from ..state.statedb import StateDatabase
+from ..state.store import StateStore
+from .anchoring import STATE_DIGEST, STATE_SEQ, LogReading, StartRefused, check_at_start, next_seq
 from .errors import AuditUnavailable
 from .log import AuditLog, Event
+from .witnessing import Witnesses, WitnessSettings
 
 log = logging.getLogger("veil.audit")
 
@@ -73,6 +79,9 @@ _CONTROLS = {c: "\ufffd" for c in range(32) if chr(c) not in "\t\n"}
 
 def _text(value: str, limit: int = MAX_TEXT) -> str:
     """Canonical JSON takes NFC strings only; analysts send anything. Normalise, then cap."""
+    # Cut first (normalising never makes a string more than a few times shorter): a 15 MiB SQL
+    # text is not copied three times over to keep 4000 characters of it.
+    value = value[: limit * 4]
     clean = unicodedata.normalize("NFC", value.encode("utf-8", "replace").decode("utf-8"))
     return clean[:limit].translate(_CONTROLS)
 
@@ -106,19 +115,25 @@ def _write_public_key(state_dir: Path, key: NodeKey) -> None:
     """``state_dir/node_key.pub``: what the operator hands auditors out of band."""
     path = public_key_path(state_dir)
     if path.exists() and path.read_bytes() == key.public_key_pem:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(key.public_key_pem)
-    os.chmod(tmp, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # 0600 like every file here
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.public_key_pem)
     os.replace(tmp, path)
 
 
 class AuditTrail:
     """Wraps the node's :class:`AuditLog` with the events the node records."""
 
-    def __init__(self, audit_log: AuditLog) -> None:
+    def __init__(self, audit_log: AuditLog, reading: LogReading | None = None) -> None:
         self.log = audit_log
         self.key = audit_log.key
+        self._reading = reading  # what the open check read, until the state is anchored
+        self._anchor: StateAnchor | None = None
+        self.witnesses: Witnesses | None = None
 
     @classmethod
     def open(cls, state_dir: Path, *, database: StateDatabase | None = None) -> AuditTrail:
@@ -131,8 +146,9 @@ class AuditTrail:
             if database is not None:
                 database.close()
             raise
+        reading = LogReading()
         trail = cls(AuditLog(database if database is not None else Path(state_dir) / LOG_FILE, key,
-                             node_id=node_id_for(key)))
+                             node_id=node_id_for(key), visit=reading.visit), reading)
         try:
             _write_public_key(Path(state_dir), key)
             if key.created or trail.log.tree_size == 0:
@@ -149,17 +165,62 @@ class AuditTrail:
         return self.log.node_id
 
     def close(self) -> None:
+        if self.witnesses is not None:
+            self.witnesses.close()
         self.log.close()
+
+    def start_witnessing(self, settings: WitnessSettings) -> None:
+        """Send checkpoints to ``settings``' witnesses from now on; refuse to start
+        (:class:`StartRefused`) if one of them holds a checkpoint this log contradicts."""
+        self.witnesses = Witnesses(self.log, settings)
+        latest = self.log.latest_checkpoint()
+        if latest is not None:
+            self.witnesses.check_at_start(latest)
+
+    def anchor_to(self, store: StateStore, *, recovering: bool = False) -> tuple[LogReading, StartRefused | None]:
+        """Check that ``store`` and this log vouch for each other (:mod:`.anchoring`; raises
+        :class:`StartRefused`), then anchor every later entry written inside a state transaction.
+        ``recovering`` (``veil node recover``): return the refusal instead, with the log as read."""
+        anchor = StateAnchor(store)
+        reading, self._reading = self._reading or LogReading(), None
+        refusal = None
+        # Under the state's write lock: with replicas sharing PostgreSQL, no other replica commits
+        # a state change (nor its anchored entries) while this one compares; what they appended
+        # since this log was opened is read in first.
+        with store.joined_tx():
+            if store.shared:
+                for entry in self.log.entries(reading.size):
+                    reading.visit(entry, merkle.leaf_hash(entry.to_bytes()))
+            try:
+                check_at_start(reading, store, anchor, log_where=str(self.log.path), state_where=store.location)
+            except StartRefused as e:
+                if not recovering:
+                    raise
+                refusal = e
+        self._anchor = anchor
+        return reading, refusal
 
     def _append(self, kind: str, principal: str, outcome: str, *, dataset: str | None = None,
                 query: str | None = None, details: dict[str, Any] | None = None) -> int:
-        return self.log.append(kind, principal=_text(principal, 200), outcome=outcome,
-                               dataset=dataset, query=query, details=details)
+        return self._write([Event(kind, principal, outcome, dataset, query, details)])[0]
 
     def _append_all(self, events: list[Event], *, checkpoint: bool = False) -> None:
         """Several entries (and a checkpoint over them) in one transaction: all durable or none."""
-        self.log.append_many([Event(e.kind, _text(e.principal, 200), e.outcome, e.dataset, e.query, e.details)
-                              for e in events], checkpoint=checkpoint)
+        self._write(events, checkpoint=checkpoint)
+
+    def _write(self, events: list[Event], *, checkpoint: bool = False) -> list[int]:
+        """Append; inside the state store's open transaction (a ``write_ahead``), the entries carry
+        the transaction's ``state_seq`` and the state records the log position, in that
+        transaction (the state ↔ log anchor)."""
+        db = self._anchor.store.open_transaction() if self._anchor is not None else None
+        seq = next_seq(self._anchor.read(db)) if db is not None else 0
+        clean = [Event(e.kind, _text(e.principal, 200), e.outcome, e.dataset, e.query,
+                       {**(e.details or {}), STATE_SEQ: seq} if seq else e.details) for e in events]
+        leaves: list[bytes] = []
+        indices, _ = self.log.append_many(clean, checkpoint=checkpoint, leaves=leaves)
+        if db is not None:
+            self._anchor.write(db, Anchor(seq, indices[-1] + 1, leaves[-1].hex()))
+        return indices
 
     def _best_effort(self, what: str, fn, *args, **kwargs) -> None:
         try:
@@ -170,13 +231,38 @@ class AuditTrail:
     # -- the node ---------------------------------------------------------------------------
 
     def node_started(self, config: NodeConfig) -> None:
-        self._append_all([Event("admin.node.start", SYSTEM, "ok", details={
-            "node_name": _text(config.name), "config_digest": config_digest(config),
-            "datasets": sorted(d.name for d in config.datasets),
-            "principals": len(config.principals), "software": SOFTWARE})], checkpoint=True)
+        """Anchored: the state records the log position of every start."""
+        with self._state_transaction():
+            self._append_all([Event("admin.node.start", SYSTEM, "ok", details={
+                "node_name": _text(config.name), "config_digest": config_digest(config),
+                "datasets": sorted(d.name for d in config.datasets),
+                "principals": len(config.principals), "software": SOFTWARE})], checkpoint=True)
 
     def node_stopping(self) -> None:
-        self._best_effort("node stop", self._append_all, [Event("admin.node.stop", SYSTEM, "ok")], checkpoint=True)
+        """Anchored, and on a state of its own (SQLite) with a digest of the whole state: a change
+        made while the node is stopped is refused at the next start."""
+        def stop() -> None:
+            with self._state_transaction() as db:
+                details = {}
+                if db is not None and not self._anchor.store.shared:
+                    details[STATE_DIGEST] = state_digest(db)
+                self._append_all([Event("admin.node.stop", SYSTEM, "ok", details=details)], checkpoint=True)
+
+        self._best_effort("node stop", stop)
+
+    @contextlib.contextmanager
+    def _state_transaction(self):
+        if self._anchor is None:
+            yield None
+            return
+        with self._anchor.store.joined_tx() as db:
+            yield db
+
+    def already_released(self, query_id: str) -> int | None:
+        """The index of a logged release of ``query_id``, if any: whatever the state says, a
+        query is released at most once."""
+        page = self.log.search(kind="query.release", query=query_id, outcome="ok", page_size=1)
+        return page.entries[0].index if page.entries else None
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -237,7 +323,14 @@ class AuditTrail:
 
     def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int) -> None:
         """Before the move to SUCCEEDED: the execution, then the release (a digest of the
-        encrypted result, never a value), then a signed checkpoint covering both; one commit."""
+        encrypted result, never a value), then a signed checkpoint covering both; one commit.
+        Refused (``ALREADY_RELEASED``) if the log already holds a release of the query, whatever
+        the state says (a state set back, or a release whose state commit was lost)."""
+        earlier = self.already_released(rec.id)
+        if earlier is not None:
+            raise FailedPrecondition(
+                "this query's result was already released once; it is not released again",
+                reason="ALREADY_RELEASED", private=f"query {rec.id}: release at log entry {earlier}")
         self._append_all([
             Event("query.execute", rec.principal, "ok", dataset=rec.dataset, query=rec.id, details={
                 "rows_scanned_approx": rows_scanned_approx,
@@ -247,6 +340,8 @@ class AuditTrail:
                   details=release_details(
                       rec.plan_digest, getattr(result, "certificate_id", ""), result.result_digest,
                       key_fingerprint=rec.key_fingerprint,
+                      # The ε this release spends: what `veil node recover` debits if the state is lost.
+                      epsilon_micro=round(getattr(result, "epsilon", 0.0) * 1_000_000),
                       ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
         ], checkpoint=True)
 
@@ -293,7 +388,13 @@ class AuditTrail:
             token = page.next_page_token
             if not token:
                 break
-        return None if index is None else self.log.receipt(index)
+        if index is None:
+            return None
+        receipt = self.log.receipt(index)
+        if self.witnesses is None or not self.witnesses.settings.witnesses:
+            return receipt
+        self.witnesses.ensure(receipt.checkpoint)
+        return dataclasses.replace(receipt, witness_note=self.witnesses.note(receipt.checkpoint))
 
 
 def _rules(decision) -> list[dict[str, str]]:

@@ -93,26 +93,50 @@ class AuditLog:
         *,
         node_id: str,
         clock: Callable[[], datetime] = _utcnow,
+        visit: Callable[[Entry, bytes], None] | None = None,
     ) -> None:
         if isinstance(path, StateDatabase):
             self.path = Path(f"<{path.identity}>")
             conn: StateDatabase = path
         else:
             self.path = Path(path)
-            conn = SQLiteDatabase(store.connect(self.path), identity=f"sqlite:{self.path.resolve()}")
+            try:
+                conn = SQLiteDatabase(store.connect(self.path), identity=f"sqlite:{self.path.resolve()}")
+            except AuditCorrupted as exc:
+                exc.where = str(self.path)
+                raise
         self.key = key
         self.node_id = node_id
         self._clock = clock
         self._lock = threading.RLock()
         self._shared = conn.kind == POSTGRES
         self._conn: StateDatabase | None = conn
+        # Called with each new signed checkpoint once it is durable (witnesses, issue 15).
+        self.on_checkpoint: Callable[[Checkpoint], None] | None = None
         try:
+            if not self._shared:  # every page and index of the file, before its entries are trusted
+                row = conn.execute("PRAGMA integrity_check(1)").fetchone()
+                if row is None or row[0] != "ok":
+                    raise AuditCorrupted("FILE_DAMAGED", None, f"SQLite integrity check: {row[0] if row else '?'}")
             self._init_meta()
             self._tail = store.check(
-                self._conn, node_id=node_id, public_key=key.public_key_bytes
+                self._conn, node_id=node_id, public_key=key.public_key_bytes, visit=visit
             )
+        except AuditCorrupted as exc:
+            self.close()
+            exc.where = str(self.path)
+            raise
+        except (UnicodeDecodeError, ValueError) as exc:  # bytes that no longer decode: a damaged file
+            self.close()
+            damaged = AuditCorrupted("FILE_DAMAGED", None, f"a stored value does not decode: {type(exc).__name__}")
+            damaged.where = str(self.path)
+            raise damaged from None
         except (*conn.errors, OSError) as exc:
             self.close()
+            if type(exc).__name__ == "DatabaseError" or "malformed" in str(exc) or "not a database" in str(exc):
+                damaged = AuditCorrupted("FILE_DAMAGED", None, f"SQLite: {exc}")
+                damaged.where = str(self.path)
+                raise damaged from None
             raise AuditUnavailable(f"cannot read {self.path}: {exc}") from exc
         except BaseException:
             self.close()
@@ -207,11 +231,13 @@ class AuditLog:
                                               query=query, details=details)])
         return index
 
-    def append_many(self, events: list[Event], *, checkpoint: bool = False) -> tuple[list[int], Checkpoint | None]:
+    def append_many(self, events: list[Event], *, checkpoint: bool = False,
+                    leaves: list[bytes] | None = None) -> tuple[list[int], Checkpoint | None]:
         """Log several events, in order, and (``checkpoint``) sign a checkpoint covering them, all
         in one transaction: one commit and one fsync, and either all of it is durable or none
-        is. Returns their indices (and the checkpoint) once durable; raises as :meth:`append`
-        does, in which case none of them was logged."""
+        is. Returns their indices (and the checkpoint) once durable, and adds their leaf hashes
+        to ``leaves`` if given; raises as :meth:`append` does, in which case none of them was
+        logged."""
         for ev in events:
             if not is_known_kind(ev.kind):
                 raise ValueError(f"unknown audit kind {ev.kind!r}")
@@ -222,6 +248,7 @@ class AuditLog:
             except (*conn.errors, OSError) as exc:
                 raise AuditUnavailable(f"append failed: {exc}") from exc
             indices: list[int] = []
+            new_leaves: list[bytes] = []
             try:
                 # What other writers (replicas) appended since, or what a failed commit left.
                 tail = store.catch_up(conn, self._tail)
@@ -244,6 +271,7 @@ class AuditLog:
                     )
                     conn.executemany("INSERT INTO node (level, idx, hash) VALUES (?, ?, ?)", nodes)
                     tail = store.Tail(new_range, leaf, entry.time)
+                    new_leaves.append(leaf)
                 cp = self._sign_checkpoint(conn, tail) if checkpoint else None
                 conn.commit()
             except (*conn.errors, OSError) as exc:
@@ -256,6 +284,10 @@ class AuditLog:
                 self._rollback(conn)
                 raise
             self._tail = tail
+            if leaves is not None:
+                leaves.extend(new_leaves)
+            if cp is not None and self.on_checkpoint is not None:
+                self.on_checkpoint(cp)
             return indices, cp
 
     def _sign_checkpoint(self, conn: StateDatabase, tail: store.Tail) -> Checkpoint:
@@ -295,6 +327,8 @@ class AuditLog:
                 size = self._tail.range.size
                 cp = self._sign_checkpoint(conn, self._tail)
                 conn.commit()
+                if self.on_checkpoint is not None:
+                    self.on_checkpoint(cp)
                 return cp
             except (*conn.errors, OSError) as exc:
                 self._rollback(conn)
@@ -302,6 +336,37 @@ class AuditLog:
             except BaseException:
                 self._rollback(conn)
                 raise
+
+    # --- witnesses' cosignatures (issue 15) ----------------------------------------------------
+
+    def add_cosignature(self, tree_size: int, witness: str, line: bytes) -> None:
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.begin(AUDIT_LOCK)
+                conn.execute("INSERT INTO cosignature (tree_size, witness, line) VALUES (?, ?, ?) "
+                             "ON CONFLICT (tree_size, witness) DO UPDATE SET line = excluded.line",
+                             (tree_size, witness, line))
+                conn.commit()
+            except (*conn.errors, OSError) as exc:
+                self._rollback(conn)
+                raise AuditUnavailable(f"storing a cosignature failed: {exc}") from exc
+
+    def cosignatures(self, tree_size: int) -> list[bytes]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT line FROM cosignature WHERE tree_size = ? ORDER BY witness", (tree_size,)).fetchall())
+        return [bytes(r[0]) for r in rows]
+
+    def cosigners(self, tree_size: int) -> list[str]:
+        rows = self._read(lambda c: c.execute(
+            "SELECT witness FROM cosignature WHERE tree_size = ?", (tree_size,)).fetchall())
+        return [str(r[0]) for r in rows]
+
+    def witnessed_size(self, witness: str) -> int:
+        """The largest size ``witness`` cosigned for this log, as far as this log knows."""
+        row = self._read(lambda c: c.execute(
+            "SELECT MAX(tree_size) FROM cosignature WHERE witness = ?", (witness,)).fetchone())
+        return int(row[0]) if row and row[0] is not None else 0
 
     # --- reading ------------------------------------------------------------------------------
 

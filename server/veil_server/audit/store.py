@@ -8,6 +8,8 @@ Tables::
     node(level, idx, hash)           every complete subtree of 2**level leaves (level >= 1), so a
                                      proof is O(log² n) lookups and never rehashes entries
     checkpoint(tree_size, body, signature)
+    cosignature(tree_size, witness, line)   witnesses' C2SP cosignature lines (issue 15); each is
+                                     checked by whoever relies on it, so it is not re-checked here
 
 WAL with ``synchronous=FULL``: a commit returns only after the WAL is fsynced, so an entry is
 durable when ``append`` returns. The same tables can live in PostgreSQL (replicas sharing one
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,12 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     body BLOB NOT NULL,
     signature BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cosignature (
+    tree_size INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    line BLOB NOT NULL,
+    PRIMARY KEY (tree_size, witness)
+);
 """
 
 ENTRY_COLUMNS = "idx, body, leaf_hash, time, kind, principal, outcome, dataset, query"
@@ -86,7 +94,13 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
                 raise AuditUnavailable(f"{path}: journal_mode is {mode}, WAL is required")
             conn.execute("PRAGMA synchronous=FULL")
         return conn
-    except (sqlite3.Error, OSError) as exc:
+    except UnicodeDecodeError:
+        raise AuditCorrupted("FILE_DAMAGED", None, f"{path}: its header or settings do not decode") from None
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is sqlite3.DatabaseError or "malformed" in str(exc) or "not a database" in str(exc):
+            raise AuditCorrupted("FILE_DAMAGED", None, f"{path}: SQLite: {exc}") from None
+        raise AuditUnavailable(f"cannot open {path}: {exc}") from exc
+    except OSError as exc:
         raise AuditUnavailable(f"cannot open {path}: {exc}") from exc
 
 
@@ -142,8 +156,11 @@ def load_checkpoints(conn: StateDatabase) -> list[Checkpoint]:
 NODE_ORDER = "((idx + 1) << CAST(level AS INTEGER)), level"  # the order appends complete them
 
 
-def check(conn: StateDatabase, *, node_id: str, public_key: bytes) -> Tail:
-    """Recompute everything from the stored entries and compare with what is stored.
+def check(conn: StateDatabase, *, node_id: str, public_key: bytes,
+          visit: Callable[[Entry, bytes], None] | None = None) -> Tail:
+    """Recompute everything from the stored entries and compare with what is stored; ``visit``
+    sees each checked entry with its leaf hash (the state anchor's check reads the log there,
+    in the same pass).
 
     Raises :class:`AuditCorrupted` naming the first bad entry. O(n log n) hashing, one pass.
     """
@@ -159,7 +176,7 @@ def check(conn: StateDatabase, *, node_id: str, public_key: bytes) -> Tail:
     roots = {cp.tree_size: cp.root_hash for cp in cps}
     nodes = conn.execute(f"SELECT level, idx, hash FROM node ORDER BY {NODE_ORDER}")
     entries = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM entry ORDER BY idx")
-    tail = extend(Tail(merkle.CompactRange()), entries, nodes, roots)
+    tail = extend(Tail(merkle.CompactRange()), entries, nodes, roots, visit)
     if nodes.fetchone() is not None:
         raise AuditCorrupted("TRUNCATED", count, "subtree hashes remain for removed entries")
     if cps and cps[-1].tree_size > count:
@@ -186,7 +203,8 @@ def catch_up(conn: StateDatabase, tail: Tail) -> Tail:
     return extend(tail, rows, nodes, {})
 
 
-def extend(tail: Tail, entries: Iterable[Sequence[Any]], nodes: Any, roots: dict[int, bytes]) -> Tail:
+def extend(tail: Tail, entries: Iterable[Sequence[Any]], nodes: Any, roots: dict[int, bytes],
+           visit: Callable[[Entry, bytes], None] | None = None) -> Tail:
     """``tail`` (copied) extended by ``entries`` (rows of ``ENTRY_COLUMNS`` in index order),
     checking each against its hash, the chain, its search columns, the stored subtree hashes
     (``nodes``, a cursor in :data:`NODE_ORDER`) and any checkpoint root in ``roots``."""
@@ -217,6 +235,8 @@ def extend(tail: Tail, entries: Iterable[Sequence[Any]], nodes: Any, roots: dict
             if row is None or (row[0], row[1], bytes(row[2])) != (level, node_idx, h):
                 raise AuditCorrupted("NODE_MISMATCH", idx, f"stored subtree ({level}, {node_idx})")
         tail.last_leaf, tail.last_time = leaf, entry.time
+        if visit is not None:
+            visit(entry, leaf)
         if tail.range.size in roots and roots[tail.range.size] != tail.range.root():
             raise AuditCorrupted(
                 "CHECKPOINT_MISMATCH", idx, f"root differs from checkpoint {tail.range.size}"

@@ -52,7 +52,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_forever(load_node_config(args))
+    from .refusals import start_refusal
+
+    config = load_node_config(args)
+    try:
+        serve_forever(config)
+    except Exception as e:  # a refusal to start is one line naming the file and the fix
+        line = start_refusal(e, config.state_dir)
+        if line is None:
+            raise
+        raise ValueError(f"node refused to start: {line}") from None
     # Everything the node owns is closed and durable by now. Skip interpreter finalisation: it
     # can kill library threads (gRPC, DuckDB) mid-call, which aborts the process after a clean
     # stop ("exception not rethrown") and would make a graceful SIGTERM look like a crash.
@@ -77,3 +86,11 @@ def register(cli: Any) -> None:
                    help="the demo dataset's disclosure mode (default: differential privacy)")
     # Serving prints the node's log, not a record: no --json.
     add_config_option(node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False))
+    add_config_option(node.verb("recover", cmd_recover,
+                                "rebuild a stopped node's state from its verified audit log (audited)"))
+
+
+def cmd_recover(args: argparse.Namespace) -> None:
+    from .recover import cmd_recover as run
+
+    run(args, load_node_config(args))

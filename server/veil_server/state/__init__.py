@@ -5,6 +5,9 @@
 - :mod:`.lifecycle`: the query states and the transitions allowed between them.
 - :mod:`.replicas`: heartbeats and the hand-over of a dead replica's runs.
 - :mod:`.storage`: whether the state directory can take new work (free space, writability).
+- :mod:`.anchor`: the log position each audited state transaction was written with, and the
+  digest of the whole state a clean stop logs (issue 15).
+- :mod:`.damage`: damaged files and rows as named DATA_LOSS refusals, never INTERNAL.
 
 Governance, disclosure and the audit log keep their own tables in the same database.
 """

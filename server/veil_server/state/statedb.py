@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -138,6 +139,23 @@ def _process_lock(identity: str, name: str) -> threading.Lock:
         return _PROCESS_LOCKS.setdefault((identity, name), threading.Lock())
 
 
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists: state names principals and holds
+    ciphertexts, and a umask of 022 would leave it readable by every local user."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def private_dir(path: Path) -> None:
+    """Create the state directory 0700 whatever the umask (an existing one keeps its mode: the
+    operator may share it between replicas' users on purpose)."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+
+
 def split_script(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -156,7 +174,9 @@ class SQLiteDatabase(StateDatabase):
 
     @classmethod
     def open(cls, path: Path, *, timeout: float = 10.0) -> "SQLiteDatabase":
-        """A file in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns)."""
+        """A file in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns),
+        created 0600 whatever the umask (SQLite gives its -wal and -shm files the same mode)."""
+        create_private(Path(path))
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":

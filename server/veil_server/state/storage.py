@@ -10,9 +10,9 @@ the work already acknowledged to finish:
 * ``STORAGE_LOW``: less than ``[limits] min_free_bytes`` free in ``state_dir``;
 * ``STATE_DIR_UNWRITABLE``: a probe file cannot be written and fsynced there.
 
-The check is cached for ``ttl`` seconds, so under load it costs one ``statvfs`` and one small
-fsync per second, not one per call; the node accepts work again at most ``ttl`` after space
-returns. ``storage_error`` maps a storage exception that still escapes (SQLite's "database or
+Free space is read before every call that starts work (one ``statvfs``, no cache: refusal and
+recovery follow the disk at once); the write probe, an fsync, is cached for ``ttl`` seconds, so
+under load it costs one small fsync per second, not one per call. ``storage_error`` maps a storage exception that still escapes (SQLite's "database or
 disk is full", ENOSPC, EROFS, EIO) to the same UNAVAILABLE status instead of INTERNAL.
 """
 
@@ -67,17 +67,21 @@ class StorageMonitor:
         self._problem: Unavailable | None = None
 
     def check(self) -> None:
-        """Raise the current refusal, if any (cached ``ttl`` seconds)."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= self.ttl:
-                self._problem = self._probe()
-                self._checked = now
-            problem = self._problem
+        """Raise the current refusal, if any. Free space is read on every call, right before the
+        write transaction the call leads to (one ``statvfs``, microseconds: no lag after the disk
+        fills or frees); the write probe (an fsync) is cached ``ttl`` seconds."""
+        problem = self._space()
+        if problem is None:
+            with self._lock:
+                now = time.monotonic()
+                if now - self._checked >= self.ttl:
+                    self._problem = self._probe()
+                    self._checked = now
+                problem = self._problem
         if problem is not None:
             raise problem
 
-    def _probe(self) -> Unavailable | None:
+    def _space(self) -> Unavailable | None:
         try:
             st = os.statvfs(self.state_dir)
             free = st.f_bavail * st.f_frsize
@@ -87,6 +91,12 @@ class StorageMonitor:
         if free < self.min_free:
             return Unavailable("the node is low on disk space; new work is refused until space is freed",
                                reason="STORAGE_LOW", metadata={"free_bytes": str(free)})
+        return None
+
+    def _probe(self) -> Unavailable | None:
+        problem = self._space()
+        if problem is not None:
+            return problem
         path = self.state_dir / f"{PROBE}.{os.getpid()}"  # replicas may share the directory
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

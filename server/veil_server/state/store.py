@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import AlreadyExists, FailedPrecondition, QueryNotFound
+from .damage import StateCorrupted, check_file, corruption
 from .lifecycle import QueryState, can_move
 from .statedb import SQLiteDatabase, StateDatabase
 
@@ -142,9 +144,14 @@ class StateStore:
         else:
             path_or_db.parent.mkdir(parents=True, exist_ok=True)
             self.path = path_or_db
-            self._db = SQLiteDatabase.open(path_or_db)
-            self._db.execute("PRAGMA foreign_keys=ON")
+            try:
+                self._db = SQLiteDatabase.open(path_or_db)
+                self._db.execute("PRAGMA foreign_keys=ON")
+                check_file(self._db, path_or_db)
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
+                raise corruption(exc, str(path_or_db)) or type(exc)(f"{path_or_db}: {exc}") from exc
         self._lock = threading.RLock()
+        self._owner: int | None = None  # the thread whose write transaction is open
         with self._tx() as db:
             db.script(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -176,12 +183,14 @@ class StateStore:
             self.store._lock.acquire()
             try:
                 self.store._db.begin()
-            except BaseException:
+            except BaseException as exc:
                 self.store._lock.release()
-                raise
+                raise self.store.damaged(exc) from exc
+            self.store._owner = threading.get_ident()
             return self.store._db
 
         def __exit__(self, exc_type, exc, tb) -> None:
+            self.store._owner = None
             try:
                 if exc_type:
                     self.store._db.rollback()
@@ -189,6 +198,10 @@ class StateStore:
                     self.store._db.commit()
             finally:
                 self.store._lock.release()
+            if exc is not None:
+                damaged = self.store.damaged(exc)
+                if damaged is not exc:
+                    raise damaged from exc
 
     def _tx(self) -> "StateStore._Tx":
         return StateStore._Tx(self)
@@ -216,7 +229,29 @@ class StateStore:
         statement sees committed state; inside a transaction, the transaction's). A read that
         decides a write belongs in the writer's transaction (``joined_tx``), not here."""
         with self._lock:
-            yield self._db
+            try:
+                yield self._db
+            except Exception as exc:
+                damaged = self.damaged(exc)
+                if damaged is exc:
+                    raise
+                raise damaged from exc
+
+    def open_transaction(self) -> StateDatabase | None:
+        """The database, if the calling thread holds this store's open write transaction (the
+        audit log anchors the entries it appends there, :mod:`veil_server.state.anchor`)."""
+        return self._db if self._owner == threading.get_ident() and self._db.in_transaction else None
+
+    def damaged(self, exc: BaseException) -> BaseException:
+        """``exc`` as :class:`StateCorrupted` when it says the stored bytes are damaged (a page
+        SQLite cannot read, text that is not UTF-8, a value no row may hold), else ``exc``."""
+        return corruption(exc, self.location) or exc
+
+    @property
+    def location(self) -> str:
+        """What an operator should look at: the file, or the database schema."""
+        return str(self.path) if self.path is not None else f"schema {getattr(self._db, 'schema', '?')} " \
+            "of the state database"
 
     def on_change(self, callback, stop) -> threading.Event:
         """``callback(query_id)`` when another replica changes a query's state (PostgreSQL).
@@ -357,7 +392,10 @@ _COLUMNS = (
 
 def _record(row: tuple) -> QueryRecord:
     d = dict(zip(_COLUMNS, row))
-    d["state"] = QueryState(d["state"])
+    try:
+        d["state"] = QueryState(d["state"])
+    except ValueError:
+        raise StateCorrupted("STATE_ROW_UNREADABLE", "", f"query {d.get('id')!r} holds an unknown state") from None
     d["public_key"] = bytes(d["public_key"])
     d["inputs"] = bytes(d["inputs"])
     return QueryRecord(**d)

@@ -16,7 +16,17 @@ from it what it can prove, and nothing else:
   says was released is removed.
 * **budgets spent**: every logged release on a DP dataset is a debit of the ε its release entry
   records (``epsilon_micro``; an entry from before that field counts the dataset's maximum ε per
-  query). Debits are only ever added: ε spent never goes down.
+  query); every logged failure of a query that ran on a DP dataset is a debit of the dataset's
+  maximum ε per query (a failure is charged like a release; the log does not say what ε was
+  asked, so the most it could have been). Debits are only ever added: ε spent never goes down.
+  (A DP listing's 0.1 for its certificate's row count is charged again when the start lists the
+  configured datasets anew.)
+* **exact-mode history**: every logged release on an exact dataset adds its plan's cell
+  populations to the dataset's release history, each counted as *released* (whether a cell was
+  suppressed depended on the rows, which recovery does not read; counting it released only
+  makes later secondary suppression stricter). Not rebuilt: the sub-cells of an encrypted-input
+  release's key column, which the log does not record (its categories came with the analyst's
+  inputs); the history's own entries that survived are kept.
 * **grant uses**: each grant's count is raised to the number of logged submissions it admitted
   (a rebuilt query is counted against the oldest grant for its analyst, dataset and purpose).
 
@@ -62,6 +72,7 @@ class RecoveryReport:
     results_removed: int = 0
     debits_added: int = 0
     epsilon_added: float = 0.0
+    history_added: int = 0  # exact-mode releases whose populations were added to the history
     grant_uses_raised: int = 0
     not_rebuilt: list[str] = field(default_factory=list)
 
@@ -109,6 +120,7 @@ def rebuild_queries(node: Node, reading: LogReading, refusal: StartRefused | Non
                     continue
                 report.rebuilt += 1
             _debit(node, db, qid, q, debited, report)
+            _history(node, db, qid, q, report)
         last = reading.groups[-1] if reading.groups else None
         if last is not None:
             # The state now describes the log up to its last anchored change.
@@ -220,16 +232,41 @@ def _set_state(db, qid: str, state: QueryState, reason: str, message: str) -> No
 
 
 def _debit(node: Node, db, qid: str, q, debited: set[str], report: RecoveryReport) -> None:
-    """A logged release on a DP dataset is ε spent, whatever the state lost."""
-    if q.status != "released" or qid in debited:
+    """A logged release, or failure after running, on a DP dataset is ε spent, whatever the state lost."""
+    from .disclosure.control import FAILURES_INDEPENDENT_OF_DATA
+
+    ran_and_failed = q.status == "failed" and q.fail_reason not in FAILURES_INDEPENDENT_OF_DATA | {"STATE_RECOVERED"}
+    if (q.status != "released" and not ran_and_failed) or qid in debited:
         return
     ds = _catalog(node).get(q.dataset)
     if ds is None or not ds.disclosure.dp:
         return
-    micro = q.epsilon_micro if q.epsilon_micro is not None else round(ds.disclosure.max_epsilon_per_query * 1_000_000)
+    micro = q.epsilon_micro if q.status == "released" and q.epsilon_micro is not None else round(
+        ds.disclosure.max_epsilon_per_query * 1_000_000)
     db.execute("INSERT INTO dp_debits (query_id, principal, dataset, purpose, micro_epsilon, refunded, at_us) "
                "VALUES (?, ?, ?, ?, ?, 0, ?)", (qid, q.principal, ds.name.lower(),
                                                 ds.disclosure.budget_purpose(q.purpose), micro, now_us()))
     debited.add(qid)
     report.debits_added += 1
     report.epsilon_added += micro / 1_000_000
+
+
+def _history(node: Node, db, qid: str, q, report: RecoveryReport) -> None:
+    """A logged release on an exact dataset: its cells join the dataset's history (as released)."""
+    if q.status != "released":
+        return
+    ds = _catalog(node).get(q.dataset)
+    if ds is None or ds.disclosure.dp:
+        return
+    if db.execute("SELECT 1 FROM exact_populations WHERE query_id = ? LIMIT 1", (qid,)).fetchone() is not None:
+        return  # the history kept it
+    try:
+        plan = plan_query(q.canonical_sql, _catalog(node))
+        boxes = node.disclosure.populations(plan, ds)
+    except VeilError:
+        report.not_rebuilt.append(qid)
+        log.warning("query %s: its logged SQL no longer plans on datasets/%s; its history not rebuilt", qid, ds.name)
+        return
+    node.disclosure.history.record(ds.name, qid, [(b, True) for b in boxes])
+    node.disclosure.history.forget(ds.name)
+    report.history_added += 1

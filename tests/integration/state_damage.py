@@ -96,8 +96,9 @@ def crash(node: Node) -> None:
     node.audit.close()
 
 
-def node_files(tmp_path: Path, analyst_home: Path, backend: str = "sqlite", conninfo: str = "") -> NodeFiles:
-    init_node_folder(tmp_path / "node", rows=2_000, disclosure="dp")
+def node_files(tmp_path: Path, analyst_home: Path, backend: str = "sqlite", conninfo: str = "", *,
+               disclosure: str = "dp") -> NodeFiles:
+    init_node_folder(tmp_path / "node", rows=2_000, disclosure=disclosure)
     if backend == "postgres":
         from tests.integration.test_governance_walkthrough import use_postgres_state
 

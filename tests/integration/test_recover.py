@@ -10,10 +10,10 @@ import pytest
 
 from veil_server.audit.anchoring import StartRefused
 from veil_server.node import Node
-from veil_server.errors import DataLoss
+from veil_server.errors import DataLoss, VeilError
 from veil_server.state.lifecycle import QueryState
 
-from tests.integration.state_damage import node_files
+from tests.integration.state_damage import SQLS, node_files
 
 
 def snapshot(config):
@@ -129,3 +129,77 @@ def test_recover_after_a_released_query_was_set_back(tmp_path, analyst_home):
         assert len(node.audit.log.search(kind="query.release", query=files.released[0]).entries) == 1
     finally:
         node.close()
+
+
+def _delete_state(files) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (files.state_db.parent / (files.state_db.name + suffix)).unlink(missing_ok=True)
+
+
+def _ask(config, sql: str, pk) -> tuple[QueryState, str]:
+    node = Node(config)
+    try:
+        alice = next(p for p in config.principals if p.name == "alice")
+        sub = node.submit(alice, sql=sql, purpose="research", public_key=pk.to_bytes(), request_id="probe")
+        rec = node.wait(alice, sub.query.id, 60)
+        return rec.state, rec.state_reason
+    except VeilError as e:
+        return QueryState.REJECTED, e.reason
+    finally:
+        node.close()
+
+
+CROSSING = "SELECT COUNT(*) FROM patients WHERE age >= 40"  # partly overlaps every region's population
+
+
+def test_recover_rebuilds_the_exact_history_so_a_crossing_table_stays_refused(tmp_path, analyst_home):
+    files = node_files(tmp_path, analyst_home, disclosure="exact")
+    files.run(1)  # SELECT region, COUNT(*) ... GROUP BY region: one population per region
+    node = Node(files.config)
+    try:
+        recorded = node.disclosure.history.count("patients")
+    finally:
+        node.close()
+    assert recorded > 0
+    _delete_state(files)
+    out = recover(files.config)
+    assert out.returncode == 0, out.stderr
+    assert "releases added to the history 1" in out.stdout
+    node = Node(files.config)
+    try:
+        assert node.disclosure.history.count("patients") == recorded
+    finally:
+        node.close()
+    assert _ask(files.config, CROSSING, files.pk)[1] == "EXACT_TABLE_OVERLAPS"
+
+
+def test_without_the_history_the_crossing_table_would_be_answered(tmp_path, analyst_home):
+    """Control for the test above: the same table on a fresh history is released."""
+    files = node_files(tmp_path, analyst_home, disclosure="exact")
+    assert _ask(files.config, CROSSING, files.pk)[0] is QueryState.SUCCEEDED
+
+
+def test_recover_charges_a_failure_after_running_like_a_release(tmp_path, analyst_home, monkeypatch):
+    files = node_files(tmp_path, analyst_home)
+    files.run(1)
+
+    def broken(self, plan, ds):
+        raise RuntimeError("the engine broke mid-query")
+
+    node = Node(files.config)
+    try:
+        monkeypatch.setattr(type(node.engine), "aggregate", broken)
+        alice = next(p for p in files.config.principals if p.name == "alice")
+        sub = node.submit(alice, sql=SQLS[1], purpose="research", public_key=files.pk.to_bytes(), request_id="boom")
+        assert node.wait(alice, sub.query.id, 60).state is QueryState.FAILED
+    finally:
+        node.close()
+    monkeypatch.undo()
+    _, spent, dataset_spent, _ = snapshot(files.config)
+    assert spent > 0.5  # the release and the failure
+    _delete_state(files)
+    out = recover(files.config)
+    assert out.returncode == 0, out.stderr
+    after = snapshot(files.config)
+    # The failure was charged at the dataset's maximum ε per query: never less than before.
+    assert after[1] >= spent - 1e-9 and after[2] >= dataset_spent - 1e-9

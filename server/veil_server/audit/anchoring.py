@@ -87,6 +87,7 @@ class _Query:
     release_digest: str = ""
     release_index: int = -1
     void_release: bool = False
+    fail_reason: str = ""  # of its query.fail entry
 
 
 @dataclass
@@ -118,7 +119,8 @@ class LogReading:
                 self.stop_digest = (seq, details[STATE_DIGEST])
         else:
             seq = 0
-        if entry.query and entry.outcome == "ok" and entry.kind.startswith("query."):
+        # A query's lifecycle: its ok entries, and its failure (logged with outcome "error").
+        if entry.query and entry.kind.startswith("query.") and (entry.outcome == "ok" or entry.kind == "query.fail"):
             self.events.append((entry.index, seq, entry.kind, entry.query,
                                 {**details, "_principal": entry.principal, "_dataset": entry.dataset or ""}))
 
@@ -179,6 +181,8 @@ def lifecycle_of(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _
         if status is None:
             continue
         q.status, q.status_index = status, index
+        if kind == "query.fail":
+            q.fail_reason = str(details.get("reason", ""))
         if kind == "query.release":
             q.release_digest, q.release_index = str(details.get(RESULT_DIGEST, "")), index
             micro = details.get("epsilon_micro")

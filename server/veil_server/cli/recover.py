@@ -38,7 +38,8 @@ def cmd_recover(args: argparse.Namespace, config) -> None:
     print(f"recovered from: {report.refused}")
     print(f"queries kept {report.kept}, rebuilt from the log {report.rebuilt} (of which ended FAILED, "
           f"key and inputs lost: {report.ended}), removed (not in the log) {report.removed}; results removed "
-          f"{report.results_removed}; ε debits added {report.debits_added} ({report.epsilon_added:g}); grant "
+          f"{report.results_removed}; ε debits added {report.debits_added} ({report.epsilon_added:g}); exact-mode "
+          f"releases added to the history {report.history_added}; grant "
           f"counts raised {report.grant_uses_raised}"
           + (f"; not rebuilt (logged SQL no longer plans the same): {', '.join(report.not_rebuilt)}"
              if report.not_rebuilt else ""))

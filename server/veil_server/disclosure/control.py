@@ -136,6 +136,10 @@ class DisclosureControl:
         forest = self.history.forest(ds.name, lat)
         history.check_structure(forest, [b for b, _ in boxes])
 
+    def populations(self, plan: QueryPlan, ds: Dataset) -> list:
+        """The boxes of a plan's cells (no encrypted-input sub-cells), as the history records them."""
+        return [b for b, _ in self._populations(plan, ds, lattice.lattice_for(ds), [])]
+
     def _populations(self, plan: QueryPlan, ds: Dataset, lat: lattice.Lattice, weighted: list):
         """(box, (group keys, category or None)) of every cell and encrypted-input sub-cell."""
         where = lattice.check_plan(plan, ds)

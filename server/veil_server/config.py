@@ -80,6 +80,8 @@ class NodeConfig:
     # Issue 9: [crypto] executor, the local process pool or a Dask cluster
     # (veil_server.crypto_executor.CryptoSettings); None: the local pool.
     crypto: Any = None
+    # Issue 19: the web console ([console], veil_server.console.settings.ConsoleSettings); off by default.
+    console: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -168,9 +170,13 @@ def parse_config(
     from .crypto_executor import parse_crypto
 
     crypto = parse_crypto(raw.get("crypto"), env=env, base_dir=base_dir, dev_mode=security.dev_mode, error=ConfigError)
+    # The web console (issue 19): [console], off unless enabled.
+    from .console.settings import parse_console
+
+    console = parse_console(raw.get("console"), env=env, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
                       federation, governance, grants, ttl, security=security, disclosure=disclosure,
-                      crypto=crypto, state=_state(raw.get("state", {}), env))
+                      crypto=crypto, state=_state(raw.get("state", {}), env), console=console)
 
 
 def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:

@@ -26,7 +26,7 @@ from . import audit_pages, datasets, grants, reviews, signin, usage
 from .calls import Credential, NodeCalls, Refusal
 from .roles import may_call
 from .httpd import ConsoleHTTPServer, Request, Response, serve, tls_context
-from .sessions import COOKIE, Session, SessionLimit, Sessions
+from .sessions import COOKIE, Session, SessionLimit, Sessions, SignInThrottle
 from .settings import ConsoleSettings
 
 log = logging.getLogger("veil.console")
@@ -65,6 +65,7 @@ class Console:
         self.tls = tls is not None
         self.sessions = Sessions(idle_seconds=settings.session_idle_minutes * 60,
                                  max_seconds=settings.session_max_hours * 3600, max_sessions=settings.max_sessions)
+        self.throttle = SignInThrottle()
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -256,6 +256,7 @@ class App(Protocol):
 
     settings: Any
     sessions: Any
+    throttle: Any
     on_session: Any
 
     def rpc(self, request: Request, method: str, message: Any) -> Any: ...

@@ -122,3 +122,31 @@ class Sessions:
         with self._lock:
             issued = self._nonces.pop(cookie, None)
         return issued is not None and self._clock() - issued <= LOGIN_NONCE_SECONDS
+
+
+class SignInThrottle:
+    """Failed sign-ins per client address: after ``per_minute`` in a minute, further attempts from
+    that address are refused without being checked (each check of a bad token writes an audit
+    entry; a flood of them must not become a flood of fsyncs). Successful sign-ins do not count."""
+
+    def __init__(self, per_minute: int = 10, clock=time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+
+    def blocked(self, peer: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            recent = [t for t in self._failures.get(peer, []) if now - t < 60]
+            if recent:
+                self._failures[peer] = recent
+            else:
+                self._failures.pop(peer, None)
+            return len(recent) >= self.per_minute
+
+    def failed(self, peer: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10_000:  # addresses are bounded by memory, not by the attacker
+                self._failures.clear()
+            self._failures.setdefault(peer, []).append(self._clock())

@@ -3,38 +3,17 @@
 Sign-in takes a node token (pasted; never echoed back, never logged) or the client certificate
 the TLS handshake verified, and asks the node's own authenticator, as the gRPC port does:
 expiry, revocation, issuer and the principal's declared role all apply, and a refused sign-in is
-an ``auth.failure`` entry in the audit log. Attempts are limited per client address so a flood
-of bad tokens cannot become a flood of audit entries.
+an ``auth.failure`` entry in the audit log. Failed attempts are limited per client address
+(:class:`.sessions.SignInThrottle`) so a flood of bad tokens cannot become a flood of audit entries.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from veil.v1 import audit_pb2
 
 from .calls import Credential, Refusal
 from .httpd import App, Request, Response
 from .sessions import COOKIE, LOGIN_COOKIE
-
-ATTEMPTS_PER_MINUTE = 10
-_attempts: dict[str, list[float]] = {}
-_attempts_lock = threading.Lock()
-
-
-def _throttle(peer: str) -> None:
-    now = time.monotonic()
-    with _attempts_lock:
-        if len(_attempts) > 10_000:
-            _attempts.clear()
-        recent = [t for t in _attempts.get(peer, []) if now - t < 60]
-        if len(recent) >= ATTEMPTS_PER_MINUTE:
-            _attempts[peer] = recent
-            raise Refusal(None, "SIGN_IN_RATE_LIMITED", f"more than {ATTEMPTS_PER_MINUTE} sign-in attempts a minute "
-                          "from this address; wait a minute and try again", http_status=429)
-        recent.append(now)
-        _attempts[peer] = recent
-
 
 def login_page(app: App, req: Request, *, status: int = 200, refusal: Refusal | None = None) -> Response:
     nonce = app.sessions.new_nonce()
@@ -57,7 +36,9 @@ def post_login(app: App, req: Request) -> Response:
             None, "CSRF_TOKEN_INVALID", "the sign-in form is stale or was not sent from this console: "
             "sign in again from this page", http_status=403))
     try:
-        _throttle(req.peer)
+        if app.throttle.blocked(req.peer):
+            raise Refusal(None, "SIGN_IN_RATE_LIMITED", f"more than {app.throttle.per_minute} failed sign-ins a minute "
+                          "from this address; wait a minute and try again", http_status=429)
         if req.form.get("with") == "certificate":
             if req.certificate is None:
                 raise Refusal(None, "MISSING_CREDENTIALS", "no verified client certificate on this connection: "
@@ -71,7 +52,11 @@ def post_login(app: App, req: Request) -> Response:
             credential, via = Credential(token=token), "token"
         if req.session is not None:  # a new sign-in never reuses a session id
             app.sessions.end(req.session.id)
-        session = app.sign_in(req, credential, via)
+        try:
+            session = app.sign_in(req, credential, via)
+        except Refusal:
+            app.throttle.failed(req.peer)
+            raise
     except Refusal as r:
         return login_page(app, req, status=r.http_status, refusal=r)
     response = Response(303, b"", headers=[("Location", "/")])

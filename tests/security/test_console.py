@@ -254,3 +254,20 @@ def test_console_is_off_by_default_and_plaintext_only_on_loopback_in_dev_mode(tm
                                                               "VEIL_CONSOLE_LISTEN": "127.0.0.1:0"})
     with run_server(config, listen="127.0.0.1:0", grace=0.5) as running:
         assert running.console.url.startswith("http://127.0.0.1:")
+
+
+def test_the_one_click_export_verifies_offline_with_the_downloaded_key(node, tmp_path):
+    from veil.audit import verify_export
+
+    audra = signed_in(node, "audra")
+    r = audra.post("/audit/export", {"csrf": audra.csrf("/audit")})
+    assert r.status == 200 and "attachment" in r.headers["Content-Disposition"]
+    export = tmp_path / "audit.jsonl"
+    export.write_text(r.body)
+    key = audra.get("/audit/key")
+    assert key.status == 200 and key.body.startswith("-----BEGIN PUBLIC KEY-----")
+    report = verify_export(export, key.body.encode())
+    assert report.ok and report.tree_size >= 1, report.problems
+    olivia = signed_in(node, "olivia")
+    r = olivia.post("/audit/export", {"csrf": olivia.csrf()})
+    assert (r.status, r.reason) == (403, "ROLE_NOT_ALLOWED")  # refused before a byte of the log is sent

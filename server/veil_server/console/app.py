@@ -15,7 +15,7 @@ import re
 import ssl
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import jinja2
 from google.protobuf.message import Message
@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from ..config import Role
 from ..errors import PermissionDenied, VeilError
 from . import audit_pages, datasets, grants, reviews, signin, usage
-from .calls import Credential, NodeCalls, Refusal
+from .calls import CallContext, Credential, NodeCalls, Refusal
 from .roles import may_call
 from .httpd import ConsoleHTTPServer, Request, Response, serve, tls_context
 from .sessions import COOKIE, Session, SessionLimit, Sessions, SignInThrottle
@@ -37,7 +37,7 @@ STATIC = {"console.css": "text/css; charset=utf-8"}
 # (label, path, the RPC whose roles decide whether the link is shown)
 NAV = (
     ("Datasets", "/datasets", "/veil.v1.GovernanceService/ListDatasetVersions"),
-    ("Listing queue", "/listings", "/veil.v1.GovernanceService/ApproveListing"),
+    ("Listing queue", "/listings", "/veil.v1.GovernanceService/ListDatasetVersions"),
     ("Pending queries", "/reviews", "/veil.v1.ReviewService/ListPendingQueries"),
     ("Grants", "/grants", "/veil.v1.GovernanceService/CreateGrant"),
     ("Usage and budgets", "/usage", "/veil.v1.QueryService/GetUsageReport"),
@@ -226,10 +226,10 @@ class Console:
 
     def sign_in(self, request: Request, credential: Credential, via: str) -> Session:
         """Authenticate as the gRPC port would (the same authenticator; failures audited)."""
-        context = _SignInContext(credential)
+        context = CallContext(credential, request.peer)  # what the interceptor hands the authenticator
         principal = None
         try:
-            principal = self.authenticator.authenticate(context.metadata(), context)
+            principal = self.authenticator.authenticate(context.invocation_metadata(), context)
             if principal.role not in CONSOLE_ROLES:
                 raise PermissionDenied(f"role '{principal.role.value}' has no console: the console is for owners, "
                                        "reviewers, auditors and admins; analysts use the Python SDK or the veil "
@@ -252,20 +252,6 @@ class Console:
         except SessionLimit:
             raise Refusal(None, "TOO_MANY_SESSIONS", "the console has as many sessions as it allows; try again "
                           "later or ask the operator to raise console.max_sessions", http_status=503) from None
-
-
-class _SignInContext:
-    def __init__(self, credential: Credential) -> None:
-        self.credential = credential
-
-    def metadata(self) -> Sequence[tuple[str, str]]:
-        return (("authorization", f"Bearer {self.credential.token}"),) if self.credential.token else ()
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        c = self.credential
-        if c.certificate_pem is None:
-            return {}
-        return {"x509_pem_cert": [c.certificate_pem], "x509_subject_alternative_name": [n.encode() for n in c.certificate_names]}
 
 
 def _timestamp(ts: Any) -> str:

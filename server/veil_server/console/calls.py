@@ -75,7 +75,7 @@ class _Aborted(Exception):
 
 
 @dataclass
-class _Context:
+class CallContext:
     """The part of ``grpc.ServicerContext`` the interceptors and servicers read."""
 
     credential: Credential
@@ -187,8 +187,8 @@ class NodeCalls:
 
         return chain(0)(details)
 
-    def _prepare(self, method: str, credential: Credential, peer: str) -> tuple[grpc.RpcMethodHandler, _Context]:
-        context = _Context(credential, peer)
+    def _prepare(self, method: str, credential: Credential, peer: str) -> tuple[grpc.RpcMethodHandler, CallContext]:
+        context = CallContext(credential, peer)
         handler = self._handler(_CallDetails(method, context.invocation_metadata()))
         if handler is None:
             raise Refusal(grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_IMPLEMENTED", f"{method} is not served by this node")

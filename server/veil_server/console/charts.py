@@ -44,6 +44,21 @@ def _time_label(t: float, span: float) -> str:
     return d.strftime("%H:%M") if span <= 2 * 86400 else d.strftime("%m-%d")
 
 
+def _frame(ident: str, title: str, description: str, top: float) -> list[str]:
+    """The opening of a chart: its accessible name, the plot area and five grid lines to ``top``."""
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+           f'aria-labelledby="{ident}-title {ident}-desc" xmlns="http://www.w3.org/2000/svg">',
+           f'<title id="{ident}-title">{escape(title)}</title><desc id="{ident}-desc">{escape(description)}</desc>',
+           f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>']
+    for i in range(5):
+        v = top * i / 4
+        yy = TOP + ph - v / top * ph
+        out.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + pw}" y1="{yy:.1f}" y2="{yy:.1f}"/>'
+                   f'<text class="tick" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+    return out
+
+
 def line_chart(title: str, description: str, series: list[Series], t0: float, t1: float, y_label: str, *,
                ident: str = "line") -> Markup:
     top = _nice(max([v for s in series for _, v in s.points] + [0.0]) * 1.05)
@@ -56,14 +71,7 @@ def line_chart(title: str, description: str, series: list[Series], t0: float, t1
     def y(v: float) -> float:
         return TOP + ph - v / top * ph
 
-    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-           f'aria-labelledby="{ident}-title {ident}-desc" xmlns="http://www.w3.org/2000/svg">',
-           f'<title id="{ident}-title">{escape(title)}</title><desc id="{ident}-desc">{escape(description)}</desc>',
-           f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>']
-    for i in range(5):
-        v = top * i / 4
-        out.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}"/>'
-                   f'<text class="tick" x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+    out = _frame(ident, title, description, top)
     for i in range(5):
         t = t0 + span * i / 4
         out.append(f'<text class="tick" x="{x(t):.1f}" y="{TOP + ph + 16}" text-anchor="middle">'
@@ -92,15 +100,7 @@ def bar_chart(title: str, description: str, labels: list[str], groups: list[tupl
     n, k = max(len(labels), 1), max(len(groups), 1)
     slot = pw / n
     bw = max(slot * 0.8 / k, 1.0)
-    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-           f'aria-labelledby="{ident}-title {ident}-desc" xmlns="http://www.w3.org/2000/svg">',
-           f'<title id="{ident}-title">{escape(title)}</title><desc id="{ident}-desc">{escape(description)}</desc>',
-           f'<rect class="plot" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>']
-    for i in range(5):
-        v = top * i / 4
-        yy = TOP + ph - v / top * ph
-        out.append(f'<line class="grid" x1="{LEFT}" x2="{LEFT + pw}" y1="{yy:.1f}" y2="{yy:.1f}"/>'
-                   f'<text class="tick" x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end">{_fmt(v)}</text>')
+    out = _frame(ident, title, description, top)
     step = max(1, n // 6)
     for i, label in enumerate(labels):
         if i % step == 0:

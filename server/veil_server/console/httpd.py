@@ -31,6 +31,7 @@ from .sessions import COOKIE, LOGIN_COOKIE, Session
 
 log = logging.getLogger("veil.console")
 
+_HTTP = None  # Refusal.code for refusals the console itself makes (no gRPC status involved)
 MAX_BODY = 64 * 1024  # forms only: a reason, a grant, a search
 MAX_FIELDS = 64
 CONNECTION_TIMEOUT = 30.0
@@ -198,9 +199,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(response.body)
-
-
-_HTTP = None  # Refusal.code for refusals the console itself makes (no gRPC status involved)
 
 
 class ConsoleHTTPServer(http.server.ThreadingHTTPServer):

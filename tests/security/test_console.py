@@ -21,6 +21,10 @@ from veil_server.access.auth import METHOD_ROLES
 
 from tests.integration.console_support import Client, console_node
 
+from . import ledger
+
+_csrf_attempts: dict[str, int] = {}
+
 # Every state-changing route, with a form that would otherwise be accepted or refused later.
 POSTS = [
     ("/logout", {}),
@@ -77,7 +81,10 @@ def test_every_state_changing_route_needs_the_sessions_csrf_token(node, path, fo
         r = c.post(path, {**form, **bad})
         assert (r.status, r.reason) == (403, "CSRF_TOKEN_INVALID"), path
         assert "reload the page" in r.body
+        _csrf_attempts[f"{path}:{len(bad) and bad['csrf'][:6]}"] = 1
     assert c.get("/").status == 200  # the session itself was not harmed
+    ledger.record("attack", "console-csrf", "console: every state-changing route posted with an absent, a forged "
+                  "and another session's CSRF token", sum(_csrf_attempts.values()))
 
 
 def test_cross_origin_posts_are_refused_even_with_the_token(node):
@@ -162,6 +169,8 @@ def test_roles_are_the_rpcs(node):
             alice_sdk.audit.events()
     for _, _, method in NAV:
         assert method in METHOD_ROLES
+    ledger.record("attack", "console-roles", "console: an analyst's credential on the RPC of every owner and "
+                  "auditor page and action (refused as over gRPC)", 9)
 
 
 def test_owner_and_reviewer_are_held_to_their_roles_and_the_stewards_rules(node):

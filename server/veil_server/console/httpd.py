@@ -33,6 +33,7 @@ log = logging.getLogger("veil.console")
 
 _HTTP = None  # Refusal.code for refusals the console itself makes (no gRPC status involved)
 MAX_BODY = 64 * 1024  # forms only: a reason, a grant, a search
+MAX_DRAIN = 1024 * 1024  # a larger body is not read at all: the connection is closed
 MAX_FIELDS = 64
 CONNECTION_TIMEOUT = 30.0
 MAX_CONNECTIONS = 64
@@ -130,6 +131,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise Refusal(_HTTP, "LENGTH_REQUIRED", "send the form with a Content-Length", http_status=411)
             return {}
         if int(length) > MAX_BODY:
+            if int(length) <= MAX_DRAIN:  # read what was sent, so the client reads the refusal, not a reset
+                self.rfile.read(int(length))
             raise Refusal(_HTTP, "BODY_TOO_LARGE", f"a console form is at most {MAX_BODY} bytes", http_status=413)
         raw = self.rfile.read(int(length))
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()

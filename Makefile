@@ -12,7 +12,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # What the tests and benchmarks need: every extra (PostgreSQL, Spark, Dask) and the dev tools.
 DEV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo demo-federated test bench proto install clean
+.PHONY: demo demo-federated test bench proto install browser clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -38,8 +38,26 @@ demo: $(DEMO_STAMP)
 demo-federated: $(DEMO_STAMP)
 	$(PY) examples/federated_demo.py
 
-## Run the whole test suite.
-test: $(DEV_STAMP)
+## The console's browser tests (issue 19) drive Debian's chromium through chromium-driver.
+## Installed here when missing, if this runs as root with apt-get (as CI does); otherwise this
+## stops and says what to install. VEIL_CHROMIUM / VEIL_CHROMEDRIVER point at other binaries.
+CHROMIUM       ?= $(or $(VEIL_CHROMIUM),$(shell command -v chromium 2>/dev/null))
+CHROMEDRIVER   ?= $(or $(VEIL_CHROMEDRIVER),$(shell command -v chromedriver 2>/dev/null))
+browser:
+	@if [ -n "$(CHROMIUM)" ] && [ -n "$(CHROMEDRIVER)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium and chromium-driver for the console's browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        chromium chromium-driver >/dev/null) || { echo "apt-get could not install chromium chromium-driver"; exit 1; }; \
+	else \
+	    echo "The console's browser tests need Chromium and ChromeDriver, and they are missing."; \
+	    echo "On Debian or Ubuntu: sudo apt-get install chromium chromium-driver"; \
+	    echo "Elsewhere: set VEIL_CHROMIUM and VEIL_CHROMEDRIVER to a Chromium and its matching driver."; \
+	    exit 1; \
+	fi
+
+## Run the whole test suite (the console's browser tests included: they never skip).
+test: $(DEV_STAMP) browser
 	$(PY) -m pytest -q
 
 ## Benchmarks: Veil vs plain DuckDB, Veil's Paillier path vs plain phe, federation, scale

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import console_bench  # noqa: E402  (the web console's page times on a 100,000-entry log, issue 19)
 import crypto_bench  # noqa: E402
 import disclosure_bench  # noqa: E402  (disclosure control's cost and DP's accuracy, issue 14)
 import federation_bench  # noqa: E402  (federation, issue 6)
@@ -36,6 +37,8 @@ def main() -> None:
     sdk_bench.main(["--repeat", "5"] if quick else [])
     print()
     disclosure_bench.main(["--repeat", "5", "--accuracy-repeat", "10"] if quick else [])
+    print()
+    console_bench.main(["--entries", "20000", "--repeat", "3"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
    a differencing pair drowned in noise, averaging stopped by the privacy budget;
 4. checks the DP figures against plain DuckDB on the raw file (the owner's view): each within
    its stated error bound;
-5. stops the node.
+5. serves the web console for owners, reviewers and auditors on its own TLS port and prints its
+   address (with a terminal, it stays up until you press Enter);
+6. stops the node.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / ".demo"
 
 
-def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_MTLS_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING")
+def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str, str]:
+    env = dict(os.environ, VEIL_LISTEN="127.0.0.1:0", VEIL_MTLS_LISTEN="127.0.0.1:0", VEIL_LOG_LEVEL="WARNING",
+               VEIL_CONSOLE_ENABLED="1", VEIL_CONSOLE_LISTEN=os.environ.get("VEIL_CONSOLE_LISTEN", "127.0.0.1:0"))
     veil_cmd = [sys.executable, "-m", "veil.cli"]
     proc = subprocess.Popen(veil_cmd + ["node", "serve", "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, text=True)
@@ -48,6 +51,7 @@ def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise SystemExit(f"the node did not start: {line!r}")
     target = f"127.0.0.1:{m.group(1)}"
+    console = re.search(r"veil console on (\S+)", proc.stdout.readline())
     with open_channel(target, ca=ca) as ch:  # TLS, trusting the node folder's development CA
         stub = health_pb2_grpc.HealthStub(ch)
         for _ in range(100):
@@ -56,7 +60,17 @@ def start_node(config: Path, ca: Path) -> tuple[subprocess.Popen, str]:
                     break
             except grpc.RpcError:
                 time.sleep(0.1)
-    return proc, target
+    return proc, target, console.group(1) if console else ""
+
+
+def check_console(url: str, ca: Path) -> int:
+    """The console's sign-in page over TLS, trusting the demo's development CA."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(url + "login", context=context, timeout=10) as page:
+        return page.status
 
 
 def main() -> None:
@@ -69,9 +83,13 @@ def main() -> None:
     config, ca = FOLDER / "veil.toml", FOLDER / "tls" / "ca.pem"
     os.environ["VEIL_HOME"] = str(FOLDER / "analyst-home")  # keep the demo's keys inside .demo/
 
-    proc, target = start_node(config, ca)
+    proc, target, console = start_node(config, ca)
     print(f"== 2. node serving on {target} over TLS (pid {proc.pid}); alice holds a signed token "
           f"valid 30 days and trusts {ca.relative_to(ROOT)}")
+    if console:
+        print(f"   web console: {console} (sign-in page answered {check_console(console, ca)}); sign in with "
+              f"{(FOLDER / 'tokens').relative_to(ROOT)}/olivia.token (owner), rita.token (reviewer) or audra.token "
+              f"(auditor); the browser must trust {ca.relative_to(ROOT)}")
     try:
         with veil.connect(target, token=tokens["alice"], ca=ca) as node:
             print("\n== 3. alice browses the catalog (schemas and rules, never a row)")
@@ -153,10 +171,14 @@ def main() -> None:
               f"group of {smallest:,} (veil.accuracy.bound_at: an average's bound shrinks with its group)")
         print(f"   {inside} of {total} released cells lie within their stated bound of the exact figure; the noise "
               "follows the declared ranges (a tighter range, clamping outliers, means less noise)")
+        if console and sys.stdin.isatty():
+            print(f"\n== 8. the console stays up at {console} (what alice did is in its audit log and usage "
+                  "pages); press Enter to stop the node")
+            sys.stdin.readline()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        print("\n== 8. node stopped")
+        print("\n== 9. node stopped")
 
 
 if __name__ == "__main__":

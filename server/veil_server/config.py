@@ -83,6 +83,8 @@ class NodeConfig:
     # Issue 15: the witnesses that cosign this node's checkpoints, and whether it witnesses its
     # federation peers ([witness], veil_server.audit.witnessing.WitnessSettings); None: none.
     witness: Any = None
+    # Issue 19: the web console ([console], veil_server.console.settings.ConsoleSettings); off by default.
+    console: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -175,9 +177,13 @@ def parse_config(
     from .audit.witnessing import parse_witness
 
     witness = parse_witness(raw.get("witness"), error=ConfigError, base_dir=base_dir) if "witness" in raw else None
+    # The web console (issue 19): [console], off unless enabled.
+    from .console.settings import parse_console
+
+    console = parse_console(raw.get("console"), env=env, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
                       federation, governance, grants, ttl, security=security, disclosure=disclosure,
-                      crypto=crypto, state=_state(raw.get("state", {}), env), witness=witness)
+                      crypto=crypto, state=_state(raw.get("state", {}), env), witness=witness, console=console)
 
 
 def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:

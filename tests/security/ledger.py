@@ -30,6 +30,7 @@ EXPECTED = {
     "attack:disclosure-federated", "attack:disclosure-refusals",
     "fault:shutdown", "fault:disconnect", "fault:disk-full", "fault:state-dir-read-only", "fault:revocation-list",
     "load:analysts", "fault:damaged-files", "fuzz:file-flips", "load:large-bodies", "attack:witness",
+    "attack:console-csrf", "attack:console-roles",
 }
 
 

@@ -31,7 +31,7 @@ DISTRIBUTION_OF = {
     "google.rpc": "googleapis-common-protos", "numpy": "numpy", "pandas": "pandas", "gmpy2": "gmpy2",
     "cryptography": "cryptography", "phe": "phe", "distributed": "distributed", "pyarrow": "pyarrow",
     "sqlglot": "sqlglot", "duckdb": "duckdb", "opendp": "opendp", "psycopg": "psycopg",
-    "pyspark": "pyspark", "shtab": "shtab", "veil": "veil",
+    "pyspark": "pyspark", "shtab": "shtab", "veil": "veil", "jinja2": "jinja2", "markupsafe": "markupsafe",
 }
 
 

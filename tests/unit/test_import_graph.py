@@ -9,6 +9,12 @@
   data and may be built there.
 * Nothing but the node's command line imports ``veil_server.api``, and nothing imports the
   command line.
+* The web console (``veil_server.console``) is a front end like ``api``: only ``api`` (which starts
+  it next to the gRPC port) and the command line import it -- and ``config``, for its settings
+  parser alone -- and it imports neither ``api`` nor the command line, nor any node internals
+  behind the RPCs it calls (``node``, ``query``, ``state``, ``governance``, ``disclosure``,
+  ``audit``, ``federation``): every page goes through the node's RPCs, so there is no second
+  policy path.
 """
 
 from __future__ import annotations
@@ -156,3 +162,24 @@ def test_only_the_command_line_reaches_the_servicers() -> None:
     callers_of_cli = sorted(name for name, deps in GRAPH.items() if not _within(name, "veil_server.cli")
                             for dep in deps if _within(dep, "veil_server.cli"))
     assert callers_of_cli == []
+
+
+CONSOLE = "veil_server.console"
+BEHIND_THE_RPCS = ("veil_server.node", "veil_server.query", "veil_server.state", "veil_server.governance",
+                   "veil_server.disclosure", "veil_server.audit", "veil_server.federation", "veil_server.api",
+                   "veil_server.cli")
+
+
+def test_only_the_front_ends_start_the_console() -> None:
+    offenders = sorted(f"{name} imports {dep}" for name, deps in GRAPH.items()
+                       if not any(_within(name, p) for p in (CONSOLE, "veil_server.api", "veil_server.cli"))
+                       for dep in deps if _within(dep, CONSOLE)
+                       and not (name == "veil_server.config" and dep == f"{CONSOLE}.settings"))
+    assert offenders == []
+
+
+def test_the_console_reaches_the_node_only_through_its_rpcs() -> None:
+    offenders = sorted(f"{name} imports {dep}" for name, deps in GRAPH.items() if _within(name, CONSOLE)
+                       for dep in deps if any(_within(dep, p) for p in BEHIND_THE_RPCS))
+    assert offenders == []
+    assert f"{CONSOLE}.calls" in GRAPH[f"{CONSOLE}.app"]

@@ -27,7 +27,7 @@ from veil.v1 import catalog_pb2 as veil_dot_v1_dot_catalog__pb2
 from veil.v1 import query_pb2 as veil_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/governance.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15veil/v1/catalog.proto\x1a\x13veil/v1/query.proto\"\xac\x02\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08purposes\x18\x05 \x03(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x12\n\nmax_groups\x18\x07 \x01(\x05\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12 \n\x07\x63olumns\x18\t \x03(\x0b\x32\x0f.veil.v1.Column\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x0e\n\x06rights\x18\x0b \x03(\t\x12\x14\n\x0c\x61uto_approve\x18\x0c \x01(\x08\x12\x1a\n\x12\x61pprovals_required\x18\r \x01(\x05\x12\x0e\n\x06owners\x18\x0e \x03(\t\"<\n\x16RegisterDatasetRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\"4\n\x14\x44\x61tasetActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe5\x01\n\x0e\x44\x61tasetVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06owners\x18\x04 \x03(\t\x12\x15\n\rregistered_by\x18\x05 \x01(\t\x12\x11\n\tlisted_by\x18\x06 \x01(\t\x12\"\n\x04spec\x18\x07 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\x12\x16\n\x0e\x63\x65rtificate_id\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x1aListDatasetVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x1bListDatasetVersionsResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.veil.v1.DatasetVersion\"%\n\x15GetCertificateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0b\x43\x65rtificate\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\xd0\x01\n\x12\x43reateGrantRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x07 \x01(\x03\"\x80\x03\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x08 \x01(\x03\x12\x0c\n\x04used\x18\t \x01(\x03\x12\x12\n\ncreated_by\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12\x15\n\rrevoke_reason\x18\x0e \x01(\t\"$\n\x11ListGrantsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"4\n\x12ListGrantsResponse\x12\x1e\n\x06grants\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Grant\"2\n\x12RevokeGrantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe2\x01\n\x0cPendingQuery\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.veil.v1.Query\x12\x1f\n\x05rules\x18\x02 \x03(\x0b\x32\x10.veil.v1.RuleHit\x12\x17\n\x0f\x63olumns_touched\x18\x03 \x03(\t\x12\x17\n\x0f\x65xpected_groups\x18\x04 \x01(\x03\x12\x1a\n\x12\x61pprovals_required\x18\x05 \x01(\x05\x12\x13\n\x0b\x61pproved_by\x18\x06 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x19ListPendingQueriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"D\n\x1aListPendingQueriesResponse\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.veil.v1.PendingQuery\"2\n\x12ReviewQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x8a\x07\n\x11GovernanceService\x12K\n\x0fRegisterDataset\x12\x1f.veil.v1.RegisterDatasetRequest\x1a\x17.veil.v1.DatasetVersion\x12P\n\x16SubmitDatasetForReview\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0e\x41pproveListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rRejectListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0eSuspendDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rResumeDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rDelistDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12`\n\x13ListDatasetVersions\x12#.veil.v1.ListDatasetVersionsRequest\x1a$.veil.v1.ListDatasetVersionsResponse\x12\x46\n\x0eGetCertificate\x12\x1e.veil.v1.GetCertificateRequest\x1a\x14.veil.v1.Certificate\x12:\n\x0b\x43reateGrant\x12\x1b.veil.v1.CreateGrantRequest\x1a\x0e.veil.v1.Grant\x12\x45\n\nListGrants\x12\x1a.veil.v1.ListGrantsRequest\x1a\x1b.veil.v1.ListGrantsResponse\x12:\n\x0bRevokeGrant\x12\x1b.veil.v1.RevokeGrantRequest\x1a\x0e.veil.v1.Grant2\xbc\x02\n\rReviewService\x12]\n\x12ListPendingQueries\x12\".veil.v1.ListPendingQueriesRequest\x1a#.veil.v1.ListPendingQueriesResponse\x12\x45\n\x0fGetPendingQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x42\n\x0c\x41pproveQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x41\n\x0bRejectQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQueryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/governance.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15veil/v1/catalog.proto\x1a\x13veil/v1/query.proto\"\xac\x02\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08purposes\x18\x05 \x03(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x12\n\nmax_groups\x18\x07 \x01(\x05\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12 \n\x07\x63olumns\x18\t \x03(\x0b\x32\x0f.veil.v1.Column\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x0e\n\x06rights\x18\x0b \x03(\t\x12\x14\n\x0c\x61uto_approve\x18\x0c \x01(\x08\x12\x1a\n\x12\x61pprovals_required\x18\r \x01(\x05\x12\x0e\n\x06owners\x18\x0e \x03(\t\"<\n\x16RegisterDatasetRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\"4\n\x14\x44\x61tasetActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x94\x02\n\x0e\x44\x61tasetVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06owners\x18\x04 \x03(\t\x12\x15\n\rregistered_by\x18\x05 \x01(\t\x12\x11\n\tlisted_by\x18\x06 \x01(\t\x12\"\n\x04spec\x18\x07 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\x12\x16\n\x0e\x63\x65rtificate_id\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ndisclosure\x18\n \x01(\x0b\x32\x19.veil.v1.DisclosurePolicy\"\xb4\x01\n\x10\x44isclosurePolicy\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x14\n\x0c\x65xact_reason\x18\x02 \x01(\t\x12\x19\n\x11\x65psilon_per_query\x18\x03 \x01(\x01\x12\x1d\n\x15max_epsilon_per_query\x18\x04 \x01(\x01\x12\x16\n\x0e\x61nalyst_budget\x18\x05 \x01(\x01\x12\x16\n\x0e\x64\x61taset_budget\x18\x06 \x01(\x01\x12\x12\n\nbudget_per\x18\x07 \x01(\t\"*\n\x1aListDatasetVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x1bListDatasetVersionsResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.veil.v1.DatasetVersion\"%\n\x15GetCertificateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0b\x43\x65rtificate\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\xd0\x01\n\x12\x43reateGrantRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x07 \x01(\x03\"\x80\x03\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x08 \x01(\x03\x12\x0c\n\x04used\x18\t \x01(\x03\x12\x12\n\ncreated_by\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12\x15\n\rrevoke_reason\x18\x0e \x01(\t\"$\n\x11ListGrantsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"4\n\x12ListGrantsResponse\x12\x1e\n\x06grants\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Grant\"2\n\x12RevokeGrantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe2\x01\n\x0cPendingQuery\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.veil.v1.Query\x12\x1f\n\x05rules\x18\x02 \x03(\x0b\x32\x10.veil.v1.RuleHit\x12\x17\n\x0f\x63olumns_touched\x18\x03 \x03(\t\x12\x17\n\x0f\x65xpected_groups\x18\x04 \x01(\x03\x12\x1a\n\x12\x61pprovals_required\x18\x05 \x01(\x05\x12\x13\n\x0b\x61pproved_by\x18\x06 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x19ListPendingQueriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"D\n\x1aListPendingQueriesResponse\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.veil.v1.PendingQuery\"2\n\x12ReviewQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x8a\x07\n\x11GovernanceService\x12K\n\x0fRegisterDataset\x12\x1f.veil.v1.RegisterDatasetRequest\x1a\x17.veil.v1.DatasetVersion\x12P\n\x16SubmitDatasetForReview\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0e\x41pproveListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rRejectListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0eSuspendDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rResumeDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rDelistDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12`\n\x13ListDatasetVersions\x12#.veil.v1.ListDatasetVersionsRequest\x1a$.veil.v1.ListDatasetVersionsResponse\x12\x46\n\x0eGetCertificate\x12\x1e.veil.v1.GetCertificateRequest\x1a\x14.veil.v1.Certificate\x12:\n\x0b\x43reateGrant\x12\x1b.veil.v1.CreateGrantRequest\x1a\x0e.veil.v1.Grant\x12\x45\n\nListGrants\x12\x1a.veil.v1.ListGrantsRequest\x1a\x1b.veil.v1.ListGrantsResponse\x12:\n\x0bRevokeGrant\x12\x1b.veil.v1.RevokeGrantRequest\x1a\x0e.veil.v1.Grant2\xbc\x02\n\rReviewService\x12]\n\x12ListPendingQueries\x12\".veil.v1.ListPendingQueriesRequest\x1a#.veil.v1.ListPendingQueriesResponse\x12\x45\n\x0fGetPendingQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x42\n\x0c\x41pproveQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x41\n\x0bRejectQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQueryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,35 +41,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASETACTIONREQUEST']._serialized_start=479
   _globals['_DATASETACTIONREQUEST']._serialized_end=531
   _globals['_DATASETVERSION']._serialized_start=534
-  _globals['_DATASETVERSION']._serialized_end=763
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=765
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=807
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=809
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=881
-  _globals['_GETCERTIFICATEREQUEST']._serialized_start=883
-  _globals['_GETCERTIFICATEREQUEST']._serialized_end=920
-  _globals['_CERTIFICATE']._serialized_start=922
-  _globals['_CERTIFICATE']._serialized_end=977
-  _globals['_CREATEGRANTREQUEST']._serialized_start=980
-  _globals['_CREATEGRANTREQUEST']._serialized_end=1188
-  _globals['_GRANT']._serialized_start=1191
-  _globals['_GRANT']._serialized_end=1575
-  _globals['_LISTGRANTSREQUEST']._serialized_start=1577
-  _globals['_LISTGRANTSREQUEST']._serialized_end=1613
-  _globals['_LISTGRANTSRESPONSE']._serialized_start=1615
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=1667
-  _globals['_REVOKEGRANTREQUEST']._serialized_start=1669
-  _globals['_REVOKEGRANTREQUEST']._serialized_end=1719
-  _globals['_PENDINGQUERY']._serialized_start=1722
-  _globals['_PENDINGQUERY']._serialized_end=1948
-  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_start=1950
-  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_end=1994
-  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_start=1996
-  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_end=2064
-  _globals['_REVIEWQUERYREQUEST']._serialized_start=2066
-  _globals['_REVIEWQUERYREQUEST']._serialized_end=2116
-  _globals['_GOVERNANCESERVICE']._serialized_start=2119
-  _globals['_GOVERNANCESERVICE']._serialized_end=3025
-  _globals['_REVIEWSERVICE']._serialized_start=3028
-  _globals['_REVIEWSERVICE']._serialized_end=3344
+  _globals['_DATASETVERSION']._serialized_end=810
+  _globals['_DISCLOSUREPOLICY']._serialized_start=813
+  _globals['_DISCLOSUREPOLICY']._serialized_end=993
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=995
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=1037
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=1039
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=1111
+  _globals['_GETCERTIFICATEREQUEST']._serialized_start=1113
+  _globals['_GETCERTIFICATEREQUEST']._serialized_end=1150
+  _globals['_CERTIFICATE']._serialized_start=1152
+  _globals['_CERTIFICATE']._serialized_end=1207
+  _globals['_CREATEGRANTREQUEST']._serialized_start=1210
+  _globals['_CREATEGRANTREQUEST']._serialized_end=1418
+  _globals['_GRANT']._serialized_start=1421
+  _globals['_GRANT']._serialized_end=1805
+  _globals['_LISTGRANTSREQUEST']._serialized_start=1807
+  _globals['_LISTGRANTSREQUEST']._serialized_end=1843
+  _globals['_LISTGRANTSRESPONSE']._serialized_start=1845
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=1897
+  _globals['_REVOKEGRANTREQUEST']._serialized_start=1899
+  _globals['_REVOKEGRANTREQUEST']._serialized_end=1949
+  _globals['_PENDINGQUERY']._serialized_start=1952
+  _globals['_PENDINGQUERY']._serialized_end=2178
+  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_start=2180
+  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_end=2224
+  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_start=2226
+  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_end=2294
+  _globals['_REVIEWQUERYREQUEST']._serialized_start=2296
+  _globals['_REVIEWQUERYREQUEST']._serialized_end=2346
+  _globals['_GOVERNANCESERVICE']._serialized_start=2349
+  _globals['_GOVERNANCESERVICE']._serialized_end=3255
+  _globals['_REVIEWSERVICE']._serialized_start=3258
+  _globals['_REVIEWSERVICE']._serialized_end=3574
 # @@protoc_insertion_point(module_scope)

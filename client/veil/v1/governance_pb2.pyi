@@ -58,7 +58,7 @@ class DatasetActionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DatasetVersion(_message.Message):
-    __slots__ = ("name", "version", "state", "owners", "registered_by", "listed_by", "spec", "certificate_id", "update_time")
+    __slots__ = ("name", "version", "state", "owners", "registered_by", "listed_by", "spec", "certificate_id", "update_time", "disclosure")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class DatasetVersion(_message.Message):
     SPEC_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     state: str
@@ -77,7 +78,26 @@ class DatasetVersion(_message.Message):
     spec: DatasetSpec
     certificate_id: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ..., listed_by: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., certificate_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    disclosure: DisclosurePolicy
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ..., listed_by: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., certificate_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disclosure: _Optional[_Union[DisclosurePolicy, _Mapping]] = ...) -> None: ...
+
+class DisclosurePolicy(_message.Message):
+    __slots__ = ("mode", "exact_reason", "epsilon_per_query", "max_epsilon_per_query", "analyst_budget", "dataset_budget", "budget_per")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EXACT_REASON_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
+    ANALYST_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_PER_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    exact_reason: str
+    epsilon_per_query: float
+    max_epsilon_per_query: float
+    analyst_budget: float
+    dataset_budget: float
+    budget_per: str
+    def __init__(self, mode: _Optional[str] = ..., exact_reason: _Optional[str] = ..., epsilon_per_query: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ..., analyst_budget: _Optional[float] = ..., dataset_budget: _Optional[float] = ..., budget_per: _Optional[str] = ...) -> None: ...
 
 class ListDatasetVersionsRequest(_message.Message):
     __slots__ = ("name",)

@@ -74,12 +74,21 @@ def spec_from_record(rec: DatasetRecord) -> governance_pb2.DatasetSpec:
     return out
 
 
+def disclosure_proto(rec: DatasetRecord) -> governance_pb2.DisclosurePolicy:
+    d = rec.dataset.disclosure
+    if not d.dp:
+        return governance_pb2.DisclosurePolicy(mode=d.mode, exact_reason=d.exact_reason)
+    return governance_pb2.DisclosurePolicy(
+        mode=d.mode, epsilon_per_query=d.epsilon_per_query, max_epsilon_per_query=d.max_epsilon_per_query,
+        analyst_budget=d.analyst_budget, dataset_budget=d.dataset_budget, budget_per=d.per)
+
+
 def version_proto(rec: DatasetRecord) -> governance_pb2.DatasetVersion:
     cert_id = DatasetCertificate.from_json(rec.certificate).certificate_id if rec.certificate else ""
     return governance_pb2.DatasetVersion(
         name=f"datasets/{rec.name}", version=rec.version, state=rec.state, owners=list(rec.owners),
         registered_by=rec.registered_by, listed_by=rec.listed_by or "", spec=spec_from_record(rec),
-        certificate_id=cert_id, update_time=_ts(rec.updated_us))
+        certificate_id=cert_id, update_time=_ts(rec.updated_us), disclosure=disclosure_proto(rec))
 
 
 def grant_proto(g: Grant) -> governance_pb2.Grant:

@@ -39,6 +39,8 @@ from ..access.memory import return_large_buffers
 from ..access.security import bind, check_startable, open_queries, server_options, settings_of, token_verifier
 from ..state.storage import StorageMonitor
 from ..witness import node_witness
+# Issue 19: the web console, on its own port, calling these same handlers through these interceptors.
+from ..console import HandlerTable, NodeCalls, start_console
 
 log = logging.getLogger("veil.server")
 # sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
@@ -64,6 +66,7 @@ class RunningNode:
     mtls_port: int = 0  # issue 8: the mutual-TLS port, 0 without one
     guard: Any = None  # issue 8: veil_server.access.guard.RequestGuard (limits, draining)
     witness: Any = None  # issue 15: veil_server.witness.WitnessServer when [witness] serve is set
+    console: Any = None  # issue 19: veil_server.console.app.Console, None when [console] is off
 
     @property
     def target(self) -> str:
@@ -72,16 +75,18 @@ class RunningNode:
 
 @contextlib.contextmanager
 def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0,
-               mtls_listen: str | None = None) -> Iterator[RunningNode]:
+               mtls_listen: str | None = None, console_listen: str | None = None) -> Iterator[RunningNode]:
     # Issue 9: [crypto] executor -- this process's encryption on a Dask cluster while the node
     # runs (refused at start if the cluster does not answer), else the local process pool.
     with crypto_executor(getattr(config, "crypto", None), error=ConfigError):
-        with _serve(config, listen=listen, grace=grace, mtls_listen=mtls_listen) as running:
+        with _serve(config, listen=listen, grace=grace, mtls_listen=mtls_listen,
+                    console_listen=console_listen) as running:
             yield running
 
 
 @contextlib.contextmanager
-def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None) -> Iterator[RunningNode]:
+def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None,
+           console_listen: str | None = None) -> Iterator[RunningNode]:
     security = settings_of(config)
     return_large_buffers()  # issue 15: 15 MiB request buffers go back to the system once freed
     address = listen or config.listen
@@ -96,25 +101,27 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         raise
     guard = RequestGuard(Limiter(security.limits, open_queries=open_queries(node)),
                          StorageMonitor(config.state_dir, security.limits.min_free_bytes), on_denied=node.audit.denied)
+    # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
+    # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
+    interceptors = [AuthInterceptor(authenticator, on_denied=node.audit.denied,
+                                    on_data_loss=lambda service: health_servicer.set(
+                                        service, health_pb2.HealthCheckResponse.NOT_SERVING),
+                                    preauth_slots=security.limits.max_preauth_calls,
+                                    client_certs=bool(security.tls and (mtls_listen or security.tls.mtls_listen))),
+                    guard]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=security.limits.rpc_threads, thread_name_prefix="veil-rpc"),
-        # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
-        # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
-        interceptors=[AuthInterceptor(authenticator, on_denied=node.audit.denied,
-                                      on_data_loss=lambda service: health_servicer.set(
-                                          service, health_pb2.HealthCheckResponse.NOT_SERVING),
-                                      preauth_slots=security.limits.max_preauth_calls,
-                                      client_certs=bool(security.tls and (mtls_listen or security.tls.mtls_listen))),
-                      guard],
+        interceptors=interceptors,
         options=server_options(security),
         maximum_concurrent_rpcs=security.limits.max_concurrent_rpcs,
     )
     health_servicer = health.HealthServicer()
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), server)
-    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), server)
-    governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), server)
-    governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), server)
+    services = HandlerTable(server)  # the console (issue 19) calls these handlers in-process
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(node), services)
+    query_pb2_grpc.add_QueryServiceServicer_to_server(QueryServicer(node), services)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), services)
+    governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), services)
+    governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), services)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
@@ -124,14 +131,24 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         federation.close()
         node.close()
         raise OSError(f"cannot listen on {address}: the address is taken or invalid (set node.listen or VEIL_LISTEN)")
+    try:
+        console = _start_console(config, security, NodeCalls(services, interceptors), authenticator, node,
+                                 listen=console_listen)
+    except BaseException:
+        federation.close()
+        node.close()
+        raise
     server.start()
     witness = node_witness(config, node.audit.key, node.audit.node_id)  # issue 15: peers' checkpoints
     for name in ("",) + SERVICE_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
-        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard, witness)
+        yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard, witness=witness,
+                          console=console)
     finally:
+        if console is not None:
+            console.close()  # sessions end; no new page starts an RPC
         if witness is not None:
             witness.close()
         health_servicer.enter_graceful_shutdown()
@@ -139,6 +156,27 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         server.stop(grace).wait()
         federation.close()
         node.close()
+
+
+def _start_console(config: NodeConfig, security: Any, calls: NodeCalls, authenticator: NodeAuthenticator,
+                   node: Node, *, listen: str | None) -> Any:
+    """The web console of ``[console]`` (None when it is off): its own port, the gRPC port's
+    transport rule (TLS with the node's certificate, or plaintext on loopback in dev mode)."""
+    settings = getattr(config, "console", None)
+    if settings is None or not settings.enabled:
+        return None
+    address = listen or settings.listen
+    check_startable(security, address, error=ConfigError)
+    try:
+        console = start_console(settings, calls=calls, authenticator=authenticator, on_denied=node.audit.denied,
+                                on_session=lambda verb, who, details: node.audit.admin(f"console.{verb}", who,
+                                                                                       details=details),
+                                node_name=config.name, tls=security.tls, listen=address)
+    except OSError as e:
+        raise ConfigError(f"console.listen: cannot listen on {address} ({e.strerror or e}); choose a free port "
+                          "(VEIL_CONSOLE_LISTEN) or set console.enabled = false") from None
+    log.info("console on %s://%s:%d/", console.scheme, address.rpartition(":")[0], console.port)
+    return console
 
 
 def serve_forever(config: NodeConfig) -> None:
@@ -150,5 +188,7 @@ def serve_forever(config: NodeConfig) -> None:
         mode = (f"TLS; mutual TLS on port {running.mtls_port}" if running.mtls_port else "TLS") \
             if settings_of(config).tls else "plaintext, development mode"
         print(f"veil node '{config.name}' serving on {config.listen} (port {running.port}) [{mode}]", flush=True)
+        if running.console is not None:
+            print(f"veil console on {running.console.url}", flush=True)
         stop.wait()
         print("veil node stopping", flush=True)

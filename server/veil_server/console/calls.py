@@ -197,10 +197,13 @@ class NodeCalls:
     def call(self, method: str, request: Message, credential: Credential, *, peer: str = "") -> Any:
         """One unary RPC; returns its response message or raises :class:`Refusal`."""
         handler, context = self._prepare(method, credential, peer)
-        if handler.unary_unary is None:
+        # A refusal before the request is read (a bad token, no pre-authentication slot) comes as a
+        # client-streaming handler that never reads: it gets the request as a one-message stream.
+        run = handler.unary_unary or (handler.stream_unary and (lambda r, c: handler.stream_unary(iter((r,)), c)))
+        if run is None:
             raise Refusal(grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_IMPLEMENTED", f"{method} is not a unary call")
         try:
-            return handler.unary_unary(request, context)
+            return run(request, context)
         except _Aborted as e:
             raise _refusal(e.status) from None
         finally:
@@ -210,9 +213,10 @@ class NodeCalls:
     def stream(self, method: str, request: Message, credential: Credential, *, peer: str = "") -> Iterator[Any]:
         """A server-streaming RPC's messages, one at a time; a refusal raises at the first ``next``."""
         handler, context = self._prepare(method, credential, peer)
-        if handler.unary_stream is None:
+        run = handler.unary_stream or (handler.stream_stream and (lambda r, c: handler.stream_stream(iter((r,)), c)))
+        if run is None:
             raise Refusal(grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_IMPLEMENTED", f"{method} is not a stream")
-        steps = handler.unary_stream(request, context)
+        steps = run(request, context)
         try:
             yield from steps
         except _Aborted as e:

@@ -100,4 +100,5 @@ def test_the_wheels_carry_the_contract() -> None:
     server = tomllib.loads((PROJECTS["veil-server"] / "pyproject.toml").read_text(encoding="utf-8"))
     plugins = server["project"]["entry-points"]["veil.cli"]
     assert plugins == {"node": "veil_server.cli.node:register", "token": "veil_server.cli.token:register",
-                       "audit": "veil_server.cli.audit:register"}
+                       "audit": "veil_server.cli.audit:register",
+                       "witness": "veil_server.cli.witness:register"}

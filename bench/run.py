@@ -12,6 +12,7 @@ import console_bench  # noqa: E402  (the web console's page times on a 100,000-e
 import crypto_bench  # noqa: E402
 import disclosure_bench  # noqa: E402  (disclosure control's cost and DP's accuracy, issue 14)
 import federation_bench  # noqa: E402  (federation, issue 6)
+import keys_bench  # noqa: E402  (analyst keys under churn: the table cache, issue 22)
 import query_bench  # noqa: E402
 import scale_bench  # noqa: E402  (engines and crypto workers beyond one machine, issue 9)
 import sdk_bench  # noqa: E402  (the analyst's install: size and import time, issue 16)
@@ -26,6 +27,8 @@ def main() -> None:
     query_bench.main(["--rows", "1000000", "--repeat", "3"] if quick else [])
     print()
     crypto_bench.main(["--quick"] if quick else [])
+    print()
+    keys_bench.main(["--keys", "16", "--queries", "100", "--rounds", "1"] if quick else [])
     print()
     federation_bench.main(["--quick"] if quick else [])  # federation (issue 6)
     print()

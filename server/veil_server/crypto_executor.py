@@ -10,9 +10,12 @@ executor = "local"                             # default: a process pool over th
 # connect_timeout_seconds = 10                 # at start-up
 # task_timeout_seconds = 600                   # one batch; then it is recomputed locally
 # obfuscation = "djn"                          # or "full": the randomness of every ciphertext made here
+# table_memory = "auto"                        # or "512MiB", "2GiB", a number of bytes, 0 for none
 ```
 
-``VEIL_CRYPTO_EXECUTOR`` overrides ``executor``, ``VEIL_CRYPTO_OBFUSCATION`` ``obfuscation``;
+``VEIL_CRYPTO_EXECUTOR`` overrides ``executor``, ``VEIL_CRYPTO_OBFUSCATION`` ``obfuscation``,
+``VEIL_CRYPTO_TABLE_MEMORY`` ``table_memory`` (the budget of the analyst keys' fixed-base tables in
+this process; "auto" derives it from the memory limit: ``veil.crypto.obfuscation``);
 ``VEIL_CRYPTO_WORKERS`` sizes the local pool.
 
 ``obfuscation`` chooses the randomness of every ciphertext the node makes under an analyst's key
@@ -36,6 +39,7 @@ tries the cluster again. Decryption never goes there: the node holds no private 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -56,6 +60,30 @@ class CryptoSettings:
     # "djn" (default: short exponent from a fixed-base table) or "full" (r^n, DCRA only, ~10x the
     # cost, and no table indexed by secret digits).
     obfuscation: str = "djn"
+    # Bytes of fixed-base tables kept for analyst keys (veil.crypto.obfuscation); None: "auto".
+    table_memory: int | None = None
+
+
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_bytes(value: Any, where: str, error: type[Exception]) -> int | None:
+    """ "auto" -> None; an integer, or a number with a unit (KiB, MiB, GiB, kB, MB, GB) -> bytes."""
+    if isinstance(value, bool):
+        raise error(f'{where} must be "auto" or a size such as "512MiB" or "2GiB"')
+    if isinstance(value, int):
+        n = value
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        if text == "auto":
+            return None
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", text)
+        if not m or m.group(2) not in _UNITS:
+            raise error(f'{where} must be "auto" or a size such as "512MiB" or "2GiB", not {value!r}')
+        n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if not 0 <= n <= 1 << 42:
+        raise error(f"{where} must be between 0 and 4 TiB")
+    return n
 
 
 def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_dir: Path, dev_mode: bool,
@@ -65,6 +93,9 @@ def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_
         section["executor"] = env["VEIL_CRYPTO_EXECUTOR"]
     if env.get("VEIL_CRYPTO_OBFUSCATION"):
         section["obfuscation"] = env["VEIL_CRYPTO_OBFUSCATION"]
+    if env.get("VEIL_CRYPTO_TABLE_MEMORY"):
+        section["table_memory"] = env["VEIL_CRYPTO_TABLE_MEMORY"]
+    table_memory = parse_bytes(section.get("table_memory", "auto"), "crypto.table_memory", error)
     obfuscation = str(section.get("obfuscation", "djn")).strip().lower()
     if obfuscation not in OBFUSCATIONS:
         raise error(f'crypto.obfuscation must be "djn" (fixed-base table, the default) or "full" '
@@ -75,7 +106,7 @@ def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_
     task_timeout = _seconds(section.get("task_timeout_seconds", 600), "crypto.task_timeout_seconds", error)
     files = {k: section.get(k) for k in ("tls_ca", "tls_cert", "tls_key")}
     if executor == LOCAL:
-        return CryptoSettings(LOCAL, None, connect_timeout, task_timeout, obfuscation)
+        return CryptoSettings(LOCAL, None, connect_timeout, task_timeout, obfuscation, table_memory)
     try:
         address = scheduler_address(executor)
     except ValueError as e:
@@ -96,7 +127,7 @@ def parse_crypto(raw: Mapping[str, Any] | None, *, env: Mapping[str, str], base_
                     "use dask+tls://host:port with crypto.tls_ca, crypto.tls_cert and crypto.tls_key")
     elif any(files.values()):
         raise error("crypto.tls_* apply to a dask+tls:// executor only")
-    return CryptoSettings(executor, tls, connect_timeout, task_timeout, obfuscation)
+    return CryptoSettings(executor, tls, connect_timeout, task_timeout, obfuscation, table_memory)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from veil.certificates import DatasetCertificate
-from veil.crypto import InvalidKey, PublicKey
+from veil.crypto import InvalidKey, PublicKey, configure_table_cache
 from veil.v1 import query_pb2
 
 from . import recovery
@@ -98,6 +98,10 @@ class Node:
         # Analyst keys' encryption randomness, topped up between queries (off the request path),
         # of the kind [crypto] obfuscation asks for.
         self.obfuscation = getattr(config.crypto, "obfuscation", "djn")
+        # The analyst keys' fixed-base tables: [crypto] table_memory, "auto" by default.
+        table_memory = getattr(config.crypto, "table_memory", None)
+        if table_memory is not None:
+            configure_table_cache(table_memory)
         self.refill = RandomnessRefill()
         self._closed = threading.Event()
         self._changed = threading.Condition()

@@ -24,6 +24,7 @@ from veil.crypto.obfuscation import (
     exponent_bits,
     obfuscators,
     table_cache_info,
+    wait_for_tables,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -226,6 +227,7 @@ def test_table_cache_is_bounded(keys: tuple[PublicKey, PrivateKey]) -> None:
     finally:
         configure_table_cache(before)
     pk.encrypt_many(list(range(64)), workers=1)
+    assert wait_for_tables(120)  # built by the background builder, not by the call that earned it
     info = table_cache_info()
     assert 0 < info["table_bytes"] <= info["max_bytes"]
 

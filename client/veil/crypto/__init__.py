@@ -15,7 +15,7 @@ from veil.crypto.errors import (
     InvalidKey,
 )
 from veil.crypto.multiexp import dot
-from veil.crypto.obfuscation import Obfuscation, configure_table_cache, table_cache_info
+from veil.crypto.obfuscation import Obfuscation, configure_table_cache, table_cache_info, wait_for_tables
 from veil.crypto.packing import ColumnPacking, PackingLayout, decrypt_packed, encrypt_packed
 from veil.crypto.paillier import PrivateKey, PublicKey, generate_keypair
 
@@ -33,6 +33,7 @@ __all__ = [
     "Obfuscation",
     "configure_table_cache",
     "table_cache_info",
+    "wait_for_tables",
     "CryptoError",
     "InvalidKey",
     "InvalidCiphertext",

@@ -36,10 +36,27 @@ something that releases the GIL (the node fills a key's stock while the engine s
 while it is idle (the node tops up a key's stock after releasing a result under it, while no query
 executes: ``veil_server.query.release.RandomnessRefill``).
 Large batches go to the process pool (``pool.py``).
+
+The table cache (issue 22). A 2048-bit key's table is ~18 MB (~40 MB at 3072 bits), so a node
+serving many analysts' keys holds only some of them. The budget is a setting
+(``configure_table_cache``; a node's ``[crypto] table_memory``) whose default is derived from the
+memory this process may use (``default_table_memory``: a sixteenth of the physical memory or of
+the cgroup's limit, between 64 MiB and 4 GiB). What stays is chosen by measured reuse, not by
+recency: each key's uses decay with a half-life of ``REUSE_HALF_LIFE`` seconds, a table is
+evicted only for a key used more than it, and a key used less than every resident table gets no
+table (a cyclic scan over more keys than fit would otherwise rebuild every table once per cycle
+and keep none). Tables are built by one background thread of this process: the call that earns a
+key its table goes on with direct exponentiations and does not wait for the build (gmpy2 holds the
+GIL while it multiplies, so the build still takes CPU from the process; it takes no request's
+latency in one piece). Tables are never written to disk: one is rebuilt from the key in ~30
+exponentiations' time, less than reading and checking the integrity of 18 MB, and nothing
+stored means nothing for an attacker with the disk to substitute.
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import secrets
 import threading
 import time
@@ -59,6 +76,8 @@ __all__ = [
     "configure_table_cache",
     "table_cache_info",
     "clear_table_cache",
+    "default_table_memory",
+    "wait_for_tables",
     "prefill",
 ]
 
@@ -70,8 +89,45 @@ OBFUSCATIONS: tuple[str, ...] = ("djn", "full")
 _BUILD_AFTER_USES = 32
 # Per-entry overhead of a gmpy2 mpz on CPython, measured; used for the cache's byte accounting.
 _MPZ_OVERHEAD = 48
-_DEFAULT_CACHE_BYTES = 192 * 1024 * 1024
-_MAX_KEYS = 256
+_MAX_KEYS = 1024
+# A use counts half as much after this many seconds: the time scale of "reuse".
+REUSE_HALF_LIFE = 60.0
+# A resident table gives way only to a key reused this many times more: hysteresis, so that keys
+# used about equally do not trade places (and rebuild) at every fluctuation.
+ADMIT_MARGIN = 1.5
+_MIN_DEFAULT = 64 * 1024 * 1024
+_MAX_DEFAULT = 4 * 1024 * 1024 * 1024
+
+
+def _memory_limit() -> int | None:
+    """Bytes this process may use: the smaller of physical memory and a cgroup v2/v1 limit."""
+    limits: list[int] = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < 1 << 60:  # "max" or a huge sentinel: no limit
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def default_table_memory(limit: int | None = None) -> int:
+    """Default budget of the fixed-base tables: 1/16 of the memory limit, within [64 MiB, 4 GiB]
+    (24 GiB of memory: 1.5 GiB, about 80 tables of 2048-bit keys). 192 MiB when the limit is
+    unknown."""
+    limit = _memory_limit() if limit is None else limit
+    if not limit:
+        return 192 * 1024 * 1024
+    return max(_MIN_DEFAULT, min(_MAX_DEFAULT, limit // 16))
+
+
+_DEFAULT_CACHE_BYTES = default_table_memory()
 # Obfuscators kept ready per key (512 bytes each at 2048 bits).
 STOCK_MAX = 256
 
@@ -135,7 +191,8 @@ class FixedBaseTable:
 class _KeyRandomness:
     """Per-public-key DJN state of this process: hs, a use counter, and (once earned) a table."""
 
-    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock", "stocks", "stock_lock")
+    __slots__ = ("n", "n2", "hs", "exp_bits", "table", "uses", "refused", "lock", "stocks", "stock_lock",
+                 "score", "stamp", "building")
 
     def __init__(self, n: mpz, n2: mpz) -> None:
         self.n = n
@@ -147,6 +204,9 @@ class _KeyRandomness:
         self.table: FixedBaseTable | None = None
         self.uses = 0
         self.refused = False  # the cache budget cannot hold this key's table
+        self.score = 0.0  # uses, each decayed by its age (half-life REUSE_HALF_LIFE)
+        self.stamp = time.monotonic()
+        self.building = False  # queued for, or being built by, the background builder
         self.lock = threading.Lock()
         # Made ahead, by mode, never handed out; each leaves its stock exactly once.
         self.stocks: dict[str, list[mpz]] = {"djn": [], "full": []}
@@ -182,13 +242,23 @@ class _KeyRandomness:
             # interpreter's 5 ms switch interval at every step.
             time.sleep(0)
 
+    def reuse(self, now: float) -> float:
+        """This key's decayed use count at ``now``."""
+        return self.score * 0.5 ** (max(0.0, now - self.stamp) / REUSE_HALF_LIFE)
+
+    def touch(self, count: int) -> None:
+        now = time.monotonic()
+        self.score = self.reuse(now) + count
+        self.stamp = now
+
     def fresh(self, count: int) -> list[mpz]:
         if count <= 0:
             return []
         self.uses += count
+        self.touch(count)
         table = self.table
-        if table is None and self.uses >= _BUILD_AFTER_USES and not self.refused:
-            table = _CACHE.build_table(self)
+        if table is None and self.uses >= _BUILD_AFTER_USES and not self.refused and not self.building:
+            _CACHE.request_build(self)  # built in the background; this call goes on without it
         bits = self.exp_bits
         if table is not None:
             return [table.power(secrets.randbits(bits)) for _ in range(count)]
@@ -197,12 +267,18 @@ class _KeyRandomness:
 
 
 class _TableCache:
-    """LRU of per-key state, bounded by table bytes (tables dominate) and by key count."""
+    """Per-key state (bounded by key count, least recently used first out) and the tables, bounded
+    by bytes and kept by measured reuse. Tables are built by one background thread."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.entries: OrderedDict[int, _KeyRandomness] = OrderedDict()
         self.lock = threading.Lock()
+        self.builds: queue.SimpleQueue[_KeyRandomness | None] = queue.SimpleQueue()
+        self.builder: threading.Thread | None = None
+        self.pending = 0  # builds queued or running
+        self.idle = threading.Condition(self.lock)
+        self.stats = {"built": 0, "evicted": 0, "declined": 0}
 
     def state(self, n: mpz, n2: mpz) -> _KeyRandomness:
         key = int(n)
@@ -219,28 +295,96 @@ class _TableCache:
                 self.entries.popitem(last=False)
             return st
 
-    def build_table(self, st: _KeyRandomness) -> FixedBaseTable | None:
-        with st.lock:  # one builder per key; the others wait rather than duplicate the work
-            if st.table is None:
-                window = window_bits(int(st.n).bit_length())
-                if table_nbytes(st.n2, st.exp_bits, window) > self.max_bytes:
-                    st.refused = True  # budget below one table: stay on the direct powmod
-                    return None
-                st.table = FixedBaseTable(st.hs, st.n2, st.exp_bits, window)
-        with self.lock:
-            self._evict(keep=int(st.n))
-        return st.table
+    # -- admission and eviction -------------------------------------------------------------
 
-    def _evict(self, keep: int) -> None:
-        total = sum(s.table.nbytes for s in self.entries.values() if s.table is not None)
-        for key in list(self.entries):
+    def _resident(self) -> list[_KeyRandomness]:
+        return [s for s in self.entries.values() if s.table is not None]
+
+    def _room_for(self, st: _KeyRandomness, nbytes: int, now: float, evict: bool) -> bool:
+        """Whether ``st``'s table of ``nbytes`` fits, evicting (if ``evict``) only tables of keys
+        reused less than ``st``, least reused first. Caller holds the lock."""
+        if nbytes > self.max_bytes:
+            return False
+        resident = [s for s in self._resident() if s is not st]
+        total = sum(s.table.nbytes for s in resident)  # type: ignore[union-attr]
+        if total + nbytes <= self.max_bytes:
+            return True
+        mine = st.reuse(now)
+        victims = sorted((s for s in resident if s.reuse(now) * ADMIT_MARGIN < mine), key=lambda s: s.reuse(now))
+        freed, chosen = 0, []
+        for victim in victims:
+            if total - freed + nbytes <= self.max_bytes:
+                break
+            freed += victim.table.nbytes  # type: ignore[union-attr]
+            chosen.append(victim)
+        if total - freed + nbytes > self.max_bytes:
+            return False
+        if evict:
+            for victim in chosen:
+                victim.table = None
+                victim.uses = 0  # earns its table again by use
+                self.stats["evicted"] += 1
+        return True
+
+    def request_build(self, st: _KeyRandomness) -> None:
+        """Queue ``st``'s table for the background builder, if it would be admitted now."""
+        window = window_bits(int(st.n).bit_length())
+        nbytes = table_nbytes(st.n2, st.exp_bits, window)
+        with self.lock:
+            if st.building or st.table is not None:
+                return
+            if nbytes > self.max_bytes:
+                st.refused = True  # budget below one table: stay on the direct powmod
+                return
+            if not self._room_for(st, nbytes, time.monotonic(), evict=False):
+                st.uses = 0  # reused less than every resident table: try again after more use
+                self.stats["declined"] += 1
+                return
+            st.building = True
+            self.pending += 1
+            if self.builder is None or not self.builder.is_alive():
+                self.builder = threading.Thread(target=self._build_loop, name="veil-table-builder", daemon=True)
+                self.builder.start()
+        self.builds.put(st)
+
+    def _build_loop(self) -> None:
+        while True:
+            st = self.builds.get()
+            if st is None:
+                return
+            table: FixedBaseTable | None = None
+            try:
+                window = window_bits(int(st.n).bit_length())
+                table = FixedBaseTable(st.hs, st.n2, st.exp_bits, window)
+            finally:
+                with self.lock:
+                    if table is not None and self._room_for(st, table.nbytes, time.monotonic(), evict=True):
+                        st.table = table
+                        self.stats["built"] += 1
+                    else:
+                        st.uses = 0
+                        self.stats["declined"] += 1
+                    st.building = False
+                    self.pending -= 1
+                    self.idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no table build is queued or running (tests, benchmarks)."""
+        with self.lock:
+            return self.idle.wait_for(lambda: self.pending == 0, timeout)
+
+    def shrink(self) -> None:
+        """Evict least-reused tables until the budget holds. Caller holds the lock."""
+        now = time.monotonic()
+        resident = sorted(self._resident(), key=lambda s: s.reuse(now))
+        total = sum(s.table.nbytes for s in resident)  # type: ignore[union-attr]
+        for st in resident:
             if total <= self.max_bytes:
                 break
-            st = self.entries[key]
-            if key != keep and st.table is not None:
-                total -= st.table.nbytes
-                st.table = None
-                st.uses = 0
+            total -= st.table.nbytes  # type: ignore[union-attr]
+            st.table = None
+            st.uses = 0
+            self.stats["evicted"] += 1
 
     def info(self) -> dict[str, int]:
         with self.lock:
@@ -250,10 +394,29 @@ class _TableCache:
                 "tables": len(tables),
                 "table_bytes": sum(t.nbytes for t in tables),
                 "max_bytes": self.max_bytes,
+                "pending_builds": self.pending,
+                **self.stats,
             }
 
 
 _CACHE = _TableCache(_DEFAULT_CACHE_BYTES)
+
+
+def _after_fork_in_child() -> None:
+    # The builder thread does not survive a fork: the child starts with no build in flight.
+    _CACHE.lock = threading.Lock()
+    _CACHE.idle = threading.Condition(_CACHE.lock)
+    _CACHE.builds = queue.SimpleQueue()
+    _CACHE.builder = None
+    _CACHE.pending = 0
+    for st in _CACHE.entries.values():
+        st.building = False
+        st.lock = threading.Lock()
+        st.stock_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def configure_table_cache(max_bytes: int) -> None:
@@ -264,16 +427,25 @@ def configure_table_cache(max_bytes: int) -> None:
         _CACHE.max_bytes = max_bytes
         for st in _CACHE.entries.values():
             st.refused = False  # a larger budget may now fit tables refused before
-        _CACHE._evict(keep=-1)
+        _CACHE.shrink()
 
 
 def table_cache_info() -> dict[str, int]:
+    """Keys, resident tables and their bytes, the budget, builds pending, and counts of tables
+    built, evicted and declined (a key reused less than every resident table)."""
     return _CACHE.info()
 
 
+def wait_for_tables(timeout: float | None = None) -> bool:
+    """Wait until the background builder has no table queued or running."""
+    return _CACHE.wait_idle(timeout)
+
+
 def clear_table_cache() -> None:
+    _CACHE.wait_idle(None)
     with _CACHE.lock:
         _CACHE.entries.clear()
+        _CACHE.stats = dict.fromkeys(_CACHE.stats, 0)
 
 
 def _unit_mod(n: mpz) -> mpz:

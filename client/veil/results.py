@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import Executor
 from decimal import Decimal
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .crypto import Ciphertext, ColumnPacking, EncodingOverflow, PackingLayout, PrivateKey, decrypt_packed
@@ -30,7 +31,10 @@ def result_digest(result: query_pb2.QueryResult) -> str:
 
 
 def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, workers: int = 1,
-                  executor: Executor | None = None) -> list[int]:
+                  executor: Executor | None = None, raw: Sequence[int] | None = None) -> list[int]:
+    """The result's aggregate cells, decrypted and unpacked, after checking its key, digest and
+    shape. ``raw``: the plaintexts of ``cells.ciphertexts`` already decrypted (in order), as a
+    streamed result's chunks were (``assemble_stream``)."""
     pk = private_key.public_key
     if result.public_key_fingerprint != pk.fingerprint():
         raise IntegrityError("the result is encrypted under a different key than this keyring's",
@@ -47,8 +51,59 @@ def decrypt_cells(result: query_pb2.QueryResult, private_key: PrivateKey, *, wor
     layout = _layout(cells, aggregates, pk.bits)
     if len(cells.ciphertexts) != layout.ciphertexts_for(cells.cell_count):
         raise IntegrityError("the number of ciphertexts does not match the cells", reason="SHAPE_MISMATCH")
+    if raw is not None:
+        if len(raw) != len(cells.ciphertexts):
+            raise IntegrityError("the decrypted chunks do not cover the result's ciphertexts", reason="SHAPE_MISMATCH")
+        try:
+            return layout.unpack(raw, cells.cell_count)
+        except EncodingOverflow:
+            raise IntegrityError("a cell does not fit its packing slot", reason="SHAPE_MISMATCH") from None
     cts = [Ciphertext.from_bytes(pk, b) for b in cells.ciphertexts]
     return decrypt_packed(private_key, cts, layout, cells.cell_count, workers=workers, executor=executor)
+
+
+def assemble_stream(chunks: Iterable[query_pb2.QueryResultChunk],
+                    on_cells: Callable[[list[bytes]], None] | None = None) -> query_pb2.QueryResult:
+    """The QueryResult a StreamQueryResult carries, checked chunk by chunk: chunk i has index i,
+    its offset is the count received before it, nothing comes after the chunk marked last, and at
+    the end the counts equal the header's totals. Lost, reordered, duplicated and truncated
+    chunks are refused (IntegrityError, STREAM_BROKEN); a substituted ciphertext is caught by the
+    result's digest, checked when it is decrypted. ``on_cells`` receives each run of
+    ``cells.ciphertexts`` as it arrives (in order), so decryption starts with the first chunk."""
+    result: query_pb2.QueryResult | None = None
+    total = weighted_total = received = 0
+    sequence: list[bytes] = []
+    done = False
+    for expected, chunk in enumerate(chunks):
+        if done:
+            raise IntegrityError("a chunk arrived after the last one", reason="STREAM_BROKEN")
+        if chunk.index != expected or chunk.offset != received:
+            raise IntegrityError(f"chunk {chunk.index} at offset {chunk.offset} arrived where chunk {expected} at "
+                                 f"offset {received} was due (lost, reordered or repeated)", reason="STREAM_BROKEN")
+        if expected == 0:
+            if not chunk.HasField("header"):
+                raise IntegrityError("the first chunk carries no result header", reason="STREAM_BROKEN")
+            result = query_pb2.QueryResult()
+            result.CopyFrom(chunk.header)
+            total, weighted_total = chunk.total_ciphertexts, chunk.total_weighted
+            if total < 0 or weighted_total < 0 or result.cells.ciphertexts or result.weighted_cells:
+                raise IntegrityError("the result header is malformed", reason="STREAM_BROKEN")
+        elif chunk.HasField("header"):
+            raise IntegrityError("a second result header arrived", reason="STREAM_BROKEN")
+        blobs = list(chunk.ciphertexts)
+        if received + len(blobs) > total + weighted_total:
+            raise IntegrityError("more ciphertexts arrived than the header announced", reason="STREAM_BROKEN")
+        cells = blobs[:max(0, total - received)]
+        if cells and on_cells is not None:
+            on_cells(cells)
+        sequence += blobs
+        received += len(blobs)
+        done = chunk.last
+    if result is None or not done or received != total + weighted_total:
+        raise IntegrityError("the result stream ended before its last chunk (truncated)", reason="STREAM_BROKEN")
+    result.cells.ciphertexts.extend(sequence[:total])
+    result.weighted_cells.extend(sequence[total:])
+    return result
 
 
 def _layout(cells: query_pb2.EncryptedCells, aggregates: int, key_bits: int) -> PackingLayout | ColumnPacking:
@@ -93,7 +148,7 @@ def decrypt_weighted(result: query_pb2.QueryResult, private_key: PrivateKey, *, 
 
 
 def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: bool = False,
-             workers: int = 1, executor: Executor | None = None) -> pd.DataFrame:
+             workers: int = 1, executor: Executor | None = None, raw_cells: Sequence[int] | None = None) -> pd.DataFrame:
     """Group keys, decrypted aggregates and a ``suppressed`` flag, one row per group.
 
     Suppressed groups keep their row (with missing aggregates), never silently dropped.
@@ -101,7 +156,7 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
     that many processes (spawned: the calling script needs an ``if __name__ == "__main__":`` guard);
     ``executor`` decrypts on it instead (it receives p and q: ``veil.crypto.pool``).
     """
-    values = iter(decrypt_cells(result, private_key, workers=workers, executor=executor))
+    values = iter(decrypt_cells(result, private_key, workers=workers, executor=executor, raw=raw_cells))
     weighted = iter(decrypt_weighted(result, private_key, workers=workers, executor=executor))
     columns = list(result.columns)
     data: dict[str, list] = {c.name: [] for c in columns}

@@ -342,6 +342,32 @@ class GetQueryResultRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class StreamQueryResultRequest(_message.Message):
+    __slots__ = ("name", "chunk_ciphertexts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    chunk_ciphertexts: int
+    def __init__(self, name: _Optional[str] = ..., chunk_ciphertexts: _Optional[int] = ...) -> None: ...
+
+class QueryResultChunk(_message.Message):
+    __slots__ = ("index", "header", "total_ciphertexts", "total_weighted", "offset", "ciphertexts", "last")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_WEIGHTED_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    header: QueryResult
+    total_ciphertexts: int
+    total_weighted: int
+    offset: int
+    ciphertexts: _containers.RepeatedScalarFieldContainer[bytes]
+    last: bool
+    def __init__(self, index: _Optional[int] = ..., header: _Optional[_Union[QueryResult, _Mapping]] = ..., total_ciphertexts: _Optional[int] = ..., total_weighted: _Optional[int] = ..., offset: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., last: _Optional[bool] = ...) -> None: ...
+
 class ResultColumn(_message.Message):
     __slots__ = ("name", "kind", "function", "source_column", "scale", "numeric_key", "noise")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

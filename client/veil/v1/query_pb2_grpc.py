@@ -60,6 +60,11 @@ class QueryServiceStub:
                 request_serializer=veil_dot_v1_dot_query__pb2.GetQueryResultRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_query__pb2.QueryResult.FromString,
                 _registered_method=True)
+        self.StreamQueryResult = channel.unary_stream(
+                '/veil.v1.QueryService/StreamQueryResult',
+                request_serializer=veil_dot_v1_dot_query__pb2.StreamQueryResultRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_query__pb2.QueryResultChunk.FromString,
+                _registered_method=True)
         self.WaitQuery = channel.unary_unary(
                 '/veil.v1.QueryService/WaitQuery',
                 request_serializer=veil_dot_v1_dot_query__pb2.WaitQueryRequest.SerializeToString,
@@ -118,6 +123,15 @@ class QueryServiceServicer:
 
     def GetQueryResult(self, request, context):
         """Returns the encrypted result of a SUCCEEDED query.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamQueryResult(self, request, context):
+        """The same result in chunks: first the result without its ciphertexts, then its ciphertexts
+        in order, so that a client decrypts while the rest arrives. The result a client assembles is
+        byte for byte the one GetQueryResult returns (its result_digest and receipt check it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +198,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetQueryResult,
                     request_deserializer=veil_dot_v1_dot_query__pb2.GetQueryResultRequest.FromString,
                     response_serializer=veil_dot_v1_dot_query__pb2.QueryResult.SerializeToString,
+            ),
+            'StreamQueryResult': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamQueryResult,
+                    request_deserializer=veil_dot_v1_dot_query__pb2.StreamQueryResultRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_query__pb2.QueryResultChunk.SerializeToString,
             ),
             'WaitQuery': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitQuery,
@@ -342,6 +361,33 @@ class QueryService:
             '/veil.v1.QueryService/GetQueryResult',
             veil_dot_v1_dot_query__pb2.GetQueryResultRequest.SerializeToString,
             veil_dot_v1_dot_query__pb2.QueryResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamQueryResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/veil.v1.QueryService/StreamQueryResult',
+            veil_dot_v1_dot_query__pb2.StreamQueryResultRequest.SerializeToString,
+            veil_dot_v1_dot_query__pb2.QueryResultChunk.FromString,
             options,
             channel_credentials,
             insecure,

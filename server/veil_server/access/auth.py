@@ -51,6 +51,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.QueryService/ListQueries": frozenset({ANALYST, OWNER, ADMIN}),
     "/veil.v1.QueryService/CancelQuery": frozenset({ANALYST}),
     "/veil.v1.QueryService/GetQueryResult": frozenset({ANALYST}),
+    "/veil.v1.QueryService/StreamQueryResult": frozenset({ANALYST}),
     "/veil.v1.QueryService/WaitQuery": frozenset({ANALYST, OWNER, ADMIN}),
     "/veil.v1.QueryService/ExplainQuery": frozenset({ANALYST}),
     # Issue 4: an analyst reads its own budget; the usage report is scoped by the node per role.

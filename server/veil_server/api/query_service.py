@@ -262,3 +262,36 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         result = query_pb2.QueryResult()
         result.ParseFromString(self.node.result(current_principal(), request.name))
         return result
+
+    def StreamQueryResult(self, request, context):
+        # Node.result checks ownership and state before the first chunk; the stored result is
+        # cut as it is, so the assembled result is byte for byte GetQueryResult's.
+        size = request.chunk_ciphertexts or STREAM_CHUNK
+        if not 0 < size <= MAX_STREAM_CHUNK:
+            raise InvalidArgument(f"chunk_ciphertexts must be between 1 and {MAX_STREAM_CHUNK} (0: the node's "
+                                  f"choice, {STREAM_CHUNK})", reason="INVALID_CHUNK_SIZE")
+        result = query_pb2.QueryResult()
+        result.ParseFromString(self.node.result(current_principal(), request.name))
+        return _chunks(result, size)
+
+
+# StreamQueryResult: 64 ciphertexts (32 KiB at 2048 bits) per chunk unless the client asks.
+STREAM_CHUNK = 64
+MAX_STREAM_CHUNK = 4096
+
+
+def _chunks(result: query_pb2.QueryResult, size: int):
+    sequence = list(result.cells.ciphertexts) + list(result.weighted_cells)
+    header = query_pb2.QueryResult()
+    header.CopyFrom(result)
+    del header.cells.ciphertexts[:]
+    del header.weighted_cells[:]
+    first = query_pb2.QueryResultChunk(index=0, header=header, total_ciphertexts=len(result.cells.ciphertexts),
+                                       total_weighted=len(result.weighted_cells), offset=0,
+                                       ciphertexts=sequence[:size], last=len(sequence) <= size)
+    yield first
+    index = 1
+    for offset in range(size, len(sequence), size):
+        yield query_pb2.QueryResultChunk(index=index, offset=offset, ciphertexts=sequence[offset:offset + size],
+                                         last=offset + size >= len(sequence))
+        index += 1

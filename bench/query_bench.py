@@ -29,7 +29,7 @@ import duckdb
 import phe
 
 import veil
-from veil.crypto import PackingLayout, encrypt_packed, generate_keypair
+from veil.crypto import PackingLayout, encrypt_packed, generate_keypair, wait_for_tables
 from veil_server.config import parse_config
 from veil_server.cli.demo import dataset_toml, patients_table, write_table
 from veil_server.api.server import run_server
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         cells = int((~first["suppressed"]).sum()) * aggregates
                         t_veil, t_duck = side_by_side(lambda: node.query(v, purpose="research"),
                                                       lambda: con.execute(d).fetchall(), args.repeat,
-                                                      idle=lambda: running.node.refill.wait_idle(30))
+                                                      idle=lambda: (running.node.refill.wait_idle(30),
+                                                                    wait_for_tables(60)))
                         rows_out.append({"rows": n, "query": name, "veil_s": t_veil, "duckdb_s": t_duck,
                                          "ratio": t_veil / t_duck, "cells": cells})
     per_cell, phe_cell = cell_cost()

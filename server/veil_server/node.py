@@ -526,7 +526,8 @@ class Node:
                 self.disclosure.released(r, plan, ds, prepared=prepared, audited=audited, counters=counters,
                                          rows=scanned,
                                          ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
-                self.audit.released(r, result, counters, rows_scanned_approx=scanned)
+                self.audit.released(r, result, counters, rows_scanned_approx=scanned,
+                                    exact_cells=None if ds.disclosure.dp else audited.cell_flags)
 
             # Exact mode: the history audit under the dataset's lock, held until the release commits.
             with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:

@@ -267,6 +267,14 @@ def _history(node: Node, db, qid: str, q, report: RecoveryReport) -> None:
         report.not_rebuilt.append(qid)
         log.warning("query %s: its logged SQL no longer plans on datasets/%s; its history not rebuilt", qid, ds.name)
         return
-    node.disclosure.history.record(ds.name, qid, [(b, True) for b in boxes])
+    # Which cells were released is in the release entry; an entry from before it was recorded
+    # counts every cell released for the plan's columns.
+    from .audit.events import unpack_flags
+
+    flags = unpack_flags(q.exact_released) if q.exact_released else None
+    if flags is None or len(flags) != len(boxes):
+        flags = [True] * len(boxes)
+    told = node.disclosure.release_columns(plan)
+    node.disclosure.history.record(ds.name, qid, [(b, told if f else frozenset()) for b, f in zip(boxes, flags)])
     node.disclosure.history.forget(ds.name)
     report.history_added += 1

@@ -12,11 +12,24 @@ must now recover nothing.
 - D1: an ε below half a millionth was charged nothing;
 - M1: a DP dataset's certificate stated its exact size;
 - E4: one file listed as two datasets had two histories.
+
+A second round (the same team, after those fixes):
+
+- E5-E7: a population released for ``COUNT(*)`` only was taken as known for every column, so it
+  tiled its parent for a later ``SUM`` (two or three queries, one analyst or two) and stopped the
+  dominance check at it; the history now keeps one family per column;
+- E8: an encrypted-input sum keyed by a category skipped the k rule on its value column in the
+  sub-cells' remainders, and E9 their dominance;
+- E10: an integer column whose source holds fractions compared the raw value in filters while
+  bins rounded it;
+- L1: a value outside a category column's declared set passed exact mode's completeness check;
+- M2: the certificate any analyst reads carried an unkeyed hash of the source file.
 """
 
 from __future__ import annotations
 
 import contextlib
+from decimal import Decimal
 import hashlib
 import secrets
 from pathlib import Path
@@ -293,3 +306,93 @@ def test_e4_one_source_is_listed_once(tmp_path):
         with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5):
             pass
     assert getattr(e.value, "reason", "") == "SOURCE_ALREADY_LISTED"
+
+
+# -- E5-E9: one history family per column ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("two_analysts", [False, True])
+def test_e7_a_count_only_sibling_does_not_tile_its_parent_for_a_sum(tmp_path, analyst_home, other_home,
+                                                                     two_analysts):
+    d = meps_rows()
+    folder = setup(tmp_path, d, meps_toml("t", "data.csv"))
+    b = d[(d.female == 1) & (d.age >= 80) & (d.age < 85)]
+    c1 = b[(b.income >= 0) & (b.income < 1)]
+    assert len(c1) >= K and c1["linc"].notna().sum() < K  # a box of k rows with fewer than k values
+    with serve(folder, analyst_home) as (n, _, _):
+        whole = first(n, f"SELECT SUM(linc) FROM t WHERE {BOX} AND income >= 0 AND income < 7")
+        assert isinstance(first(n, f"SELECT COUNT(*) FROM t WHERE {BOX} AND income >= 0 AND income < 1"), int)
+        if not two_analysts:
+            rest = first(n, f"SELECT SUM(linc) FROM t WHERE {BOX} AND income >= 1 AND income < 7")
+    if two_analysts:
+        with serve(folder, other_home, "bob") as (n, _, _):
+            rest = first(n, f"SELECT SUM(linc) FROM t WHERE {BOX} AND income >= 1 AND income < 7")
+    assert isinstance(whole, (int, float, Decimal))  # the attack's first step is released ...
+    assert rest is None  # ... and the step that would give C1's one value by difference is not
+
+
+def test_e5_tiles_of_a_count_only_box_do_not_give_its_parents_remainder(tmp_path, analyst_home):
+    d = meps_rows()
+    folder = setup(tmp_path, d, meps_toml("t", "data.csv"))
+    with serve(folder, analyst_home) as (n, _, _):
+        whole = first(n, f"SELECT SUM(linc) FROM t WHERE {BOX} AND income >= 0 AND income < 7")
+        assert isinstance(first(n, f"SELECT COUNT(*) FROM t WHERE {BOX} AND income >= 1 AND income < 7"), int)
+        parts = [first(n, f"SELECT SUM(linc) FROM t WHERE {BOX} AND income >= {lo} AND income < {hi}")
+                 for lo, hi in ((1, 4), (4, 7))]
+    assert isinstance(whole, (int, float, Decimal)) and None in parts
+
+
+def test_e6_dominance_is_checked_against_the_ancestor_released_with_the_sum(tmp_path, analyst_home):
+    from .survey_support import dataset_toml, survey_rows
+
+    d = survey_rows()
+    folder = setup(tmp_path, d, dataset_toml("survey", "data.csv", mode="exact", dominance=True))
+    inside = d[(d.age >= 15) & (d.age < 20) & (d.religious == 4)]
+    assert inside["affairs"].max() > 0.5 * inside["affairs"].sum() > 0  # one woman dominates religious 4
+    a = "age >= 15 AND age < 20"
+    with serve(folder, analyst_home) as (n, _, _):
+        whole = first(n, f"SELECT SUM(affairs) FROM survey WHERE {a}")
+        assert isinstance(first(n, f"SELECT COUNT(*) FROM survey WHERE {a} AND religious <> 4"), int)
+        r1 = first(n, f"SELECT SUM(affairs) FROM survey WHERE {a} AND religious = 1")
+        r23 = first(n, f"SELECT SUM(affairs) FROM survey WHERE {a} AND religious IN (2, 3)")
+    assert isinstance(whole, (int, float, Decimal)) and None in (r1, r23)
+
+
+def test_e8_a_keyed_encrypted_sum_needs_k_values_in_each_sub_cells_remainder(tmp_path, analyst_home):
+    d = meps_rows()
+    folder = setup(tmp_path, d, meps_toml("t", "data.csv"))
+    p = "age >= 70 AND age < 75 AND income >= 0 AND income < 1"
+    s = d[(d.age >= 70) & (d.age < 75) & (d.income >= 0) & (d.income < 1)]
+    men, women = s[s.female == 0], s[s.female == 1]
+    assert men["linc"].notna().sum() < K <= women["linc"].notna().sum()  # the finding's shape
+    with serve(folder, analyst_home) as (n, _, _):
+        whole = first(n, f"SELECT SUM(linc) FROM t WHERE {p}")
+        info = next(x for x in n.datasets() if x.name.endswith("t"))
+        ws = veil.WeightedSum.by_category(info, "female", {"1": 1}, value_column="linc", weight_scale=0, name="w")
+        df = n.query(f"SELECT COUNT(*) AS c FROM t WHERE {p}", purpose="research", weighted_sums=[ws], exact=True)
+    assert isinstance(whole, (int, float, Decimal))
+    women_sum = round(float(women["linc"].sum()), 6)
+    # The women's sub-cell is held back (counted as zero): their sum would give the man's by difference.
+    assert df["suppressed"][0] or round(float(df["w"][0]), 6) != women_sum
+    assert df["suppressed"][0] or float(df["w"][0]) == 0
+
+
+def test_e9_a_keyed_encrypted_sum_is_checked_for_dominance_in_its_remainders(tmp_path, analyst_home):
+    from .survey_support import dataset_toml, survey_rows
+
+    d = survey_rows()
+    folder = setup(tmp_path, d, dataset_toml("survey", "data.csv", mode="exact", dominance=True))
+    p = "age >= 15 AND age < 20 AND religious <> 3"
+    s = d[(d.age >= 15) & (d.age < 20)]
+    four = s[s.religious == 4]["affairs"]
+    assert four.max() > 0.5 * four.sum() > 0
+    with serve(folder, analyst_home) as (n, _, _):
+        whole = first(n, f"SELECT SUM(affairs) FROM survey WHERE {p}")
+        info = next(x for x in n.datasets() if x.name.endswith("survey"))
+        ws = veil.WeightedSum.by_category(info, "religious", {"1": 1, "2": 1}, value_column="affairs",
+                                          weight_scale=0, name="w")
+        df = n.query(f"SELECT COUNT(*) AS c FROM survey WHERE {p}", purpose="research", weighted_sums=[ws],
+                     exact=True)
+    assert isinstance(whole, (int, float, Decimal))
+    recovered = None if df["suppressed"][0] else round(float(whole) - float(df["w"][0]), 6)
+    assert recovered != round(float(four.sum()), 6)  # religious 4's total (one woman's) does not come out

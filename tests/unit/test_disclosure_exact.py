@@ -119,3 +119,55 @@ def test_an_empty_remainder_counts_as_small_unless_the_children_tile_it():
     audit(f2, t, [Candidate(where("region = 'N'"), True)], k=10, columns=[])
     cells = [Candidate(where("region = 'N' AND sex = 'F'"), True), Candidate(where("region = 'N' AND sex = 'M'"), False)]
     assert audit(f2, t, cells, k=10, columns=[]) == [False, False]  # F would reveal M's 0 rows
+
+
+def test_each_column_has_its_own_family():
+    """A box released for COUNT(*) only is known for its rows, not for x: it neither tiles its
+    parent for x nor stops the walk up to the ancestor released with x (red team, E5-E7)."""
+    pieces = {("N", "F", 30): (30, 1), ("N", "M", 30): (20, 20), ("S", "F", 30): (25, 25), ("S", "M", 30): (25, 25)}
+    keys = list(pieces)
+    idx = np.array([[LAT.index["region"][r], LAT.index["sex"][s], LAT.index["age"][str(a)]] for r, s, a in keys],
+                   dtype=np.int32)
+    rows = np.array([pieces[k][0] for k in keys], dtype=np.int64)
+    xs = np.array([pieces[k][1] for k in keys], dtype=np.int64)  # N's women: 30 rows, one value of x
+    t = AtomTable(LAT, idx, {"": rows, "age": rows, "x": xs})
+    x = ["#x", "x"]
+    f = Forest(LAT)
+    assert audit(f, t, [Candidate(where("region = 'N'"), True)], k=10, columns=x) == [True]  # SUM(x) over N
+    assert audit(f, t, [Candidate(where("region = 'N' AND sex = 'F'"), True)], k=10, columns=[]) == [True]  # COUNT
+    # SUM(x) over N's men would give N's women's one value by difference: held back.
+    assert audit(f, t, [Candidate(where("region = 'N' AND sex = 'M'"), True)], k=10, columns=x) == [False]
+    # Their COUNT(*) is fine: N's women's row count is released anyway.
+    f2 = Forest(LAT)
+    audit(f2, t, [Candidate(where("region = 'N'"), True)], k=10, columns=x)
+    assert audit(f2, t, [Candidate(where("region = 'N' AND sex = 'M'"), True)], k=10, columns=[]) == [True]
+    node = f2.by_box[where("region = 'N' AND sex = 'M'")]
+    assert node.knows("") and not node.knows("x") and f2.by_box[where("region = 'N'")].knows("x")
+
+
+def test_the_history_keeps_each_populations_columns(open_state):
+    from veil_server.disclosure.history import ExactHistory
+    from veil_server.state.store import StateStore
+
+    store = StateStore(open_state())
+    with store.joined_tx() as db:  # a state from before the columns were recorded
+        db.script("CREATE TABLE exact_populations (seq INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL, "
+                  "box TEXT NOT NULL, released INTEGER NOT NULL, query_id TEXT NOT NULL, at_us INTEGER NOT NULL)")
+    h = ExactHistory(store)
+    n, nf, s = where("region = 'N'"), where("region = 'N' AND sex = 'F'"), where("region = 'S'")
+    h.record("t", "q1", [(n, frozenset({"", "#x", "x"})), (nf, frozenset({""})), (s, False)])
+    with store.joined_tx() as db:  # a row written before the columns were recorded
+        db.execute("INSERT INTO exact_populations (dataset, box, released, query_id, at_us) VALUES (?,?,?,?,?)",
+                   ("t", where("region = 'E'").to_json(), 1, "q0", 0))
+    f = ExactHistory(StateStore(open_state())).forest("t", LAT)
+    assert f.by_box[n].knows("x") and f.by_box[nf].knows("") and not f.by_box[nf].knows("x")
+    assert not f.by_box[s].released
+    assert f.by_box[where("region = 'E'")].knows("x")  # as it was taken then: released for every column
+
+
+def test_release_flags_round_trip():
+    from veil_server.audit.events import pack_flags, unpack_flags
+
+    for flags in ([], [True], [False] * 9, [bool(i % 3) for i in range(1000)]):
+        assert unpack_flags(pack_flags(flags)) == flags
+    assert unpack_flags("3:!!") is None and unpack_flags("9:AA==") is None and unpack_flags("x") is None

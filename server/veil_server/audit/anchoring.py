@@ -88,6 +88,7 @@ class _Query:
     release_index: int = -1
     void_release: bool = False
     fail_reason: str = ""  # of its query.fail entry
+    exact_released: str = ""  # of its release: which plan cells were released (exact mode)
 
 
 @dataclass
@@ -187,6 +188,8 @@ def lifecycle_of(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _
             q.release_digest, q.release_index = str(details.get(RESULT_DIGEST, "")), index
             micro = details.get("epsilon_micro")
             q.epsilon_micro = micro if isinstance(micro, int) and not isinstance(micro, bool) else None
+            flags = details.get("exact_released")
+            q.exact_released = flags if isinstance(flags, str) else ""
     return out
 
 

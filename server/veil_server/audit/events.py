@@ -321,7 +321,8 @@ class AuditTrail:
                                 details={"approvers": approvers, "reason": _text(reason, 2000),
                                          "plan_digest": rec.plan_digest})], checkpoint=True)
 
-    def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int) -> None:
+    def released(self, rec, result, counters: dict[str, int], *, rows_scanned_approx: int,
+                 exact_cells: list[bool] | None = None) -> None:
         """Before the move to SUCCEEDED: the execution, then the release (a digest of the
         encrypted result, never a value), then a signed checkpoint covering both; one commit.
         Refused (``ALREADY_RELEASED``) if the log already holds a release of the query, whatever
@@ -342,7 +343,10 @@ class AuditTrail:
                       key_fingerprint=rec.key_fingerprint,
                       # The ε this release spends: what `veil node recover` debits if the state is lost.
                       epsilon_micro=round(getattr(result, "epsilon", 0.0) * 1_000_000),
-                      ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
+                      ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())),
+                      # Exact mode: which of the plan's cells were released (structure, no value;
+                      # what `veil node recover` rebuilds the release history from).
+                      **({} if exact_cells is None else {"exact_released": pack_flags(exact_cells)}))),
         ], checkpoint=True)
 
     def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:
@@ -399,3 +403,30 @@ class AuditTrail:
 
 def _rules(decision) -> list[dict[str, str]]:
     return [{"rule": r.name, "message": _text(r.message, 1000)} for r in decision.rules]
+
+
+def pack_flags(flags: list[bool]) -> str:
+    """Flags as base64 of a bitmap, first flag in the high bit of the first byte."""
+    import base64
+
+    data = bytearray((len(flags) + 7) // 8)
+    for i, f in enumerate(flags):
+        if f:
+            data[i // 8] |= 0x80 >> (i % 8)
+    return f"{len(flags)}:" + base64.b64encode(bytes(data)).decode("ascii")
+
+
+def unpack_flags(text: str) -> list[bool] | None:
+    """``pack_flags``' inverse; None if ``text`` is not one."""
+    import base64
+    import binascii
+
+    try:
+        count, _, b64 = text.partition(":")
+        n = int(count)
+        data = base64.b64decode(b64, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if n < 0 or len(data) != (n + 7) // 8:
+        return None
+    return [bool(data[i // 8] & (0x80 >> (i % 8))) for i in range(n)]

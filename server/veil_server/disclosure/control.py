@@ -65,6 +65,7 @@ class Audited:
     suppress: set = field(default_factory=set)
     zero: set = field(default_factory=set)  # encrypted-input sub-cells (group keys + category) left out
     populations: list = field(default_factory=list)
+    cell_flags: list = field(default_factory=list)  # each plan cell released, in plan order (the log keeps it)
 
 
 class DisclosureControl:
@@ -139,6 +140,12 @@ class DisclosureControl:
     def populations(self, plan: QueryPlan, ds: Dataset) -> list:
         """The boxes of a plan's cells (no encrypted-input sub-cells), as the history records them."""
         return [b for b, _ in self._populations(plan, ds, lattice.lattice_for(ds), [])]
+
+    @staticmethod
+    def release_columns(plan: QueryPlan) -> frozenset[str]:
+        """What a released cell of ``plan`` (no encrypted-input sums) was released for."""
+        return frozenset(["", *history.release_columns([(a.function in dominance.REVEALING, a.column)
+                                                        for a in plan.aggregates if a.column])])
 
     def _populations(self, plan: QueryPlan, ds: Dataset, lat: lattice.Lattice, weighted: list):
         """(box, (group keys, category or None)) of every cell and encrypted-input sub-cell."""
@@ -217,14 +224,15 @@ class DisclosureControl:
         atoms = self._atom_table(ds, certificate)
         k = ds.min_group_size
         by_key = {g.keys: g for g in stats.groups}
-        columns = sorted({a.column.lower() for a in plan.aggregates if a.column})
-        dominated = dominance.remainder_check(self.engine, ds, plan, lat)
-        cells = [(b, keys) for b, (keys, cat) in populations if cat is None]
         # An encrypted-input sum without a key column is a cell of each group too: each of its
         # value columns needs k values there, like an aggregate of the query.
+        unkeyed = [c for spec, _ in prepared.weighted if not spec.key_column for c in spec.value_columns]
+        keyed = [c for spec, _ in prepared.weighted if spec.key_column for c in spec.value_columns]
+        columns = history.release_columns([(a.function in dominance.REVEALING, a.column) for a in plan.aggregates
+                                           if a.column] + [(True, c) for c in unkeyed])
+        dominated = dominance.remainder_check(self.engine, ds, plan, lat, extra_columns=unkeyed + keyed)
+        cells = [(b, keys) for b, (keys, cat) in populations if cat is None]
         scored = [{g.keys: g for g in st.groups} for spec, st in prepared.weighted if not spec.key_column]
-        columns = sorted(set(columns) | {c.lower() for spec, _ in prepared.weighted if not spec.key_column
-                                         for c in spec.value_columns})
         candidates = []
         for b, keys in cells:
             g = by_key.get(keys)
@@ -234,21 +242,32 @@ class DisclosureControl:
                           for s in scored))
             candidates.append(history.Candidate(b, ok))
         released = history.audit(forest, atoms, candidates, k=k, columns=columns, dominated=dominated)
-        out = Audited(populations=[(b, r) for (b, _), r in zip(cells, released)])
+        told = frozenset(["", *columns])  # what a released cell was released for (the history's columns)
+        out = Audited(populations=[(b, told if r else frozenset()) for (b, _), r in zip(cells, released)])
         out.suppress = {keys for (_, keys), r in zip(cells, released) if not r}
+        out.cell_flags = list(released)
         # Encrypted-input sub-cells, inside the released cells only (the others release nothing).
         for spec, st in prepared.weighted:
             if not spec.key_column:
                 continue
-            sub_rows = {g.keys: g.rows for g in st.groups}
+            sub = {g.keys: g for g in st.groups}
             subs = [(b, keys, cat) for b, (keys, cat) in populations if cat is not None]
             live = [(b, keys, cat) for b, keys, cat in subs if keys not in out.suppress]
-            flags = history.audit(forest, atoms, [history.Candidate(b, sub_rows.get(keys + (cat,), 0) >= k
-                                                                    and keys + (cat,) not in prepared.zero)
+            # A sub-cell tells its value columns' sums: k rows with a value of each, not dominated,
+            # and its remainders checked in those columns' families.
+            sub_columns = history.release_columns([(True, c) for c in spec.value_columns])
+
+            def primary(keys: tuple, cat: str) -> bool:
+                g = sub.get(keys + (cat,))
+                return (g is not None and g.rows >= k and all(c.count >= k for c in g.columns.values())
+                        and keys + (cat,) not in prepared.zero)
+
+            flags = history.audit(forest, atoms, [history.Candidate(b, primary(keys, cat), sub_columns)
                                                   for b, keys, cat in live], k=k, columns=columns,
                                   dominated=dominated)
             out.zero |= {keys + (cat,) for (_, keys, cat), r in zip(live, flags) if not r}
-            out.populations += [(b, r) for (b, _, _), r in zip(live, flags)]
+            out.populations += [(b, frozenset(["", *sub_columns]) if r else frozenset())
+                                for (b, _, _), r in zip(live, flags)]
             for b, keys, cat in subs:
                 if keys in out.suppress:
                     forest.insert(b, False)

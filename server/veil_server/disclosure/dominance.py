@@ -47,13 +47,22 @@ def dominated_groups(engine, ds: Dataset, plan: QueryPlan) -> set[tuple[str, ...
     return out
 
 
-def remainder_check(engine, ds: Dataset, plan: QueryPlan, lattice: Lattice):
-    """``dominated(box, minus)`` for the history's secondary check, or None if no rule applies."""
-    columns = ruled_columns(plan, ds)
-    if not columns:
+def remainder_check(engine, ds: Dataset, plan: QueryPlan, lattice: Lattice, extra_columns=()):
+    """``dominated(box, minus, column)`` for the history's secondary check, or None if no rule
+    applies. ``extra_columns``: value columns of encrypted-input sums (they reveal magnitudes
+    too)."""
+    ruled = {c.lower(): c for c in ruled_columns(plan, ds)}
+    for name in extra_columns:
+        col = ds.column(name)
+        if col is not None and col.dominance is not None:
+            ruled[col.name.lower()] = col.name
+    if not ruled:
         return None
 
-    def dominated(box: Box, minus: list[Box]) -> bool:
+    def dominated(box: Box, minus: list[Box], column: str) -> bool:
+        name = ruled.get(column.lower())
+        if name is None:
+            return False
         parts = [f for f in [box.as_filter(lattice)] if f is not None]
         for m in minus:
             f = m.as_filter(lattice)
@@ -63,11 +72,10 @@ def remainder_check(engine, ds: Dataset, plan: QueryPlan, lattice: Lattice):
         where = None if not parts else parts[0] if len(parts) == 1 else And(tuple(parts))
         probe = QueryPlan(ds.name, (), (Aggregate(AggFunc.COUNT, None, "n"),), where,
                           (OutputColumn("n", "aggregate", 0),))
-        for name in columns:
-            rule = ds.column(name).dominance  # type: ignore[union-attr]
-            for total, top in engine.dominance(probe, ds, name, rule.n).values():
-                if _dominated(total, top, rule.percent):
-                    return True
+        rule = ds.column(name).dominance  # type: ignore[union-attr]
+        for total, top in engine.dominance(probe, ds, name, rule.n).values():
+            if _dominated(total, top, rule.percent):
+                return True
         return False
 
     return dominated

@@ -24,6 +24,16 @@ k rows and k values of each aggregated column, no dominance rule fires on it, an
 remainders it creates -- its own, and its released parent's -- pass the same test. An empty
 remainder counts as small: whether a difference holds 0 or 1 rows must not show.
 
+**One family per column.** What is known exactly differs by column: a cell released with
+``COUNT(*)`` only tells its row count, not its sum of ``x``, and its ``x`` values were never checked
+(k non-null values, dominance) when it was released. So each node records the columns it was
+released for (``known``: ``""`` for its rows, then each aggregated column, an encrypted-input sum's
+value columns included), and the remainders are computed per column ``c`` over the nodes known for
+``c`` only. (Taking a node known for ``c`` when it was released without ``c`` would let
+``SUM(x)`` over P, ``COUNT(*)`` over a one-value sub-box C, then ``SUM(x)`` over P minus C give C's
+sum; counting a node known for rows whenever it was released is safe, since every released node has
+at least k rows.) The structure (laminar family) is one for all columns.
+
 What the suppression pattern reveals: that some box, or some remainder of boxes, holds fewer
 than k rows (never whether it holds 0) -- what the k rule on a ``GROUP BY`` already reveals.
 What exact mode cannot prevent: inference from public knowledge combined with exact released
@@ -34,6 +44,7 @@ and tables refused because an earlier analyst's table crossed them.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 
@@ -48,7 +59,8 @@ CREATE TABLE IF NOT EXISTS exact_populations (
     box TEXT NOT NULL,
     released INTEGER NOT NULL,
     query_id TEXT NOT NULL,
-    at_us INTEGER NOT NULL
+    at_us INTEGER NOT NULL,
+    known TEXT
 );
 CREATE INDEX IF NOT EXISTS exact_populations_by_dataset ON exact_populations (dataset, seq)
 """
@@ -58,13 +70,51 @@ class TableOverlaps(PolicyViolation):
     default_reason = "EXACT_TABLE_OVERLAPS"
 
 
+# A release's columns: "#x" when it tells how many rows have a value of x (COUNT(x)), "x" when it
+# tells x's magnitudes (SUM, AVG, VARIANCE, STDDEV of x, an encrypted-input sum of x); "" its rows.
+COUNTED = "#"
+
+
+def release_columns(functions_and_columns) -> list[str]:
+    """The history columns of (revealing magnitudes?, column) pairs."""
+    out: list[str] = []
+    for magnitudes, column in functions_and_columns:
+        c = column.lower()
+        for token in ([COUNTED + c, c] if magnitudes else [COUNTED + c]):
+            if token not in out:
+                out.append(token)
+    return out
+
+
+# ``known`` of a history row written before columns were recorded: released for every column (what
+# it was then taken to mean).
+ALL = "*"
+
+
+def known_set(released: bool | frozenset[str] | set[str]) -> frozenset[str]:
+    """What a population was released for: a set of columns ("" its rows), or True/False."""
+    if released is True:
+        return frozenset({ALL})
+    if released is False:
+        return frozenset()
+    return frozenset(released)
+
+
 @dataclass(eq=False)
 class Node:
     box: Box
     size: int  # structural (lattice cells)
-    released: bool = False
+    known: frozenset[str] = frozenset()  # columns it was released for ("" its rows); empty: suppressed
     parent: "Node | None" = None
     children: list["Node"] = field(default_factory=list)
+
+    @property
+    def released(self) -> bool:
+        return bool(self.known)
+
+    def knows(self, column: str) -> bool:
+        """Released with ``column`` ("": its rows; every release tells those)."""
+        return bool(self.known) and (column == "" or column in self.known or ALL in self.known)
 
 
 class Forest:
@@ -104,12 +154,13 @@ class Forest:
                 return None, node, inside
             node = deeper
 
-    def insert(self, box: Box, released: bool) -> Node:
+    def insert(self, box: Box, released: bool | frozenset[str] | set[str]) -> Node:
+        known = known_set(released)
         existing, parent, inside = self.locate(box)
         if existing is not None:
-            existing.released = existing.released or released
+            existing.known = existing.known | known
             return existing
-        node = Node(box, box.size(self.lattice), released, parent)
+        node = Node(box, box.size(self.lattice), known, parent)
         for c in inside:
             parent.children.remove(c)
             c.parent = node
@@ -118,21 +169,22 @@ class Forest:
         self.by_box[box] = node
         return node
 
-    def released_below(self, node: Node) -> list[Node]:
-        """The largest released populations strictly inside ``node`` (through suppressed ones)."""
+    def released_below(self, node: Node, column: str = "") -> list[Node]:
+        """The largest populations strictly inside ``node`` released for ``column`` (through the
+        others)."""
         out, stack = [], list(node.children)
         while stack:
             n = stack.pop()
-            if n.released:
+            if n.knows(column):
                 out.append(n)
             else:
                 stack.extend(n.children)
         return out
 
     @staticmethod
-    def released_above(node: Node) -> Node | None:
+    def released_above(node: Node, column: str = "") -> Node | None:
         p = node.parent
-        while p is not None and not p.released:
+        while p is not None and not p.knows(column):
             p = p.parent
         return p
 
@@ -144,6 +196,13 @@ class ExactHistory:
     def __init__(self, store: StateStore) -> None:
         self.store = store
         store.ensure_schema(_SCHEMA)
+        with store.joined_tx() as db:  # a state written before the columns were recorded
+            if db.kind == "sqlite":
+                names = {r[1] for r in db.execute("PRAGMA table_info(exact_populations)").fetchall()}
+                if "known" not in names:
+                    db.execute("ALTER TABLE exact_populations ADD COLUMN known TEXT")
+            else:
+                db.execute("ALTER TABLE exact_populations ADD COLUMN IF NOT EXISTS known TEXT")
         self._forests: dict[str, Forest] = {}
         self._lock = threading.Lock()
 
@@ -154,11 +213,11 @@ class ExactHistory:
             if f is None or f.lattice is not lattice and f.lattice.pieces != lattice.pieces:
                 f = self._forests[key] = Forest(lattice)
         with self.store.reading() as db:
-            rows = db.execute("SELECT seq, box, released FROM exact_populations WHERE dataset=? AND seq>? "
+            rows = db.execute("SELECT seq, box, released, known FROM exact_populations WHERE dataset=? AND seq>? "
                               "ORDER BY seq", (key, f.seq)).fetchall()
         if rows:
-            for _, box, released in sorted(rows, key=lambda r: -Box.from_json(r[1]).size(lattice)):
-                f.insert(Box.from_json(box), bool(released))
+            for _, box, released, known in sorted(rows, key=lambda r: -Box.from_json(r[1]).size(lattice)):
+                f.insert(Box.from_json(box), _decode_known(bool(released), known))
             f.seq = max(r[0] for r in rows)
         return f
 
@@ -167,18 +226,29 @@ class ExactHistory:
         with self._lock:
             self._forests.pop(dataset.lower(), None)
 
-    def record(self, dataset: str, query_id: str, populations: list[tuple[Box, bool]]) -> None:
-        """In the release transaction: every population of the release, released or not."""
+    def record(self, dataset: str, query_id: str, populations: list[tuple[Box, bool | frozenset[str]]]) -> None:
+        """In the release transaction: every population of the release, released (for which
+        columns) or not."""
         at = now_us()
         with self.store.joined_tx() as db:
             for box, released in populations:
-                db.execute("INSERT INTO exact_populations (dataset, box, released, query_id, at_us) VALUES "
-                           "(?,?,?,?,?)", (dataset.lower(), box.to_json(), int(released), query_id, at))
+                known = known_set(released)
+                db.execute("INSERT INTO exact_populations (dataset, box, released, query_id, at_us, known) VALUES "
+                           "(?,?,?,?,?,?)", (dataset.lower(), box.to_json(), int(bool(known)), query_id, at,
+                                             json.dumps(sorted(known))))
 
     def count(self, dataset: str) -> int:
         with self.store.reading() as db:
             (n,) = db.execute("SELECT COUNT(*) FROM exact_populations WHERE dataset=?", (dataset.lower(),)).fetchone()
         return int(n)
+
+
+def _decode_known(released: bool, text: str | None) -> frozenset[str]:
+    if not released:
+        return frozenset()
+    if text is None:
+        return frozenset({ALL})  # written before the columns were recorded
+    return frozenset(json.loads(text))
 
 
 def check_structure(forest: Forest, boxes: list[Box]) -> None:
@@ -199,16 +269,18 @@ def check_structure(forest: Forest, boxes: list[Box]) -> None:
 class Candidate:
     box: Box
     primary_ok: bool  # k rows, k values per aggregated column, not dominated
-    dominated_remainder: object = None  # callable(list[Box] subtracted from box) -> bool, or None
+    # The value columns this population would be released for (None: the audit's ``columns``).
+    columns: list[str] | None = None
 
 
 def audit(forest: Forest, atoms: AtomTable, candidates: list[Candidate], *, k: int,
           columns: list[str], dominated=None) -> list[bool]:
     """Insert every candidate (in order) into ``forest``; returns which are released.
 
-    ``columns``: the aggregated columns whose non-null counts must reach k in a remainder too.
-    ``dominated(box, minus)``: whether the population ``box`` minus the boxes ``minus`` is
-    dominated (exact mode's dominance rule), or None when no rule applies.
+    ``columns``: the aggregated columns whose non-null counts must reach k in a remainder too
+    (a candidate may name its own). ``dominated(box, minus, column)``: whether the population
+    ``box`` minus the boxes ``minus`` is dominated in ``column`` (exact mode's dominance rule), or
+    None when no rule applies.
     """
     out = []
     for cand in candidates:
@@ -216,40 +288,46 @@ def audit(forest: Forest, atoms: AtomTable, candidates: list[Candidate], *, k: i
         if b.empty:
             out.append(False)
             continue
+        cols = list(columns if cand.columns is None else cand.columns)
         existing, parent, inside = forest.locate(b)
         # Even a population released before is checked again: this query may aggregate other
         # columns, whose non-null counts (or dominance) in the remainders were never checked.
-        ok = cand.primary_ok and _secondary_ok(forest, atoms, b, existing, parent, inside, k, columns, dominated)
-        forest.insert(b, ok)
+        ok = cand.primary_ok and all(_secondary_ok(forest, atoms, b, existing, parent, inside, k, c, dominated)
+                                     for c in ["", *cols])
+        forest.insert(b, frozenset(["", *cols]) if ok else frozenset())
         out.append(ok)
     return out
 
 
 def _secondary_ok(forest: Forest, atoms: AtomTable, b: Box, existing: Node | None, parent: Node,
-                  inside: list[Node], k: int, columns: list[str], dominated) -> bool:
+                  inside: list[Node], k: int, column: str, dominated) -> bool:
+    """The remainders this release of ``b`` for ``column`` creates, in ``column``'s family (the
+    populations released for ``column``), hold k rows with a value of it and are not dominated."""
     lat = forest.lattice
-    if existing is not None and existing.released:
+    if existing is not None and existing.knows(column):
         parent = existing.parent or forest.root  # the node is already its parent's released child
     below: list[Node] = []
     for n in (existing.children if existing is not None else inside):
-        below.extend([n] if n.released else forest.released_below(n))
-    if not _remainder_ok(atoms, lat, b, [n.box for n in below], k, columns, dominated):
+        below.extend([n] if n.knows(column) else forest.released_below(n, column))
+    if not _remainder_ok(atoms, lat, b, [n.box for n in below], k, column, dominated):
         return False
-    # The released population above b, if any, loses b's area from its remainder.
-    above = parent if parent.released else forest.released_above(parent) if parent is not forest.root else None
+    # The population above b released for this column, if any, loses b's area from its remainder.
+    above = parent if parent.knows(column) else \
+        forest.released_above(parent, column) if parent is not forest.root else None
     if above is None:
         return True
-    siblings = [n for n in forest.released_below(above) if not b.contains(n.box, lat) and n.box != b]
-    return _remainder_ok(atoms, lat, above.box, [n.box for n in siblings] + [b], k, columns, dominated)
+    siblings = [n for n in forest.released_below(above, column) if not b.contains(n.box, lat) and n.box != b]
+    return _remainder_ok(atoms, lat, above.box, [n.box for n in siblings] + [b], k, column, dominated)
 
 
-def _remainder_ok(atoms: AtomTable, lat: Lattice, box: Box, minus: list[Box], k: int, columns: list[str],
+def _remainder_ok(atoms: AtomTable, lat: Lattice, box: Box, minus: list[Box], k: int, column: str,
                   dominated) -> bool:
     structural = box.size(lat) - sum(m.size(lat) for m in minus)
     if structural <= 0:
-        return True  # the released populations inside tile it: nothing new can be derived
-    for c in ["", *columns]:
-        left = atoms.count(box, c) - sum(atoms.count(m, c) for m in minus)
-        if left < k:
-            return False
-    return not (dominated is not None and dominated(box, minus))
+        return True  # the populations released for this column inside tile it: nothing new
+    values = column.removeprefix(COUNTED)
+    left = atoms.count(box, values) - sum(atoms.count(m, values) for m in minus)
+    if left < k:
+        return False
+    magnitudes = column and not column.startswith(COUNTED)
+    return not (magnitudes and dominated is not None and dominated(box, minus, column))

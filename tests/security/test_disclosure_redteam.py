@@ -396,3 +396,30 @@ def test_e9_a_keyed_encrypted_sum_is_checked_for_dominance_in_its_remainders(tmp
     assert isinstance(whole, (int, float, Decimal))
     recovered = None if df["suppressed"][0] else round(float(whole) - float(df["w"][0]), 6)
     assert recovered != round(float(four.sum()), 6)  # religious 4's total (one woman's) does not come out
+
+
+# -- E10: integer columns compare what their bins see ------------------------------------------------
+
+
+def test_e10_an_integer_filter_selects_its_bins_rows_when_the_source_holds_fractions(tmp_path, analyst_home):
+    from .disclosure_support import write_node
+
+    tokens = write_node(tmp_path)
+    cfg = (tmp_path / "veil.toml").read_text()
+    old = '  name = "age"\n  type = "integer"\n  controls = ["filter"]\n'
+    assert old in cfg
+    (tmp_path / "veil.toml").write_text(cfg.replace(
+        old, '  name = "age"\n  type = "integer"\n  controls = ["filter", "group"]\n  range = [0, 100]\n  bin_width = 10\n'))
+    p = tmp_path / "people.csv"
+    assert "40,D,77,1,60000" in p.read_text()
+    p.write_text(p.read_text().replace("40,D,77,1,60000", "40,D,59.6,1,60000"))  # rounds into the bin of 60
+    with run_server(load_config(tmp_path / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as n:
+            g = n.query("SELECT FLOOR(age / 10) * 10 AS b, COUNT(*) AS c, SUM(salary) AS s FROM people "
+                        "GROUP BY FLOOR(age / 10) * 10", purpose="research", exact=True)
+            f = n.query("SELECT COUNT(*) AS c, SUM(salary) AS s FROM people WHERE age >= 60 AND age < 70",
+                        purpose="research", exact=True)
+    cell = g[g["b"].astype(float) == 60]
+    assert not cell["suppressed"].iloc[0] and not f["suppressed"][0]
+    # The cell and the filter are one box to the history: they must be the same rows.
+    assert (int(cell["c"].iloc[0]), int(cell["s"].iloc[0])) == (int(f["c"][0]), int(f["s"][0]))

@@ -185,10 +185,13 @@ class SqlRenderer:
         return self.safe_int(floor, low - 1, high + 1)
 
     def compared(self, column: str, value: Any) -> tuple[str, Any]:
-        """The left side and the parameter of a comparison: a decimal column's rounded
-        fixed-point value against the literal in the same units (what its bins and sums see)."""
+        """The left side and the parameter of a comparison: a number column's rounded
+        fixed-point value against the literal in the same units (what its bins and sums see).
+        Integer columns too: a source may hold fractions in a column declared integer, and a
+        filter on the raw value would select other rows than the bins it is aligned with."""
         col = self.dataset.column(column)
-        if col is not None and col.type is ColumnType.DECIMAL and isinstance(value, (int, Decimal)):
+        if col is not None and col.type in (ColumnType.DECIMAL, ColumnType.INTEGER) \
+                and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
             return self.fixed(col), Decimal(value).scaleb(col.scale)
         return self.ident(column), value
 

@@ -423,3 +423,20 @@ def test_e10_an_integer_filter_selects_its_bins_rows_when_the_source_holds_fract
     assert not cell["suppressed"].iloc[0] and not f["suppressed"][0]
     # The cell and the filter are one box to the history: they must be the same rows.
     assert (int(cell["c"].iloc[0]), int(cell["s"].iloc[0])) == (int(f["c"][0]), int(f["s"][0]))
+
+
+# -- L1: exact mode's completeness check counts the declared domain only -------------------------------
+
+
+@pytest.mark.parametrize("planted", [",E,77,", ",,77,"])  # a category outside A-D; a NULL (the control)
+def test_l1_a_value_outside_the_declared_categories_refuses_exact_listing(tmp_path, planted):
+    from .disclosure_support import write_node
+
+    write_node(tmp_path)
+    p = tmp_path / "people.csv"
+    assert ",D,77," in p.read_text()
+    p.write_text(p.read_text().replace(",D,77,", planted))
+    with pytest.raises(Exception) as e:
+        with run_server(load_config(tmp_path / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5):
+            pass
+    assert getattr(e.value, "reason", "") == "EXACT_COLUMNS_INCOMPLETE" and "dept" in str(e.value)

@@ -350,14 +350,18 @@ def build_atoms(engine, ds: Dataset) -> AtomTable:
 def incomplete_columns(engine, ds: Dataset) -> list[str]:
     """Domain columns holding a NULL or a value outside the declared domain (exact mode needs none)."""
     total = engine.row_count(ds)
+    lat = lattice_for(ds)
     out = []
-    for c in lattice_for(ds).columns:
+    for c in lat.columns:
         col = ds.column(c)
         assert col is not None
         plan = QueryPlan(ds.name, (GroupKey(col.name, "k", col.bin_width if not col.categories else None),),
                          (Aggregate(AggFunc.COUNT, None, "n"),), None,
                          (OutputColumn("k", "group", 0), OutputColumn("n", "aggregate", 0)))
-        if sum(g.rows for g in engine.aggregate(plan, ds).groups) != total:
+        # Only the domain's own categories and bins count: a NULL, an undeclared category or a
+        # value beyond the range (binned outside it) leaves the total short.
+        known = lat.index[c]
+        if sum(g.rows for g in engine.aggregate(plan, ds).groups if g.keys[0] in known) != total:
             out.append(col.name)
     return out
 

@@ -440,3 +440,22 @@ def test_l1_a_value_outside_the_declared_categories_refuses_exact_listing(tmp_pa
         with run_server(load_config(tmp_path / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5):
             pass
     assert getattr(e.value, "reason", "") == "EXACT_COLUMNS_INCOMPLETE" and "dept" in str(e.value)
+
+
+# -- M2: the certificate's content fingerprint is keyed ------------------------------------------------
+
+
+def test_m2_the_certificates_content_fingerprint_cannot_test_a_guessed_file(tmp_path, analyst_home):
+    from .disclosure_support import write_node
+
+    tokens = write_node(tmp_path)
+    data = (tmp_path / "people.csv").read_bytes()
+    with run_server(load_config(tmp_path / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as n:
+            certs = {name: n.governance.certificate(name)[0] for name in ("people", "people_dp")}
+    plain = "sha256:" + hashlib.sha256(data).hexdigest()
+    for cert in certs.values():
+        # Not a public function of the file: the file itself does not match it ...
+        assert cert.content_fingerprint.startswith("hmac-sha256:") and plain not in cert.content_fingerprint
+    # ... and the same bytes still give the same value (versions can be compared).
+    assert certs["people"].content_fingerprint == certs["people_dp"].content_fingerprint

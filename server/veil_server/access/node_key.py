@@ -56,6 +56,16 @@ class NodeKey:
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(bytes(data))
 
+    def derived_key(self, label: bytes) -> bytes:
+        """A 32-byte secret for one purpose (``label``), derived from this key with HKDF-SHA256:
+        stable for the node's life, unknown to anyone without the key file."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        raw = self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                      serialization.NoEncryption())
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"veil.node-key.derived/" + label).derive(raw)
+
     @classmethod
     def generate(cls) -> NodeKey:
         """An in-memory key (tests, tools); a node uses :meth:`load_or_create`."""

@@ -12,6 +12,7 @@ silent changes, not a hostile operator (whose actions the audit log records).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from datetime import datetime, timezone
 
@@ -48,6 +49,17 @@ def fingerprint(path: str) -> str:
         raise Unavailable("the dataset's source file cannot be read; the owner must restore it",
                           reason="DATASET_UNAVAILABLE") from None
     return "sha256:" + h.hexdigest()
+
+
+def keyed_fingerprint(key, content: str) -> str:
+    """What the certificate states of the content: HMAC-SHA256 of the content fingerprint under a
+    secret derived from the node key. Two versions with the same bytes have the same value, so a
+    buyer can compare versions; but anyone can read a certificate, and a plain SHA-256 of the file
+    would let an analyst who knows every other row test guesses of the last one against it (a
+    function of the data released outside every budget). The plain fingerprint stays in the
+    node's state, where it detects changed data."""
+    secret = key.derived_key(b"certificate-content")
+    return "hmac-sha256:" + hmac.new(secret, content.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def source_stamp(ds: Dataset) -> str:

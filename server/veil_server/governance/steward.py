@@ -18,7 +18,7 @@ from ..query.engine import is_numeric_type
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..access.node_key import NodeKey
 from ..state.store import StateStore
-from .certify import check_unchanged, issue, source_fingerprint, source_stamp
+from .certify import check_unchanged, issue, keyed_fingerprint, source_fingerprint, source_stamp
 from .classification import RIGHTS, check_against_level
 from .grants import Grants
 from .registry import LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
@@ -148,7 +148,7 @@ class Steward:
         content = source_fingerprint(rec.dataset)
         stamp = source_stamp(rec.dataset)
         cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._published_rows(rec),
-                     content=content)
+                     content=keyed_fingerprint(self._key, content))
         return self.registry.move(name, "approve", principal=by, reason=reason, certificate=cert.to_bytes(),
                                   fingerprint=content, file_stamp=stamp)
 

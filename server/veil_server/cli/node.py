@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .node_config import add_config_option, load_node_config
+from .node_config import add_config_option, config_path, load_node_config
 
 # Every `veil` command builds this parser, so the node's modules load only in the verb that runs.
 
@@ -47,13 +47,38 @@ def cmd_init(args: argparse.Namespace) -> None:
                 "tokens": {name: folder / "tokens" / f"{name}.token" for name in tokens}}, "\n".join(text))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Every problem of the config, listed; exit 0 when the node would accept it, 2 when not."""
+    from veil.cli.output import emit
+
+    from ..config_check import check_config
+
+    path = config_path(args)
+    problems = check_config(path)
+    if args.json or not problems:
+        emit(args, {"config": path, "ok": not problems,
+                    "errors": [{"key": p.key, "message": p.message} for p in problems]}, f"{path}: ok")
+    else:
+        for p in problems:
+            print(f"veil: {path}: {p}", file=sys.stderr)
+        print(f"veil: {path}: {len(problems)} error(s); the node would refuse to start", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..api.server import serve_forever
+    from ..config_check import check_config
 
     logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .refusals import start_refusal
 
+    # The same check as `veil node check`, before anything is bound or written: a typo'd key
+    # refuses the start instead of leaving a default silently in force.
+    problems = check_config(config_path(args))
+    if problems:
+        raise ValueError(f"node refused to start: {len(problems)} configuration error(s) "
+                         f"(see `veil node check --config {config_path(args)}`): " + "; ".join(map(str, problems)))
     config = load_node_config(args)
     try:
         serve_forever(config)
@@ -86,6 +111,8 @@ def register(cli: Any) -> None:
                    help="the demo dataset's disclosure mode (default: differential privacy)")
     # Serving prints the node's log, not a record: no --json.
     add_config_option(node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False))
+    add_config_option(node.verb("check", cmd_check,
+                                "validate a config without binding ports or writing anything; lists every error"))
     add_config_option(node.verb("recover", cmd_recover,
                                 "rebuild a stopped node's state from its verified audit log (audited)"))
 

@@ -127,6 +127,8 @@ SCHEMA = Table({
     # veil_server.console.settings
     "console": Table({"enabled": _B, "listen": _S, "session_idle_minutes": Key("int", 1, 24 * 60),
                       "session_max_hours": Key("int", 1, 7 * 24), "max_sessions": Key("int", 1, 100_000)}),
+    # veil_server.telemetry.metrics
+    "metrics": Table({"enabled": _B, "listen": _S}),
 })
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",

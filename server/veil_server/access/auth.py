@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 from ..config import Principal, Role
 from .memory import large_body_seen
 from ..errors import ERROR_DOMAIN, Internal, PermissionDenied, ResourceExhausted, Unauthenticated, VeilError
+from ..telemetry.calls import note_principal
 
 log = logging.getLogger("veil.auth")
 
@@ -220,6 +221,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         try:
             # The context carries the verified client certificate on the mTLS port (issue 8).
             principal = self._auth.authenticate(context.invocation_metadata(), context)
+            note_principal(principal.name)  # for the call's log line (issue 20)
             if roles is None or principal.role not in roles:
                 raise PermissionDenied(
                     f"role '{principal.role.value}' may not call {method.rsplit('/', 1)[-1]}",

@@ -68,9 +68,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..api.server import serve_forever
     from ..config_check import check_config
+    from ..telemetry.logs import configure_logging, log_format, log_level
 
-    logging.basicConfig(level=os.environ.get("VEIL_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt, level = log_format(args.log_format), log_level()
+    configure_logging(fmt, level)
     from .refusals import start_refusal
 
     # The same check as `veil node check`, before anything is bound or written: a typo'd key
@@ -80,8 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise ValueError(f"node refused to start: {len(problems)} configuration error(s) "
                          f"(see `veil node check --config {config_path(args)}`): " + "; ".join(map(str, problems)))
     config = load_node_config(args)
+    configure_logging(fmt, level, node=config.name)  # JSON lines name the node
     try:
-        serve_forever(config)
+        serve_forever(config, metrics_listen=args.metrics_listen)
     except Exception as e:  # a refusal to start is one line naming the file and the fix
         line = start_refusal(e, config.state_dir)
         if line is None:
@@ -110,7 +112,13 @@ def register(cli: Any) -> None:
     p.add_argument("--disclosure", choices=("dp", "exact"), default="dp",
                    help="the demo dataset's disclosure mode (default: differential privacy)")
     # Serving prints the node's log, not a record: no --json.
-    add_config_option(node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False))
+    serve = node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False)
+    add_config_option(serve)
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="text (default) or json: one JSON object per event (env VEIL_LOG_FORMAT); "
+                            "VEIL_LOG_LEVEL sets the level (default INFO: every RPC)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics ([metrics], VEIL_METRICS_LISTEN)")
     add_config_option(node.verb("check", cmd_check,
                                 "validate a config without binding ports or writing anything; lists every error"))
     add_config_option(node.verb("recover", cmd_recover,

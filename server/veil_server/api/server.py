@@ -18,12 +18,12 @@ from typing import Any, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, governance_pb2, governance_pb2_grpc,
                      query_pb2, query_pb2_grpc)
 
 from .audit_service import AuditServicer
+from .reflection import enable_reflection
 from ..access.auth import AuthInterceptor
 from ..config import ConfigError, NodeConfig
 from ..crypto_executor import crypto_executor
@@ -131,7 +131,7 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), services)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    enable_reflection(SERVICE_NAMES + (health.SERVICE_NAME,), server)  # v1 and v1alpha (issue 20)
     address = listen or config.listen
     port, mtls_port = bind(server, address, security, mtls_address=mtls_listen)
     if port == 0:

@@ -65,6 +65,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """gRPC health of a node (``grpc.health.v1``): exit 0 when SERVING, 1 when not, 3 when it
+    cannot be reached. What a container HEALTHCHECK or a load balancer probe runs; no token."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from veil.cli.connection import DEFAULT_TARGET
+    from veil.cli.output import emit
+    from veil.errors import Unavailable
+    from veil.transport import open_channel
+
+    target = args.target or os.environ.get("VEIL_TARGET") or DEFAULT_TARGET
+    with open_channel(target, ca=args.ca, cert=args.cert, key=args.key_file) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise ValueError(f"the node at {target} has no service {args.service!r}") from None
+            raise Unavailable(f"no health answer from {target} ({e.code().name})", reason="UNAVAILABLE") from None
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    emit(args, {"target": target, "service": args.service, "status": status}, status)
+    return 0 if status == "SERVING" else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..api.server import serve_forever
     from ..config_check import check_config
@@ -119,6 +143,10 @@ def register(cli: Any) -> None:
                             "VEIL_LOG_LEVEL sets the level (default INFO: every RPC)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics ([metrics], VEIL_METRICS_LISTEN)")
+    health = node.verb("health", cmd_health, "ask a running node's gRPC health service; exit 0 when SERVING",
+                       connects=True)
+    health.add_argument("--service", default="", help="a service name (default: the whole node)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     add_config_option(node.verb("check", cmd_check,
                                 "validate a config without binding ports or writing anything; lists every error"))
     add_config_option(node.verb("recover", cmd_recover,

@@ -27,6 +27,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     from .demo import init_node_folder
 
     folder = Path(args.folder)
+    if args.federation or args.members:
+        return _init_federation(args, folder)
     try:
         tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
                                   force=args.force, tls=not args.dev, disclosure=args.disclosure)
@@ -45,6 +47,35 @@ def cmd_init(args: argparse.Namespace) -> None:
                 f" give it to auditors; the private key stays in {state})")
     emit(args, {"config": config, "rows": args.rows, "ca": ca, "node_key": public_key_path(state),
                 "tokens": {name: folder / "tokens" / f"{name}.token" for name in tokens}}, "\n".join(text))
+
+
+def _init_federation(args: argparse.Namespace, root: Path) -> None:
+    from veil.cli.output import emit
+
+    from .federation_init import FEDERATED_DATASET, init_federation_folders
+
+    if not (args.federation and args.members):
+        raise ValueError("a federation needs both --federation NAME and --members a,b,c")
+    if args.dev:
+        raise ValueError("--federation writes TLS members (one shared development CA); drop --dev")
+    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else None
+    host = args.listen.rpartition(":")[0] or "127.0.0.1"
+    try:
+        out = init_federation_folders(root, federation=args.federation, members=members, rows=args.rows,
+                                      host=host, ports=ports, force=args.force)
+    except FileExistsError as e:
+        raise ValueError(str(e)) from None
+    first = out[members[0]]
+    text = [f"wrote federation {args.federation!r}: {', '.join(members)} under {root} (shared CA {root / 'ca'})"]
+    text += [f"serve {m}:   veil node serve --config {out[m]['folder'] / 'veil.toml'}" for m in members]
+    text.append(f"query it:   VEIL_TARGET={first['address']} VEIL_CA={first['folder'] / 'tls' / 'ca.pem'} "
+                f"VEIL_TOKEN=$(cat {first['folder'] / 'tokens' / 'alice.token'}) python -c \"import veil; "
+                f"print(veil.connect().federated_query('SELECT region, COUNT(*) AS n FROM {FEDERATED_DATASET} "
+                f"GROUP BY region', purpose='research'))\"")
+    emit(args, {"federation": args.federation, "ca": root / "ca" / "ca.pem",
+                "members": {m: {"config": v["folder"] / "veil.toml", "address": v["address"]} for m, v in out.items()}},
+         "\n".join(text))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -135,6 +166,12 @@ def register(cli: Any) -> None:
                    help="development mode: plaintext on loopback and static tokens, no CA (default: TLS)")
     p.add_argument("--disclosure", choices=("dp", "exact"), default="dp",
                    help="the demo dataset's disclosure mode (default: differential privacy)")
+    p.add_argument("--federation", metavar="NAME",
+                   help="write one member folder per --members under FOLDER, sharing a development CA, "
+                        "pinning each other's keys")
+    p.add_argument("--members", metavar="A,B,C", help="with --federation: at least three member names")
+    p.add_argument("--ports", metavar="P1,P2,P3",
+                   help="with --federation: one port per member (default 50051, 50053, ...; each +1 is its mTLS port)")
     # Serving prints the node's log, not a record: no --json.
     serve = node.verb("serve", cmd_serve, "serve a node until SIGINT/SIGTERM", json=False)
     add_config_option(serve)

@@ -11,13 +11,22 @@ from contextlib import ExitStack
 
 import duckdb
 
+import pytest
+
 import veil
+from veil.federation import FederationFailed
+from veil_server.access.dev_ca import DevCA, server_names
 from veil_server.api.server import run_server
 from veil_server.cli.federation_demo import free_ports
 from veil_server.config import load_config
 
 VEIL = [sys.executable, "-m", "veil.cli"]
 MEMBERS = ["north", "south", "east"]
+SQL = "SELECT region, COUNT(*) AS n FROM admissions GROUP BY region"
+
+
+def serve(root, member):
+    return run_server(load_config(root / member / "veil.toml", env={}), mtls_listen="127.0.0.1:0", grace=1.0)
 
 
 def test_three_commands_make_a_federation(tmp_path, analyst_home):
@@ -44,15 +53,17 @@ def test_three_commands_make_a_federation(tmp_path, analyst_home):
         assert {p.name for p in config.federation.peers} == set(MEMBERS) - {m}
     assert names == set(MEMBERS)
 
-    with ExitStack() as stack:
-        running = {m: stack.enter_context(run_server(load_config(root / m / "veil.toml", env={}),
-                                                     mtls_listen="127.0.0.1:0", grace=1.0)) for m in MEMBERS}
-        assert [running[m].port for m in MEMBERS] == ports
-        token = (root / "north" / "tokens" / "alice.token").read_text().strip()
+    token = (root / "north" / "tokens" / "alice.token").read_text().strip()
+
+    def query():
         with veil.connect(f"127.0.0.1:{ports[0]}", token=token, home=analyst_home,
                           ca=str(root / "north" / "tls" / "ca.pem")) as north:
-            df = north.federated_query("SELECT region, COUNT(*) AS n FROM admissions GROUP BY region",
-                                       purpose="research")
+            return north.federated_query(SQL, purpose="research")
+
+    with ExitStack() as stack:
+        running = {m: stack.enter_context(serve(root, m)) for m in MEMBERS}
+        assert [running[m].port for m in MEMBERS] == ports
+        df = query()
     parts = ", ".join(f"'{root / m / 'data' / 'patients.csv'}'" for m in MEMBERS)
     truth = dict(duckdb.sql(f"SELECT region, COUNT(*) FROM read_csv_auto([{parts}]) GROUP BY region").fetchall())
     got = {row.region: int(row.n) for row in df.itertuples() if row.n == row.n}
@@ -61,3 +72,31 @@ def test_three_commands_make_a_federation(tmp_path, analyst_home):
     # the sum of three has standard deviation about 4.9, so |error| > 90 has probability < 1e-12.
     for region, n in got.items():
         assert abs(n - truth[region]) <= 90, (region, n, truth[region])
+
+    # A member whose certificate the others do not trust (re-issued by another CA): the analyst is
+    # told which member, and why, not just that it was unavailable.
+    south_tls = root / "south" / "tls"
+    rogue = DevCA.create(tmp_path / "rogue", "Some other CA")
+    issued = rogue.issue("node", server_names("south", f"127.0.0.1:{ports[1]}"), server=True, client=True)
+    original = {n: (south_tls / n).read_bytes() for n in ("node.pem", "node.key")}
+    (south_tls / "node.pem").write_bytes(issued.cert.read_bytes())
+    (south_tls / "node.key").write_bytes(issued.key.read_bytes())
+    with ExitStack() as stack:
+        for m in MEMBERS:
+            stack.enter_context(serve(root, m))
+        with pytest.raises(FederationFailed) as failed:
+            query()
+    e = failed.value
+    assert e.reason == "FEDERATION_PEER_UNAVAILABLE" and e.node == "south"
+    assert e.metadata["cause"] == "CERTIFICATE_NOT_TRUSTED" and "not issued by a CA this node trusts" in e.message
+
+    # A member that is not running (south's certificate restored): connection refused.
+    for n, data in original.items():
+        (south_tls / n).write_bytes(data)
+    with ExitStack() as stack:
+        for m in ("north", "south"):
+            stack.enter_context(serve(root, m))
+        with pytest.raises(FederationFailed) as failed:
+            query()
+    assert failed.value.node == "east" and failed.value.metadata["cause"] == "CONNECTION_REFUSED"
+    assert "nothing listens at its address" in failed.value.message

@@ -160,8 +160,10 @@ class Node:
                 last_beat = time.monotonic()
                 try:
                     self.replicas.beat()
+                    self.metrics.replica_heartbeat(ok=True)
                     self._recover(at_start=False)
                 except Exception:
+                    self.metrics.replica_heartbeat(ok=False)
                     log.exception("replica heartbeat failed")
             try:
                 for qid in self.steward.reviews.expired(now_us()):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,11 @@ def test_the_federation_demo_folders_pass(tmp_path):
     members = init_federation(tmp_path, rows=(200, 200, 200))
     for m in members.values():
         assert check_config(m.config, env={}) == [], m.name
+
+
+def test_init_names_the_node(tmp_path):
+    r = veil("node", "init", str(tmp_path / "n"), "--rows", "100", "--dev", "--name", "north")
+    assert r.returncode == 0, r.stderr
+    assert tomllib.loads((tmp_path / "n" / "veil.toml").read_text())["node"]["name"] == "north"
+    r = veil("node", "init", str(tmp_path / "m"), "--rows", "100", "--name", 'bad"name')
+    assert r.returncode == 2 and "--name" in r.stderr and not (tmp_path / "m").exists()

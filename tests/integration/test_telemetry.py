@@ -139,3 +139,31 @@ def test_json_log_has_one_object_per_rpc_and_no_secret(workload):
                 words.update(re.split(r"[^0-9A-Za-z.]+", str(v)))
     for row in workload["rows"]:
         assert str(row["n"]) not in words
+
+
+def test_replica_heartbeats_are_counted(tmp_path, state_postgres):
+    """With state in PostgreSQL (replicas), each heartbeat is counted; off-loop waiting only."""
+    import time
+
+    from tests.integration.test_governance_walkthrough import use_postgres_state
+    from veil_server.api.server import run_server
+    from veil_server.cli.demo import init_node_folder
+    from veil_server.config import load_config
+
+    init_node_folder(tmp_path / "node", rows=300)
+    use_postgres_state(tmp_path / "node", state_postgres)
+    config = load_config(tmp_path / "node" / "veil.toml", env={})
+    with run_server(config, listen="127.0.0.1:0", grace=1.0, metrics_listen="127.0.0.1:0") as running:
+        assert running.metrics_port
+        url = f"http://127.0.0.1:{running.metrics_port}/metrics"
+        beats = 0.0
+        for _ in range(300):  # a heartbeat every 2 s: wait for two
+            beats = value(samples(urllib.request.urlopen(url, timeout=30).read().decode()),
+                          "veil_replica_heartbeats_total", outcome="ok")
+            if beats >= 2:
+                break
+            time.sleep(0.2)
+        assert beats >= 2
+        failed = value(samples(urllib.request.urlopen(url, timeout=30).read().decode()),
+                       "veil_replica_heartbeats_total", outcome="failed")
+        assert failed == 0

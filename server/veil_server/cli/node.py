@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,12 @@ def cmd_init(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     if args.federation or args.members:
         return _init_federation(args, folder)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,62}", args.name):
+        raise ValueError("--name: letters, digits, '_', '.' and '-', starting with a letter (at most 63)")
     try:
         tokens = init_node_folder(folder, rows=args.rows, listen=args.listen, data_format=args.format,
-                                  force=args.force, tls=not args.dev, disclosure=args.disclosure)
+                                  force=args.force, tls=not args.dev, disclosure=args.disclosure,
+                                  node_name=args.name)
     except FileExistsError as e:
         raise ValueError(str(e)) from None
     config, ca = folder / "veil.toml", None if args.dev else folder / "tls" / "ca.pem"
@@ -166,6 +170,9 @@ def register(cli: Any) -> None:
                    help="development mode: plaintext on loopback and static tokens, no CA (default: TLS)")
     p.add_argument("--disclosure", choices=("dp", "exact"), default="dp",
                    help="the demo dataset's disclosure mode (default: differential privacy)")
+    p.add_argument("--name", default="demo-node",
+                   help="the node's name ([node] name: its tokens' issuer and its name among peers; "
+                        "default demo-node)")
     p.add_argument("--federation", metavar="NAME",
                    help="write one member folder per --members under FOLDER, sharing a development CA, "
                         "pinning each other's keys")

@@ -94,6 +94,8 @@ class NodeMetrics:
                                               buckets=BUCKETS, registry=r)
         self.state_db_seconds = Histogram("veil_state_db_seconds", "latency of state database transactions, by operation",
                                           ["operation"], buckets=BUCKETS, registry=r)
+        self.heartbeats = Counter("veil_replica_heartbeats", "this replica's heartbeats in shared state, by outcome",
+                                  ["outcome"], registry=r)
         self._server: Any = None
 
     # -- what the interceptor and the node report ------------------------------------------
@@ -106,6 +108,9 @@ class NodeMetrics:
 
     def query_state(self, state: str) -> None:
         self.queries.labels(state).inc()
+
+    def replica_heartbeat(self, *, ok: bool) -> None:
+        self.heartbeats.labels("ok" if ok else "failed").inc()
 
     def released(self, dataset: str, ciphertexts: int, epsilon: float) -> None:
         self.releases.labels(dataset).inc()
@@ -176,6 +181,9 @@ class _NullMetrics:
         pass
 
     def released(self, *_: Any) -> None:
+        pass
+
+    def replica_heartbeat(self, **_: Any) -> None:
         pass
 
     @contextlib.contextmanager

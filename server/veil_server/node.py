@@ -94,6 +94,7 @@ class Node:
         metrics.instrument(self.audit.log, "append_many", "audit_append")
         for operation in ("create_query", "transition", "get", "result"):
             metrics.instrument(self.store, operation, operation)
+        metrics.open_queries(self._open_query_counts)
         self.replicas = Replicas(self.store, config.state.replica)
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
         self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count,
@@ -200,6 +201,13 @@ class Node:
         except RuntimeError:  # the pool is shut down: the node is stopping
             with self._queued_lock:
                 self._queued.discard(query_id)
+
+    def _open_query_counts(self) -> dict[str, int]:
+        unfinished = (QueryState.PENDING_APPROVAL, QueryState.APPROVED, QueryState.RUNNING)
+        counts = {s.name: 0 for s in unfinished}
+        for q in self.store.in_states(list(unfinished)):
+            counts[q.state.name] += 1
+        return counts
 
     def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
         rec = self.store.transition(query_id, to, reason, message, **kw)
@@ -319,6 +327,8 @@ class Node:
             "SUBMITTED", "query received and validated",
             write_ahead=admit,
         )
+        if created:
+            self.metrics.query_state(record.state.name)  # a new query enters its first state
         if created or record.state is QueryState.PENDING_APPROVAL:  # a retry finishes the decision
             record = self._decide(record, decision)
         return Submission(record, created)

@@ -91,6 +91,8 @@ def test_metrics_count_the_workload(workload):
     # Latency histograms by method and code: one observation per call.
     assert value(m, "veil_rpc_duration_seconds_count", method=submit, code="OK") == 1
     # The query's life: one submitted and released (a refused submission stores no query).
+    assert value(m, "veil_query_transitions_total", state="PENDING_APPROVAL") == 1
+    assert value(m, "veil_query_transitions_total", state="APPROVED") == 1
     assert value(m, "veil_query_transitions_total", state="RUNNING") == 1
     assert value(m, "veil_query_transitions_total", state="SUCCEEDED") == 1
     assert value(m, "veil_query_transitions_total", state="FAILED") == 0
@@ -105,6 +107,9 @@ def test_metrics_count_the_workload(workload):
     assert value(m, "veil_audit_append_seconds_count") >= 3  # start, submission, release at least
     assert value(m, "veil_state_db_seconds_count", operation="create_query") == 1
     assert value(m, "veil_state_db_seconds_count", operation="transition") >= 2
+    # Nothing is left unfinished after the workload.
+    for state in ("PENDING_APPROVAL", "APPROVED", "RUNNING"):
+        assert ("veil_open_queries", (("state", state),)) in m and value(m, "veil_open_queries", state=state) == 0
 
 
 def test_json_log_has_one_object_per_rpc_and_no_secret(workload):
@@ -167,3 +172,27 @@ def test_replica_heartbeats_are_counted(tmp_path, state_postgres):
         failed = value(samples(urllib.request.urlopen(url, timeout=30).read().decode()),
                        "veil_replica_heartbeats_total", outcome="failed")
         assert failed == 0
+
+
+def test_open_queries_by_state(tmp_path, analyst_home):
+    """A query waiting for an owner shows in veil_open_queries{state="PENDING_APPROVAL"}."""
+    import veil
+    from veil_server.api.server import run_server
+    from veil_server.cli.demo import init_node_folder
+    from veil_server.config import load_config
+
+    folder = tmp_path / "node"
+    tokens = init_node_folder(folder, rows=300)
+    config = folder / "veil.toml"
+    config.write_text(config.read_text().replace("auto_approve = true", "auto_approve = false"))
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0,
+                    metrics_listen="127.0.0.1:0") as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+            alice.submit(SQL, purpose="research", request_id="telemetry-open-1")
+            alice.submit(SQL, purpose="planning", request_id="telemetry-open-2")
+        m = samples(urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=30)
+                    .read().decode())
+    assert value(m, "veil_open_queries", state="PENDING_APPROVAL") == 2
+    assert value(m, "veil_open_queries", state="RUNNING") == 0
+    assert value(m, "veil_query_transitions_total", state="PENDING_APPROVAL") == 2  # each created in that state
+    assert value(m, "veil_query_transitions_total", state="APPROVED") == 0

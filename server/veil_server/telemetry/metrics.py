@@ -112,6 +112,24 @@ class NodeMetrics:
     def replica_heartbeat(self, *, ok: bool) -> None:
         self.heartbeats.labels("ok" if ok else "failed").inc()
 
+    def open_queries(self, count: Callable[[], Mapping[str, int]]) -> None:
+        """``veil_open_queries{state}``: unfinished queries by state, read at each scrape from
+        ``count()`` (the state store; bounded by the open-query limits, so cheap)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        class OpenQueries:
+            def collect(self):  # noqa: ANN202 - prometheus_client's collector protocol
+                family = GaugeMetricFamily("veil_open_queries", "unfinished queries by lifecycle state",
+                                           labels=["state"])
+                for state, n in sorted(count().items()):
+                    family.add_metric([state], n)
+                yield family
+
+            def describe(self):  # noqa: ANN202 - no store read at registration
+                return []
+
+        self.registry.register(OpenQueries())
+
     def released(self, dataset: str, ciphertexts: int, epsilon: float) -> None:
         self.releases.labels(dataset).inc()
         self.released_ciphertexts.labels(dataset).inc(ciphertexts)
@@ -184,6 +202,9 @@ class _NullMetrics:
         pass
 
     def replica_heartbeat(self, **_: Any) -> None:
+        pass
+
+    def open_queries(self, _count: Any) -> None:
         pass
 
     @contextlib.contextmanager

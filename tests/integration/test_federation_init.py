@@ -90,6 +90,21 @@ def test_three_commands_make_a_federation(tmp_path, analyst_home):
     assert e.reason == "FEDERATION_PEER_UNAVAILABLE" and e.node == "south"
     assert e.metadata["cause"] == "CERTIFICATE_NOT_TRUSTED" and "not issued by a CA this node trusts" in e.message
 
+    # A certificate from the federation's CA that does not name the address peers dial.
+    shared = DevCA.load(root / "ca")
+    wrong = DevCA(shared.key, shared.cert, tmp_path / "wrong-name")
+    (tmp_path / "wrong-name").mkdir()
+    issued = wrong.issue("node", ["somewhere-else.example"], server=True, client=True)
+    (south_tls / "node.pem").write_bytes(issued.cert.read_bytes())
+    (south_tls / "node.key").write_bytes(issued.key.read_bytes())
+    with ExitStack() as stack:
+        for m in MEMBERS:
+            stack.enter_context(serve(root, m))
+        with pytest.raises(FederationFailed) as failed:
+            query()
+    assert failed.value.node == "south" and failed.value.metadata["cause"] == "CERTIFICATE_NAME_MISMATCH", \
+        failed.value.message
+
     # A member that is not running (south's certificate restored): connection refused.
     for n, data in original.items():
         (south_tls / n).write_bytes(data)

@@ -58,7 +58,7 @@ CAUSES = (
                                  "self signed certificate", "self-signed certificate"),
      "its TLS certificate is not issued by a CA this node trusts (tls.ca)"),
     ("CERTIFICATE_NAME_MISMATCH", ("Peer name", "not in peer certificate", "hostname mismatch",
-                                   "Hostname verification"),
+                                   "Hostname verification", "Hostname Verification"),
      "its TLS certificate does not name the address this node dials (federation.peers address)"),
     ("CERTIFICATE_EXPIRED", ("CERTIFICATE_EXPIRED", "certificate has expired"), "its TLS certificate has expired"),
     ("TLS_HANDSHAKE_FAILED", ("Handshake failed", "handshake failed", "SSL_ERROR", "TSI_"),

@@ -12,7 +12,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # What the tests and benchmarks need: every extra (PostgreSQL, Spark, Dask) and the dev tools.
 DEV_STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo demo-federated test bench proto install browser clean
+.PHONY: demo demo-federated test bench proto docs install browser clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
@@ -72,6 +72,10 @@ bench: $(DEV_STAMP)
 proto: $(DEV_STAMP)
 	$(PY) -m grpc_tools.protoc -I client --python_out=client --grpc_python_out=client \
 	    --pyi_out=client $(PROTOS)
+
+## Regenerate docs/errors.md (every ErrorInfo reason, from the code); a test fails when it is stale.
+docs: $(DEV_STAMP)
+	$(PY) docs/errors_catalogue.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -125,6 +125,11 @@ def from_rpc_error(err: grpc.RpcError) -> VeilError:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason, metadata = info.reason, dict(info.metadata)
+        for detail in status.details:  # google.rpc.RetryInfo (issue 20): when to come back
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR) and "retry_after_ms" not in metadata:
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                metadata["retry_after_ms"] = str(retry.retry_delay.seconds * 1000 + retry.retry_delay.nanos // 1_000_000)
     cls = _BY_CODE.get(code, NodeError)  # type: ignore[arg-type]
     if code == grpc.StatusCode.INVALID_ARGUMENT and reason and reason not in _REQUEST_REASONS:
         cls = InvalidQuery

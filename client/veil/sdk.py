@@ -12,7 +12,7 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .connection import DEFAULT_TARGET, Connection
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
@@ -376,25 +376,32 @@ class Node(Connection):
                 "max_epsilon_per_query": e.max_epsilon_per_query,
                 "accuracy": [_noise_dict(a) for a in e.accuracy]}
 
-    def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False) -> pd.DataFrame:
-        """Wait until the query finishes; return its decrypted result or raise QueryFailed."""
-        info = self._wait_finished(query, timeout)
+    def wait(self, query: str, *, timeout: float | None = 300.0, exact: bool = False,
+             progress: Callable[[QueryInfo], None] | None = None) -> pd.DataFrame:
+        """Wait until the query finishes; return its decrypted result or raise QueryFailed.
+        ``progress(info)`` is called about once a second while it is unfinished."""
+        info = self._wait_finished(query, timeout, progress)
         if info.state != "SUCCEEDED":
             raise QueryFailed(f"query {info.id} is {info.state}: {info.state_message}",
                               state=info.state, reason=info.state_reason)
         return self.result(info.name, exact=exact, _info=info)
 
-    def _wait_finished(self, query: str, timeout: float | None) -> QueryInfo:
-        """Server-side waiting (WaitQuery) in slices of at most 30 s: no polling."""
+    def _wait_finished(self, query: str, timeout: float | None,
+                       progress: Callable[[QueryInfo], None] | None = None) -> QueryInfo:
+        """Server-side waiting (WaitQuery) in slices of at most 30 s: no polling. With
+        ``progress`` (the CLI on a terminal), slices of 1 s, and ``progress(info)`` after each."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        slice_s = 1.0 if progress is not None else 30.0
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            left = slice_s if deadline is None else max(0.0, min(slice_s, deadline - time.monotonic()))
             req = query_pb2.WaitQueryRequest(name=_q(query))
             req.timeout.FromNanoseconds(int(left * 1e9))
             info = QueryInfo.from_proto(self._call(self._queries.WaitQuery, req, retry=True,
                                                    timeout=left + self._timeout))
             if info.finished:
                 return info
+            if progress is not None:
+                progress(info)
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"query {info.id} is still {info.state} after {timeout} s; "
                               f"wait again or check it with get()", reason="WAIT_TIMEOUT")

@@ -8,8 +8,9 @@ Environment overrides (all optional): ``VEIL_LISTEN``, ``VEIL_STATE_DIR``,
 (:mod:`veil_server.access.security`) ``VEIL_DEV_MODE``, ``VEIL_TLS_CERT``, ``VEIL_TLS_KEY``, ``VEIL_TLS_CA``,
 ``VEIL_MTLS_LISTEN``, ``VEIL_RATE_LIMIT``, ``VEIL_MAX_CONCURRENT_CALLS``; for the node's own state
 (``[state]``, :mod:`veil_server.state.statedb`) ``VEIL_STATE_BACKEND``, ``VEIL_STATE_CONNINFO``,
-``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``; and where Paillier work runs
-(:mod:`veil_server.crypto_executor`) ``VEIL_CRYPTO_EXECUTOR``.
+``VEIL_STATE_SCHEMA``, ``VEIL_REPLICA``; where Paillier work runs
+(:mod:`veil_server.crypto_executor`) ``VEIL_CRYPTO_EXECUTOR``; and the metrics endpoint
+(:mod:`veil_server.telemetry.metrics`) ``VEIL_METRICS_ENABLED``, ``VEIL_METRICS_LISTEN``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class NodeConfig:
     witness: Any = None
     # Issue 19: the web console ([console], veil_server.console.settings.ConsoleSettings); off by default.
     console: Any = None
+    # Issue 20: the Prometheus endpoint ([metrics], veil_server.telemetry.MetricsSettings); off by default.
+    metrics: Any = None
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -181,9 +184,14 @@ def parse_config(
     from .console.settings import parse_console
 
     console = parse_console(raw.get("console"), env=env, error=ConfigError)
+    # Prometheus metrics (issue 20): [metrics], off unless enabled.
+    from .telemetry import parse_metrics
+
+    metrics = parse_metrics(raw.get("metrics"), env=env, error=ConfigError)
     return NodeConfig(name, listen, state_dir, min_k, workers, tuple(principals), tuple(datasets), source,
                       federation, governance, grants, ttl, security=security, disclosure=disclosure,
-                      crypto=crypto, state=_state(raw.get("state", {}), env), witness=witness, console=console)
+                      crypto=crypto, state=_state(raw.get("state", {}), env), witness=witness, console=console,
+                      metrics=metrics)
 
 
 def _state(raw: Mapping[str, Any], env: Mapping[str, str]) -> StateSettings:

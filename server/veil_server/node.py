@@ -54,6 +54,7 @@ from .query.release import Randomness, RandomnessRefill, build_result, result_di
 from .state.replicas import BEAT_S, Replicas
 from .state.statedb import open_database, private_dir
 from .state.store import NewQuery, QueryRecord, StateStore, now_us
+from .telemetry import NULL_METRICS
 
 log = logging.getLogger("veil.node")
 
@@ -68,8 +69,11 @@ class Submission:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, *, engine: Engine | None = None, recover: bool = False) -> None:
+    def __init__(self, config: NodeConfig, *, engine: Engine | None = None, recover: bool = False,
+                 metrics=NULL_METRICS) -> None:
         self.config = config
+        # Issue 20: Prometheus metrics (veil_server.telemetry), a no-op unless [metrics] is on.
+        self.metrics = metrics
         private_dir(config.state_dir)  # 0700; its files are created 0600 whatever the umask
         shared = config.state.shared  # PostgreSQL: replicas may share this state
         # Fail closed: a log that cannot be opened, or fails its integrity check, stops the start.
@@ -86,6 +90,11 @@ class Node:
                 self.store.close()
             self.audit.close()
             raise
+        # The log and the store know nothing of metrics: the node times its calls into them.
+        metrics.instrument(self.audit.log, "append_many", "audit_append")
+        for operation in ("create_query", "transition", "get", "result"):
+            metrics.instrument(self.store, operation, operation)
+        metrics.open_queries(self._open_query_counts)
         self.replicas = Replicas(self.store, config.state.replica)
         self.engine = engine or RoutingEngine(config.datasets)  # DuckDB, PostgreSQL or Spark by format
         self.steward = Steward(self.store, key=self.audit.key, config=config, row_count=self.engine.row_count,
@@ -156,8 +165,10 @@ class Node:
                 last_beat = time.monotonic()
                 try:
                     self.replicas.beat()
+                    self.metrics.replica_heartbeat(ok=True)
                     self._recover(at_start=False)
                 except Exception:
+                    self.metrics.replica_heartbeat(ok=False)
                     log.exception("replica heartbeat failed")
             try:
                 for qid in self.steward.reviews.expired(now_us()):
@@ -195,8 +206,16 @@ class Node:
             with self._queued_lock:
                 self._queued.discard(query_id)
 
+    def _open_query_counts(self) -> dict[str, int]:
+        unfinished = (QueryState.PENDING_APPROVAL, QueryState.APPROVED, QueryState.RUNNING)
+        counts = {s.name: 0 for s in unfinished}
+        for q in self.store.in_states(list(unfinished)):
+            counts[q.state.name] += 1
+        return counts
+
     def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
         rec = self.store.transition(query_id, to, reason, message, **kw)
+        self.metrics.query_state(to.name)
         self._notify_changed()
         return rec
 
@@ -312,6 +331,8 @@ class Node:
             "SUBMITTED", "query received and validated",
             write_ahead=admit,
         )
+        if created:
+            self.metrics.query_state(record.state.name)  # a new query enters its first state
         if created or record.state is QueryState.PENDING_APPROVAL:  # a retry finishes the decision
             record = self._decide(record, decision)
         return Submission(record, created)
@@ -499,17 +520,22 @@ class Node:
             # The ciphertexts' randomness, made during the scan (what the stock lacks).
             randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
             try:
-                stats = self.engine.aggregate(plan, ds)
+                with self.metrics.engine(ds.format):
+                    stats = self.engine.aggregate(plan, ds)
             finally:
                 randomness.stop()
             inputs = query_pb2.SubmitQueryRequest.FromString(rec.inputs)
             specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
-            weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
+            weighted = []
+            for s in specs:
+                with self.metrics.engine(ds.format):
+                    weighted.append((s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)))
             now = Timestamp()
             now.GetCurrentTime()
             # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
             # before anything is encrypted.
-            prepared = self.disclosure.prepare(plan, ds, stats, weighted, self.disclosure.epsilon(ds, inputs.epsilon))
+            epsilon = self.disclosure.epsilon(ds, inputs.epsilon)
+            prepared = self.disclosure.prepare(plan, ds, stats, weighted, epsilon)
             certificate = self.certificate_id(ds.name)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
 
@@ -531,10 +557,13 @@ class Node:
 
             # Exact mode: the history audit under the dataset's lock, held until the release commits.
             with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:
-                result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now,
-                                                weighted=prepared.weighted, suppress=audited.suppress | prepared.dominated,
-                                                zero=audited.zero | prepared.zero, obfuscation=self.obfuscation,
-                                                dp=prepared.dp)
+                with self.metrics.crypto("encrypt_result") as made:  # packing and encryption under the key
+                    result, counters = build_result(rec.resource_name, plan, ds, stats, key, now=now,
+                                                    weighted=prepared.weighted,
+                                                    suppress=audited.suppress | prepared.dominated,
+                                                    zero=audited.zero | prepared.zero, obfuscation=self.obfuscation,
+                                                    dp=prepared.dp)
+                    made(len(result.cells.ciphertexts) + len(result.weighted_cells))
                 result.certificate_id = certificate
                 result.result_digest = result_digest(result)
                 self._move(
@@ -545,6 +574,7 @@ class Node:
                     # No release without its entry: if the append fails, the query fails unreleased.
                     write_ahead=release,
                 )
+            self.metrics.released(ds.name, len(result.cells.ciphertexts) + len(result.weighted_cells), epsilon)
             # The analyst's next result under this key finds its randomness made while idle.
             self.refill.request(key, len(result.cells.ciphertexts) + len(result.weighted_cells), self.obfuscation)
         except VeilError as e:

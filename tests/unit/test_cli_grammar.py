@@ -29,9 +29,10 @@ ONLINE = {
     ("audit", "list"), ("audit", "export"), ("audit", "checkpoint"), ("audit", "key"), ("receipt", "get"),
     ("grant", "add"), ("grant", "list"), ("grant", "revoke"), ("review", "list"), ("review", "show"),
     ("review", "approve"), ("review", "reject"), ("cert", "get"), ("usage", "report"), ("budget", "show"),
+    ("node", "health"),
 }
 OFFLINE = {("audit", "verify"), ("receipt", "verify"), ("cert", "verify"), ("completion", "bash"),
-           ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("token", "issue"), ("token", "revoke"),
+           ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("node", "check"), ("token", "issue"), ("token", "revoke"),
            ("token", "list"), ("audit", "dump"), ("node", "recover"), ("witness", "init"), ("witness", "serve"),
            ("witness", "key")}
 # Leaves whose output is not a record: a shell script, and a running node's log.

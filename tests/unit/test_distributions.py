@@ -32,6 +32,7 @@ DISTRIBUTION_OF = {
     "cryptography": "cryptography", "phe": "phe", "distributed": "distributed", "pyarrow": "pyarrow",
     "sqlglot": "sqlglot", "duckdb": "duckdb", "opendp": "opendp", "psycopg": "psycopg",
     "pyspark": "pyspark", "shtab": "shtab", "veil": "veil", "jinja2": "jinja2", "markupsafe": "markupsafe",
+    "prometheus_client": "prometheus_client",
 }
 
 

@@ -16,6 +16,7 @@ import argparse
 from .command import Commands
 from .connection import connect
 from .output import emit, frame_records, frame_text, plain, table
+from .progress import Progress
 
 
 def _query_text(info) -> str:
@@ -44,7 +45,15 @@ def submit(args: argparse.Namespace) -> None:
         if args.no_wait:
             emit(args, info, _query_text(info))
             return
-        frame = node.wait(info.name, timeout=args.timeout, exact=True)
+        # On a terminal, one line on stderr says what the query waits for (never with --json,
+        # never into a pipe).
+        progress = Progress(enabled=None if not args.json else False)
+        progress(info)
+        try:
+            frame = node.wait(info.name, timeout=args.timeout, exact=True,
+                              progress=progress if progress.enabled else None)
+        finally:
+            progress.done()
     _print_frame(args, frame)
 
 

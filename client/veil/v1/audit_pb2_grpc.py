@@ -119,7 +119,7 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportAuditLog(self, request, context):
-        """The whole log as JSON Lines (format: veil.audit.verify), in chunks. A checkpoint covering
+        """The whole log as JSON Lines (format: veil.audit.export, docs/formats.md), in chunks. A checkpoint covering
         every exported entry is signed first. Verify it offline with `veil audit verify`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -21,13 +21,14 @@ import threading
 from typing import Any, Callable, Iterable
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..config import Principal, Role
 from .memory import large_body_seen
 from ..errors import ERROR_DOMAIN, Internal, PermissionDenied, ResourceExhausted, Unauthenticated, VeilError
+from ..telemetry.calls import note_principal
 
 log = logging.getLogger("veil.auth")
 
@@ -134,8 +135,17 @@ def to_status(err: VeilError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
+    details = [detail]
+    # Issue 20: a refusal that says when to come back carries google.rpc.RetryInfo, which gRPC
+    # clients and proxies understand; ErrorInfo's retry_after_ms stays for older clients.
+    retry_ms = err.metadata.get("retry_after_ms", "")
+    if retry_ms.isdigit():
+        delay = duration_pb2.Duration(seconds=int(retry_ms) // 1000, nanos=int(retry_ms) % 1000 * 1_000_000)
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     return rpc_status.to_status(
-        status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+        status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
     )
 
 
@@ -221,6 +231,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         try:
             # The context carries the verified client certificate on the mTLS port (issue 8).
             principal = self._auth.authenticate(context.invocation_metadata(), context)
+            note_principal(principal.name)  # for the call's log line (issue 20)
             if roles is None or principal.role not in roles:
                 raise PermissionDenied(
                     f"role '{principal.role.value}' may not call {method.rsplit('/', 1)[-1]}",

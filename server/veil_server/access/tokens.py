@@ -236,7 +236,9 @@ class TokenVerifier:
             raise _refuse("INVALID_TOKEN", "the token's claims are malformed; ask the owner for a new one") from None
         t = int(time.time() if now is None else now)
         if claims.issuer != self.issuer:
-            raise _refuse("TOKEN_WRONG_ISSUER", "the token was issued for another node")
+            # The issuer is the node's name: a renamed node refuses the tokens of its old name.
+            raise _refuse("TOKEN_WRONG_ISSUER", "the token was issued for another node, or for this node under "
+                          "an earlier [node] name; ask the operator to re-issue it (`veil token issue`)")
         if claims.issued_at > t + CLOCK_SKEW:
             raise _refuse("INVALID_TOKEN", "the token claims to be issued in the future; check the clocks")
         if claims.expires_at - claims.issued_at > self.max_ttl:

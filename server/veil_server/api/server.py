@@ -18,12 +18,12 @@ from typing import Any, Iterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, governance_pb2, governance_pb2_grpc,
                      query_pb2, query_pb2_grpc)
 
 from .audit_service import AuditServicer
+from .reflection import enable_reflection
 from ..access.auth import AuthInterceptor
 from ..config import ConfigError, NodeConfig
 from ..crypto_executor import crypto_executor
@@ -41,6 +41,9 @@ from ..state.storage import StorageMonitor
 from ..witness import node_witness
 # Issue 19: the web console, on its own port, calling these same handlers through these interceptors.
 from ..console import HandlerTable, NodeCalls, start_console
+# Issue 20: every call logged and counted (outermost interceptor); Prometheus metrics on their own port.
+from ..telemetry import NULL_METRICS, NodeMetrics
+from ..telemetry.calls import CallInterceptor
 
 log = logging.getLogger("veil.server")
 # sqlglot warns with the analyst's SQL quoted; the node logs queries only through its own audit path.
@@ -67,6 +70,7 @@ class RunningNode:
     guard: Any = None  # issue 8: veil_server.access.guard.RequestGuard (limits, draining)
     witness: Any = None  # issue 15: veil_server.witness.WitnessServer when [witness] serve is set
     console: Any = None  # issue 19: veil_server.console.app.Console, None when [console] is off
+    metrics_port: int = 0  # issue 20: the Prometheus endpoint's port, 0 when [metrics] is off
 
     @property
     def target(self) -> str:
@@ -75,23 +79,26 @@ class RunningNode:
 
 @contextlib.contextmanager
 def run_server(config: NodeConfig, *, listen: str | None = None, grace: float = 5.0,
-               mtls_listen: str | None = None, console_listen: str | None = None) -> Iterator[RunningNode]:
+               mtls_listen: str | None = None, console_listen: str | None = None,
+               metrics_listen: str | None = None) -> Iterator[RunningNode]:
     # Issue 9: [crypto] executor -- this process's encryption on a Dask cluster while the node
     # runs (refused at start if the cluster does not answer), else the local process pool.
     with crypto_executor(getattr(config, "crypto", None), error=ConfigError):
         with _serve(config, listen=listen, grace=grace, mtls_listen=mtls_listen,
-                    console_listen=console_listen) as running:
+                    console_listen=console_listen, metrics_listen=metrics_listen) as running:
             yield running
 
 
 @contextlib.contextmanager
 def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen: str | None,
-           console_listen: str | None = None) -> Iterator[RunningNode]:
+           console_listen: str | None = None, metrics_listen: str | None = None) -> Iterator[RunningNode]:
     security = settings_of(config)
     return_large_buffers()  # issue 15: 15 MiB request buffers go back to the system once freed
     address = listen or config.listen
     check_startable(security, address, error=ConfigError)  # no plaintext outside explicit dev mode
-    node = Node(config)
+    metrics_settings = getattr(config, "metrics", None)
+    metrics = NodeMetrics() if metrics_listen or (metrics_settings and metrics_settings.enabled) else NULL_METRICS
+    node = Node(config, metrics=metrics)
     try:
         authenticator = NodeAuthenticator(config, dev_mode=security.dev_mode, tls=security.tls,
                                           verifier=token_verifier(security, issuer=config.name,
@@ -103,7 +110,7 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
                          StorageMonitor(config.state_dir, security.limits.min_free_bytes), on_denied=node.audit.denied)
     # Every refusal at the door (no credentials, bad token or certificate, wrong role) is itself
     # audited; then the guard: malformed bytes, per-principal limits, storage, draining.
-    interceptors = [AuthInterceptor(authenticator, on_denied=node.audit.denied,
+    interceptors = [CallInterceptor(metrics), AuthInterceptor(authenticator, on_denied=node.audit.denied,
                                     on_data_loss=lambda service: health_servicer.set(
                                         service, health_pb2.HealthCheckResponse.NOT_SERVING),
                                     preauth_slots=security.limits.max_preauth_calls,
@@ -124,7 +131,7 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), services)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
+    enable_reflection(SERVICE_NAMES + (health.SERVICE_NAME,), server)  # v1 and v1alpha (issue 20)
     address = listen or config.listen
     port, mtls_port = bind(server, address, security, mtls_address=mtls_listen)
     if port == 0:
@@ -138,6 +145,15 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
         federation.close()
         node.close()
         raise
+    try:
+        metrics_port = metrics.serve(metrics_listen or metrics_settings.listen) if metrics.enabled else 0
+    except OSError as e:
+        if console is not None:
+            console.close()
+        federation.close()
+        node.close()
+        raise ConfigError(f"metrics.listen: cannot listen ({e.strerror or e}); choose a free port "
+                          "(VEIL_METRICS_LISTEN, --metrics-listen) or set metrics.enabled = false") from None
     server.start()
     witness = node_witness(config, node.audit.key, node.audit.node_id)  # issue 15: peers' checkpoints
     for name in ("",) + SERVICE_NAMES:
@@ -145,8 +161,9 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
     log.info("node %s listening on %s (port %d)", config.name, address, port)
     try:
         yield RunningNode(server, node, port, health_servicer, federation, mtls_port, guard, witness=witness,
-                          console=console)
+                          console=console, metrics_port=metrics_port)
     finally:
+        metrics.close()
         if console is not None:
             console.close()  # sessions end; no new page starts an RPC
         if witness is not None:
@@ -179,16 +196,19 @@ def _start_console(config: NodeConfig, security: Any, calls: NodeCalls, authenti
     return console
 
 
-def serve_forever(config: NodeConfig) -> None:
+def serve_forever(config: NodeConfig, *, metrics_listen: str | None = None) -> None:
     """Run until SIGINT or SIGTERM."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with run_server(config) as running:
+    with run_server(config, metrics_listen=metrics_listen) as running:
         mode = (f"TLS; mutual TLS on port {running.mtls_port}" if running.mtls_port else "TLS") \
             if settings_of(config).tls else "plaintext, development mode"
         print(f"veil node '{config.name}' serving on {config.listen} (port {running.port}) [{mode}]", flush=True)
         if running.console is not None:
             print(f"veil console on {running.console.url}", flush=True)
+        if running.metrics_port:
+            host = (metrics_listen or config.metrics.listen).rpartition(":")[0]
+            print(f"veil metrics on http://{host}:{running.metrics_port}/metrics", flush=True)
         stop.wait()
         print("veil node stopping", flush=True)

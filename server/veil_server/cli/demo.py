@@ -203,7 +203,8 @@ max_rows = 100000000
 
 def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.0.1:50051",
                      data_format: str = "csv", force: bool = False, tls: bool = False,
-                     disclosure: str = "dp") -> dict[str, str]:
+                     disclosure: str = "dp", node_name: str = "demo-node", shared_ca=None,
+                     seed: int = 20261123) -> dict[str, str]:
     """Write ``veil.toml``, the demo data and one token per demo principal. Returns the tokens.
 
     ``tls=True`` (what ``veil node init`` does) adds a development CA, certificates and signed
@@ -215,14 +216,15 @@ def init_node_folder(folder: Path, *, rows: int = 100_000, listen: str = "127.0.
         raise FileExistsError(f"{config} exists; pass --force to overwrite it")
     folder.mkdir(parents=True, exist_ok=True)
     source = f"data/patients.{data_format}"
-    write_table(patients_table(rows), folder / source)
+    write_table(patients_table(rows, seed=seed), folder / source)
     tokens: dict[str, str] = {}
     lines = ["# Veil node configuration. Paths are relative to this file.",
              "# Principals' bearer tokens are in tokens/: signed by state/token_key.pem, or (dev_mode only)"
              " static, with token_sha256 their SHA-256.",
-             "[node]", 'name = "demo-node"', f'listen = "{listen}"', 'state_dir = "state"',
+             "[node]", f'name = "{node_name}"', f'listen = "{listen}"', 'state_dir = "state"',
              "min_group_size = 10", "workers = 4", f"dev_mode = {'false' if tls else 'true'}", ""]
-    signed = provision(folder, node_name="demo-node", listen=listen, principals=PRINCIPALS) if tls else None
+    signed = provision(folder, node_name=node_name, listen=listen, principals=PRINCIPALS,
+                       shared_ca=shared_ca) if tls else None
     token_dir = folder / "tokens"
     token_dir.mkdir(exist_ok=True)
     os.chmod(token_dir, 0o700)

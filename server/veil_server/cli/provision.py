@@ -44,9 +44,16 @@ def mtls_address(listen: str) -> str:
 
 
 def provision(folder: Path, *, node_name: str, listen: str, principals: list[tuple[str, str]],
-              state_dir: str = "state") -> Provisioned:
+              state_dir: str = "state", shared_ca: DevCA | None = None) -> Provisioned:
+    """``shared_ca``: issue from this CA (a federation's members trust one another through it)
+    instead of making one for this node; only its certificate is copied into the folder."""
     tls = folder / "tls"
-    ca = DevCA.create(tls, f"Veil development CA ({node_name})")
+    if shared_ca is None:
+        ca = DevCA.create(tls, f"Veil development CA ({node_name})")
+    else:
+        tls.mkdir(parents=True, exist_ok=True)
+        (tls / "ca.pem").write_bytes(shared_ca.cert_path.read_bytes())
+        ca = DevCA(shared_ca.key, shared_ca.cert, tls)  # issues into this folder; the CA key stays out
     ca.issue("node", server_names(node_name, listen), server=True, client=True)
     lines = ["", "# Transport security (development CA written by `veil node init`; replace for production).",
              "[tls]", 'cert = "tls/node.pem"', 'key = "tls/node.key"', 'ca = "tls/ca.pem"',

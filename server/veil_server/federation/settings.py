@@ -139,8 +139,18 @@ def _number(value: Any, where: str, error: type[Exception], low: float, high: fl
 def _public_key(p: Mapping[str, Any], where: str, base_dir: Path, error: type[Exception]) -> str:
     if "public_key" in p:
         text = p["public_key"]
+        # As 64 hex digits of the raw key, or the PEM the peer node writes (node_key.pub), pasted.
+        if isinstance(text, str) and "-----BEGIN PUBLIC KEY-----" in text:
+            try:
+                key = serialization.load_pem_public_key(text.strip().encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise error(f"{where}.public_key: not a readable PEM public key") from None
+            if not isinstance(key, Ed25519PublicKey):
+                raise error(f"{where}.public_key: not an Ed25519 key")
+            return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
         if not isinstance(text, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", text):
-            raise error(f"{where}.public_key must be the peer's raw Ed25519 key as 64 hex digits")
+            raise error(f"{where}.public_key must be the peer's Ed25519 key: its node_key.pub (PEM, pasted as a "
+                        "multi-line string) or the raw key as 64 hex digits")
         return text.lower()
     if "public_key_file" in p:
         path = Path(str(p["public_key_file"])).expanduser()

@@ -50,10 +50,41 @@ class FederationFailed(VeilError):
         self.node = node
 
 
+# Why a peer could not be reached, read from gRPC's transport error text (issue 20), so the
+# analyst and the operator see the cause instead of a bare UNAVAILABLE. The texts are gRPC's and
+# OpenSSL's (addresses and library error names, no data): the first pattern that matches wins.
+CAUSES = (
+    ("CERTIFICATE_NOT_TRUSTED", ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "unable to get local issuer",
+                                 "self signed certificate", "self-signed certificate"),
+     "its TLS certificate is not issued by a CA this node trusts (tls.ca)"),
+    ("CERTIFICATE_NAME_MISMATCH", ("Peer name", "not in peer certificate", "hostname mismatch",
+                                   "Hostname verification", "Hostname Verification"),
+     "its TLS certificate does not name the address this node dials (federation.peers address)"),
+    ("CERTIFICATE_EXPIRED", ("CERTIFICATE_EXPIRED", "certificate has expired"), "its TLS certificate has expired"),
+    ("TLS_HANDSHAKE_FAILED", ("Handshake failed", "handshake failed", "SSL_ERROR", "TSI_"),
+     "the TLS handshake failed (is it serving TLS, with a certificate from the federation's CA?)"),
+    ("CONNECTION_REFUSED", ("Connection refused", "connection refused", "ECONNREFUSED"),
+     "nothing listens at its address (is it running?)"),
+    ("TIMED_OUT", ("Deadline Exceeded", "DEADLINE_EXCEEDED", "timed out"), "it did not answer in time"),
+)
+
+
+UNKNOWN_CAUSE = ("UNREACHABLE", "it could not be reached")
+
+
+def unreachable_cause(detail: str) -> tuple[str, str]:
+    """(cause, words): ErrorInfo metadata ``cause`` and the phrase for the message."""
+    for cause, needles, words in CAUSES:
+        if any(n in detail for n in needles):
+            return cause, words
+    return UNKNOWN_CAUSE
+
+
 def unreachable(node: str, detail: str) -> FederationFailed:
-    return FederationFailed(f"member {node} could not be reached; nothing was released",
+    cause, words = unreachable_cause(detail)
+    return FederationFailed(f"member {node} could not be reached: {words}; nothing was released",
                             node=node, code=grpc.StatusCode.UNAVAILABLE, reason="FEDERATION_PEER_UNAVAILABLE",
-                            private=detail)
+                            metadata={"cause": cause}, private=detail)
 
 
 def rejected(node: str, code: grpc.StatusCode, peer_reason: str, message: str) -> FederationFailed:

@@ -120,7 +120,8 @@ SCHEMA = Table({
     # veil_server.crypto_executor
     "crypto": Table({"executor": _S, "obfuscation": Key("str", choices=("djn", "full")),
                      "connect_timeout_seconds": Key("number", 0), "task_timeout_seconds": Key("number", 0),
-                     "tls_ca": _S, "tls_cert": _S, "tls_key": _S}),
+                     "tls_ca": _S, "tls_cert": _S, "tls_key": _S,
+                     "table_memory": Key("any")}),  # "auto", "512MiB" or bytes: parse_bytes checks it
     # veil_server.audit.witnessing
     "witness": Table({"witnesses": Table({"url": _S, "key": _S}, many=True), "quorum": Key("int", 0),
                       "serve": _S, "follow": _STRS}),

@@ -385,6 +385,31 @@ class Node(Connection):
 
     # -- issue 4: privacy budget and metered use --------------------------------------------
 
+    def fit(self, formula: str, *, dataset: str, purpose: str, family: str = "gaussian",
+            epsilon: float | None = None, tol: float = 1e-10, max_iter: int | None = None):
+        """Fit a regression inside the node (issue 18) and return a statsmodels-like result
+        (:class:`veil.models.RegressionResults`: params, bse, conf_int(), nobs, summary()).
+
+        ``formula``: ``"y ~ a + b + C(g)"``; ``family``: ``"gaussian"`` (OLS, one release) or
+        ``"binomial"`` (logistic regression by Newton steps, one release each). On a DP dataset
+        every release spends ``epsilon`` (default: the dataset's); a budget that runs out stops
+        the fit with :class:`veil.QuotaExceeded` (reason ``PRIVACY_BUDGET_EXHAUSTED``) naming the iteration."""
+        from .models import fit
+        from .v1 import model_pb2, model_pb2_grpc
+
+        pk, sk = self.keys
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+
+        def request_of(fit_id: str, iteration: int, coefficients: list[float]):
+            return model_pb2.ComputeModelStatisticsRequest(
+                dataset=_ds(dataset), formula=formula, family=family, purpose=purpose,
+                public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()), fit_id=fit_id, iteration=iteration,
+                coefficients=coefficients, epsilon=epsilon or 0.0)
+
+        # Not retried: each call is a release that is charged (a retry would pay twice).
+        return fit(lambda req: self._call(stub.ComputeModelStatistics, req), sk, request_of, formula=formula,
+                   dataset=_ds(dataset), family=family, tol=tol, max_iter=max_iter)
+
     def budget(self, dataset: str, *, purpose: str = ""):
         """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""
         from .usage import Budget

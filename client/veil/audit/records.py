@@ -46,6 +46,7 @@ KINDS = frozenset({
     "auth.failure", "catalog.read", "query.submit", "query.decision", "query.approve",
     "query.reject", "query.execute", "query.release", "query.cancel", "query.fail",
     "query.expire",
+    "model.release", "model.refuse",  # issue 18: one entry per model release (digest) or refusal
 })
 """Known kinds; besides these, any ``admin.<verb>`` (e.g. ``admin.dataset.register``)."""
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")

@@ -345,6 +345,20 @@ class AuditTrail:
                       ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
         ], checkpoint=True)
 
+    # -- models (issue 18) ------------------------------------------------------------------
+
+    def model_released(self, principal: str, dataset: str, details: dict[str, Any]) -> None:
+        """Before one model release leaves (in the transaction that charges it): what was fitted
+        (formula, terms, family, iteration) and a digest of the encrypted statistics, never a value."""
+        self._append_all([Event("model.release", principal, "ok", dataset=dataset, details=details)],
+                         checkpoint=True)
+
+    def model_refused(self, principal: str, err: VeilError, details: dict[str, Any]) -> None:
+        """A model release refused (bad request or a rule); best effort, like refused queries."""
+        outcome = "error" if err.code.name in _ERROR_CODES else "denied"
+        self._best_effort("a refused model release", self._append, "model.refuse", principal, outcome,
+                          details={**details, "reason": err.reason, "code": err.code.name})
+
     def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:
         """Before the move to REJECTED (by a reviewing owner) or EXPIRED (nobody decided in time)."""
         self._append("query.reject", principal.name if principal else SYSTEM, "ok", dataset=rec.dataset,

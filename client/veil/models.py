@@ -1,0 +1,232 @@
+"""Regression fitted inside a node (issue 18): the node releases encrypted aggregates of the
+design matrix it builds; this module decrypts them with the analyst's key and solves.
+
+- OLS (``family="gaussian"``): one release of n, X'X, X'y, y'y; beta = (X'X)^-1 X'y, the
+  residual sum of squares from the same statistics, classical standard errors.
+- Logistic (``family="binomial"``): Newton-Raphson from beta = 0; each step is one release of
+  the Hessian X'WX and the gradient X'(y - p) at the current beta; it stops when the step is
+  below ``tol`` (relative) or at the node's iteration cap. Standard errors from the last Hessian.
+
+Under DP the statistics carry noise of the scales the node declares (``noise_scales``); the
+standard errors reported are the usual ones computed from the noisy statistics and do not add
+the noise's own variance (``RegressionResults.noise_scales`` states it).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .crypto import Ciphertext, PackingLayout, decrypt_packed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .crypto import PrivateKey
+
+
+@dataclass
+class ModelRelease:
+    """One decrypted release of a model's statistics."""
+
+    terms: list[str]
+    response: str
+    n: float
+    matrix: np.ndarray  # X'X (OLS) or the Hessian X'WX (logistic)
+    vector: np.ndarray  # X'y (OLS) or the gradient X'(y - p) (logistic)
+    yty: float  # OLS only
+    disclosure: str
+    epsilon: float
+    noise_scales: list[float]
+    digest: str
+    max_iterations: int
+
+
+def decode_release(msg: Any, sk: PrivateKey, family: str) -> ModelRelease:
+    """Decrypt ``ModelStatistics`` and rebuild the symmetric matrix and the vector."""
+    c = msg.cells
+    pk = sk.public_key
+    low = int(c.slot_offset)
+    layout = PackingLayout(c.slot_bits, c.slots_per_ciphertext, low, low + (1 << c.slot_bits) - 1, 1, pk.bits)
+    cts = [Ciphertext.from_bytes(pk, b) for b in c.ciphertexts]
+    cells = decrypt_packed(sk, cts, layout, c.cell_count)
+    scale = float(2**msg.fraction_bits)
+    values = [v / scale for v in cells]
+    p = len(msg.terms)
+    expected = 1 + p * (p + 1) // 2 + p + (1 if family == "gaussian" else 0)
+    if len(values) != expected:
+        raise ValueError("the release holds a different number of statistics than its terms imply")
+    m = np.zeros((p, p))
+    k = 1
+    for i in range(p):
+        for j in range(i, p):
+            m[i, j] = m[j, i] = values[k]
+            k += 1
+    vec = np.array(values[k:k + p])
+    yty = values[k + p] if family == "gaussian" else 0.0
+    return ModelRelease(list(msg.terms), msg.response, values[0], m, vec, yty, msg.disclosure_mode, msg.epsilon,
+                        list(msg.noise_scales), msg.release_digest, msg.max_iterations)
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _normal_ppf(q: float) -> float:
+    lo, hi = -40.0, 40.0
+    for _ in range(200):  # bisection: plenty for double precision
+        mid = (lo + hi) / 2
+        if _normal_cdf(mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _t_dist(df: float):
+    try:
+        from scipy import stats  # present wherever statsmodels is; optional for the SDK
+        return stats.t(df)
+    except ImportError:  # large n: the t distribution is the normal one to many digits
+        return None
+
+
+@dataclass
+class RegressionResults:
+    """Reads like statsmodels' results: params, bse, tvalues, pvalues, conf_int(), nobs, summary()."""
+
+    family: str
+    formula: str
+    dataset: str
+    params: pd.Series
+    bse: pd.Series
+    nobs: float
+    df_model: float
+    df_resid: float
+    cov_params_matrix: pd.DataFrame
+    disclosure: str
+    epsilon_spent: float
+    noise_scales: list[list[float]] = field(default_factory=list)  # per release, in release order
+    iterations: int = 1
+    converged: bool = True
+    scale: float = 1.0
+    release_digests: list[str] = field(default_factory=list)
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return self.params / self.bse
+
+    @property
+    def _use_t(self) -> bool:
+        return self.family == "gaussian"
+
+    @property
+    def pvalues(self) -> pd.Series:
+        t = self.tvalues
+        dist = _t_dist(self.df_resid) if self._use_t else None
+        if dist is not None:
+            return t.abs().map(lambda v: 2 * float(dist.sf(v)))
+        return t.abs().map(lambda v: 2 * (1 - _normal_cdf(v)))
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        import pandas as pd
+
+        dist = _t_dist(self.df_resid) if self._use_t else None
+        q = float(dist.ppf(1 - alpha / 2)) if dist is not None else _normal_ppf(1 - alpha / 2)
+        return pd.DataFrame({0: self.params - q * self.bse, 1: self.params + q * self.bse})
+
+    def cov_params(self) -> pd.DataFrame:
+        return self.cov_params_matrix
+
+    def summary(self) -> str:
+        ci = self.conf_int()
+        name = {"gaussian": "OLS", "binomial": "Logit"}[self.family]
+        lines = [f"{name} regression results (fitted inside the node; {self.disclosure} release)",
+                 f"Formula: {self.formula}    Dataset: {self.dataset}",
+                 f"No. Observations: {self.nobs:.0f}    Df Residuals: {self.df_resid:.0f}    "
+                 f"Df Model: {self.df_model:.0f}    Iterations: {self.iterations}",
+                 f"epsilon spent: {self.epsilon_spent:g}" if self.disclosure == "dp" else "exact statistics",
+                 "", f"{'':28s}{'coef':>12s}{'std err':>12s}{'t' if self._use_t else 'z':>9s}{'P>|t|':>9s}"
+                 f"{'[0.025':>12s}{'0.975]':>12s}"]
+        pv = self.pvalues
+        for k in self.params.index:
+            lines.append(f"{k[:28]:28s}{self.params[k]:12.4f}{self.bse[k]:12.4f}{self.tvalues[k]:9.3f}"
+                         f"{pv[k]:9.3f}{ci.loc[k, 0]:12.4f}{ci.loc[k, 1]:12.4f}")
+        if self.disclosure == "dp":
+            lines += ["", "Under DP the statistics carry declared discrete-Laplace noise; the standard errors "
+                          "above do not include it."]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        ci = self.conf_int()
+        return {"family": self.family, "formula": self.formula, "dataset": self.dataset, "nobs": self.nobs,
+                "df_resid": self.df_resid, "disclosure": self.disclosure, "epsilon_spent": self.epsilon_spent,
+                "iterations": self.iterations, "converged": self.converged,
+                "params": {k: float(v) for k, v in self.params.items()},
+                "bse": {k: float(v) for k, v in self.bse.items()},
+                "conf_int": {k: [float(ci.loc[k, 0]), float(ci.loc[k, 1])] for k in self.params.index},
+                "release_digests": list(self.release_digests)}
+
+
+def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionResults:
+    import pandas as pd
+
+    p = len(rel.terms)
+    inv = np.linalg.inv(rel.matrix)
+    beta = np.linalg.solve(rel.matrix, rel.vector)
+    rss = rel.yty - 2 * beta @ rel.vector + beta @ rel.matrix @ beta
+    df_resid = rel.n - p
+    sigma2 = rss / df_resid
+    cov = sigma2 * inv
+    index = rel.terms
+    has_const = "Intercept" in index
+    return RegressionResults(
+        "gaussian", formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
+        rel.n, p - (1 if has_const else 0), df_resid, pd.DataFrame(cov, index=index, columns=index),
+        rel.disclosure, rel.epsilon, [rel.noise_scales], 1, True, float(sigma2), [rel.digest])
+
+
+def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family: str,
+        tol: float = 1e-10, max_iter: int | None = None) -> RegressionResults:
+    """Drive a fit: ``call(request)`` sends one ComputeModelStatistics request, ``request_of``
+    builds it from (fit_id, iteration, coefficients)."""
+    import pandas as pd
+
+    fit_id = str(uuid.uuid4())
+    if family == "gaussian":
+        rel = decode_release(call(request_of(fit_id, 0, [])), sk, family)
+        return ols_results(rel, formula=formula, dataset=dataset)
+    if family != "binomial":  # the node names the families it fits (MODEL_FAMILY_UNSUPPORTED)
+        call(request_of(fit_id, 0, []))
+        raise ValueError("family must be 'gaussian' or 'binomial'")
+    beta: np.ndarray | None = None
+    releases: list[ModelRelease] = []
+    converged = False
+    iteration = 0
+    while True:
+        rel = decode_release(call(request_of(fit_id, iteration, [] if beta is None else beta.tolist())), sk, family)
+        releases.append(rel)
+        if beta is None:
+            beta = np.zeros(len(rel.terms))
+        cap = rel.max_iterations if max_iter is None else min(max_iter, rel.max_iterations)
+        step = np.linalg.solve(rel.matrix, rel.vector)
+        beta = beta + step
+        iteration += 1
+        if np.max(np.abs(step) / (1.0 + np.abs(beta))) < tol:
+            converged = True
+            break
+        if iteration >= cap:
+            break
+    last = releases[-1]
+    cov = np.linalg.inv(last.matrix)  # the information at the last step (within tol of the final beta)
+    index = last.terms
+    p = len(index)
+    return RegressionResults(
+        "binomial", formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
+        last.n, p - (1 if "Intercept" in index else 0), last.n - p, pd.DataFrame(cov, index=index, columns=index),
+        last.disclosure, sum(r.epsilon for r in releases), [r.noise_scales for r in releases], iteration, converged,
+        1.0, [r.digest for r in releases])

@@ -1,0 +1,60 @@
+from veil.v1 import query_pb2 as _query_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ComputeModelStatisticsRequest(_message.Message):
+    __slots__ = ("dataset", "formula", "family", "purpose", "public_key", "fit_id", "iteration", "coefficients", "epsilon")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FORMULA_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    formula: str
+    family: str
+    purpose: str
+    public_key: _query_pb2.PaillierPublicKey
+    fit_id: str
+    iteration: int
+    coefficients: _containers.RepeatedScalarFieldContainer[float]
+    epsilon: float
+    def __init__(self, dataset: _Optional[str] = ..., formula: _Optional[str] = ..., family: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., coefficients: _Optional[_Iterable[float]] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
+class ModelStatistics(_message.Message):
+    __slots__ = ("dataset", "fit_id", "iteration", "terms", "response", "fraction_bits", "cells", "disclosure_mode", "epsilon", "noise_scales", "max_iterations", "release_digest", "certificate_id")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FIT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BITS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    fit_id: str
+    iteration: int
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    response: str
+    fraction_bits: int
+    cells: _query_pb2.EncryptedCells
+    disclosure_mode: str
+    epsilon: float
+    noise_scales: _containers.RepeatedScalarFieldContainer[float]
+    max_iterations: int
+    release_digest: str
+    certificate_id: str
+    def __init__(self, dataset: _Optional[str] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., fraction_bits: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., noise_scales: _Optional[_Iterable[float]] = ..., max_iterations: _Optional[int] = ..., release_digest: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,240 @@
+"""One model release: rules, statistics, disclosure control, encryption, charge and audit.
+
+What each party learns
+- The analyst: the released statistics of its model (OLS: n, X'X, X'y, y'y; logistic: n, the
+  Hessian X'WX and the gradient X'(y - p) at coefficients it chose), decrypted with its own key;
+  under DP each with discrete-Laplace noise of the declared scale. Nothing per row.
+- Transport, relays, the node's log and operators: ciphertexts under the analyst's key, the
+  layout (public), the formula and terms, and a digest of the ciphertexts.
+- The node: the analyst's formula and, for logistic fits, its coefficients at every step (they
+  are the analyst's own working values, not data; the node does not learn the final model).
+
+Rules, each with its reason, checked before anything is computed: a purpose the dataset allows
+and a grant covering every column of the formula (``NO_GRANT``, ``GRANT_COLUMNS``); column
+controls (``HIDDEN_COLUMN``, ``COLUMN_NOT_ALLOWED``, ``MODEL_RANGE_REQUIRED``,
+``MODEL_CATEGORIES_REQUIRED``, ``CATEGORY_NOT_DECLARED``); datasets whose policy auto-approves
+(``MODEL_REVIEW_REQUIRED``: owner review of models is not built); a minimum number of rows and
+at most one parameter per ``ROWS_PER_PARAMETER`` rows (``MODEL_TOO_FEW_ROWS``,
+``MODEL_TOO_MANY_PARAMETERS``), both judged on the catalog's public, rounded row count so the
+refusal never depends on the data; an iteration cap per fit (``MODEL_ITERATION_CAP``); the
+privacy budgets (``PRIVACY_BUDGET_EXHAUSTED``, naming the iteration that stopped).
+
+Disclosure control. DP datasets: each statistic s_k gets discrete-Laplace noise of scale
+Δ_k · m / ε (``disclosure.noise``: OpenDP's exact sampler, CSPRNG), Δ_k its sensitivity from the
+declared ranges (:func:`~veil_server.models.design.sensitivities`) and m the number of
+statistics: each is ε/m-DP, so the release is ε-DP (sequential composition), and ε is debited
+from the analyst's and the dataset's budgets in the transaction that logs the release. Every
+Newton step of a logistic fit is its own release and pays its own ε. Exact datasets (the owner's
+recorded ``exact_reason``) release the statistics as computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import threading
+from typing import Any
+
+from veil.crypto import InvalidKey, PackingLayout, PublicKey, encrypt_packed
+from veil.v1 import model_pb2, query_pb2
+
+from ..config import Principal, Role
+from ..disclosure.budget import BudgetExhausted, to_micro
+from ..disclosure.noise import mechanism, privatize
+from ..errors import Internal, InvalidArgument, PermissionDenied, PolicyViolation, VeilError
+from . import design
+from .formula import ModelSpec, resolve
+
+FRACTION_BITS = 32  # fixed point: each statistic is round(value * 2^32) before noise and encryption
+SLOT_LOW, SLOT_HIGH = -(1 << 126), (1 << 126) - 1  # a public, fixed slot: its width reveals nothing
+MAX_PUBLIC_BOUND = 1 << 120  # refuse up front when declared ranges x rows could reach the slot
+ROWS_PER_PARAMETER = 10
+MIN_MODEL_ROWS = 50
+MAX_ITERATIONS = 25
+MAX_FIT_ID = 128
+MAX_COEFFICIENT = 1e6
+
+
+class ModelFitting:
+    """Computes model releases for a :class:`veil_server.node.Node`."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._releases: dict[tuple[str, str, str], int] = {}  # (principal, dataset, fit) -> releases
+
+    def compute(self, principal: Principal, request: model_pb2.ComputeModelStatisticsRequest) -> \
+            model_pb2.ModelStatistics:
+        """The release for ``request``, or a refusal (audited, and counted like refused queries)."""
+        try:
+            return self._compute(principal, request)
+        except VeilError as e:
+            details = {"formula": request.formula[:2000], "family": request.family[:20],
+                       "purpose": request.purpose[:200], "fit_id": request.fit_id[:MAX_FIT_ID],
+                       "iteration": int(request.iteration)}
+            self.node.audit.model_refused(principal.name, e, details)
+            if principal.role is Role.ANALYST:
+                self.node.disclosure.refused(principal.name, e, dataset=request.dataset.removeprefix("datasets/"),
+                                             purpose=request.purpose)
+            raise
+
+    # -- the rules --------------------------------------------------------------------------
+
+    def _compute(self, principal: Principal, req: model_pb2.ComputeModelStatisticsRequest) -> \
+            model_pb2.ModelStatistics:
+        node = self.node
+        if principal.role is not Role.ANALYST:
+            raise PermissionDenied("only analysts fit models", reason="ROLE_NOT_ALLOWED")
+        node.disclosure.check_refusals(principal)
+        family = req.family or design.GAUSSIAN
+        if family not in design.FAMILIES:
+            raise InvalidArgument(f"family must be one of {', '.join(design.FAMILIES)}",
+                                  reason="MODEL_FAMILY_UNSUPPORTED")
+        if not req.fit_id or len(req.fit_id) > MAX_FIT_ID:
+            raise InvalidArgument(f"fit_id is required (at most {MAX_FIT_ID} characters, e.g. a UUID)",
+                                  reason="INVALID_FIT_ID")
+        if not req.HasField("public_key"):
+            raise InvalidArgument("public_key is required: the statistics are encrypted under it",
+                                  reason="PUBLIC_KEY_REQUIRED")
+        try:
+            key = PublicKey.from_bytes(req.public_key.n, min_bits=2048)
+        except InvalidKey as e:
+            raise InvalidArgument(f"the Paillier public key is not acceptable: {e}",
+                                  reason="INVALID_PUBLIC_KEY") from None
+        if not req.purpose:
+            raise InvalidArgument("every model declares a purpose; set purpose to one the dataset allows",
+                                  reason="PURPOSE_REQUIRED")
+        served = node.steward.queryable(req.dataset)
+        ds = served.dataset
+        if req.purpose not in ds.purposes:
+            raise PolicyViolation(f"purpose '{req.purpose}' is not allowed on datasets/{ds.name}; allowed: "
+                                  f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
+                                  metadata={"dataset": ds.name, "purpose": req.purpose})
+        spec = resolve(req.formula, ds)
+        if not served.governance.auto_approve:
+            raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
+                                  "on datasets whose policy approves automatically (ask the owner)",
+                                  reason="MODEL_REVIEW_REQUIRED", metadata={"dataset": ds.name})
+        node.steward.grants.find(principal=principal.name, dataset=ds.name, purpose=req.purpose,
+                                 columns=list(spec.columns))
+        rows = node.approximate_rows(ds)  # public (the catalog shows it): refusals never depend on data
+        p = spec.parameters
+        need = max(ds.min_group_size, MIN_MODEL_ROWS)
+        if rows < need:
+            raise PolicyViolation(f"datasets/{ds.name} has too few rows for a model (at least {need}); "
+                                  "models need a larger dataset", reason="MODEL_TOO_FEW_ROWS",
+                                  metadata={"dataset": ds.name, "limit": str(need)})
+        if p * ROWS_PER_PARAMETER > rows:
+            raise PolicyViolation(f"the model has {p} parameters; datasets/{ds.name} allows at most one per "
+                                  f"{ROWS_PER_PARAMETER} rows ({rows // ROWS_PER_PARAMETER}); use fewer terms or "
+                                  "categories", reason="MODEL_TOO_MANY_PARAMETERS",
+                                  metadata={"dataset": ds.name, "limit": str(rows // ROWS_PER_PARAMETER)})
+        coefficients = self._coefficients(req, spec, family)
+        if req.iteration >= MAX_ITERATIONS:
+            raise _cap(req.iteration)
+        eps = node.disclosure.epsilon(ds, req.epsilon)
+        sens = design.sensitivities(spec, ds, family)
+        if max(sens) * (2 * rows + 1000) * 2**FRACTION_BITS >= MAX_PUBLIC_BOUND:
+            raise PolicyViolation("the declared ranges are too wide for the model's fixed-point cells; ask the "
+                                  "owner for narrower ranges", reason="MODEL_RANGE_TOO_WIDE")
+        pol = ds.disclosure
+        budget_purpose = pol.budget_purpose(req.purpose)
+        if pol.dp:
+            try:
+                node.disclosure.budget.check(principal.name, ds.name.lower(), budget_purpose, epsilon=eps,
+                                             limit=pol.analyst_budget, dataset_limit=pol.dataset_budget)
+            except BudgetExhausted as e:
+                raise _stopped(e, req.iteration) from None
+        account = (principal.name, ds.name.lower(), req.fit_id)
+        with self._lock:
+            if self._releases.get(account, 0) >= MAX_ITERATIONS:
+                raise _cap(req.iteration)
+
+        # -- compute, protect, encrypt ---------------------------------------------------------
+        exact = design.compute(node.engine, spec, ds, family, coefficients)
+        fixed = [round(v * 2**FRACTION_BITS) for v in exact]
+        scales: list[float] = []
+        if pol.dp:
+            m = len(fixed)
+            released = []
+            for v, s in zip(fixed, sens):
+                noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), eps / m)
+                released += privatize([v], noise)
+                scales.append(noise.scale * noise.unit / 2**FRACTION_BITS)
+            fixed = released
+        if any(not SLOT_LOW <= v <= SLOT_HIGH for v in fixed):  # the public bound above rules this out
+            raise Internal("a model statistic does not fit its cell", reason="EXECUTION_FAILED")
+        layout = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH)
+        cts = [c.to_bytes() for c in encrypt_packed(key, fixed, layout, obfuscation=node.obfuscation)]
+        digest = hashlib.sha256(b"".join(cts)).hexdigest()
+        release_id = f"model:{req.fit_id}:{req.iteration}:{secrets.token_hex(8)}"
+        certificate = node.certificate_id(ds.name)
+
+        # -- charge and log in one transaction, then release ----------------------------------
+        with node.store.joined_tx():
+            node.steward.grants.charge(query_id=release_id, principal=principal.name, dataset=ds.name,
+                                       purpose=req.purpose, columns=list(spec.columns))
+            if pol.dp:
+                try:
+                    node.disclosure.budget.debit(release_id, principal.name, ds.name.lower(), budget_purpose,
+                                                 epsilon=eps, limit=pol.analyst_budget,
+                                                 dataset_limit=pol.dataset_budget)
+                except BudgetExhausted as e:
+                    raise _stopped(e, req.iteration) from None
+            node.audit.model_released(principal.name, ds.name, {
+                "release": release_id, "fit_id": req.fit_id, "iteration": int(req.iteration), "family": family,
+                "formula": req.formula[:2000], "terms": [t.name for t in spec.terms], "purpose": req.purpose,
+                "disclosure": pol.mode, "epsilon_micro": to_micro(eps) if pol.dp else 0,
+                "statistics": len(fixed), "ciphertexts": len(cts), "release_sha256": digest,
+                "key_fingerprint": key.fingerprint(), "dataset_certificate": certificate})
+            node.disclosure.ledger.record("released", principal=principal.name, dataset=ds.name,
+                                          purpose=req.purpose, query_id=release_id, released=1, rows_scanned=rows,
+                                          cells_released=len(fixed), micro_epsilon=to_micro(eps) if pol.dp else 0,
+                                          ciphertexts=len(cts))
+        with self._lock:
+            self._releases[account] = self._releases.get(account, 0) + 1
+        return model_pb2.ModelStatistics(
+            dataset=ds.resource_name, fit_id=req.fit_id, iteration=req.iteration,
+            terms=[t.name for t in spec.terms], response=spec.response.name, fraction_bits=FRACTION_BITS,
+            cells=query_pb2.EncryptedCells(slot_bits=layout.slot_bits, slots_per_ciphertext=layout.slots,
+                                           slot_offset=str(SLOT_LOW), cell_count=len(fixed), ciphertexts=cts,
+                                           plaintext_bits=layout.slot_bits * layout.slots),
+            disclosure_mode=pol.mode, epsilon=eps if pol.dp else 0.0, noise_scales=scales,
+            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate)
+
+    @staticmethod
+    def _coefficients(req: model_pb2.ComputeModelStatisticsRequest, spec: ModelSpec, family: str) -> list[float]:
+        coefficients = list(req.coefficients)
+        if family == design.GAUSSIAN:
+            if coefficients or req.iteration:
+                raise InvalidArgument("ordinary least squares takes no coefficients and one release (iteration 0)",
+                                      reason="INVALID_COEFFICIENTS")
+            return []
+        lo, hi = (float(v) for v in spec.response.value_range or (0, 0))
+        if lo < 0 or hi > 1:
+            raise PolicyViolation(f"logistic regression needs a response declared within [0, 1]; column "
+                                  f"{spec.response.name} is declared wider", reason="MODEL_RESPONSE_NOT_BINARY",
+                                  metadata={"column": spec.response.name})
+        if not coefficients:
+            return [0.0] * spec.parameters
+        if len(coefficients) != spec.parameters:
+            raise InvalidArgument(f"the model has {spec.parameters} parameters; send one coefficient for each",
+                                  reason="INVALID_COEFFICIENTS")
+        if not all(math.isfinite(c) and abs(c) <= MAX_COEFFICIENT for c in coefficients):
+            raise InvalidArgument(f"coefficients must be finite and at most {MAX_COEFFICIENT:g} in size",
+                                  reason="INVALID_COEFFICIENTS")
+        return coefficients
+
+
+def _cap(iteration: int) -> PolicyViolation:
+    return PolicyViolation(f"a fit may use at most {MAX_ITERATIONS} releases; iteration {iteration} is past the cap. "
+                           "Start from better coefficients or accept the current ones",
+                           reason="MODEL_ITERATION_CAP", metadata={"iteration": str(iteration),
+                                                                   "limit": str(MAX_ITERATIONS)})
+
+
+def _stopped(e: BudgetExhausted, iteration: int) -> BudgetExhausted:
+    """The budget refusal, naming the iteration that stopped (nothing was released for it)."""
+    return BudgetExhausted(f"the fit stopped at iteration {iteration}, nothing was released for it: {e.message}",
+                           metadata={**e.metadata, "iteration": str(iteration)})

@@ -252,3 +252,33 @@ def test_dp_check_detects_noise_twice_or_half_the_declared_scale(served, factor)
         betas.append(np.linalg.solve(m, np.array(noisy[k:])))
     ms = _mean_square_whitened(betas, truth, _error_covariance(a, b, scales))
     assert not 0.5 < ms < 2.0, ms
+
+
+def test_cli_model_fit_prints_json_and_refusals_in_one_line(served, analyst_home, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    running, token, raw = served
+    (tmp_path / "alice.token").write_text(token)
+    env = dict(os.environ, VEIL_TARGET=running.target, VEIL_HOME=str(analyst_home),
+               VEIL_TOKEN_FILE=str(tmp_path / "alice.token"))
+    env.pop("VEIL_TOKEN", None)
+
+    def veil_cli(*args):
+        return subprocess.run([sys.executable, "-m", "veil.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    r = veil_cli("model", "fit", OLS_FORMULA, "--dataset", "fair", "--purpose", "research", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    ref = smf.ols(OLS_FORMULA, raw).fit()
+    for name, value in ref.params.items():
+        assert out["params"][name] == pytest.approx(value, rel=1e-6)
+        assert out["bse"][name] == pytest.approx(ref.bse[name], rel=1e-6)
+    assert out["nobs"] == len(raw) and out["disclosure"] == "exact"
+    r = veil_cli("model", "fit", "affairs ~ pid", "--dataset", "fair", "--purpose", "research")
+    assert r.returncode == 2 and "HIDDEN_COLUMN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = veil_cli("model", "fit", LOGIT_FORMULA, "--dataset", "fair", "--purpose", "research", "--family", "binomial")
+    assert r.returncode == 0 and "C(rate_marriage)[T.5]" in r.stdout and "Logit" in r.stdout

@@ -86,11 +86,11 @@ def survey() -> pd.DataFrame:
     return d
 
 
-def _dataset(name: str, disclosure: str) -> str:
+def _dataset(name: str, disclosure: str, source: str = "") -> str:
     return f"""
 [[datasets]]
 name = "{name}"
-source = "{name}.csv"
+{source or f'source = "{name}.csv"'}
 purposes = ["research"]
 classification = "public"
 min_group_size = 10
@@ -113,12 +113,22 @@ def dp(epsilon: float, budget: float, most: float | None = None) -> str:
 
 
 @contextlib.contextmanager
-def survey_node(folder: Path, *, dp_epsilon: float = 1.0) -> Iterator[tuple[object, str, pd.DataFrame]]:
-    """Yields (the running node, alice's token, the raw rows)."""
+def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") -> \
+        Iterator[tuple[object, str, pd.DataFrame]]:
+    """Yields (the running node, alice's token, the raw rows). ``postgres``: a conninfo whose
+    database gets the rows as table survey.fair, served as the exact-mode dataset fair_pg."""
     d = survey()
     for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small"):  # one source is listed once: a file each
         d.to_csv(folder / f"{name}.csv", index=False)
     d.head(100).to_csv(folder / "fair_tiny.csv", index=False)
+    extra = ""
+    if postgres:
+        import pyarrow as pa
+
+        from tests.integration.engine_support import load_table
+
+        load_table(postgres, "survey.fair", pa.Table.from_pandas(d, preserve_index=False))
+        extra = _dataset("fair_pg", EXACT, f'format = "postgres"\ntable = "survey.fair"\nconninfo = "{postgres}"')
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).hexdigest()
     (folder / "veil.toml").write_text(f"""[node]
@@ -141,6 +151,6 @@ role = "owner"
 token_sha256 = "{hashlib.sha256(b'unused-owner-token').hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5))
-        + _dataset("fair_tiny", EXACT))
+        + _dataset("fair_tiny", EXACT) + extra)
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
         yield running, token, d

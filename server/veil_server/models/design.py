@@ -24,10 +24,27 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dataclasses import dataclass
+
 from ..errors import FailedPrecondition
 from ..query.catalog import Column, Dataset
 from ..query.engine import quote_ident
 from .formula import ModelSpec, Term
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines' SQL for the design (an engine's ``model_dialect`` tuple;
+    DuckDB's by default)."""
+
+    placeholder: str = "?"
+    double: str = "DOUBLE"
+    text: str = "VARCHAR"
+
+
+DUCKDB = Dialect()
+POSTGRES = Dialect("%s", "DOUBLE PRECISION", "TEXT")
+ETA_LIMIT = 700.0  # |Xb| beyond this gives p = 0 or 1 in doubles anyway; PostgreSQL's exp() overflows
 
 GAUSSIAN, BINOMIAL = "gaussian", "binomial"
 FAMILIES = (GAUSSIAN, BINOMIAL)
@@ -72,32 +89,33 @@ def sensitivities(spec: ModelSpec, ds: Dataset, family: str) -> list[float]:
     return out
 
 
-def _term_sql(term: Term, ds: Dataset, params: list[Any]) -> str:
+def _clamped(ident: str, col: Column, params: list[Any], d: Dialect) -> str:
+    lo, hi = _range(col)
+    params.extend([lo, hi, (lo + hi) / 2])
+    q = d.placeholder
+    return f"COALESCE(LEAST(GREATEST(CAST({ident} AS {d.double}), {q}), {q}), {q})"
+
+
+def _term_sql(term: Term, ds: Dataset, params: list[Any], d: Dialect) -> str:
     if term.intercept:
         return "1.0"
     ident = quote_ident(term.column)
     if term.level is not None:
         params.append(str(term.level))
-        return f"(CASE WHEN CAST({ident} AS VARCHAR) = ? THEN 1.0 ELSE 0.0 END)"
+        return f"(CASE WHEN CAST({ident} AS {d.text}) = {d.placeholder} THEN 1.0 ELSE 0.0 END)"
     col = ds.column(term.column)
     assert col is not None
-    lo, hi = _range(col)
-    params.extend([lo, hi, (lo + hi) / 2])
-    return f"COALESCE(LEAST(GREATEST(CAST({ident} AS DOUBLE), ?), ?), ?)"
+    return _clamped(ident, col, params, d)
 
 
-def _response_sql(spec: ModelSpec, params: list[Any]) -> str:
-    lo, hi = _range(spec.response)
-    params.extend([lo, hi, (lo + hi) / 2])
-    return f"COALESCE(LEAST(GREATEST(CAST({quote_ident(spec.response.name)} AS DOUBLE), ?), ?), ?)"
-
-
-def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float]) -> tuple[Any, list[Any]]:
-    """(render(view) -> SQL, params) for one row of the statistics in release order."""
+def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float],
+           dialect: Dialect = DUCKDB) -> tuple[Any, list[Any]]:
+    """(render(relation) -> SQL, params) for one row of the statistics in release order."""
+    d = dialect
     params: list[Any] = []
     p = len(spec.terms)
-    cols = [f"{_term_sql(t, ds, params)} AS x{i}" for i, t in enumerate(spec.terms)]
-    cols.append(f"{_response_sql(spec, params)} AS y")
+    cols = [f"{_term_sql(t, ds, params, d)} AS x{i}" for i, t in enumerate(spec.terms)]
+    cols.append(f"{_clamped(quote_ident(spec.response.name), spec.response, params, d)} AS y")
     inner_params = params
     outer: list[str] = ["COUNT(*)"]
     if family == GAUSSIAN:
@@ -107,9 +125,10 @@ def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float])
         select_params: list[Any] = []
         middle = None
     else:
-        eta = " + ".join(f"? * x{i}" for i in range(p))
-        select_params = [float(c) for c in coefficients]
-        middle = f"SELECT *, 1.0 / (1.0 + exp(-({eta}))) AS mu FROM ({{inner}})"
+        eta = " + ".join(f"{d.placeholder} * x{i}" for i in range(p))
+        select_params = [float(c) for c in coefficients] + [-ETA_LIMIT, ETA_LIMIT]
+        middle = (f"SELECT *, 1.0 / (1.0 + exp(-LEAST(GREATEST({eta}, {d.placeholder}), {d.placeholder}))) AS mu "
+                  "FROM ({inner}) AS terms")
         outer += [f"SUM(mu * (1.0 - mu) * x{i} * x{j})" for i in range(p) for j in range(i, p)]
         outer += [f"SUM(x{i} * (y - mu))" for i in range(p)]
 
@@ -124,14 +143,14 @@ def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float])
 
 
 def compute(engine: Any, spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float]) -> list[float]:
-    """The exact statistics, from the dataset's engine (DuckDB files only, for now)."""
-    duck = getattr(engine, "engine_for", lambda _d: engine)(ds)
-    moments = getattr(duck, "model_moments", None)
+    """The exact statistics, from the dataset's engine (DuckDB files and PostgreSQL; not Spark yet)."""
+    backend = getattr(engine, "engine_for", lambda _d: engine)(ds)
+    moments = getattr(backend, "model_moments", None)
     if moments is None:
         raise FailedPrecondition(f"datasets/{ds.name} is served by the {ds.format} engine, which cannot fit "
-                                 "models yet; models run on CSV and Parquet datasets (DuckDB)",
+                                 "models yet; models run on CSV, Parquet and PostgreSQL datasets",
                                  reason="MODEL_ENGINE_UNSUPPORTED", metadata={"dataset": ds.name})
-    render_sql, params = render(spec, ds, family, coefficients)
+    render_sql, params = render(spec, ds, family, coefficients, Dialect(*getattr(backend, "model_dialect", ())))
     row = moments(ds, render_sql, params)
     out = [float(v) if v is not None else 0.0 for v in row]
     if not all(math.isfinite(v) for v in out):  # clamped inputs cannot give this; never release it

@@ -8,8 +8,10 @@ design matrix it builds; this module decrypts them with the analyst's key and so
   below ``tol`` (relative) or at the node's iteration cap. Standard errors from the last Hessian.
 
 Under DP the statistics carry noise of the scales the node declares (``noise_scales``); the
-standard errors reported are the usual ones computed from the noisy statistics and do not add
-the noise's own variance (``RegressionResults.noise_scales`` states it).
+standard errors add, to first order (delta method), the variance that noise puts on the
+coefficients: for OLS through X'X and X'y, for logistic through the last gradient. The noise's
+effect is only approximately linear when it is large next to the statistics (small n, small ε),
+and a noisy X'X may even fail to be positive definite (then some standard errors are NaN).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .crypto import PrivateKey
+
+
+# Under DP every Newton step pays ε and its noise keeps the step from shrinking below ``tol``:
+# by default a DP logistic fit takes this many steps (from 0, enough for the usual GLM), unless
+# ``max_iter`` says otherwise.
+DP_NEWTON_STEPS = 6
 
 
 @dataclass
@@ -158,7 +166,7 @@ class RegressionResults:
                          f"{pv[k]:9.3f}{ci.loc[k, 0]:12.4f}{ci.loc[k, 1]:12.4f}")
         if self.disclosure == "dp":
             lines += ["", "Under DP the statistics carry declared discrete-Laplace noise; the standard errors "
-                          "above do not include it."]
+                          "above include its first-order effect."]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -172,6 +180,35 @@ class RegressionResults:
                 "release_digests": list(self.release_digests)}
 
 
+def noise_covariance_ols(matrix: np.ndarray, vector: np.ndarray, scales: list[float]) -> np.ndarray:
+    """First-order covariance that the declared noise adds to beta = A^-1 b (delta method): each
+    statistic k of the upper triangle of A and of b moves beta by g_k times its noise, whose
+    variance is 2 s_k^2 (discrete Laplace at these scales). ``scales`` in release order (n first)."""
+    p = len(vector)
+    inv = np.linalg.inv(matrix)
+    beta = inv @ vector
+    cov = np.zeros((p, p))
+    k = 1
+    for i in range(p):
+        for j in range(i, p):
+            g = -(inv[:, i] * beta[j] + (inv[:, j] * beta[i] if i != j else 0.0))
+            cov += np.outer(g, g) * 2 * scales[k] ** 2
+            k += 1
+    for i in range(p):
+        cov += np.outer(inv[:, i], inv[:, i]) * 2 * scales[k] ** 2
+        k += 1
+    return cov
+
+
+def noise_covariance_newton(hessian: np.ndarray, scales: list[float]) -> np.ndarray:
+    """First-order covariance the gradient's declared noise adds to the last Newton step's
+    beta (H^-1 e_g; the Hessian's noise multiplies a gradient that is ~0 at convergence)."""
+    p = hessian.shape[0]
+    inv = np.linalg.inv(hessian)
+    grad = np.array(scales[1 + p * (p + 1) // 2: 1 + p * (p + 1) // 2 + p])
+    return inv @ np.diag(2 * grad ** 2) @ inv
+
+
 def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionResults:
     import pandas as pd
 
@@ -182,6 +219,8 @@ def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionR
     df_resid = rel.n - p
     sigma2 = rss / df_resid
     cov = sigma2 * inv
+    if rel.noise_scales:  # DP: the noise's own share of the error, where the delta method knows it
+        cov = cov + noise_covariance_ols(rel.matrix, rel.vector, rel.noise_scales)
     index = rel.terms
     has_const = "Intercept" in index
     return RegressionResults(
@@ -212,7 +251,8 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
         releases.append(rel)
         if beta is None:
             beta = np.zeros(len(rel.terms))
-        cap = rel.max_iterations if max_iter is None else min(max_iter, rel.max_iterations)
+        default = DP_NEWTON_STEPS if rel.disclosure == "dp" else rel.max_iterations
+        cap = min(default if max_iter is None else max_iter, rel.max_iterations)
         step = np.linalg.solve(rel.matrix, rel.vector)
         beta = beta + step
         iteration += 1
@@ -223,6 +263,8 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
             break
     last = releases[-1]
     cov = np.linalg.inv(last.matrix)  # the information at the last step (within tol of the final beta)
+    if last.noise_scales:  # DP: plus the last gradient's declared noise
+        cov = cov + noise_covariance_newton(last.matrix, last.noise_scales)
     index = last.terms
     p = len(index)
     return RegressionResults(

@@ -392,7 +392,9 @@ class Node(Connection):
 
         ``formula``: ``"y ~ a + b + C(g)"``; ``family``: ``"gaussian"`` (OLS, one release) or
         ``"binomial"`` (logistic regression by Newton steps, one release each). On a DP dataset
-        every release spends ``epsilon`` (default: the dataset's); a budget that runs out stops
+        every release spends ``epsilon`` (default: the dataset's) and a logistic fit takes
+        ``max_iter`` Newton steps (default 6; exact data: until the step is below ``tol``, at most
+        the node's cap); a budget that runs out stops
         the fit with :class:`veil.QuotaExceeded` (reason ``PRIVACY_BUDGET_EXHAUSTED``) naming the iteration."""
         from .models import fit
         from .v1 import model_pb2, model_pb2_grpc

@@ -223,6 +223,27 @@ def test_dp_coefficient_error_matches_declared_noise(alice, served):
             betas.append(res.params[["Intercept", "age", "yrs_married", "children"]].to_numpy())
     cov = _error_covariance(a, b, scales)
     assert 0.5 < _mean_square_whitened(betas, truth, cov) < 2.0
+    # The reported standard errors include the noise's share (first order), on top of sampling.
+    assert np.all(res.bse.to_numpy() ** 2 > 0.8 * np.diag(cov))
+
+
+def test_dp_logistic_fit_charges_and_logs_every_newton_step(alice, served):
+    running = served[0]
+    log = running.node.audit.log
+    before_spent = alice.budget("fair_dp", purpose="research").spent
+    before = len(log.search(kind="model.release", dataset="fair_dp", page_size=1000).entries)
+    res = alice.fit("had_affair ~ age + yrs_married", dataset="fair_dp", purpose="research", family="binomial",
+                    epsilon=DP_EPSILON)
+    assert res.disclosure == "dp" and res.iterations == 6 and len(res.noise_scales) == 6
+    assert alice.budget("fair_dp", purpose="research").spent == pytest.approx(before_spent + 6 * DP_EPSILON)
+    entries = log.search(kind="model.release", dataset="fair_dp", page_size=1000).entries[before:]
+    assert [e.details["release_sha256"] for e in entries] == res.release_digests
+    assert [e.details["iteration"] for e in entries] == list(range(6))
+    ref = smf.logit("had_affair ~ age + yrs_married", served[2]).fit(disp=0)
+    # Noisy, but near: within 10 reported standard errors (which include the noise's share; the
+    # error is noise only, the rows being the same). Even a single Laplace term exceeds 10 of its
+    # standard deviations with probability exp(-10 sqrt 2) < 1e-6.
+    assert np.all(np.abs(res.params - ref.params) < 10 * res.bse)
 
 
 @pytest.mark.parametrize("factor", [2.0, 0.5])

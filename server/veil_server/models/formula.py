@@ -27,7 +27,7 @@ from ..query.catalog import Column, ColumnControl, Dataset
 MAX_FORMULA = 2000
 MAX_TERMS = 64
 
-_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<num>-?\d+(?:\.\d+)?)|(?P<str>'[^']*'|\"[^\"]*\")"
+_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<num>\d+(?:\.\d+)?)|(?P<str>'[^']*'|\"[^\"]*\")"
                     r"|(?P<op>[~+\-(),=]))")
 
 
@@ -99,7 +99,7 @@ def _literal(kind: str, text: str) -> str | int | Decimal:
     if kind == "str":
         return text[1:-1]
     if kind == "num":
-        return int(text) if re.fullmatch(r"-?\d+", text) else Decimal(text)
+        return int(text) if text.isdigit() else Decimal(text)
     return text  # a bare word names a text level
 
 

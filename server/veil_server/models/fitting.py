@@ -34,6 +34,7 @@ import hashlib
 import math
 import secrets
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from veil.crypto import InvalidKey, PackingLayout, PublicKey, encrypt_packed
@@ -87,37 +88,63 @@ class ModelFitting:
         if principal.role is not Role.ANALYST:
             raise PermissionDenied("only analysts fit models", reason="ROLE_NOT_ALLOWED")
         node.disclosure.check_refusals(principal)
-        family = req.family or design.GAUSSIAN
-        if family not in design.FAMILIES:
-            raise InvalidArgument(f"family must be one of {', '.join(design.FAMILIES)}",
-                                  reason="MODEL_FAMILY_UNSUPPORTED")
-        if not req.fit_id or len(req.fit_id) > MAX_FIT_ID:
-            raise InvalidArgument(f"fit_id is required (at most {MAX_FIT_ID} characters, e.g. a UUID)",
-                                  reason="INVALID_FIT_ID")
         if not req.HasField("public_key"):
             raise InvalidArgument("public_key is required: the statistics are encrypted under it",
                                   reason="PUBLIC_KEY_REQUIRED")
+        prep = self.prepare(principal.name, dataset=req.dataset, formula=req.formula, family=req.family,
+                            purpose=req.purpose, public_key=req.public_key.n, fit_id=req.fit_id,
+                            iteration=req.iteration, coefficients=list(req.coefficients), epsilon=req.epsilon)
+        fixed, scales = self.statistics(prep)
+        layout = PackingLayout.for_range(prep.key, SLOT_LOW, SLOT_HIGH)
+        cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
+        digest = hashlib.sha256(b"".join(cts)).hexdigest()
+        certificate = node.certificate_id(prep.ds.name)
+        self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed), certificate=certificate)
+        return model_pb2.ModelStatistics(
+            dataset=prep.ds.resource_name, fit_id=prep.fit_id, iteration=prep.iteration,
+            terms=[t.name for t in prep.spec.terms], response=prep.spec.response.name, fraction_bits=FRACTION_BITS,
+            cells=query_pb2.EncryptedCells(slot_bits=layout.slot_bits, slots_per_ciphertext=layout.slots,
+                                           slot_offset=str(SLOT_LOW), cell_count=len(fixed), ciphertexts=cts,
+                                           plaintext_bits=layout.slot_bits * layout.slots),
+            disclosure_mode=prep.ds.disclosure.mode, epsilon=prep.epsilon, noise_scales=scales,
+            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate)
+
+    def prepare(self, principal: str, *, dataset: str, formula: str, family: str, purpose: str,
+                public_key: bytes, fit_id: str, iteration: int, coefficients: list[float], epsilon: float,
+                check_grant: bool = True, name_as: str = "") -> Prepared:
+        """Every rule, in order, before anything is computed (also a federated member's PREPARE:
+        ``name_as`` is the federated dataset's name, ``check_grant`` False when the analyst is
+        another member's, as for federated queries)."""
+        node = self.node
+        family = family or design.GAUSSIAN
+        if family not in design.FAMILIES:
+            raise InvalidArgument(f"family must be one of {', '.join(design.FAMILIES)}",
+                                  reason="MODEL_FAMILY_UNSUPPORTED")
+        if not fit_id or len(fit_id) > MAX_FIT_ID:
+            raise InvalidArgument(f"fit_id is required (at most {MAX_FIT_ID} characters, e.g. a UUID)",
+                                  reason="INVALID_FIT_ID")
         try:
-            key = PublicKey.from_bytes(req.public_key.n, min_bits=2048)
+            key = PublicKey.from_bytes(public_key, min_bits=2048)
         except InvalidKey as e:
             raise InvalidArgument(f"the Paillier public key is not acceptable: {e}",
                                   reason="INVALID_PUBLIC_KEY") from None
-        if not req.purpose:
+        if not purpose:
             raise InvalidArgument("every model declares a purpose; set purpose to one the dataset allows",
                                   reason="PURPOSE_REQUIRED")
-        served = node.steward.queryable(req.dataset)
+        served = node.steward.queryable(dataset)
         ds = served.dataset
-        if req.purpose not in ds.purposes:
-            raise PolicyViolation(f"purpose '{req.purpose}' is not allowed on datasets/{ds.name}; allowed: "
+        if purpose not in ds.purposes:
+            raise PolicyViolation(f"purpose '{purpose}' is not allowed on datasets/{name_as or ds.name}; allowed: "
                                   f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
-                                  metadata={"dataset": ds.name, "purpose": req.purpose})
-        spec = resolve(req.formula, ds)
+                                  metadata={"dataset": name_as or ds.name, "purpose": purpose})
+        spec = resolve(formula, ds)
         if not served.governance.auto_approve:
             raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
                                   "on datasets whose policy approves automatically (ask the owner)",
                                   reason="MODEL_REVIEW_REQUIRED", metadata={"dataset": ds.name})
-        node.steward.grants.find(principal=principal.name, dataset=ds.name, purpose=req.purpose,
-                                 columns=list(spec.columns))
+        if check_grant:
+            node.steward.grants.find(principal=principal, dataset=ds.name, purpose=purpose,
+                                     columns=list(spec.columns))
         rows = node.approximate_rows(ds)  # public (the catalog shows it): refusals never depend on data
         p = spec.parameters
         need = max(ds.min_group_size, MIN_MODEL_ROWS)
@@ -130,101 +157,119 @@ class ModelFitting:
                                   f"{ROWS_PER_PARAMETER} rows ({rows // ROWS_PER_PARAMETER}); use fewer terms or "
                                   "categories", reason="MODEL_TOO_MANY_PARAMETERS",
                                   metadata={"dataset": ds.name, "limit": str(rows // ROWS_PER_PARAMETER)})
-        coefficients = self._coefficients(req, spec, family)
-        if req.iteration >= MAX_ITERATIONS:
-            raise _cap(req.iteration)
-        eps = node.disclosure.epsilon(ds, req.epsilon)
+        coefficients = _coefficients(coefficients, iteration, spec, family)
+        if iteration >= MAX_ITERATIONS:
+            raise _cap(iteration)
+        eps = node.disclosure.epsilon(ds, epsilon)
         sens = design.sensitivities(spec, ds, family)
         if max(sens) * (2 * rows + 1000) * 2**FRACTION_BITS >= MAX_PUBLIC_BOUND:
             raise PolicyViolation("the declared ranges are too wide for the model's fixed-point cells; ask the "
                                   "owner for narrower ranges", reason="MODEL_RANGE_TOO_WIDE")
         pol = ds.disclosure
-        budget_purpose = pol.budget_purpose(req.purpose)
+        budget_purpose = pol.budget_purpose(purpose)
         if pol.dp:
             try:
-                node.disclosure.budget.check(principal.name, ds.name.lower(), budget_purpose, epsilon=eps,
+                node.disclosure.budget.check(principal, ds.name.lower(), budget_purpose, epsilon=eps,
                                              limit=pol.analyst_budget, dataset_limit=pol.dataset_budget)
             except BudgetExhausted as e:
-                raise _stopped(e, req.iteration) from None
-        account = (principal.name, ds.name.lower(), req.fit_id)
+                raise _stopped(e, iteration) from None
+        account = (principal, ds.name.lower(), fit_id)
         with self._lock:
             if self._releases.get(account, 0) >= MAX_ITERATIONS:
-                raise _cap(req.iteration)
+                raise _cap(iteration)
+        return Prepared(principal, ds, spec, family, coefficients, eps if pol.dp else 0.0, rows, sens, key, purpose,
+                        budget_purpose, fit_id, int(iteration), formula, check_grant)
 
-        # -- compute, protect, encrypt ---------------------------------------------------------
-        exact = design.compute(node.engine, spec, ds, family, coefficients)
+    def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
+        """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
+        exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
         fixed = [round(v * 2**FRACTION_BITS) for v in exact]
         scales: list[float] = []
-        if pol.dp:
+        if prep.ds.disclosure.dp:
             m = len(fixed)
             released = []
-            for v, s in zip(fixed, sens):
-                noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), eps / m)
+            for v, s in zip(fixed, prep.sensitivities):
+                noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), prep.epsilon / m)
                 released += privatize([v], noise)
                 scales.append(noise.scale * noise.unit / 2**FRACTION_BITS)
             fixed = released
         if any(not SLOT_LOW <= v <= SLOT_HIGH for v in fixed):  # the public bound above rules this out
             raise Internal("a model statistic does not fit its cell", reason="EXECUTION_FAILED")
-        layout = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH)
-        cts = [c.to_bytes() for c in encrypt_packed(key, fixed, layout, obfuscation=node.obfuscation)]
-        digest = hashlib.sha256(b"".join(cts)).hexdigest()
-        release_id = f"model:{req.fit_id}:{req.iteration}:{secrets.token_hex(8)}"
-        certificate = node.certificate_id(ds.name)
+        return fixed, scales
 
-        # -- charge and log in one transaction, then release ----------------------------------
+    def record(self, prep: Prepared, *, digest: str, ciphertexts: int, statistics: int, certificate: str,
+               details: dict[str, Any] | None = None) -> None:
+        """Charge (grant use, ε) and log one release, in one transaction, before it leaves."""
+        node, ds, pol = self.node, prep.ds, prep.ds.disclosure
+        release_id = f"model:{prep.fit_id}:{prep.iteration}:{secrets.token_hex(8)}"
         with node.store.joined_tx():
-            node.steward.grants.charge(query_id=release_id, principal=principal.name, dataset=ds.name,
-                                       purpose=req.purpose, columns=list(spec.columns))
+            if prep.check_grant:
+                node.steward.grants.charge(query_id=release_id, principal=prep.principal, dataset=ds.name,
+                                           purpose=prep.purpose, columns=list(prep.spec.columns))
             if pol.dp:
                 try:
-                    node.disclosure.budget.debit(release_id, principal.name, ds.name.lower(), budget_purpose,
-                                                 epsilon=eps, limit=pol.analyst_budget,
+                    node.disclosure.budget.debit(release_id, prep.principal, ds.name.lower(), prep.budget_purpose,
+                                                 epsilon=prep.epsilon, limit=pol.analyst_budget,
                                                  dataset_limit=pol.dataset_budget)
                 except BudgetExhausted as e:
-                    raise _stopped(e, req.iteration) from None
-            node.audit.model_released(principal.name, ds.name, {
-                "release": release_id, "fit_id": req.fit_id, "iteration": int(req.iteration), "family": family,
-                "formula": req.formula[:2000], "terms": [t.name for t in spec.terms], "purpose": req.purpose,
-                "disclosure": pol.mode, "epsilon_micro": to_micro(eps) if pol.dp else 0,
-                "statistics": len(fixed), "ciphertexts": len(cts), "release_sha256": digest,
-                "key_fingerprint": key.fingerprint(), "dataset_certificate": certificate})
-            node.disclosure.ledger.record("released", principal=principal.name, dataset=ds.name,
-                                          purpose=req.purpose, query_id=release_id, released=1, rows_scanned=rows,
-                                          cells_released=len(fixed), micro_epsilon=to_micro(eps) if pol.dp else 0,
-                                          ciphertexts=len(cts))
+                    raise _stopped(e, prep.iteration) from None
+            node.audit.model_released(prep.principal, ds.name, {
+                "release": release_id, "fit_id": prep.fit_id, "iteration": prep.iteration, "family": prep.family,
+                "formula": prep.formula[:2000], "terms": [t.name for t in prep.spec.terms], "purpose": prep.purpose,
+                "disclosure": pol.mode, "epsilon_micro": to_micro(prep.epsilon) if pol.dp else 0,
+                "statistics": statistics, "ciphertexts": ciphertexts, "release_sha256": digest,
+                "key_fingerprint": prep.key.fingerprint(), "dataset_certificate": certificate, **(details or {})})
+            node.disclosure.ledger.record("released", principal=prep.principal, dataset=ds.name,
+                                          purpose=prep.purpose, query_id=release_id, released=1,
+                                          rows_scanned=prep.rows, cells_released=statistics,
+                                          micro_epsilon=to_micro(prep.epsilon) if pol.dp else 0,
+                                          ciphertexts=ciphertexts)
+        account = (prep.principal, ds.name.lower(), prep.fit_id)
         with self._lock:
             self._releases[account] = self._releases.get(account, 0) + 1
-        return model_pb2.ModelStatistics(
-            dataset=ds.resource_name, fit_id=req.fit_id, iteration=req.iteration,
-            terms=[t.name for t in spec.terms], response=spec.response.name, fraction_bits=FRACTION_BITS,
-            cells=query_pb2.EncryptedCells(slot_bits=layout.slot_bits, slots_per_ciphertext=layout.slots,
-                                           slot_offset=str(SLOT_LOW), cell_count=len(fixed), ciphertexts=cts,
-                                           plaintext_bits=layout.slot_bits * layout.slots),
-            disclosure_mode=pol.mode, epsilon=eps if pol.dp else 0.0, noise_scales=scales,
-            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate)
 
-    @staticmethod
-    def _coefficients(req: model_pb2.ComputeModelStatisticsRequest, spec: ModelSpec, family: str) -> list[float]:
-        coefficients = list(req.coefficients)
-        if family == design.GAUSSIAN:
-            if coefficients or req.iteration:
-                raise InvalidArgument("ordinary least squares takes no coefficients and one release (iteration 0)",
-                                      reason="INVALID_COEFFICIENTS")
-            return []
-        lo, hi = (float(v) for v in spec.response.value_range or (0, 0))
-        if lo < 0 or hi > 1:
-            raise PolicyViolation(f"logistic regression needs a response declared within [0, 1]; column "
-                                  f"{spec.response.name} is declared wider", reason="MODEL_RESPONSE_NOT_BINARY",
-                                  metadata={"column": spec.response.name})
-        if not coefficients:
-            return [0.0] * spec.parameters
-        if len(coefficients) != spec.parameters:
-            raise InvalidArgument(f"the model has {spec.parameters} parameters; send one coefficient for each",
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model release that passed every rule: what to compute, for whom, at which ε."""
+
+    principal: str
+    ds: Any  # the dataset (its local registration)
+    spec: ModelSpec
+    family: str
+    coefficients: list[float]
+    epsilon: float  # 0 in exact mode
+    rows: int
+    sensitivities: list[float]
+    key: PublicKey
+    purpose: str
+    budget_purpose: str
+    fit_id: str
+    iteration: int
+    formula: str
+    check_grant: bool = True
+
+
+def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, family: str) -> list[float]:
+    if family == design.GAUSSIAN:
+        if coefficients or iteration:
+            raise InvalidArgument("ordinary least squares takes no coefficients and one release (iteration 0)",
                                   reason="INVALID_COEFFICIENTS")
-        if not all(math.isfinite(c) and abs(c) <= MAX_COEFFICIENT for c in coefficients):
-            raise InvalidArgument(f"coefficients must be finite and at most {MAX_COEFFICIENT:g} in size",
-                                  reason="INVALID_COEFFICIENTS")
-        return coefficients
+        return []
+    lo, hi = (float(v) for v in spec.response.value_range or (0, 0))
+    if lo < 0 or hi > 1:
+        raise PolicyViolation(f"logistic regression needs a response declared within [0, 1]; column "
+                              f"{spec.response.name} is declared wider", reason="MODEL_RESPONSE_NOT_BINARY",
+                              metadata={"column": spec.response.name})
+    if not coefficients:
+        return [0.0] * spec.parameters
+    if len(coefficients) != spec.parameters:
+        raise InvalidArgument(f"the model has {spec.parameters} parameters; send one coefficient for each",
+                              reason="INVALID_COEFFICIENTS")
+    if not all(math.isfinite(c) and abs(c) <= MAX_COEFFICIENT for c in coefficients):
+        raise InvalidArgument(f"coefficients must be finite and at most {MAX_COEFFICIENT:g} in size",
+                              reason="INVALID_COEFFICIENTS")
+    return coefficients
 
 
 def _cap(iteration: int) -> PolicyViolation:

@@ -124,8 +124,8 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(node), services)
     governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), services)
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), services)
-    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(node), services)  # issue 18
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
+    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(node, federation), services)  # issue 18
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES + (reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     address = listen or config.listen

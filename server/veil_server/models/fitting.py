@@ -272,6 +272,20 @@ def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, fa
     return coefficients
 
 
+def noise_scales(ds: Any, formula: str, family: str, epsilon: float) -> list[float]:
+    """The scale (value units) of one release's noise on each statistic, from the declared
+    ranges alone (what a federated coordinator tells the analyst; 0 ε: no noise)."""
+    if not epsilon:
+        return []
+    spec = resolve(formula, ds)
+    sens = design.sensitivities(spec, ds, family or design.GAUSSIAN)
+    out = []
+    for s in sens:
+        noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), epsilon / len(sens))
+        out.append(noise.scale * noise.unit / 2**FRACTION_BITS)
+    return out
+
+
 def _cap(iteration: int) -> PolicyViolation:
     return PolicyViolation(f"a fit may use at most {MAX_ITERATIONS} releases; iteration {iteration} is past the cap. "
                            "Start from better coefficients or accept the current ones",

@@ -1,7 +1,8 @@
 """Models (issue 18): OLS over ``--rows`` rows (10M by default) on one node, end to end through
 gRPC (the node builds the design in DuckDB, encrypts X'X, X'y, y'y, n; the SDK decrypts and
 solves), side by side with computing the same X'X in plain DuckDB and in numpy; and logistic
-regression with 10 features over ``--logit-rows`` rows (Newton steps, one release each).
+regression with 10 features over ``--logit-rows`` rows (Newton steps, one release each), on one
+node and over three federated member nodes of ``--fed-rows`` rows each.
 
 Data: 10 numeric features and a response, derived from the row number by hashing (synthetic, no
 randomness needed), written once to Parquet. Exact mode (the cost of DP noise is a few draws).
@@ -24,16 +25,73 @@ sys.path.insert(0, str(ROOT))
 FEATURES = [f"x{i}" for i in range(10)]
 
 
-def write_data(path: Path, rows: int, *, binary: bool) -> None:
+def write_data(path: Path, rows: int, *, binary: bool, first: int = 0) -> None:
     import duckdb
 
-    cols = ", ".join(f"CAST(hash(i * {11 + k}) % 1000 AS DOUBLE) / 100.0 AS x{k}" for k in range(10))
+    cols = ", ".join(f"CAST(hash((i + {first}) * {11 + k}) % 1000 AS DOUBLE) / 100.0 AS x{k}" for k in range(10))
     lin = " + ".join(f"{(k % 3) - 1} * x{k}" for k in range(10))
     y = (f"CASE WHEN (({lin}) + CAST(hash(i * 7) % 1000 AS DOUBLE) / 100.0) > 5 THEN 1 ELSE 0 END" if binary
          else f"({lin}) + CAST(hash(i * 7) % 1000 AS DOUBLE) / 100.0")
     with duckdb.connect() as con:
         con.execute(f"COPY (SELECT *, {y} AS y FROM (SELECT i, {cols} FROM range({rows}) t(i))) "
                     f"TO '{path}' (FORMAT parquet)")
+
+
+def dataset_block(name: str, source: str, y_range: str, n: int) -> str:
+    cols = "".join(f"""
+  [[datasets.columns]]
+  name = "{c}"
+  type = "decimal"
+  controls = ["aggregate"]
+  range = [0, 10]
+  scale = 2""" for c in FEATURES)
+    return f"""
+[[datasets]]
+name = "{name}"
+source = "{source}"
+purposes = ["research"]
+classification = "public"
+max_rows = {max(n, 1) * 2}
+disclosure = "exact"
+exact_reason = "synthetic benchmark data"
+{cols}
+  [[datasets.columns]]
+  name = "y"
+  type = "decimal"
+  controls = ["aggregate"]
+  range = {y_range}
+  scale = 2
+[[grants]]
+principal = "alice"
+dataset = "{name}"
+purpose = "research"
+"""
+
+
+def federated_logit(rows: int, home: Path) -> tuple[float, int]:
+    """Logistic regression, 10 features, over 3 member nodes of ``rows`` rows each (loopback)."""
+    import contextlib
+
+    import veil
+    from veil_server.api.server import run_server
+    from veil_server.cli.federation_demo import init_federation
+    from veil_server.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        members = init_federation(Path(tmp), rows=(100, 100, 100), protocols=("paillier",))
+        for i, m in enumerate(members.values()):
+            write_data(m.folder / "part.parquet", rows, binary=True, first=i * rows)
+            text = m.config.read_text().replace('local = "patients"', 'local = "part"')
+            m.config.write_text(text + dataset_block("part", "part.parquet", "[0, 1]", rows))
+        with contextlib.ExitStack() as stack:
+            for m in members.values():
+                stack.enter_context(run_server(load_config(m.config, env={}), grace=0.2))
+            first = next(iter(members.values()))
+            with veil.connect(first.target, token=first.tokens["alice"], home=home) as node:
+                t = time.perf_counter()
+                res = node.fit("y ~ " + " + ".join(FEATURES), dataset="admissions", purpose="research",
+                               family="binomial")
+                return time.perf_counter() - t, res.iterations
 
 
 def config(folder: Path, token: str, rows: int, logit_rows: int) -> Path:
@@ -111,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--logit-rows", type=int, default=300_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--fed-rows", type=int, default=100_000, help="rows per member of the 3-node logistic fit")
     args = p.parse_args(argv)
 
     import veil
@@ -143,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                 t = time.perf_counter()
                 res = node.fit(formula, dataset="logit", purpose="bench", family="binomial")
                 logit = time.perf_counter() - t
+        fed_seconds, fed_steps = federated_logit(args.fed_rows, home)
     m = statistics.median
     print(f"Models (issue 18): OLS with 10 features over {args.rows:,} rows, median of {args.repeat}")
     print(f"{'path':58s}{'seconds':>10s}{'ratio':>8s}")
@@ -152,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'numpy: X^T X on arrays already in memory':58s}{m(npy):10.3f}{m(ols) / m(npy):8.2f}")
     print(f"Logistic regression, 10 features, {args.logit_rows:,} rows, one node: {logit:.2f} s end to end, "
           f"{res.iterations} Newton steps (releases)")
+    print(f"Federated logistic regression, 10 features, 3 nodes x {args.fed_rows:,} rows (Paillier, masked): "
+          f"{fed_seconds:.2f} s end to end, {fed_steps} Newton steps")
 
 
 if __name__ == "__main__":

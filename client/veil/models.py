@@ -3,6 +3,7 @@ design matrix it builds; this module decrypts them with the analyst's key and so
 
 - OLS (``family="gaussian"``): one release of n, X'X, X'y, y'y; beta = (X'X)^-1 X'y, the
   residual sum of squares from the same statistics, classical standard errors.
+- Poisson (``family="poisson"``, log link): the same Newton steps with W = mu.
 - Logistic (``family="binomial"``): Newton-Raphson from beta = 0; each step is one release of
   the Hessian X'WX and the gradient X'(y - p) at the current beta; it stops when the step is
   below ``tol`` (relative) or at the node's iteration cap. Standard errors from the last Hessian.
@@ -152,7 +153,7 @@ class RegressionResults:
 
     def summary(self) -> str:
         ci = self.conf_int()
-        name = {"gaussian": "OLS", "binomial": "Logit"}[self.family]
+        name = {"gaussian": "OLS", "binomial": "Logit", "poisson": "Poisson"}[self.family]
         lines = [f"{name} regression results (fitted inside the node; {self.disclosure} release)",
                  f"Formula: {self.formula}    Dataset: {self.dataset}",
                  f"No. Observations: {self.nobs:.0f}    Df Residuals: {self.df_resid:.0f}    "
@@ -239,9 +240,9 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
     if family == "gaussian":
         rel = decode_release(call(request_of(fit_id, 0, [])), sk, family)
         return ols_results(rel, formula=formula, dataset=dataset)
-    if family != "binomial":  # the node names the families it fits (MODEL_FAMILY_UNSUPPORTED)
+    if family not in ("binomial", "poisson"):  # the node names the families it fits (MODEL_FAMILY_UNSUPPORTED)
         call(request_of(fit_id, 0, []))
-        raise ValueError("family must be 'gaussian' or 'binomial'")
+        raise ValueError("family must be 'gaussian', 'binomial' or 'poisson'")
     beta: np.ndarray | None = None
     releases: list[ModelRelease] = []
     converged = False
@@ -268,7 +269,7 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
     index = last.terms
     p = len(index)
     return RegressionResults(
-        "binomial", formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
+        family, formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
         last.n, p - (1 if "Intercept" in index else 0), last.n - p, pd.DataFrame(cov, index=index, columns=index),
         last.disclosure, sum(r.epsilon for r in releases), [r.noise_scales for r in releases], iteration, converged,
         1.0, [r.digest for r in releases])

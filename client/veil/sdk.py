@@ -391,7 +391,8 @@ class Node(Connection):
         (:class:`veil.models.RegressionResults`: params, bse, conf_int(), nobs, summary()).
 
         ``formula``: ``"y ~ a + b + C(g)"``; ``family``: ``"gaussian"`` (OLS, one release) or
-        ``"binomial"`` (logistic regression by Newton steps, one release each). On a DP dataset
+        ``"binomial"`` (logistic regression by Newton steps, one release each) or ``"poisson"`` (log
+        link, the same Newton steps; the mean is clipped to the response's declared maximum). On a DP dataset
         every release spends ``epsilon`` (default: the dataset's) and a logistic fit takes
         ``max_iter`` Newton steps (default 6; exact data: until the step is below ``tol``, at most
         the node's cap); a budget that runs out stops

@@ -68,6 +68,11 @@ COLUMNS = """
   range = [0, 58]
   scale = 6
   [[datasets.columns]]
+  name = "affairs_n"
+  type = "integer"
+  controls = ["aggregate"]
+  range = [0, 60]
+  [[datasets.columns]]
   name = "had_affair"
   type = "integer"
   controls = ["aggregate"]
@@ -83,6 +88,7 @@ def survey() -> pd.DataFrame:
     for c in ("rate_marriage", "religious", "educ", "occupation", "occupation_husb"):
         d[c] = d[c].astype(int)
     d["had_affair"] = (d["affairs"] > 0).astype(int)
+    d["affairs_n"] = d["affairs"].round().astype(int)  # a count, for Poisson regression
     return d
 
 

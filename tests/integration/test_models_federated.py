@@ -1,6 +1,6 @@
 """Federated models (issue 18): Fair's survey split across three member nodes (real gRPC, signed
-envelopes, pairwise masks); the fit equals statsmodels' on the union within 1e-6 relative, and no
-party sees one member's statistics.
+envelopes, pairwise masks); OLS, logistic and Poisson fits equal statsmodels' on the union within
+1e-6 relative, and no party sees one member's statistics.
 
 Leakage: the coordinator receives each member's contribution, Enc(P_i + r_i mod n). Even with the
 analyst's key (analyst and coordinator colluding), each contribution, and the product of any
@@ -20,7 +20,7 @@ import statsmodels.formula.api as smf
 
 from tests.integration.federation_cluster import Recorder
 from tests.integration.model_support import EXACT, _dataset, dp, survey
-from tests.integration.test_models import LOGIT_FORMULA, OLS_FORMULA
+from tests.integration.test_models import LOGIT_FORMULA, OLS_FORMULA, POISSON_FORMULA
 from tests.security.test_federation_leakage import low_bytes, payload, uniform
 from veil.crypto import Ciphertext
 from veil_server.api.server import run_server
@@ -66,13 +66,17 @@ def fits(cluster, analyst_home):
         out["logit"] = node.fit(LOGIT_FORMULA, dataset="survey", purpose="research", family="binomial")
         out["messages"] = recorder.messages[start:]
         out["sk"] = node.keys[1]
+        out["poisson"] = node.fit(POISSON_FORMULA, dataset="survey", purpose="research", family="poisson")
     return out
 
 
 def test_federated_fits_equal_statsmodels_on_the_union(cluster, fits):
+    import statsmodels.api as sm
+
     raw = cluster[3]
     for key, ref in (("ols", smf.ols(OLS_FORMULA, raw).fit()),
-                     ("logit", smf.logit(LOGIT_FORMULA, raw).fit(disp=0, tol=1e-12, maxiter=100))):
+                     ("logit", smf.logit(LOGIT_FORMULA, raw).fit(disp=0, tol=1e-12, maxiter=100)),
+                     ("poisson", smf.glm(POISSON_FORMULA, raw, family=sm.families.Poisson()).fit(tol=1e-12))):
         ours = fits[key]
         assert list(ours.params.index) == list(ref.params.index)
         for name in ref.params.index:
@@ -84,7 +88,7 @@ def test_federated_fits_equal_statsmodels_on_the_union(cluster, fits):
 
 def test_every_member_logs_its_release(cluster, fits):
     members, running = cluster[0], cluster[1]
-    releases = 1 + fits["logit"].iterations
+    releases = 1 + fits["logit"].iterations + fits["poisson"].iterations
     for name in MEMBERS:
         entries = running[name].node.audit.log.search(kind="model.release", page_size=1000).entries
         assert len(entries) == releases, name

@@ -80,6 +80,11 @@ def test_sensitivities_come_from_declared_ranges():
     assert sensitivities(spec, DS, BINOMIAL) == [1.0, 0.25, 0.75, 2.25, 1, 3]
 
 
+def test_poisson_sensitivities_use_the_clipped_mean():
+    spec = resolve("y ~ a", DS)  # y in [0, 10]: mu clipped to 10, W <= 10, |y - mu| <= 10
+    assert sensitivities(spec, DS, "poisson") == [1.0, 10, 30, 90, 10, 30]
+
+
 def test_sql_binds_every_value_and_quotes_every_name():
     spec = resolve("y ~ a + C(g)", DS)
     sql, params = render(spec, DS, BINOMIAL, [0.5, 1.0, -2.0, 3.0])

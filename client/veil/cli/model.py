@@ -32,6 +32,6 @@ def register(cli: Commands) -> None:
     p.add_argument("formula", help='e.g. "y ~ a + b + C(g)"; `- 1` drops the intercept')
     p.add_argument("--dataset", required=True, help="the dataset (see `veil dataset list`)")
     p.add_argument("--purpose", required=True, help="the declared purpose (see `veil dataset show NAME`)")
-    p.add_argument("--family", choices=["gaussian", "binomial"], default="gaussian",
-                   help="gaussian: ordinary least squares; binomial: logistic regression")
+    p.add_argument("--family", choices=["gaussian", "binomial", "poisson"], default="gaussian",
+                   help="gaussian: ordinary least squares; binomial: logistic; poisson: Poisson (log link)")
     p.add_argument("--epsilon", type=float, help="DP datasets: the ε each release spends (default: the dataset's)")

@@ -12,7 +12,10 @@ Statistics, in release order (``ModelStatistics.cells``):
 
 - gaussian (OLS): n, the upper triangle of X'X (row by row), X'y, y'y;
 - binomial (logistic, at coefficients b): n, the upper triangle of X'WX with W = p(1 - p),
-  the gradient X'(y - p), with p = 1 / (1 + exp(-Xb)).
+  the gradient X'(y - p), with p = 1 / (1 + exp(-Xb));
+- poisson (log link, at b): the same with mu = min(exp(Xb), hi) and W = mu, hi the response's
+  declared maximum (the clip bounds each row's contribution; a fit whose means all stay below hi,
+  as on data the range covers, is the unclipped maximum-likelihood fit).
 
 Computed by DuckDB in double precision over the view of the dataset; column names come from the
 checked :class:`~veil_server.models.formula.ModelSpec` (quoted), every value (levels, ranges,
@@ -46,8 +49,8 @@ DUCKDB = Dialect()
 POSTGRES = Dialect("%s", "DOUBLE PRECISION", "TEXT")
 ETA_LIMIT = 700.0  # |Xb| beyond this gives p = 0 or 1 in doubles anyway; PostgreSQL's exp() overflows
 
-GAUSSIAN, BINOMIAL = "gaussian", "binomial"
-FAMILIES = (GAUSSIAN, BINOMIAL)
+GAUSSIAN, BINOMIAL, POISSON = "gaussian", "binomial", "poisson"
+FAMILIES = (GAUSSIAN, BINOMIAL, POISSON)
 
 
 def statistic_count(p: int, family: str) -> int:
@@ -73,12 +76,14 @@ def bound(term: Term, ds: Dataset) -> float:
 
 def sensitivities(spec: ModelSpec, ds: Dataset, family: str) -> list[float]:
     """How far adding or removing one row moves each statistic (value units), from the clamps:
-    |x_i x_j| <= B_i B_j; for logistic, W <= 1/4 and |y - p| <= 1 (y clamped to [0, 1])."""
+    |x_i x_j| <= B_i B_j; for logistic, W <= 1/4 and |y - p| <= 1 (y clamped to [0, 1]); for
+    Poisson, the mean is clipped to the response's declared [0, hi], so W = mu <= hi and
+    |y - mu| <= hi."""
     b = [bound(t, ds) for t in spec.terms]
     lo, hi = _range(spec.response)
     by = max(abs(lo), abs(hi))
     out = [1.0]
-    w = 0.25 if family == BINOMIAL else 1.0
+    w = {BINOMIAL: 0.25, POISSON: hi}.get(family, 1.0)
     p = len(b)
     for i in range(p):
         for j in range(i, p):
@@ -126,10 +131,15 @@ def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float],
         middle = None
     else:
         eta = " + ".join(f"{d.placeholder} * x{i}" for i in range(p))
+        q = d.placeholder
         select_params = [float(c) for c in coefficients] + [-ETA_LIMIT, ETA_LIMIT]
-        middle = (f"SELECT *, 1.0 / (1.0 + exp(-LEAST(GREATEST({eta}, {d.placeholder}), {d.placeholder}))) AS mu "
-                  "FROM ({inner}) AS terms")
-        outer += [f"SUM(mu * (1.0 - mu) * x{i} * x{j})" for i in range(p) for j in range(i, p)]
+        if family == POISSON:  # log link; the mean clipped to the response's declared maximum
+            select_params.append(_range(spec.response)[1])
+            mean, weight = f"LEAST(exp(LEAST(GREATEST({eta}, {q}), {q})), {q})", "mu"
+        else:  # logit link
+            mean, weight = f"1.0 / (1.0 + exp(-LEAST(GREATEST({eta}, {q}), {q})))", "mu * (1.0 - mu)"
+        middle = f"SELECT *, {mean} AS mu FROM ({{inner}}) AS terms"
+        outer += [f"SUM({weight} * x{i} * x{j})" for i in range(p) for j in range(i, p)]
         outer += [f"SUM(x{i} * (y - mu))" for i in range(p)]
 
     def sql(view: str) -> str:

@@ -257,9 +257,13 @@ def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, fa
                                   reason="INVALID_COEFFICIENTS")
         return []
     lo, hi = (float(v) for v in spec.response.value_range or (0, 0))
-    if lo < 0 or hi > 1:
+    if family == design.BINOMIAL and (lo < 0 or hi > 1):
         raise PolicyViolation(f"logistic regression needs a response declared within [0, 1]; column "
                               f"{spec.response.name} is declared wider", reason="MODEL_RESPONSE_NOT_BINARY",
+                              metadata={"column": spec.response.name})
+    if family == design.POISSON and (lo < 0 or hi <= 0):
+        raise PolicyViolation(f"Poisson regression needs a response declared within [0, hi]; column "
+                              f"{spec.response.name} may be negative", reason="MODEL_RESPONSE_NOT_COUNT",
                               metadata={"column": spec.response.name})
     if not coefficients:
         return [0.0] * spec.parameters

@@ -17,6 +17,8 @@ and a noisy X'X may even fail to be positive definite (then some standard errors
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +38,15 @@ if TYPE_CHECKING:
 # by default a DP logistic fit takes this many steps (from 0, enough for the usual GLM), unless
 # ``max_iter`` says otherwise.
 DP_NEWTON_STEPS = 6
+
+
+def model_digest(dataset: str, formula: str, family: str, coefficients: list[float], iteration: int, fit_id: str,
+                 key_fingerprint: str) -> str:
+    """SHA-256 of what a model release computes, for whom (the node logs it; a receipt names it):
+    the same bytes on both sides, so the SDK can check a receipt is for the model it asked for."""
+    text = json.dumps([dataset.removeprefix("datasets/").lower(), formula, family, [float(c) for c in coefficients],
+                       int(iteration), fit_id, key_fingerprint], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -124,6 +135,7 @@ class RegressionResults:
     converged: bool = True
     scale: float = 1.0
     release_digests: list[str] = field(default_factory=list)
+    receipt: Any = None  # veil.audit.Receipt of the final release, checked (None: federated, or not asked)
 
     @property
     def tvalues(self) -> pd.Series:
@@ -231,15 +243,20 @@ def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionR
 
 
 def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family: str,
-        tol: float = 1e-10, max_iter: int | None = None) -> RegressionResults:
+        tol: float = 1e-10, max_iter: int | None = None, check=None) -> RegressionResults:
     """Drive a fit: ``call(request)`` sends one ComputeModelStatistics request, ``request_of``
-    builds it from (fit_id, iteration, coefficients)."""
+    builds it from (fit_id, iteration, coefficients); ``check(request, response)``, if given,
+    checks the final release (its receipt) before the results are returned."""
     import pandas as pd
 
     fit_id = str(uuid.uuid4())
     if family == "gaussian":
-        rel = decode_release(call(request_of(fit_id, 0, [])), sk, family)
-        return ols_results(rel, formula=formula, dataset=dataset)
+        request = request_of(fit_id, 0, [])
+        msg = call(request)
+        rel = decode_release(msg, sk, family)
+        out = ols_results(rel, formula=formula, dataset=dataset)
+        out.receipt = check(request, msg) if check is not None else None
+        return out
     if family not in ("binomial", "poisson"):  # the node names the families it fits (MODEL_FAMILY_UNSUPPORTED)
         call(request_of(fit_id, 0, []))
         raise ValueError("family must be 'gaussian', 'binomial' or 'poisson'")
@@ -248,7 +265,9 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
     converged = False
     iteration = 0
     while True:
-        rel = decode_release(call(request_of(fit_id, iteration, [] if beta is None else beta.tolist())), sk, family)
+        request = request_of(fit_id, iteration, [] if beta is None else beta.tolist())
+        msg = call(request)
+        rel = decode_release(msg, sk, family)
         releases.append(rel)
         if beta is None:
             beta = np.zeros(len(rel.terms))
@@ -262,6 +281,7 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
             break
         if iteration >= cap:
             break
+    receipt = check(request, msg) if check is not None else None  # the final release's
     last = releases[-1]
     cov = np.linalg.inv(last.matrix)  # the information at the last step (within tol of the final beta)
     if last.noise_scales:  # DP: plus the last gradient's declared noise
@@ -272,4 +292,4 @@ def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family:
         family, formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
         last.n, p - (1 if "Intercept" in index else 0), last.n - p, pd.DataFrame(cov, index=index, columns=index),
         last.disclosure, sum(r.epsilon for r in releases), [r.noise_scales for r in releases], iteration, converged,
-        1.0, [r.digest for r in releases])
+        1.0, [r.digest for r in releases], receipt)

@@ -409,9 +409,28 @@ class Node(Connection):
                 public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()), fit_id=fit_id, iteration=iteration,
                 coefficients=coefficients, epsilon=epsilon or 0.0)
 
+        def check(request, msg):
+            """The final release's receipt: in the node's log, as released, for this model."""
+            if not self._verify_receipts or not msg.release:  # federated: no single node's release
+                return None
+            from .models import model_digest
+            from .receipts import check_receipt, receipt_from_proto
+
+            receipt = receipt_from_proto(self._call(stub.GetModelReceipt, model_pb2.GetModelReceiptRequest(
+                release=msg.release), retry=True))
+            check_receipt(receipt, self.node_key(), query_id=msg.release, witnesses=self._witnesses,
+                          quorum=self._witness_quorum)
+            coefficients = list(request.coefficients) or ([0.0] * len(msg.terms) if family != "gaussian" else [])
+            asked = model_digest(dataset, formula, family, coefficients, request.iteration, request.fit_id,
+                                 pk.fingerprint())
+            if receipt.result_digest.hex() != msg.release_digest or receipt.query_digest.hex() != asked:
+                raise IntegrityError("the receipt does not prove the release of this model's statistics",
+                                     reason="RECEIPT_MISMATCH")
+            return receipt
+
         # Not retried: each call is a release that is charged (a retry would pay twice).
         return fit(lambda req: self._call(stub.ComputeModelStatistics, req), sk, request_of, formula=formula,
-                   dataset=_ds(dataset), family=family, tol=tol, max_iter=max_iter)
+                   dataset=_ds(dataset), family=family, tol=tol, max_iter=max_iter, check=check)
 
     def budget(self, dataset: str, *, purpose: str = ""):
         """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""

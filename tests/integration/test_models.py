@@ -318,3 +318,22 @@ def test_cli_model_fit_prints_json_and_refusals_in_one_line(served, analyst_home
     assert r.returncode == 2 and "HIDDEN_COLUMN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = veil_cli("model", "fit", LOGIT_FORMULA, "--dataset", "fair", "--purpose", "research", "--family", "binomial")
     assert r.returncode == 0 and "C(rate_marriage)[T.5]" in r.stdout and "Logit" in r.stdout
+
+
+def test_the_final_release_has_a_receipt_the_sdk_checked(alice, served):
+    from veil.audit import VerificationError
+    from veil.v1 import model_pb2, model_pb2_grpc
+
+    res = alice.fit(LOGIT_FORMULA, dataset="fair", purpose="research", family="binomial")
+    r = res.receipt
+    assert r is not None and r.result_digest.hex() == res.release_digests[-1]
+    r.verify(alice.node_key())  # in the log, under a checkpoint the node signed
+    with pytest.raises(VerificationError):  # and it proves nothing for other bytes
+        import dataclasses
+
+        dataclasses.replace(r, result_digest=bytes(32)).verify(alice.node_key())
+    # A release id that is not one of the caller's is NOT_FOUND (another analyst's looks the same).
+    stub = model_pb2_grpc.ModelServiceStub(alice._channel)
+    with pytest.raises(veil.VeilError) as e:
+        alice._call(stub.GetModelReceipt, model_pb2.GetModelReceiptRequest(release="model:nope:0:00"))
+    assert e.value.reason == "MODEL_RELEASE_NOT_FOUND"

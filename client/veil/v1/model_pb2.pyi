@@ -1,3 +1,4 @@
+from veil.v1 import audit_pb2 as _audit_pb2
 from veil.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -6,6 +7,12 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetModelReceiptRequest(_message.Message):
+    __slots__ = ("release",)
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    release: str
+    def __init__(self, release: _Optional[str] = ...) -> None: ...
 
 class ComputeModelStatisticsRequest(_message.Message):
     __slots__ = ("dataset", "formula", "family", "purpose", "public_key", "fit_id", "iteration", "coefficients", "epsilon")
@@ -30,7 +37,7 @@ class ComputeModelStatisticsRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., formula: _Optional[str] = ..., family: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., coefficients: _Optional[_Iterable[float]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
-    __slots__ = ("dataset", "fit_id", "iteration", "terms", "response", "fraction_bits", "cells", "disclosure_mode", "epsilon", "noise_scales", "max_iterations", "release_digest", "certificate_id")
+    __slots__ = ("dataset", "fit_id", "iteration", "terms", "response", "fraction_bits", "cells", "disclosure_mode", "epsilon", "noise_scales", "max_iterations", "release_digest", "certificate_id", "release", "model_digest")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     FIT_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +51,8 @@ class ModelStatistics(_message.Message):
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     fit_id: str
     iteration: int
@@ -57,4 +66,6 @@ class ModelStatistics(_message.Message):
     max_iterations: int
     release_digest: str
     certificate_id: str
-    def __init__(self, dataset: _Optional[str] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., fraction_bits: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., noise_scales: _Optional[_Iterable[float]] = ..., max_iterations: _Optional[int] = ..., release_digest: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+    release: str
+    model_digest: str
+    def __init__(self, dataset: _Optional[str] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., fraction_bits: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., noise_scales: _Optional[_Iterable[float]] = ..., max_iterations: _Optional[int] = ..., release_digest: _Optional[str] = ..., certificate_id: _Optional[str] = ..., release: _Optional[str] = ..., model_digest: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from veil.v1 import audit_pb2 as veil_dot_v1_dot_audit__pb2
 from veil.v1 import model_pb2 as veil_dot_v1_dot_model__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -42,6 +43,11 @@ class ModelServiceStub:
                 request_serializer=veil_dot_v1_dot_model__pb2.ComputeModelStatisticsRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_model__pb2.ModelStatistics.FromString,
                 _registered_method=True)
+        self.GetModelReceipt = channel.unary_unary(
+                '/veil.v1.ModelService/GetModelReceipt',
+                request_serializer=veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_audit__pb2.Receipt.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -59,6 +65,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelReceipt(self, request, context):
+        """The receipt of one of the caller's model releases: its audit-log entry (the digest of the
+        encrypted statistics, the model's digest, the dataset's certificate) with an inclusion proof
+        against a signed checkpoint. Verify it against the node's key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +81,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ComputeModelStatistics,
                     request_deserializer=veil_dot_v1_dot_model__pb2.ComputeModelStatisticsRequest.FromString,
                     response_serializer=veil_dot_v1_dot_model__pb2.ModelStatistics.SerializeToString,
+            ),
+            'GetModelReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelReceipt,
+                    request_deserializer=veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_audit__pb2.Receipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -98,6 +118,33 @@ class ModelService:
             '/veil.v1.ModelService/ComputeModelStatistics',
             veil_dot_v1_dot_model__pb2.ComputeModelStatisticsRequest.SerializeToString,
             veil_dot_v1_dot_model__pb2.ModelStatistics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ModelService/GetModelReceipt',
+            veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.SerializeToString,
+            veil_dot_v1_dot_audit__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from veil.v1 import model_pb2_grpc
 
 from ..access.auth import current_principal
+from ..errors import NotFound
 from ..models import ModelFitting
+from .audit_service import receipt_proto
 
 
 class ModelServicer(model_pb2_grpc.ModelServiceServicer):
@@ -23,3 +25,11 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
         if fed is not None and fed.coordinator is not None and fed.config.dataset(name) is not None:
             return fed.coordinator.run_model(current_principal(), request)  # this node coordinates
         return self.fitting.compute(current_principal(), request)
+
+    def GetModelReceipt(self, request, context):
+        principal = current_principal()
+        receipt = self.fitting.node.audit.model_receipt(principal.name, request.release[:200])
+        if receipt is None:  # another analyst's release does not exist, as far as this caller can tell
+            raise NotFound("no model release of yours has this id; pass ModelStatistics.release unchanged",
+                           reason="MODEL_RELEASE_NOT_FOUND")
+        return receipt_proto(receipt)

@@ -37,6 +37,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from veil.audit.records import release_details
+from veil.models import model_digest
 from veil.crypto import InvalidKey, PackingLayout, PublicKey, encrypt_packed
 from veil.v1 import model_pb2, query_pb2
 
@@ -99,7 +101,8 @@ class ModelFitting:
         cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
         digest = hashlib.sha256(b"".join(cts)).hexdigest()
         certificate = node.certificate_id(prep.ds.name)
-        self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed), certificate=certificate)
+        release = self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
+                              certificate=certificate)
         return model_pb2.ModelStatistics(
             dataset=prep.ds.resource_name, fit_id=prep.fit_id, iteration=prep.iteration,
             terms=[t.name for t in prep.spec.terms], response=prep.spec.response.name, fraction_bits=FRACTION_BITS,
@@ -107,7 +110,8 @@ class ModelFitting:
                                            slot_offset=str(SLOT_LOW), cell_count=len(fixed), ciphertexts=cts,
                                            plaintext_bits=layout.slot_bits * layout.slots),
             disclosure_mode=prep.ds.disclosure.mode, epsilon=prep.epsilon, noise_scales=scales,
-            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate)
+            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate, release=release,
+            model_digest=prep.digest)
 
     def prepare(self, principal: str, *, dataset: str, formula: str, family: str, purpose: str,
                 public_key: bytes, fit_id: str, iteration: int, coefficients: list[float], epsilon: float,
@@ -198,8 +202,9 @@ class ModelFitting:
         return fixed, scales
 
     def record(self, prep: Prepared, *, digest: str, ciphertexts: int, statistics: int, certificate: str,
-               details: dict[str, Any] | None = None) -> None:
-        """Charge (grant use, ε) and log one release, in one transaction, before it leaves."""
+               details: dict[str, Any] | None = None) -> str:
+        """Charge (grant use, ε) and log one release, in one transaction, before it leaves;
+        returns the release's id (its audit entry's ``query``)."""
         node, ds, pol = self.node, prep.ds, prep.ds.disclosure
         release_id = f"model:{prep.fit_id}:{prep.iteration}:{secrets.token_hex(8)}"
         with node.store.joined_tx():
@@ -213,7 +218,8 @@ class ModelFitting:
                                                  dataset_limit=pol.dataset_budget)
                 except BudgetExhausted as e:
                     raise _stopped(e, prep.iteration) from None
-            node.audit.model_released(prep.principal, ds.name, {
+            node.audit.model_released(prep.principal, ds.name, release_id, {
+                **release_details(prep.digest, certificate, digest),
                 "release": release_id, "fit_id": prep.fit_id, "iteration": prep.iteration, "family": prep.family,
                 "formula": prep.formula[:2000], "terms": [t.name for t in prep.spec.terms], "purpose": prep.purpose,
                 "disclosure": pol.mode, "epsilon_micro": to_micro(prep.epsilon) if pol.dp else 0,
@@ -227,6 +233,7 @@ class ModelFitting:
         account = (prep.principal, ds.name.lower(), prep.fit_id)
         with self._lock:
             self._releases[account] = self._releases.get(account, 0) + 1
+        return release_id
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,14 @@ class Prepared:
     iteration: int
     formula: str
     check_grant: bool = True
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of what this release computes, for whom: a receipt's query_digest."""
+        return model_digest(self.ds.name, self.formula, self.family, self.coefficients, self.iteration, self.fit_id,
+                            self.key.fingerprint())
+
+
 
 
 def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, family: str) -> list[float]:

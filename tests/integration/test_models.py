@@ -337,3 +337,32 @@ def test_the_final_release_has_a_receipt_the_sdk_checked(alice, served):
     with pytest.raises(veil.VeilError) as e:
         alice._call(stub.GetModelReceipt, model_pb2.GetModelReceiptRequest(release="model:nope:0:00"))
     assert e.value.reason == "MODEL_RELEASE_NOT_FOUND"
+
+
+def test_recover_after_the_state_was_lost_keeps_the_epsilon_models_spent(tmp_path, analyst_home):
+    """`veil node recover` rebuilds the ε of model releases from their log entries: losing the
+    state never gives an analyst its budget back."""
+    import subprocess
+    import sys
+
+    from veil_server.config import load_config
+    from veil_server.node import Node
+
+    with survey_node(tmp_path) as (running, token, _):
+        with veil.connect(running.target, token=token, home=analyst_home) as node:
+            node.fit("had_affair ~ age", dataset="fair_dp", purpose="research")
+            node.fit("had_affair ~ age", dataset="fair_dp", purpose="research", family="binomial", max_iter=2)
+            spent = node.budget("fair_dp", purpose="research").spent
+    assert spent == pytest.approx(3.0)  # three releases at the dataset's default ε = 1
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / "state" / f"state.db{suffix}").unlink(missing_ok=True)
+    out = subprocess.run([sys.executable, "-m", "veil_server.cli", "node", "recover", "--config",
+                          str(tmp_path / "veil.toml")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    config = load_config(tmp_path / "veil.toml", env={})
+    n = Node(config)
+    try:
+        state = n.disclosure.budget_state("alice", n.dataset("fair_dp"), "research")
+        assert state.spent == pytest.approx(spent)
+    finally:
+        n.close()

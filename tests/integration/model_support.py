@@ -92,7 +92,7 @@ def survey() -> pd.DataFrame:
     return d
 
 
-def _dataset(name: str, disclosure: str, source: str = "") -> str:
+def _dataset(name: str, disclosure: str, source: str = "", grant: str = "") -> str:
     return f"""
 [[datasets]]
 name = "{name}"
@@ -107,7 +107,7 @@ max_rows = 100000
 principal = "alice"
 dataset = "{name}"
 purpose = "research"
-"""
+{grant}"""
 
 
 EXACT = 'disclosure = "exact"\nexact_reason = "a public survey, published in full (tests)"'
@@ -124,7 +124,7 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
     """Yields (the running node, alice's token, the raw rows). ``postgres``: a conninfo whose
     database gets the rows as table survey.fair, served as the exact-mode dataset fair_pg."""
     d = survey()
-    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small"):  # one source is listed once: a file each
+    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota"):  # one source is listed once: a file each
         d.to_csv(folder / f"{name}.csv", index=False)
     d.head(100).to_csv(folder / "fair_tiny.csv", index=False)
     extra = ""
@@ -157,6 +157,7 @@ role = "owner"
 token_sha256 = "{hashlib.sha256(b'unused-owner-token').hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5))
-        + _dataset("fair_tiny", EXACT) + extra)
+        + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")
+        + extra)
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
         yield running, token, d

@@ -366,3 +366,13 @@ def test_recover_after_the_state_was_lost_keeps_the_epsilon_models_spent(tmp_pat
         assert state.spent == pytest.approx(spent)
     finally:
         n.close()
+
+
+def test_grant_quotas_count_model_releases(alice, served):
+    alice.fit("affairs ~ age", dataset="fair_quota", purpose="research")
+    alice.fit("affairs ~ age + educ", dataset="fair_quota", purpose="research")
+    with pytest.raises(veil.QuotaExceeded) as e:  # the grant allows 2 a day
+        alice.fit("affairs ~ age", dataset="fair_quota", purpose="research")
+    assert e.value.metadata["quota"] == "queries_per_day"
+    usage = [u for u in alice.usage(dataset="fair_quota")]
+    assert usage and usage[0].queries_released == 2

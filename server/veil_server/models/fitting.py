@@ -177,6 +177,10 @@ class ModelFitting:
                                              limit=pol.analyst_budget, dataset_limit=pol.dataset_budget)
             except BudgetExhausted as e:
                 raise _stopped(e, iteration) from None
+        # The grant's quotas (releases per day, rows scanned, ε) count model releases like queries.
+        node.disclosure.ledger.check_quota(node.disclosure.settings.quota(principal, ds.name, purpose),
+                                           principal=principal, dataset=ds.name, purpose=purpose, rows=rows,
+                                           epsilon=eps if pol.dp else 0.0)
         account = (principal, ds.name.lower(), fit_id)
         with self._lock:
             if self._releases.get(account, 0) >= MAX_ITERATIONS:
@@ -225,6 +229,8 @@ class ModelFitting:
                 "disclosure": pol.mode, "epsilon_micro": to_micro(prep.epsilon) if pol.dp else 0,
                 "statistics": statistics, "ciphertexts": ciphertexts, "release_sha256": digest,
                 "key_fingerprint": prep.key.fingerprint(), "dataset_certificate": certificate, **(details or {})})
+            node.disclosure.ledger.record("submitted", principal=prep.principal, dataset=ds.name,
+                                          purpose=prep.purpose, query_id=release_id, submitted=1)
             node.disclosure.ledger.record("released", principal=prep.principal, dataset=ds.name,
                                           purpose=prep.purpose, query_id=release_id, released=1,
                                           rows_scanned=prep.rows, cells_released=statistics,

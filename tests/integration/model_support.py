@@ -124,7 +124,7 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
     """Yields (the running node, alice's token, the raw rows). ``postgres``: a conninfo whose
     database gets the rows as table survey.fair, served as the exact-mode dataset fair_pg."""
     d = survey()
-    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota"):  # one source is listed once: a file each
+    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota", "fair_cells"):  # one source is listed once: a file each
         d.to_csv(folder / f"{name}.csv", index=False)
     d.head(100).to_csv(folder / "fair_tiny.csv", index=False)
     extra = ""
@@ -158,6 +158,7 @@ token_sha256 = "{hashlib.sha256(b'unused-owner-token').hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5))
         + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")
+        + _dataset("fair_cells", EXACT)
         + extra)
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
         yield running, token, d

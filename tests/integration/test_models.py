@@ -23,7 +23,9 @@ import veil
 from tests.integration.model_support import survey_node
 
 OLS_FORMULA = "affairs ~ age + yrs_married + children + educ + C(religious)"
-LOGIT_FORMULA = "had_affair ~ age + yrs_married + children + C(rate_marriage)"
+# Exact mode keeps every release's populations nested or disjoint (the model's cells join the
+# history), so the exact fits on one dataset share their categorical term.
+LOGIT_FORMULA = "had_affair ~ age + yrs_married + children + C(religious)"
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +319,7 @@ def test_cli_model_fit_prints_json_and_refusals_in_one_line(served, analyst_home
     r = veil_cli("model", "fit", "affairs ~ pid", "--dataset", "fair", "--purpose", "research")
     assert r.returncode == 2 and "HIDDEN_COLUMN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = veil_cli("model", "fit", LOGIT_FORMULA, "--dataset", "fair", "--purpose", "research", "--family", "binomial")
-    assert r.returncode == 0 and "C(rate_marriage)[T.5]" in r.stdout and "Logit" in r.stdout
+    assert r.returncode == 0 and "C(religious)[T.4]" in r.stdout and "Logit" in r.stdout
 
 
 def test_the_final_release_has_a_receipt_the_sdk_checked(alice, served):
@@ -376,3 +378,27 @@ def test_grant_quotas_count_model_releases(alice, served):
     assert e.value.metadata["quota"] == "queries_per_day"
     usage = [u for u in alice.usage(dataset="fair_quota")]
     assert usage and usage[0].queries_released == 2
+
+
+def test_exact_models_join_the_release_history(alice, served):
+    """Exact mode: a model's cells (each categorical level, each pair of categorical terms
+    crossed) pass the history audit like a query's. On Fair's survey, rate_marriage = 1 and
+    religious = 4 cross in 7 respondents (k = 10): a model crossing them would release that
+    population's sums, so it is refused, and nothing is released or logged as released."""
+    running = served[0]
+    log = running.node.audit.log
+    with pytest.raises(veil.VeilError) as e:
+        alice.fit("affairs ~ age + C(rate_marriage) + C(religious)", dataset="fair_cells", purpose="research")
+    assert e.value.reason == "MODEL_CELLS_SUPPRESSED"
+    assert not log.search(kind="model.release", dataset="fair_cells", page_size=10).entries
+    alice.fit("affairs ~ age + C(religious)", dataset="fair_cells", purpose="research")  # 4 large cells: fine
+    # Now a table over another partition overlaps the model's: refused on both paths.
+    with pytest.raises(veil.VeilError) as e:
+        alice.fit("affairs ~ age + C(rate_marriage)", dataset="fair_cells", purpose="research")
+    assert e.value.reason == "EXACT_TABLE_OVERLAPS"
+    with pytest.raises(veil.VeilError) as e:
+        alice.query("SELECT rate_marriage, COUNT(*) AS n FROM fair_cells GROUP BY rate_marriage", purpose="research")
+    assert e.value.reason == "EXACT_TABLE_OVERLAPS"
+    # A table nested in the model's cells is still answered.
+    df = alice.query("SELECT religious, COUNT(*) AS n FROM fair_cells GROUP BY religious", purpose="research")
+    assert len(df) == 4

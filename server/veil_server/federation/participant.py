@@ -357,20 +357,23 @@ class Participant:
         from ..models.fitting import SLOT_HIGH, SLOT_LOW
 
         prep, key = s.model, s.key
-        assert prep is not None and key is not None
-        fixed, _scales = self._models().statistics(prep)  # this member's own noise under DP
-        n = len(s.members)
-        packing = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH, terms=n)  # room for the sum of n
-        plaintexts = packing.pack(fixed)
-        masks = zero_sum_mod(self.name, s.seeds, key.n, len(plaintexts), b"model|" + s.context)
-        masked = [(pt + r) % key.n for pt, r in zip(plaintexts, masks)]
-        cts = [c.to_bytes() for c in key.encrypt_raw_many(masked, obfuscation=self._obfuscation)]
-        digest = hashlib.sha256(b"".join(cts)).hexdigest()
-        # Charged and logged (digest) before the contribution leaves; the plaintext is not kept.
-        self._models().record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
-                              certificate=self.node.certificate_id(s.local.name),
-                              details={"federation": {"query": s.query, "coordinator": s.coordinator,
-                                                      "members": s.members}})
+        assert prep is not None and key is not None and s.local is not None
+        certificate = self.node.certificate_id(s.local.name)
+        # Exact parts: this member's cells through its own exact-mode history audit.
+        with self._models().releasing(prep, certificate) as populations:
+            fixed, _scales = self._models().statistics(prep)  # this member's own noise under DP
+            n = len(s.members)
+            packing = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH, terms=n)  # room for the sum of n
+            plaintexts = packing.pack(fixed)
+            masks = zero_sum_mod(self.name, s.seeds, key.n, len(plaintexts), b"model|" + s.context)
+            masked = [(pt + r) % key.n for pt, r in zip(plaintexts, masks)]
+            cts = [c.to_bytes() for c in key.encrypt_raw_many(masked, obfuscation=self._obfuscation)]
+            digest = hashlib.sha256(b"".join(cts)).hexdigest()
+            # Charged and logged (digest) before the contribution leaves; the plaintext is not kept.
+            self._models().record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
+                                  certificate=certificate, populations=populations,
+                                  details={"federation": {"query": s.query, "coordinator": s.coordinator,
+                                                          "members": s.members}})
         return federation_pb2.ContributionBody(model_statistics=federation_pb2.ReleasedSection(ciphertexts=cts))
 
     def _charge(self, s: Session) -> None:

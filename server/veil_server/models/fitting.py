@@ -30,12 +30,13 @@ recorded ``exact_reason``) release the statistics as computed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from veil.audit.records import release_details
 from veil.models import model_digest
@@ -46,6 +47,9 @@ from ..config import Principal, Role
 from ..disclosure.budget import BudgetExhausted, to_micro
 from ..disclosure.noise import mechanism, privatize
 from ..errors import Internal, InvalidArgument, PermissionDenied, PolicyViolation, VeilError
+from ..query.catalog import Catalog
+from ..query.engine import quote_ident
+from ..query.planner import plan_query
 from . import design
 from .formula import ModelSpec, resolve
 
@@ -96,13 +100,14 @@ class ModelFitting:
         prep = self.prepare(principal.name, dataset=req.dataset, formula=req.formula, family=req.family,
                             purpose=req.purpose, public_key=req.public_key.n, fit_id=req.fit_id,
                             iteration=req.iteration, coefficients=list(req.coefficients), epsilon=req.epsilon)
-        fixed, scales = self.statistics(prep)
-        layout = PackingLayout.for_range(prep.key, SLOT_LOW, SLOT_HIGH)
-        cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
-        digest = hashlib.sha256(b"".join(cts)).hexdigest()
         certificate = node.certificate_id(prep.ds.name)
-        release = self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
-                              certificate=certificate)
+        with self.releasing(prep, certificate) as populations:
+            fixed, scales = self.statistics(prep)
+            layout = PackingLayout.for_range(prep.key, SLOT_LOW, SLOT_HIGH)
+            cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
+            digest = hashlib.sha256(b"".join(cts)).hexdigest()
+            release = self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
+                                  certificate=certificate, populations=populations)
         return model_pb2.ModelStatistics(
             dataset=prep.ds.resource_name, fit_id=prep.fit_id, iteration=prep.iteration,
             terms=[t.name for t in prep.spec.terms], response=prep.spec.response.name, fraction_bits=FRACTION_BITS,
@@ -161,6 +166,11 @@ class ModelFitting:
                                   f"{ROWS_PER_PARAMETER} rows ({rows // ROWS_PER_PARAMETER}); use fewer terms or "
                                   "categories", reason="MODEL_TOO_MANY_PARAMETERS",
                                   metadata={"dataset": ds.name, "limit": str(rows // ROWS_PER_PARAMETER)})
+        if not ds.disclosure.dp and any((c := ds.column(n)) is not None and c.dominance is not None
+                                        for n in spec.columns):
+            raise PolicyViolation(f"datasets/{ds.name} applies a dominance rule to a column of this model; exact "
+                                  "models cannot honour it, so leave that column out", reason="MODEL_DOMINANCE_COLUMN",
+                                  metadata={"dataset": ds.name})
         coefficients = _coefficients(coefficients, iteration, spec, family)
         if iteration >= MAX_ITERATIONS:
             raise _cap(iteration)
@@ -188,6 +198,31 @@ class ModelFitting:
         return Prepared(principal, ds, spec, family, coefficients, eps if pol.dp else 0.0, rows, sens, key, purpose,
                         budget_purpose, fit_id, int(iteration), formula, check_grant)
 
+    @contextlib.contextmanager
+    def releasing(self, prep: Prepared, certificate: str) -> Iterator[list]:
+        """Exact mode: the model's cells through exact mode's history audit (``disclosure``),
+        the dataset's lock held until the release is recorded; yields the populations to record.
+        DP: nothing to audit (the ε debit is the accounting)."""
+        if prep.ds.disclosure.dp:
+            yield []
+            return
+        categorical = list(dict.fromkeys(t.column for t in prep.spec.terms if t.level is not None))
+        name = quote_ident(prep.ds.name)
+        if not categorical:
+            sqls = [f"SELECT COUNT(*) AS n FROM {name}"]
+        elif len(categorical) == 1:
+            g = quote_ident(categorical[0])
+            sqls = [f"SELECT {g}, COUNT(*) AS n FROM {name} GROUP BY {g}"]
+        else:  # X'X crosses every pair of categorical terms
+            sqls = [f"SELECT {quote_ident(a)}, {quote_ident(b)}, COUNT(*) AS n FROM {name} GROUP BY "
+                    f"{quote_ident(a)}, {quote_ident(b)}" for i, a in enumerate(categorical) for b in categorical[i + 1:]]
+        cells = []
+        for sql in sqls:
+            plan = plan_query(sql, Catalog([prep.ds]))
+            cells.append((plan, self.node.engine.aggregate(plan, prep.ds)))
+        with self.node.disclosure.model_releasing(prep.ds, cells, certificate) as populations:
+            yield populations
+
     def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
         """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
         exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
@@ -206,7 +241,7 @@ class ModelFitting:
         return fixed, scales
 
     def record(self, prep: Prepared, *, digest: str, ciphertexts: int, statistics: int, certificate: str,
-               details: dict[str, Any] | None = None) -> str:
+               details: dict[str, Any] | None = None, populations: list | None = None) -> str:
         """Charge (grant use, ε) and log one release, in one transaction, before it leaves;
         returns the release's id (its audit entry's ``query``)."""
         node, ds, pol = self.node, prep.ds, prep.ds.disclosure
@@ -215,6 +250,8 @@ class ModelFitting:
             if prep.check_grant:
                 node.steward.grants.charge(query_id=release_id, principal=prep.principal, dataset=ds.name,
                                            purpose=prep.purpose, columns=list(prep.spec.columns))
+            if populations:  # exact mode: the model's cells join the dataset's release history
+                node.disclosure.history.record(ds.name, release_id, populations)
             if pol.dp:
                 try:
                     node.disclosure.budget.debit(release_id, prep.principal, ds.name.lower(), prep.budget_purpose,

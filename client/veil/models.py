@@ -242,8 +242,23 @@ def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionR
         rel.disclosure, rel.epsilon, [rel.noise_scales], 1, True, float(sigma2), [rel.digest])
 
 
+class SingularDesign(ValueError):
+    """X'X (or the Hessian) cannot be inverted: collinear terms, a constant column, or a
+    category no row has. Drop a term and fit again."""
+
+
 def fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family: str,
         tol: float = 1e-10, max_iter: int | None = None, check=None) -> RegressionResults:
+    try:
+        return _fit(call, sk, request_of, formula=formula, dataset=dataset, family=family, tol=tol,
+                    max_iter=max_iter, check=check)
+    except np.linalg.LinAlgError:
+        raise SingularDesign("the model's X'X (or Hessian) is singular: its terms are collinear, a column is "
+                             "constant, or a category has no rows; drop a term and fit again") from None
+
+
+def _fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family: str,
+         tol: float = 1e-10, max_iter: int | None = None, check=None) -> RegressionResults:
     """Drive a fit: ``call(request)`` sends one ComputeModelStatistics request, ``request_of``
     builds it from (fit_id, iteration, coefficients); ``check(request, response)``, if given,
     checks the final release (its receipt) before the results are returned."""

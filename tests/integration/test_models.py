@@ -402,3 +402,10 @@ def test_exact_models_join_the_release_history(alice, served):
     # A table nested in the model's cells is still answered.
     df = alice.query("SELECT religious, COUNT(*) AS n FROM fair_cells GROUP BY religious", purpose="research")
     assert len(df) == 4
+
+
+def test_a_singular_design_is_named_not_a_traceback(alice):
+    from veil.models import SingularDesign
+
+    with pytest.raises(SingularDesign):  # both codings of the same categorical: collinear
+        alice.fit("affairs ~ C(religious) + C(religious, Treatment(2))", dataset="fair", purpose="research")

@@ -432,6 +432,24 @@ class Node(Connection):
         return fit(lambda req: self._call(stub.ComputeModelStatistics, req), sk, request_of, formula=formula,
                    dataset=_ds(dataset), family=family, tol=tol, max_iter=max_iter, check=check)
 
+    def model_releases(self, dataset: str = "") -> list[dict]:
+        """Owners, admins and auditors: every model release logged on ``dataset`` (owners: one
+        they own) -- who fitted what (formula, terms, family, iteration, ε, when), never a value."""
+        from google.protobuf.json_format import MessageToDict
+
+        from .v1 import model_pb2, model_pb2_grpc
+
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+        out, token = [], ""
+        while True:
+            resp = self._call(stub.ListModelReleases, model_pb2.ListModelReleasesRequest(
+                dataset=_ds(dataset) if dataset else "", page_token=token), retry=True)
+            out += [MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+                    for r in resp.releases]
+            token = resp.next_page_token
+            if not token:
+                return out
+
     def budget(self, dataset: str, *, purpose: str = ""):
         """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""
         from .usage import Budget

@@ -98,6 +98,7 @@ def _dataset(name: str, disclosure: str, source: str = "", grant: str = "") -> s
 name = "{name}"
 {source or f'source = "{name}.csv"'}
 purposes = ["research"]
+owners = ["olivia"]
 classification = "public"
 min_group_size = 10
 max_rows = 100000
@@ -137,6 +138,8 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
         extra = _dataset("fair_pg", EXACT, f'format = "postgres"\ntable = "survey.fair"\nconninfo = "{postgres}"')
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).hexdigest()
+    owner = secrets.token_urlsafe(24)
+    (folder / "olivia.token").write_text(owner)  # the datasets' owner, for ListModelReleases
     (folder / "veil.toml").write_text(f"""[node]
 name = "model-node"
 state_dir = "state"
@@ -154,7 +157,7 @@ token_sha256 = "{digest}"
 [[principals]]
 name = "olivia"
 role = "owner"
-token_sha256 = "{hashlib.sha256(b'unused-owner-token').hexdigest()}"
+token_sha256 = "{hashlib.sha256(owner.encode()).hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5))
         + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")

@@ -409,3 +409,24 @@ def test_a_singular_design_is_named_not_a_traceback(alice):
 
     with pytest.raises(SingularDesign):  # both codings of the same categorical: collinear
         alice.fit("affairs ~ C(religious) + C(religious, Treatment(2))", dataset="fair", purpose="research")
+
+
+def test_owners_see_what_is_fitted_on_their_data(alice, served, tmp_path_factory, analyst_home):
+    from pathlib import Path
+
+    running, _, raw = served
+    alice.fit("affairs ~ age + educ", dataset="fair", purpose="research")
+    folder = Path(running.node.config.state_dir).parent
+    owner = (folder / "olivia.token").read_text()
+    with veil.connect(running.target, token=owner, home=tmp_path_factory.mktemp("olivia")) as olivia:
+        seen = olivia.model_releases("fair")
+        assert any(r["formula"] == "affairs ~ age + educ" and r["principal"] == "alice" and
+                   r["terms"] == ["Intercept", "age", "educ"] and r["family"] == "gaussian" for r in seen)
+        assert all(r["dataset"] == "datasets/fair" for r in seen)
+        assert not any(str(v) in str(seen) for v in (raw["affairs"].sum(), len(raw)))  # no value, no count
+        with pytest.raises(veil.VeilError) as e:  # owners name a dataset they own
+            olivia.model_releases("")
+        assert e.value.reason == "DATASET_REQUIRED"
+    with pytest.raises(veil.VeilError) as e:  # analysts do not list others' models
+        alice.model_releases("fair")
+    assert e.value.code.name == "PERMISSION_DENIED"

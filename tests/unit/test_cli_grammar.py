@@ -29,7 +29,7 @@ ONLINE = {
     ("audit", "list"), ("audit", "export"), ("audit", "checkpoint"), ("audit", "key"), ("receipt", "get"),
     ("grant", "add"), ("grant", "list"), ("grant", "revoke"), ("review", "list"), ("review", "show"),
     ("review", "approve"), ("review", "reject"), ("cert", "get"), ("usage", "report"), ("budget", "show"),
-    ("model", "fit"),  # issue 18
+    ("model", "fit"), ("model", "list"),  # issue 18
 }
 OFFLINE = {("audit", "verify"), ("receipt", "verify"), ("cert", "verify"), ("completion", "bash"),
            ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("token", "issue"), ("token", "revoke"),

@@ -2,7 +2,7 @@
 
     veil dataset list | show | register | submit | approve | reject | suspend | resume | delist | versions
     veil query submit | status | result | cancel | list | explain
-    veil model fit
+    veil model fit | list
     veil audit list | export | checkpoint | key | verify        veil receipt get | verify
     veil grant add | list | revoke     veil review list | show | approve | reject     veil cert get | verify
     veil usage report                  veil budget show           veil completion bash | zsh

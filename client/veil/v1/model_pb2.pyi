@@ -8,6 +8,56 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListModelReleasesRequest(_message.Message):
+    __slots__ = ("dataset", "page_size", "page_token")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    page_size: int
+    page_token: str
+    def __init__(self, dataset: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ModelReleaseRecord(_message.Message):
+    __slots__ = ("release", "principal", "dataset", "formula", "terms", "family", "iteration", "fit_id", "purpose", "disclosure_mode", "epsilon", "release_digest", "time", "log_index")
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    FORMULA_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    FIT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    LOG_INDEX_FIELD_NUMBER: _ClassVar[int]
+    release: str
+    principal: str
+    dataset: str
+    formula: str
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    family: str
+    iteration: int
+    fit_id: str
+    purpose: str
+    disclosure_mode: str
+    epsilon: float
+    release_digest: str
+    time: str
+    log_index: int
+    def __init__(self, release: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., formula: _Optional[str] = ..., terms: _Optional[_Iterable[str]] = ..., family: _Optional[str] = ..., iteration: _Optional[int] = ..., fit_id: _Optional[str] = ..., purpose: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., release_digest: _Optional[str] = ..., time: _Optional[str] = ..., log_index: _Optional[int] = ...) -> None: ...
+
+class ListModelReleasesResponse(_message.Message):
+    __slots__ = ("releases", "next_page_token")
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    releases: _containers.RepeatedCompositeFieldContainer[ModelReleaseRecord]
+    next_page_token: str
+    def __init__(self, releases: _Optional[_Iterable[_Union[ModelReleaseRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class GetModelReceiptRequest(_message.Message):
     __slots__ = ("release",)
     RELEASE_FIELD_NUMBER: _ClassVar[int]

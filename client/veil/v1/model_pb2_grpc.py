@@ -48,6 +48,11 @@ class ModelServiceStub:
                 request_serializer=veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_audit__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.ListModelReleases = channel.unary_unary(
+                '/veil.v1.ModelService/ListModelReleases',
+                request_serializer=veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -74,6 +79,15 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelReleases(self, request, context):
+        """Owners see what is fitted on their data: every model release on a dataset (who, formula,
+        terms, family, iteration, ε, when), oldest first, with paging. Owners list datasets they own;
+        admins and auditors any dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -86,6 +100,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetModelReceipt,
                     request_deserializer=veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.FromString,
                     response_serializer=veil_dot_v1_dot_audit__pb2.Receipt.SerializeToString,
+            ),
+            'ListModelReleases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelReleases,
+                    request_deserializer=veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -145,6 +164,33 @@ class ModelService:
             '/veil.v1.ModelService/GetModelReceipt',
             veil_dot_v1_dot_model__pb2.GetModelReceiptRequest.SerializeToString,
             veil_dot_v1_dot_audit__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelReleases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ModelService/ListModelReleases',
+            veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.SerializeToString,
+            veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

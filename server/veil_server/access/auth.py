@@ -59,6 +59,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     # Issue 18: each call is one release of a model's statistics, under the same rules as a query.
     "/veil.v1.ModelService/ComputeModelStatistics": frozenset({ANALYST}),
     "/veil.v1.ModelService/GetModelReceipt": frozenset({ANALYST}),
+    "/veil.v1.ModelService/ListModelReleases": frozenset({OWNER, ADMIN, AUDITOR}),
     # Governance (issue 3): who may drive which step; ownership and separation of duties are
     # checked by the steward on top of these roles.
     "/veil.v1.GovernanceService/RegisterDataset": frozenset({OWNER}),

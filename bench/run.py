@@ -13,6 +13,7 @@ import crypto_bench  # noqa: E402
 import disclosure_bench  # noqa: E402  (disclosure control's cost and DP's accuracy, issue 14)
 import federation_bench  # noqa: E402  (federation, issue 6)
 import keys_bench  # noqa: E402  (analyst keys under churn: the table cache, issue 22)
+import model_bench  # noqa: E402  (regression inside a node, issue 18)
 import query_bench  # noqa: E402
 import scale_bench  # noqa: E402  (engines and crypto workers beyond one machine, issue 9)
 import sdk_bench  # noqa: E402  (the analyst's install: size and import time, issue 16)
@@ -42,6 +43,8 @@ def main() -> None:
     disclosure_bench.main(["--repeat", "5", "--accuracy-repeat", "10"] if quick else [])
     print()
     console_bench.main(["--entries", "20000", "--repeat", "3"] if quick else [])
+    print()
+    model_bench.main(["--rows", "1000000", "--logit-rows", "100000", "--repeat", "1"] if quick else [])
 
 
 if __name__ == "__main__":

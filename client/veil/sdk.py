@@ -437,6 +437,71 @@ class Node(Connection):
 
     # -- issue 4: privacy budget and metered use --------------------------------------------
 
+    def fit(self, formula: str, *, dataset: str, purpose: str, family: str = "gaussian",
+            epsilon: float | None = None, tol: float = 1e-10, max_iter: int | None = None):
+        """Fit a regression inside the node (issue 18) and return a statsmodels-like result
+        (:class:`veil.models.RegressionResults`: params, bse, conf_int(), nobs, summary()).
+
+        ``formula``: ``"y ~ a + b + C(g)"``; ``family``: ``"gaussian"`` (OLS, one release) or
+        ``"binomial"`` (logistic regression by Newton steps, one release each) or ``"poisson"`` (log
+        link, the same Newton steps; the mean is clipped to the response's declared maximum). On a DP dataset
+        every release spends ``epsilon`` (default: the dataset's) and a logistic fit takes
+        ``max_iter`` Newton steps (default 6; exact data: until the step is below ``tol``, at most
+        the node's cap); a budget that runs out stops
+        the fit with :class:`veil.QuotaExceeded` (reason ``PRIVACY_BUDGET_EXHAUSTED``) naming the iteration."""
+        from .models import fit
+        from .v1 import model_pb2, model_pb2_grpc
+
+        pk, sk = self.keys
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+
+        def request_of(fit_id: str, iteration: int, coefficients: list[float]):
+            return model_pb2.ComputeModelStatisticsRequest(
+                dataset=_ds(dataset), formula=formula, family=family, purpose=purpose,
+                public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()), fit_id=fit_id, iteration=iteration,
+                coefficients=coefficients, epsilon=epsilon or 0.0)
+
+        def check(request, msg):
+            """The final release's receipt: in the node's log, as released, for this model."""
+            if not self._verify_receipts or not msg.release:  # federated: no single node's release
+                return None
+            from .models import model_digest
+            from .receipts import check_receipt, receipt_from_proto
+
+            receipt = receipt_from_proto(self._call(stub.GetModelReceipt, model_pb2.GetModelReceiptRequest(
+                release=msg.release), retry=True))
+            check_receipt(receipt, self.node_key(), query_id=msg.release, witnesses=self._witnesses,
+                          quorum=self._witness_quorum)
+            coefficients = list(request.coefficients) or ([0.0] * len(msg.terms) if family != "gaussian" else [])
+            asked = model_digest(dataset, formula, family, coefficients, request.iteration, request.fit_id,
+                                 pk.fingerprint())
+            if receipt.result_digest.hex() != msg.release_digest or receipt.query_digest.hex() != asked:
+                raise IntegrityError("the receipt does not prove the release of this model's statistics",
+                                     reason="RECEIPT_MISMATCH")
+            return receipt
+
+        # Not retried: each call is a release that is charged (a retry would pay twice).
+        return fit(lambda req: self._call(stub.ComputeModelStatistics, req), sk, request_of, formula=formula,
+                   dataset=_ds(dataset), family=family, tol=tol, max_iter=max_iter, check=check)
+
+    def model_releases(self, dataset: str = "") -> list[dict]:
+        """Owners, admins and auditors: every model release logged on ``dataset`` (owners: one
+        they own) -- who fitted what (formula, terms, family, iteration, ε, when), never a value."""
+        from google.protobuf.json_format import MessageToDict
+
+        from .v1 import model_pb2, model_pb2_grpc
+
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+        out, token = [], ""
+        while True:
+            resp = self._call(stub.ListModelReleases, model_pb2.ListModelReleasesRequest(
+                dataset=_ds(dataset) if dataset else "", page_token=token), retry=True)
+            out += [MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+                    for r in resp.releases]
+            token = resp.next_page_token
+            if not token:
+                return out
+
     def budget(self, dataset: str, *, purpose: str = ""):
         """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""
         from .usage import Budget

@@ -14,7 +14,8 @@ from it what it can prove, and nothing else:
   in the log stands). Rows the log never recorded are removed.
 * **decisions and releases**: the lifecycle above; a stored result that is not the one the log
   says was released is removed.
-* **budgets spent**: every logged release on a DP dataset is a debit of the ε its release entry
+* **budgets spent**: every logged release (a query's, or a model's: ``model.release``) on a DP
+  dataset is a debit of the ε its release entry
   records (``epsilon_micro``; an entry from before that field counts the dataset's maximum ε per
   query); every logged failure of a query that ran on a DP dataset is a debit of the dataset's
   maximum ε per query (a failure is charged like a release; the log does not say what ε was
@@ -121,6 +122,7 @@ def rebuild_queries(node: Node, reading: LogReading, refusal: StartRefused | Non
                 report.rebuilt += 1
             _debit(node, db, qid, q, debited, report)
             _history(node, db, qid, q, report)
+        _model_debits(node, db, reading, debited, report)
         last = reading.groups[-1] if reading.groups else None
         if last is not None:
             # The state now describes the log up to its last anchored change.
@@ -249,6 +251,31 @@ def _debit(node: Node, db, qid: str, q, debited: set[str], report: RecoveryRepor
     debited.add(qid)
     report.debits_added += 1
     report.epsilon_added += micro / 1_000_000
+
+
+def _model_debits(node: Node, db, reading: LogReading, debited: set[str], report: RecoveryReport) -> None:
+    """Every logged model release (issue 18) on a DP dataset is the ε its entry records. An entry
+    of a torn commit (a void group) was never released: the release leaves after its commit."""
+    void = void_groups_of(reading, None)
+    group_of: dict[int, tuple[int, int]] = {}
+    for seq, first, last in reading.groups:
+        for i in range(first, last + 1):
+            group_of[i] = (seq, first)
+    for index, release, principal, dataset, details in reading.models:
+        micro = details.get("epsilon_micro")
+        if group_of.get(index) in void or release in debited or not isinstance(micro, int) or isinstance(
+                micro, bool) or micro <= 0:
+            continue
+        ds = _catalog(node).get(dataset)
+        if ds is None or not ds.disclosure.dp:
+            continue
+        db.execute("INSERT INTO dp_debits (query_id, principal, dataset, purpose, micro_epsilon, refunded, at_us) "
+                   "VALUES (?, ?, ?, ?, ?, 0, ?)", (release, principal, ds.name.lower(),
+                                                    ds.disclosure.budget_purpose(str(details.get("purpose", ""))),
+                                                    micro, now_us()))
+        debited.add(release)
+        report.debits_added += 1
+        report.epsilon_added += micro / 1_000_000
 
 
 def _history(node: Node, db, qid: str, q, report: RecoveryReport) -> None:

@@ -93,7 +93,8 @@ def federation(root: Path, *, edit: dict[str, tuple[str, str]] | None = None, **
 
     def recording(self, s, v):
         body = contribute(self, s, v)
-        recorder.partials[(self.name, s.query)] = [list(row) for row in s.matrix]
+        if s.matrix is not None:  # a model release (issue 18) keeps no grouped partial
+            recorder.partials[(self.name, s.query)] = [list(row) for row in s.matrix]
         return body
 
     with contextlib.ExitStack() as stack:

@@ -46,11 +46,14 @@ KINDS = frozenset({
     "auth.failure", "catalog.read", "query.submit", "query.decision", "query.approve",
     "query.reject", "query.execute", "query.release", "query.cancel", "query.fail",
     "query.expire",
+    "model.release", "model.refuse",  # issue 18: one entry per model release (digest) or refusal
 })
 """Known kinds; besides these, any ``admin.<verb>`` (e.g. ``admin.dataset.register``)."""
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 
-# Keys a "query.release" entry's details carry, so a Receipt can be checked against it.
+# Entries a Receipt may prove: a query's release, and a model's (issue 18).
+RELEASE_KINDS = frozenset({"query.release", "model.release"})
+# Keys a "query.release" (or "model.release") entry's details carry, so a Receipt can be checked against it.
 QUERY_DIGEST = "query_digest"
 DATASET_CERTIFICATE = "dataset_certificate"
 RESULT_DIGEST = "result_digest"
@@ -305,7 +308,7 @@ class Receipt:
         entry = Entry.from_bytes(self.entry)
         if entry.index != self.log_index:
             raise VerificationError(f"entry has index {entry.index}, receipt says {self.log_index}")
-        if entry.kind != "query.release" or entry.outcome != "ok":
+        if entry.kind not in RELEASE_KINDS or entry.outcome != "ok":
             raise VerificationError(f"entry {entry.index} is {entry.kind}/{entry.outcome}")
         details = entry.details
         claims = {

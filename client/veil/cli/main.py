@@ -2,6 +2,7 @@
 
     veil dataset list | show | register | submit | approve | reject | suspend | resume | delist | versions
     veil query submit | status | result | cancel | list | explain
+    veil model fit | list
     veil audit list | export | checkpoint | key | verify        veil receipt get | verify
     veil grant add | list | revoke     veil review list | show | approve | reject     veil cert get | verify
     veil usage report                  veil budget show           veil completion bash | zsh
@@ -20,7 +21,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from ..errors import Unavailable, VeilError
-from . import aliases, audit, completion, dataset, governance, plugins, query, usage
+from . import aliases, audit, completion, dataset, governance, model, plugins, query, usage
 from .command import Commands, Parser, UsageError
 
 REFUSED, UNREACHABLE, FAILED, BROKEN_PIPE = 2, 3, 1, 141
@@ -40,7 +41,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="veil", description="Veil: query data you cannot see. `veil NOUN VERB --help` for more.")
     parser.add_argument("--version", action="version", version=_versions())
     cli = Commands(parser)
-    for noun in (dataset, query, audit, governance, usage, completion):
+    for noun in (dataset, query, model, audit, governance, usage, completion):
         noun.register(cli)
     parser.set_defaults(missing_nouns=plugins.add_plugins(cli), verbs=cli.verbs())
     return parser

@@ -229,7 +229,7 @@ class PeerPayload(_message.Message):
     def __init__(self, federated_query: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prepare: _Optional[_Union[PrepareBody, _Mapping]] = ..., prepared: _Optional[_Union[PreparedBody, _Mapping]] = ..., contribute: _Optional[_Union[ContributeBody, _Mapping]] = ..., contribution: _Optional[_Union[ContributionBody, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateBody, _Mapping]] = ..., aggregated: _Optional[_Union[AggregatedBody, _Mapping]] = ..., release: _Optional[_Union[ReleaseBody, _Mapping]] = ..., released: _Optional[_Union[ReleasedBody, _Mapping]] = ..., abort: _Optional[_Union[AbortBody, _Mapping]] = ..., aborted: _Optional[_Union[AbortedBody, _Mapping]] = ..., sealed_share: _Optional[_Union[SealedShare, _Mapping]] = ...) -> None: ...
 
 class PrepareBody(_message.Message):
-    __slots__ = ("dataset", "sql", "purpose", "analyst", "public_key", "protocol", "participants", "compute_parties", "epsilon")
+    __slots__ = ("dataset", "sql", "purpose", "analyst", "public_key", "protocol", "participants", "compute_parties", "epsilon", "formula", "family", "coefficients", "iteration", "fit_id")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SQL_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,11 @@ class PrepareBody(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_PARTIES_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    FORMULA_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    COEFFICIENTS_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    FIT_ID_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     sql: str
     purpose: str
@@ -248,10 +253,15 @@ class PrepareBody(_message.Message):
     participants: _containers.RepeatedScalarFieldContainer[str]
     compute_parties: _containers.RepeatedScalarFieldContainer[str]
     epsilon: float
-    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., analyst: _Optional[str] = ..., public_key: _Optional[bytes] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    formula: str
+    family: str
+    coefficients: _containers.RepeatedScalarFieldContainer[float]
+    iteration: int
+    fit_id: str
+    def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., analyst: _Optional[str] = ..., public_key: _Optional[bytes] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., epsilon: _Optional[float] = ..., formula: _Optional[str] = ..., family: _Optional[str] = ..., coefficients: _Optional[_Iterable[float]] = ..., iteration: _Optional[int] = ..., fit_id: _Optional[str] = ...) -> None: ...
 
 class PreparedBody(_message.Message):
-    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql", "epsilon")
+    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql", "epsilon", "terms", "statistic_count")
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PART_DIGEST_FIELD_NUMBER: _ClassVar[int]
     GROUP_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +270,8 @@ class PreparedBody(_message.Message):
     EPHEMERAL_KEY_FIELD_NUMBER: _ClassVar[int]
     CANONICAL_SQL_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_COUNT_FIELD_NUMBER: _ClassVar[int]
     plan_digest: str
     part_digest: str
     group_count: int
@@ -268,7 +280,9 @@ class PreparedBody(_message.Message):
     ephemeral_key: bytes
     canonical_sql: str
     epsilon: float
-    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    statistic_count: int
+    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[_Iterable[str]] = ..., statistic_count: _Optional[int] = ...) -> None: ...
 
 class ContributeBody(_message.Message):
     __slots__ = ("prepared",)
@@ -277,12 +291,14 @@ class ContributeBody(_message.Message):
     def __init__(self, prepared: _Optional[_Iterable[_Union[PeerEnvelope, _Mapping]]] = ...) -> None: ...
 
 class ContributionBody(_message.Message):
-    __slots__ = ("masked_counts", "sealed_share")
+    __slots__ = ("masked_counts", "sealed_share", "model_statistics")
     MASKED_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SEALED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     masked_counts: bytes
     sealed_share: PeerEnvelope
-    def __init__(self, masked_counts: _Optional[bytes] = ..., sealed_share: _Optional[_Union[PeerEnvelope, _Mapping]] = ...) -> None: ...
+    model_statistics: ReleasedSection
+    def __init__(self, masked_counts: _Optional[bytes] = ..., sealed_share: _Optional[_Union[PeerEnvelope, _Mapping]] = ..., model_statistics: _Optional[_Union[ReleasedSection, _Mapping]] = ...) -> None: ...
 
 class SealedShare(_message.Message):
     __slots__ = ("recipient", "nonce", "ciphertext")

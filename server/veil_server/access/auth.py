@@ -58,6 +58,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     # Issue 4: an analyst reads its own budget; the usage report is scoped by the node per role.
     "/veil.v1.QueryService/GetBudget": frozenset({ANALYST}),
     "/veil.v1.QueryService/GetUsageReport": frozenset({ANALYST, OWNER, ADMIN, AUDITOR}),
+    # Issue 18: each call is one release of a model's statistics, under the same rules as a query.
+    "/veil.v1.ModelService/ComputeModelStatistics": frozenset({ANALYST}),
+    "/veil.v1.ModelService/GetModelReceipt": frozenset({ANALYST}),
+    "/veil.v1.ModelService/ListModelReleases": frozenset({OWNER, ADMIN, AUDITOR}),
     # Governance (issue 3): who may drive which step; ownership and separation of duties are
     # checked by the steward on top of these roles.
     "/veil.v1.GovernanceService/RegisterDataset": frozenset({OWNER}),

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from veil.v1 import (audit_pb2, audit_pb2_grpc, catalog_pb2, catalog_pb2_grpc, governance_pb2, governance_pb2_grpc,
-                     query_pb2, query_pb2_grpc)
+                     model_pb2, model_pb2_grpc, query_pb2, query_pb2_grpc)
 
 from .audit_service import AuditServicer
 from .reflection import enable_reflection
@@ -31,6 +31,7 @@ from .federation_service import SERVICE_NAMES as FEDERATION_SERVICE_NAMES, add_f
 from ..node import Node
 from .governance_service import GovernanceServicer, ReviewServicer
 from .query_service import CatalogServicer, QueryServicer
+from .model_service import ModelServicer  # issue 18: regression models
 # Issue 8: transport security, identities, limits and the request guard.
 from ..access.guard import RequestGuard
 from ..access.identity import NodeAuthenticator
@@ -56,6 +57,7 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     governance_pb2.DESCRIPTOR.services_by_name["GovernanceService"].full_name,
     governance_pb2.DESCRIPTOR.services_by_name["ReviewService"].full_name,
+    model_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,  # issue 18
 ) + FEDERATION_SERVICE_NAMES  # federation (issue 6)
 
 
@@ -130,6 +132,7 @@ def _serve(config: NodeConfig, *, listen: str | None, grace: float, mtls_listen:
     governance_pb2_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(node), services)
     governance_pb2_grpc.add_ReviewServiceServicer_to_server(ReviewServicer(node), services)
     federation = add_federation_services(server, node)  # federation (issue 6): PeerService, FederationService
+    model_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(node, federation), services)  # issue 18
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(SERVICE_NAMES + (health.SERVICE_NAME,), server)  # v1 and v1alpha (issue 20)
     address = listen or config.listen

@@ -100,6 +100,8 @@ class LogReading:
     groups: list[tuple[int, int, int]] = field(default_factory=list)  # (seq, first index, last index)
     queries: dict[str, _Query] = field(default_factory=dict)
     events: list[tuple[int, int, str, str, dict[str, Any]]] = field(default_factory=list)
+    # Model releases (issue 18): (index, release id, principal, dataset, details), for recovery's ε.
+    models: list[tuple[int, str, str, str, dict[str, Any]]] = field(default_factory=list)
     stop_digest: tuple[int, str] | None = None  # (seq, digest) of the last clean stop
 
     def visit(self, entry: Entry, leaf: bytes) -> None:
@@ -120,6 +122,8 @@ class LogReading:
                 self.stop_digest = (seq, details[STATE_DIGEST])
         else:
             seq = 0
+        if entry.kind == "model.release" and entry.outcome == "ok" and entry.query:
+            self.models.append((entry.index, entry.query, entry.principal, entry.dataset or "", details))
         # A query's lifecycle: its ok entries, and its failure (logged with outcome "error").
         if entry.query and entry.kind.startswith("query.") and (entry.outcome == "ok" or entry.kind == "query.fail"):
             self.events.append((entry.index, seq, entry.kind, entry.query,

@@ -349,6 +349,32 @@ class AuditTrail:
                       **({} if exact_cells is None else {"exact_released": pack_flags(exact_cells)}))),
         ], checkpoint=True)
 
+    # -- models (issue 18) ------------------------------------------------------------------
+
+    def model_released(self, principal: str, dataset: str, release: str, details: dict[str, Any]) -> None:
+        """Before one model release leaves (in the transaction that charges it): what was fitted
+        (formula, terms, family, iteration) and a digest of the encrypted statistics, never a value.
+        ``release`` is the entry's ``query`` field (so a receipt can name it)."""
+        self._append_all([Event("model.release", principal, "ok", dataset=dataset, query=release, details=details)],
+                         checkpoint=True)
+
+    def model_receipt(self, principal: str, release: str) -> Receipt | None:
+        """The receipt of ``principal``'s model release ``release`` (None: no such release of theirs)."""
+        page = self.log.search(kind="model.release", query=release, outcome="ok", page_size=1)
+        if not page.entries or page.entries[0].principal != principal:
+            return None
+        receipt = self.log.receipt(page.entries[0].index)
+        if self.witnesses is None or not self.witnesses.settings.witnesses:
+            return receipt
+        self.witnesses.ensure(receipt.checkpoint)
+        return dataclasses.replace(receipt, witness_note=self.witnesses.note(receipt.checkpoint))
+
+    def model_refused(self, principal: str, err: VeilError, details: dict[str, Any]) -> None:
+        """A model release refused (bad request or a rule); best effort, like refused queries."""
+        outcome = "error" if err.code.name in _ERROR_CODES else "denied"
+        self._best_effort("a refused model release", self._append, "model.refuse", principal, outcome,
+                          details={**details, "reason": err.reason, "code": err.code.name})
+
     def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:
         """Before the move to REJECTED (by a reviewing owner) or EXPIRED (nobody decided in time)."""
         self._append("query.reject", principal.name if principal else SYSTEM, "ok", dataset=rec.dataset,

@@ -468,7 +468,7 @@ class AuditLog:
         """A :class:`Receipt` for the ``query.release`` entry at ``index``, proven against
         ``checkpoint`` (default: the latest stored one covering it, else a new one)."""
         entry = self.entries(self._check_size("index", index), index + 1)
-        if not entry or entry[0].kind != "query.release" or entry[0].query is None:
+        if not entry or entry[0].kind not in ("query.release", "model.release") or entry[0].query is None:
             raise InvalidArgument(f"entry {index} is not a query release")
         e = entry[0]
         missing = {QUERY_DIGEST, DATASET_CERTIFICATE, RESULT_DIGEST} - e.details.keys()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 from ..query.catalog import Dataset
 from ..query.domain import group_domain
 from ..query.stats import AggregateResult
-from ..errors import InvalidArgument, ResourceExhausted, VeilError
+from ..errors import InvalidArgument, PolicyViolation, ResourceExhausted, VeilError
 from ..query.encrypted_input import statistics_plan
 from ..query.plan import QueryPlan
 from ..state.store import QueryRecord, StateStore
@@ -273,6 +273,41 @@ class DisclosureControl:
                     forest.insert(b, False)
                     out.populations.append((b, False))
         return out
+
+    @contextmanager
+    def model_releasing(self, ds: Dataset, cells: list[tuple[QueryPlan, AggregateResult]],
+                        certificate: str = "") -> Iterator[list]:
+        """Exact mode, models (issue 18): a model's statistics are aggregates over the cells of
+        ``cells`` (each categorical term's levels, and each pair of them crossed; the whole table
+        without one). They pass the same structural check and history audit as a query's cells,
+        under the dataset's lock held until the release commits; a model cannot suppress a cell,
+        so one that would be suppressed refuses the release (``MODEL_CELLS_SUPPRESSED``, the
+        k rule's own "< k" signal, as suppression gives). Yields the populations to record."""
+        with self.store.named_lock(f"release:{ds.name.lower()}"):
+            try:
+                lat = lattice.lattice_for(ds)
+                forest = self.history.forest(ds.name, lat)
+                atoms = self._atom_table(ds, certificate)
+                out: list = []
+                for plan, stats in cells:
+                    populations = self._populations(plan, ds, lat, [])
+                    history.check_structure(forest, [b for b, _ in populations])
+                    by_key = {g.keys: g for g in stats.groups}
+                    candidates = [history.Candidate(b, (g := by_key.get(keys)) is not None
+                                                    and g.rows >= ds.min_group_size)
+                                  for b, (keys, _) in populations]
+                    released = history.audit(forest, atoms, candidates, k=ds.min_group_size, columns=[])
+                    if not all(released):
+                        raise PolicyViolation(
+                            f"a model on these categories would release a population of datasets/{ds.name} that "
+                            "fewer than k rows make up (or that released tables leave), which exact mode "
+                            "suppresses; use fewer or coarser categorical terms", reason="MODEL_CELLS_SUPPRESSED",
+                            metadata={"dataset": ds.name})
+                    out += [(b, True) for b, _ in populations]
+                yield out
+            except BaseException:
+                self.history.forget(ds.name)  # the in-memory family may hold what did not commit
+                raise
 
     def _atom_table(self, ds: Dataset, certificate: str) -> lattice.AtomTable:
         key = (ds.name.lower(), certificate or ds.source)

@@ -256,6 +256,92 @@ class Coordinator:
                             suppressed=layout.groups - sum(released))
         return result
 
+    # -- models (issue 18) -------------------------------------------------------------------
+
+    def run_model(self, principal: Principal, request: Any) -> Any:
+        """One model release over a federated dataset (``veil.v1.ComputeModelStatisticsRequest``):
+        PREPARE (each member checks the formula under its own rules and signs an ephemeral key),
+        CONTRIBUTE (each returns its masked, encrypted statistics), then the product of the
+        members' ciphertexts -- Enc of the sum of their statistics -- goes to the analyst. What
+        each party learns: ``participant.py`` (models) and ``paillier_protocol.py``."""
+        from veil.crypto import PackingLayout
+        from veil.v1 import model_pb2, query_pb2
+
+        from ..models.fitting import FRACTION_BITS, MAX_ITERATIONS, SLOT_HIGH, SLOT_LOW, noise_scales
+
+        fed = self.config.dataset(request.dataset.removeprefix("datasets/"))
+        if fed is None:  # pragma: no cover - the servicer routes federated datasets only
+            raise NotFound("not a federated dataset", reason="FEDERATED_DATASET_NOT_FOUND")
+        try:
+            pk = PublicKey.from_bytes(request.public_key.n, min_bits=MIN_KEY_BITS)
+        except InvalidKey as e:
+            raise InvalidArgument(f"the Paillier public key is not acceptable: {e}", reason="INVALID_PUBLIC_KEY") from None
+        members = list(fed.members)
+        q = secrets.token_hex(16)
+        who = (principal.name, fed.name)
+        self.audit.submitted(principal.name, q, fed.name, role="coordinator", coordinator=self.name,
+                             protocol="paillier", participants=members, compute=[], purpose=request.purpose,
+                             sql=request.formula, key_fingerprint=pk.fingerprint())
+        try:
+            prepare = federation_pb2.PrepareBody(
+                dataset=fed.name, purpose=request.purpose, analyst=principal.name, public_key=pk.to_bytes(),
+                protocol=federation_pb2.FEDERATION_PROTOCOL_PAILLIER, participants=members,
+                epsilon=request.epsilon, formula=request.formula, family=request.family,
+                coefficients=list(request.coefficients), iteration=request.iteration, fit_id=request.fit_id)
+            own = self._round(q, "prepare", {self.name: {"prepare": prepare}}, "prepared", who)
+            others = self._round(q, "prepare", {n: {"prepare": prepare} for n in members if n != self.name},
+                                 "prepared", who)
+            prepared = own | others
+            mine = prepared[self.name].payload.prepared
+            for n, v in prepared.items():
+                b = v.payload.prepared
+                if (b.plan_digest, b.part_digest, list(b.terms), b.statistic_count) != (
+                        mine.plan_digest, mine.part_digest, list(mine.terms), mine.statistic_count):
+                    raise FederationFailed(f"member {n} declares its part differently (columns, ranges or "
+                                           "categories), so the model's statistics would not add up; nothing was "
+                                           "released", node=n, code=grpc.StatusCode.FAILED_PRECONDITION,
+                                           reason="FEDERATION_SCHEMA_MISMATCH")
+                if b.epsilon != mine.epsilon:
+                    raise FederationFailed(f"member {n} would spend another ε than this node: ask for an ε every "
+                                           "member allows; nothing was released", node=n,
+                                           code=grpc.StatusCode.FAILED_PRECONDITION,
+                                           reason="FEDERATION_EPSILON_MISMATCH")
+            session = federation_pb2.ContributeBody(prepared=[prepared[n].envelope for n in members])
+            contributions = self._round(q, "contribute", {n: {"contribute": session} for n in members},
+                                        "contribution", who)
+            packing = PackingLayout.for_range(pk, SLOT_LOW, SLOT_HIGH, terms=len(members))
+            expected = packing.ciphertexts_for(mine.statistic_count)
+            parts = []
+            for n in members:
+                cts = list(contributions[n].payload.contribution.model_statistics.ciphertexts)
+                if len(cts) != expected:
+                    raise misbehaved(n, "its encrypted statistics have the wrong shape")
+                parts.append([cts])
+            try:
+                combined = paillier_protocol.combine(pk, parts, obfuscation=getattr(self.node, "obfuscation", "djn"))[0]
+            except Exception:  # noqa: BLE001 - any malformed ciphertext: refuse, never release
+                raise misbehaved(members[0], "a ciphertext is malformed") from None
+            digest = hashlib.sha256(b"".join(combined)).hexdigest()
+            self.audit.released(principal.name, q, fed.name, plan_digest=mine.plan_digest, result_digest=digest,
+                                key_fingerprint=pk.fingerprint(), ciphertexts=len(combined), released=1, suppressed=0)
+        except VeilError as e:
+            self.audit.failed(principal.name, q, fed.name, reason=e.reason, node=e.metadata.get("node", ""))
+            self._abort(q, members, e)
+            raise
+        local = dataclasses.replace(self.node.dataset(fed.local), name=fed.name)
+        # Every member adds its own draw: the total's noise has n times one member's variance.
+        scales = [s * len(members) ** 0.5 for s in noise_scales(local, request.formula, request.family,
+                                                                mine.epsilon)]
+        return model_pb2.ModelStatistics(
+            dataset=f"datasets/{fed.name}", fit_id=request.fit_id, iteration=request.iteration, terms=list(mine.terms),
+            response=request.formula.split("~")[0].strip(), fraction_bits=FRACTION_BITS,
+            cells=query_pb2.EncryptedCells(slot_bits=packing.slot_bits, slots_per_ciphertext=packing.slots,
+                                           slot_offset=str(len(members) * SLOT_LOW),
+                                           cell_count=mine.statistic_count, ciphertexts=combined,
+                                           plaintext_bits=packing.slot_bits * packing.slots),
+            disclosure_mode="dp" if mine.epsilon else "exact", epsilon=mine.epsilon, noise_scales=scales,
+            max_iterations=MAX_ITERATIONS, release_digest=digest)
+
     def _abort(self, q: str, members: list[str], err: VeilError) -> None:
         """Best effort: tell every member to log the failure and forget the query."""
         body = federation_pb2.AbortBody(reason=err.reason, failed_node=err.metadata.get("node", ""))

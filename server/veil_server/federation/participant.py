@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from veil.crypto import EncodingOverflow, InvalidKey, PublicKey
+from veil.crypto import EncodingOverflow, InvalidKey, PackingLayout, PublicKey
 from veil.v1 import federation_pb2
 
 from ..query.catalog import Catalog, Dataset
@@ -53,7 +53,7 @@ from . import paillier_protocol, sharing_protocol
 from .audit import FederationAudit
 from .envelope import PeerSigner, Verified
 from ..disclosure.budget import to_micro
-from .pairwise import derive_seeds, new_ephemeral, open_sealed, seal
+from .pairwise import derive_seeds, new_ephemeral, open_sealed, seal, zero_sum_mod
 from .partial import (VectorLayout, bitmap, layout_for, noisy_matrix, part_digest, partial_matrix,
                       released_groups)
 from .settings import FederatedDataset, FederationConfig
@@ -101,6 +101,8 @@ class Session:
     account: str = ""  # whose budget: the analyst's own name, whichever member coordinates
     # Set by AGGREGATE (sharing, compute parties).
     summed: np.ndarray | None = None
+    # Models (issue 18): the checked release this member will contribute (models.fitting.Prepared).
+    model: Any = None
 
 
 def _digest(data: bytes) -> str:
@@ -166,8 +168,8 @@ class Participant:
                                 peer=session.coordinator, direction="answered",
                                 request=envelope.SerializeToString(), response=answer.SerializeToString())
             session.answers[step] = (request_digest, answer)
-            if step == "release" or (step == "contribute" and session.protocol == "sharing"
-                                     and self.name not in session.compute):
+            if step == "release" or (step == "contribute" and (session.model is not None or (
+                    session.protocol == "sharing" and self.name not in session.compute))):
                 session.done = time.monotonic()
             return answer
 
@@ -178,6 +180,8 @@ class Participant:
             raise FailedPrecondition(f"step {step} needs step {before} first", reason="FEDERATED_STEP_OUT_OF_ORDER")
         if step in ("aggregate", "release") and session.protocol == "sharing" and self.name not in session.compute:
             raise FailedPrecondition("this node is not a compute party of the query", reason="FEDERATED_STEP_NOT_EXPECTED")
+        if step in ("aggregate", "release") and session.model is not None:
+            raise FailedPrecondition("a model release ends with CONTRIBUTE", reason="FEDERATED_STEP_NOT_EXPECTED")
         if step == "aggregate" and session.protocol != "sharing":
             raise FailedPrecondition("AGGREGATE is a step of the sharing protocol only",
                                      reason="FEDERATED_STEP_NOT_EXPECTED")
@@ -241,6 +245,8 @@ class Participant:
             raise InvalidArgument(f"the Paillier public key is not acceptable: {e}", reason="INVALID_PUBLIC_KEY") from None
         local = self.node.dataset(fed.local)
         ds = dataclasses.replace(local, name=fed.name)
+        if body.formula:  # a model release (issue 18) instead of an SQL aggregate
+            return self._prepare_model(s, body, fed, key, local, ds, protocol)
         self.audit.submitted(s.principal, s.query, fed.name, role="member", coordinator=s.coordinator,
                              protocol=protocol, participants=list(body.participants), compute=compute,
                              purpose=body.purpose, sql=body.sql, key_fingerprint=key.fingerprint())
@@ -273,6 +279,9 @@ class Participant:
             canonical_sql=plan.canonical_sql(), epsilon=s.epsilon)
 
     def _contribute(self, s: Session, v: Verified) -> federation_pb2.ContributionBody:
+        if s.model is not None:
+            self._join_session(s, list(v.payload.contribute.prepared))
+            return self._contribute_model(s)
         assert s.plan is not None and s.dataset is not None and s.local is not None
         self._join_session(s, list(v.payload.contribute.prepared))
         assert s.layout is not None
@@ -292,6 +301,80 @@ class Participant:
         share = self.signer.sign(s.query, target, sealed_share=federation_pb2.SealedShare(
             recipient=target, nonce=nonce, ciphertext=sealed))
         return federation_pb2.ContributionBody(sealed_share=share)
+
+    # -- models (issue 18) -------------------------------------------------------------------
+    #
+    # What each party learns from a federated model release (Paillier, pairwise zero-sum masks,
+    # as in paillier_protocol.py): a member contributes Enc(P_i + r_i mod n), P_i its packed
+    # fixed-point statistics (under DP, with its own full noise: each member's contribution is
+    # ε-DP for its rows on its own) and r_i its mask from the pairwise seeds, all masks summing
+    # to 0 mod n. The coordinator multiplies the N ciphertexts: it and every other member see only
+    # uniform ciphertexts; the analyst decrypts the sum of the members' statistics and nothing
+    # else (with the coordinator, the sum minus the coordinator's own part). No counts round, no
+    # k rule: a model's statistics are released whole, over every row of every part.
+
+    def _models(self):
+        from ..models import ModelFitting  # models do not depend on federation; imported when used
+
+        fitting = getattr(self, "_fitting", None)
+        if fitting is None:
+            fitting = self._fitting = ModelFitting(self.node)
+        return fitting
+
+    def _prepare_model(self, s: Session, body, fed, key: PublicKey, local: Dataset, ds: Dataset,
+                       protocol: str) -> federation_pb2.PreparedBody:
+        if protocol != "paillier":
+            raise PolicyViolation("federated models combine with the Paillier protocol only",
+                                  reason="FEDERATION_PROTOCOL_NOT_ALLOWED")
+        if list(body.compute_parties):
+            raise InvalidArgument("compute parties are for the sharing protocol only",
+                                  reason="FEDERATION_COMPUTE_PARTIES_INVALID")
+        self.audit.submitted(s.principal, s.query, fed.name, role="member", coordinator=s.coordinator,
+                             protocol=protocol, participants=list(body.participants), compute=[],
+                             purpose=body.purpose, sql=body.formula, key_fingerprint=key.fingerprint())
+        prep = self._models().prepare(
+            body.analyst, dataset=local.name, formula=body.formula, family=body.family, purpose=body.purpose,
+            public_key=body.public_key, fit_id=body.fit_id, iteration=body.iteration,
+            coefficients=list(body.coefficients), epsilon=body.epsilon,
+            check_grant=s.coordinator == self.name, name_as=fed.name)
+        terms = [t.name for t in prep.spec.terms]
+        model = hashlib.sha256(repr((body.formula, prep.family, list(body.coefficients), int(body.iteration),
+                                     body.fit_id)).encode()).hexdigest()
+        schema = hashlib.sha256(repr((terms, prep.sensitivities, prep.spec.response.value_range)).encode()).hexdigest()
+        self.audit.decided(s.principal, s.query, fed.name, canonical_sql=body.formula, plan_digest=model,
+                           summary=f"model release: {prep.family}, iteration {prep.iteration}")
+        s.model, s.epsilon, s.purpose, s.account = prep, prep.epsilon, body.purpose, body.analyst
+        s.ephemeral, public = new_ephemeral()
+        s.dataset, s.local, s.key, s.protocol = ds, local, key, protocol
+        s.members, s.compute = list(body.participants), []
+        count = len(prep.sensitivities)
+        return federation_pb2.PreparedBody(
+            plan_digest=model, part_digest=schema, group_count=0, min_group_size=ds.min_group_size,
+            max_rows=ds.max_rows, ephemeral_key=public, canonical_sql=body.formula[:2000], epsilon=prep.epsilon,
+            terms=terms, statistic_count=count)
+
+    def _contribute_model(self, s: Session) -> federation_pb2.ContributionBody:
+        from ..models.fitting import SLOT_HIGH, SLOT_LOW
+
+        prep, key = s.model, s.key
+        assert prep is not None and key is not None and s.local is not None
+        certificate = self.node.certificate_id(s.local.name)
+        # Exact parts: this member's cells through its own exact-mode history audit.
+        with self._models().releasing(prep, certificate) as populations:
+            fixed, _scales = self._models().statistics(prep)  # this member's own noise under DP
+            n = len(s.members)
+            packing = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH, terms=n)  # room for the sum of n
+            plaintexts = packing.pack(fixed)
+            masks = zero_sum_mod(self.name, s.seeds, key.n, len(plaintexts), b"model|" + s.context)
+            masked = [(pt + r) % key.n for pt, r in zip(plaintexts, masks)]
+            cts = [c.to_bytes() for c in key.encrypt_raw_many(masked, obfuscation=self._obfuscation)]
+            digest = hashlib.sha256(b"".join(cts)).hexdigest()
+            # Charged and logged (digest) before the contribution leaves; the plaintext is not kept.
+            self._models().record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
+                                  certificate=certificate, populations=populations,
+                                  details={"federation": {"query": s.query, "coordinator": s.coordinator,
+                                                          "members": s.members}})
+        return federation_pb2.ContributionBody(model_statistics=federation_pb2.ReleasedSection(ciphertexts=cts))
 
     def _charge(self, s: Session) -> None:
         """Both budgets of this member's dataset, and its usage ledger, in one transaction."""
@@ -331,11 +414,12 @@ class Participant:
         s.k = max(pv.payload.prepared.min_group_size for pv in seen.values())
         rows = max(pv.payload.prepared.max_rows for pv in seen.values())
         session = hashlib.sha256(b"".join(seen[n].envelope.payload for n in s.members)).digest()
-        assert s.ephemeral is not None and s.plan is not None and s.dataset is not None
+        assert s.ephemeral is not None and s.dataset is not None
         s.seeds = derive_seeds(self.name, s.ephemeral, {n: seen[n].payload.prepared.ephemeral_key for n in s.members},
                                federated_query=s.query, session=session)
         s.context = s.query.encode() + b"|" + session
-        s.layout = layout_for(s.plan, s.dataset, rows)
+        if s.plan is not None:  # a model release has no grouped layout
+            s.layout = layout_for(s.plan, s.dataset, rows)
 
     def _aggregate(self, s: Session, v: Verified) -> federation_pb2.AggregatedBody:
         assert s.layout is not None

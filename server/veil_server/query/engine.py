@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import duckdb
 
@@ -424,6 +424,19 @@ class DuckDBEngine:
         except duckdb.Error as e:
             raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
         return decode_dominance(plan, rows)
+
+    def model_moments(self, dataset: Dataset, render: Callable[[str], str], params: list) -> tuple:
+        """One row of aggregates over the dataset's view, for :mod:`veil_server.models.design`,
+        which renders the SQL from checked column names and binds every value as a parameter."""
+        try:
+            row = self._cursor().execute(render(self._view(dataset)), params).fetchone()
+        except duckdb.IOException as e:
+            raise Unavailable("the dataset's source cannot be read; the owner must restore it",
+                              reason="DATASET_UNAVAILABLE", private=str(e)) from None
+        except duckdb.Error as e:
+            raise Internal("the model statistics could not be computed", reason="EXECUTION_FAILED",
+                           private=str(e)) from None
+        return tuple(row)
 
     def row_count(self, dataset: Dataset) -> int:
         with self._lock:

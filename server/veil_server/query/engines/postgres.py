@@ -86,6 +86,9 @@ class PostgresRenderer(SqlRenderer):
 class PostgresEngine:
     """Aggregates pushed down into PostgreSQL tables and views (``format = "postgres"``)."""
 
+    # A model's design SQL (veil_server.models.design.Dialect): placeholder, double and text types.
+    model_dialect = ("%s", "DOUBLE PRECISION", "TEXT")
+
     def __init__(self) -> None:
         self._local = threading.local()
         self._counts: dict[tuple[str, str, str], int] = {}
@@ -123,6 +126,10 @@ class PostgresEngine:
             self._drop(ds)
             raise Internal("the query could not be executed", reason="EXECUTION_FAILED",
                            private=_describe(e)) from None
+
+    def model_moments(self, dataset: Dataset, render, params: list[Any]) -> tuple:
+        """One row of a model's aggregates (issue 18, :mod:`veil_server.models.design`), pushed down."""
+        return tuple(self._fetch(dataset, render(relation_sql(dataset)), params)[0])
 
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
         r = PostgresRenderer(dataset, relation_sql(dataset))

@@ -1,0 +1,361 @@
+"""One model release: rules, statistics, disclosure control, encryption, charge and audit.
+
+What each party learns
+- The analyst: the released statistics of its model (OLS: n, X'X, X'y, y'y; logistic: n, the
+  Hessian X'WX and the gradient X'(y - p) at coefficients it chose), decrypted with its own key;
+  under DP each with discrete-Laplace noise of the declared scale. Nothing per row.
+- Transport, relays, the node's log and operators: ciphertexts under the analyst's key, the
+  layout (public), the formula and terms, and a digest of the ciphertexts.
+- The node: the analyst's formula and, for logistic fits, its coefficients at every step (they
+  are the analyst's own working values, not data; the node does not learn the final model).
+
+Rules, each with its reason, checked before anything is computed: a purpose the dataset allows
+and a grant covering every column of the formula (``NO_GRANT``, ``GRANT_COLUMNS``); column
+controls (``HIDDEN_COLUMN``, ``COLUMN_NOT_ALLOWED``, ``MODEL_RANGE_REQUIRED``,
+``MODEL_CATEGORIES_REQUIRED``, ``CATEGORY_NOT_DECLARED``); datasets whose policy auto-approves
+(``MODEL_REVIEW_REQUIRED``: owner review of models is not built); a minimum number of rows and
+at most one parameter per ``ROWS_PER_PARAMETER`` rows (``MODEL_TOO_FEW_ROWS``,
+``MODEL_TOO_MANY_PARAMETERS``), both judged on the catalog's public, rounded row count so the
+refusal never depends on the data; an iteration cap per fit (``MODEL_ITERATION_CAP``); the
+privacy budgets (``PRIVACY_BUDGET_EXHAUSTED``, naming the iteration that stopped).
+
+Disclosure control. DP datasets: each statistic s_k gets discrete-Laplace noise of scale
+Δ_k · m / ε (``disclosure.noise``: OpenDP's exact sampler, CSPRNG), Δ_k its sensitivity from the
+declared ranges (:func:`~veil_server.models.design.sensitivities`) and m the number of
+statistics: each is ε/m-DP, so the release is ε-DP (sequential composition), and ε is debited
+from the analyst's and the dataset's budgets in the transaction that logs the release. Every
+Newton step of a logistic fit is its own release and pays its own ε. Exact datasets (the owner's
+recorded ``exact_reason``) release the statistics as computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from veil.audit.records import release_details
+from veil.models import model_digest
+from veil.crypto import InvalidKey, PackingLayout, PublicKey, encrypt_packed
+from veil.v1 import model_pb2, query_pb2
+
+from ..config import Principal, Role
+from ..disclosure.budget import BudgetExhausted, to_micro
+from ..disclosure.noise import mechanism, privatize
+from ..errors import Internal, InvalidArgument, PermissionDenied, PolicyViolation, VeilError
+from ..query.catalog import Catalog
+from ..query.engine import quote_ident
+from ..query.planner import plan_query
+from . import design
+from .formula import ModelSpec, resolve
+
+FRACTION_BITS = 32  # fixed point: each statistic is round(value * 2^32) before noise and encryption
+SLOT_LOW, SLOT_HIGH = -(1 << 126), (1 << 126) - 1  # a public, fixed slot: its width reveals nothing
+MAX_PUBLIC_BOUND = 1 << 120  # refuse up front when declared ranges x rows could reach the slot
+ROWS_PER_PARAMETER = 10
+MIN_MODEL_ROWS = 50
+MAX_ITERATIONS = 25
+MAX_FIT_ID = 128
+MAX_COEFFICIENT = 1e6
+
+
+class ModelFitting:
+    """Computes model releases for a :class:`veil_server.node.Node`."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._releases: dict[tuple[str, str, str], int] = {}  # (principal, dataset, fit) -> releases
+
+    def compute(self, principal: Principal, request: model_pb2.ComputeModelStatisticsRequest) -> \
+            model_pb2.ModelStatistics:
+        """The release for ``request``, or a refusal (audited, and counted like refused queries)."""
+        try:
+            return self._compute(principal, request)
+        except VeilError as e:
+            details = {"formula": request.formula[:2000], "family": request.family[:20],
+                       "purpose": request.purpose[:200], "fit_id": request.fit_id[:MAX_FIT_ID],
+                       "iteration": int(request.iteration)}
+            self.node.audit.model_refused(principal.name, e, details)
+            if principal.role is Role.ANALYST:
+                self.node.disclosure.refused(principal.name, e, dataset=request.dataset.removeprefix("datasets/"),
+                                             purpose=request.purpose)
+            raise
+
+    # -- the rules --------------------------------------------------------------------------
+
+    def _compute(self, principal: Principal, req: model_pb2.ComputeModelStatisticsRequest) -> \
+            model_pb2.ModelStatistics:
+        node = self.node
+        if principal.role is not Role.ANALYST:
+            raise PermissionDenied("only analysts fit models", reason="ROLE_NOT_ALLOWED")
+        node.disclosure.check_refusals(principal)
+        if not req.HasField("public_key"):
+            raise InvalidArgument("public_key is required: the statistics are encrypted under it",
+                                  reason="PUBLIC_KEY_REQUIRED")
+        prep = self.prepare(principal.name, dataset=req.dataset, formula=req.formula, family=req.family,
+                            purpose=req.purpose, public_key=req.public_key.n, fit_id=req.fit_id,
+                            iteration=req.iteration, coefficients=list(req.coefficients), epsilon=req.epsilon)
+        certificate = node.certificate_id(prep.ds.name)
+        with self.releasing(prep, certificate) as populations:
+            fixed, scales = self.statistics(prep)
+            layout = PackingLayout.for_range(prep.key, SLOT_LOW, SLOT_HIGH)
+            cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
+            digest = hashlib.sha256(b"".join(cts)).hexdigest()
+            release = self.record(prep, digest=digest, ciphertexts=len(cts), statistics=len(fixed),
+                                  certificate=certificate, populations=populations)
+        return model_pb2.ModelStatistics(
+            dataset=prep.ds.resource_name, fit_id=prep.fit_id, iteration=prep.iteration,
+            terms=[t.name for t in prep.spec.terms], response=prep.spec.response.name, fraction_bits=FRACTION_BITS,
+            cells=query_pb2.EncryptedCells(slot_bits=layout.slot_bits, slots_per_ciphertext=layout.slots,
+                                           slot_offset=str(SLOT_LOW), cell_count=len(fixed), ciphertexts=cts,
+                                           plaintext_bits=layout.slot_bits * layout.slots),
+            disclosure_mode=prep.ds.disclosure.mode, epsilon=prep.epsilon, noise_scales=scales,
+            max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate, release=release,
+            model_digest=prep.digest)
+
+    def prepare(self, principal: str, *, dataset: str, formula: str, family: str, purpose: str,
+                public_key: bytes, fit_id: str, iteration: int, coefficients: list[float], epsilon: float,
+                check_grant: bool = True, name_as: str = "") -> Prepared:
+        """Every rule, in order, before anything is computed (also a federated member's PREPARE:
+        ``name_as`` is the federated dataset's name, ``check_grant`` False when the analyst is
+        another member's, as for federated queries)."""
+        node = self.node
+        family = family or design.GAUSSIAN
+        if family not in design.FAMILIES:
+            raise InvalidArgument(f"family must be one of {', '.join(design.FAMILIES)}",
+                                  reason="MODEL_FAMILY_UNSUPPORTED")
+        if not fit_id or len(fit_id) > MAX_FIT_ID:
+            raise InvalidArgument(f"fit_id is required (at most {MAX_FIT_ID} characters, e.g. a UUID)",
+                                  reason="INVALID_FIT_ID")
+        try:
+            key = PublicKey.from_bytes(public_key, min_bits=2048)
+        except InvalidKey as e:
+            raise InvalidArgument(f"the Paillier public key is not acceptable: {e}",
+                                  reason="INVALID_PUBLIC_KEY") from None
+        if not purpose:
+            raise InvalidArgument("every model declares a purpose; set purpose to one the dataset allows",
+                                  reason="PURPOSE_REQUIRED")
+        served = node.steward.queryable(dataset)
+        ds = served.dataset
+        if purpose not in ds.purposes:
+            raise PolicyViolation(f"purpose '{purpose}' is not allowed on datasets/{name_as or ds.name}; allowed: "
+                                  f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
+                                  metadata={"dataset": name_as or ds.name, "purpose": purpose})
+        spec = resolve(formula, ds)
+        if not served.governance.auto_approve:
+            raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
+                                  "on datasets whose policy approves automatically (ask the owner)",
+                                  reason="MODEL_REVIEW_REQUIRED", metadata={"dataset": ds.name})
+        if check_grant:
+            node.steward.grants.find(principal=principal, dataset=ds.name, purpose=purpose,
+                                     columns=list(spec.columns))
+        rows = node.approximate_rows(ds)  # public (the catalog shows it): refusals never depend on data
+        p = spec.parameters
+        need = max(ds.min_group_size, MIN_MODEL_ROWS)
+        if rows < need:
+            raise PolicyViolation(f"datasets/{ds.name} has too few rows for a model (at least {need}); "
+                                  "models need a larger dataset", reason="MODEL_TOO_FEW_ROWS",
+                                  metadata={"dataset": ds.name, "limit": str(need)})
+        if p * ROWS_PER_PARAMETER > rows:
+            raise PolicyViolation(f"the model has {p} parameters; datasets/{ds.name} allows at most one per "
+                                  f"{ROWS_PER_PARAMETER} rows ({rows // ROWS_PER_PARAMETER}); use fewer terms or "
+                                  "categories", reason="MODEL_TOO_MANY_PARAMETERS",
+                                  metadata={"dataset": ds.name, "limit": str(rows // ROWS_PER_PARAMETER)})
+        if not ds.disclosure.dp and any((c := ds.column(n)) is not None and c.dominance is not None
+                                        for n in spec.columns):
+            raise PolicyViolation(f"datasets/{ds.name} applies a dominance rule to a column of this model; exact "
+                                  "models cannot honour it, so leave that column out", reason="MODEL_DOMINANCE_COLUMN",
+                                  metadata={"dataset": ds.name})
+        coefficients = _coefficients(coefficients, iteration, spec, family)
+        if iteration >= MAX_ITERATIONS:
+            raise _cap(iteration)
+        eps = node.disclosure.epsilon(ds, epsilon)
+        sens = design.sensitivities(spec, ds, family)
+        if max(sens) * (2 * rows + 1000) * 2**FRACTION_BITS >= MAX_PUBLIC_BOUND:
+            raise PolicyViolation("the declared ranges are too wide for the model's fixed-point cells; ask the "
+                                  "owner for narrower ranges", reason="MODEL_RANGE_TOO_WIDE")
+        pol = ds.disclosure
+        budget_purpose = pol.budget_purpose(purpose)
+        if pol.dp:
+            try:
+                node.disclosure.budget.check(principal, ds.name.lower(), budget_purpose, epsilon=eps,
+                                             limit=pol.analyst_budget, dataset_limit=pol.dataset_budget)
+            except BudgetExhausted as e:
+                raise _stopped(e, iteration) from None
+        # The grant's quotas (releases per day, rows scanned, ε) count model releases like queries.
+        node.disclosure.ledger.check_quota(node.disclosure.settings.quota(principal, ds.name, purpose),
+                                           principal=principal, dataset=ds.name, purpose=purpose, rows=rows,
+                                           epsilon=eps if pol.dp else 0.0)
+        account = (principal, ds.name.lower(), fit_id)
+        with self._lock:
+            if self._releases.get(account, 0) >= MAX_ITERATIONS:
+                raise _cap(iteration)
+        return Prepared(principal, ds, spec, family, coefficients, eps if pol.dp else 0.0, rows, sens, key, purpose,
+                        budget_purpose, fit_id, int(iteration), formula, check_grant)
+
+    @contextlib.contextmanager
+    def releasing(self, prep: Prepared, certificate: str) -> Iterator[list]:
+        """Exact mode: the model's cells through exact mode's history audit (``disclosure``),
+        the dataset's lock held until the release is recorded; yields the populations to record.
+        DP: nothing to audit (the ε debit is the accounting)."""
+        if prep.ds.disclosure.dp:
+            yield []
+            return
+        categorical = list(dict.fromkeys(t.column for t in prep.spec.terms if t.level is not None))
+        name = quote_ident(prep.ds.name)
+        if not categorical:
+            sqls = [f"SELECT COUNT(*) AS n FROM {name}"]
+        elif len(categorical) == 1:
+            g = quote_ident(categorical[0])
+            sqls = [f"SELECT {g}, COUNT(*) AS n FROM {name} GROUP BY {g}"]
+        else:  # X'X crosses every pair of categorical terms
+            sqls = [f"SELECT {quote_ident(a)}, {quote_ident(b)}, COUNT(*) AS n FROM {name} GROUP BY "
+                    f"{quote_ident(a)}, {quote_ident(b)}" for i, a in enumerate(categorical) for b in categorical[i + 1:]]
+        cells = []
+        for sql in sqls:
+            plan = plan_query(sql, Catalog([prep.ds]))
+            cells.append((plan, self.node.engine.aggregate(plan, prep.ds)))
+        with self.node.disclosure.model_releasing(prep.ds, cells, certificate) as populations:
+            yield populations
+
+    def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
+        """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
+        exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
+        fixed = [round(v * 2**FRACTION_BITS) for v in exact]
+        scales: list[float] = []
+        if prep.ds.disclosure.dp:
+            m = len(fixed)
+            released = []
+            for v, s in zip(fixed, prep.sensitivities):
+                noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), prep.epsilon / m)
+                released += privatize([v], noise)
+                scales.append(noise.scale * noise.unit / 2**FRACTION_BITS)
+            fixed = released
+        if any(not SLOT_LOW <= v <= SLOT_HIGH for v in fixed):  # the public bound above rules this out
+            raise Internal("a model statistic does not fit its cell", reason="EXECUTION_FAILED")
+        return fixed, scales
+
+    def record(self, prep: Prepared, *, digest: str, ciphertexts: int, statistics: int, certificate: str,
+               details: dict[str, Any] | None = None, populations: list | None = None) -> str:
+        """Charge (grant use, ε) and log one release, in one transaction, before it leaves;
+        returns the release's id (its audit entry's ``query``)."""
+        node, ds, pol = self.node, prep.ds, prep.ds.disclosure
+        release_id = f"model:{prep.fit_id}:{prep.iteration}:{secrets.token_hex(8)}"
+        with node.store.joined_tx():
+            if prep.check_grant:
+                node.steward.grants.charge(query_id=release_id, principal=prep.principal, dataset=ds.name,
+                                           purpose=prep.purpose, columns=list(prep.spec.columns))
+            if populations:  # exact mode: the model's cells join the dataset's release history
+                node.disclosure.history.record(ds.name, release_id, populations)
+            if pol.dp:
+                try:
+                    node.disclosure.budget.debit(release_id, prep.principal, ds.name.lower(), prep.budget_purpose,
+                                                 epsilon=prep.epsilon, limit=pol.analyst_budget,
+                                                 dataset_limit=pol.dataset_budget)
+                except BudgetExhausted as e:
+                    raise _stopped(e, prep.iteration) from None
+            node.audit.model_released(prep.principal, ds.name, release_id, {
+                **release_details(prep.digest, certificate, digest),
+                "release": release_id, "fit_id": prep.fit_id, "iteration": prep.iteration, "family": prep.family,
+                "formula": prep.formula[:2000], "terms": [t.name for t in prep.spec.terms], "purpose": prep.purpose,
+                "disclosure": pol.mode, "epsilon_micro": to_micro(prep.epsilon) if pol.dp else 0,
+                "statistics": statistics, "ciphertexts": ciphertexts, "release_sha256": digest,
+                "key_fingerprint": prep.key.fingerprint(), "dataset_certificate": certificate, **(details or {})})
+            node.disclosure.ledger.record("submitted", principal=prep.principal, dataset=ds.name,
+                                          purpose=prep.purpose, query_id=release_id, submitted=1)
+            node.disclosure.ledger.record("released", principal=prep.principal, dataset=ds.name,
+                                          purpose=prep.purpose, query_id=release_id, released=1,
+                                          rows_scanned=prep.rows, cells_released=statistics,
+                                          micro_epsilon=to_micro(prep.epsilon) if pol.dp else 0,
+                                          ciphertexts=ciphertexts)
+        account = (prep.principal, ds.name.lower(), prep.fit_id)
+        with self._lock:
+            self._releases[account] = self._releases.get(account, 0) + 1
+        return release_id
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model release that passed every rule: what to compute, for whom, at which ε."""
+
+    principal: str
+    ds: Any  # the dataset (its local registration)
+    spec: ModelSpec
+    family: str
+    coefficients: list[float]
+    epsilon: float  # 0 in exact mode
+    rows: int
+    sensitivities: list[float]
+    key: PublicKey
+    purpose: str
+    budget_purpose: str
+    fit_id: str
+    iteration: int
+    formula: str
+    check_grant: bool = True
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of what this release computes, for whom: a receipt's query_digest."""
+        return model_digest(self.ds.name, self.formula, self.family, self.coefficients, self.iteration, self.fit_id,
+                            self.key.fingerprint())
+
+
+
+
+def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, family: str) -> list[float]:
+    if family == design.GAUSSIAN:
+        if coefficients or iteration:
+            raise InvalidArgument("ordinary least squares takes no coefficients and one release (iteration 0)",
+                                  reason="INVALID_COEFFICIENTS")
+        return []
+    lo, hi = (float(v) for v in spec.response.value_range or (0, 0))
+    if family == design.BINOMIAL and (lo < 0 or hi > 1):
+        raise PolicyViolation(f"logistic regression needs a response declared within [0, 1]; column "
+                              f"{spec.response.name} is declared wider", reason="MODEL_RESPONSE_NOT_BINARY",
+                              metadata={"column": spec.response.name})
+    if family == design.POISSON and (lo < 0 or hi <= 0):
+        raise PolicyViolation(f"Poisson regression needs a response declared within [0, hi]; column "
+                              f"{spec.response.name} may be negative", reason="MODEL_RESPONSE_NOT_COUNT",
+                              metadata={"column": spec.response.name})
+    if not coefficients:
+        return [0.0] * spec.parameters
+    if len(coefficients) != spec.parameters:
+        raise InvalidArgument(f"the model has {spec.parameters} parameters; send one coefficient for each",
+                              reason="INVALID_COEFFICIENTS")
+    if not all(math.isfinite(c) and abs(c) <= MAX_COEFFICIENT for c in coefficients):
+        raise InvalidArgument(f"coefficients must be finite and at most {MAX_COEFFICIENT:g} in size",
+                              reason="INVALID_COEFFICIENTS")
+    return coefficients
+
+
+def noise_scales(ds: Any, formula: str, family: str, epsilon: float) -> list[float]:
+    """The scale (value units) of one release's noise on each statistic, from the declared
+    ranges alone (what a federated coordinator tells the analyst; 0 ε: no noise)."""
+    if not epsilon:
+        return []
+    spec = resolve(formula, ds)
+    sens = design.sensitivities(spec, ds, family or design.GAUSSIAN)
+    out = []
+    for s in sens:
+        noise = mechanism(max(1, math.ceil(s * 2**FRACTION_BITS)), epsilon / len(sens))
+        out.append(noise.scale * noise.unit / 2**FRACTION_BITS)
+    return out
+
+
+def _cap(iteration: int) -> PolicyViolation:
+    return PolicyViolation(f"a fit may use at most {MAX_ITERATIONS} releases; iteration {iteration} is past the cap. "
+                           "Start from better coefficients or accept the current ones",
+                           reason="MODEL_ITERATION_CAP", metadata={"iteration": str(iteration),
+                                                                   "limit": str(MAX_ITERATIONS)})
+
+
+def _stopped(e: BudgetExhausted, iteration: int) -> BudgetExhausted:
+    """The budget refusal, naming the iteration that stopped (nothing was released for it)."""
+    return BudgetExhausted(f"the fit stopped at iteration {iteration}, nothing was released for it: {e.message}",
+                           metadata={**e.metadata, "iteration": str(iteration)})

@@ -30,6 +30,7 @@ DISTRIBUTION_OF = {
     "grpc_reflection": "grpcio-reflection", "google.protobuf": "protobuf",
     "google.rpc": "googleapis-common-protos", "numpy": "numpy", "pandas": "pandas", "gmpy2": "gmpy2",
     "cryptography": "cryptography", "phe": "phe", "distributed": "distributed", "pyarrow": "pyarrow",
+    "scipy": "scipy",
     "sqlglot": "sqlglot", "duckdb": "duckdb", "opendp": "opendp", "psycopg": "psycopg",
     "pyspark": "pyspark", "shtab": "shtab", "veil": "veil", "jinja2": "jinja2", "markupsafe": "markupsafe",
     "prometheus_client": "prometheus_client",
@@ -97,7 +98,7 @@ def test_the_wheels_carry_the_contract() -> None:
     client = tomllib.loads((PROJECTS["veil"] / "pyproject.toml").read_text(encoding="utf-8"))
     assert "v1/*.proto" in client["tool"]["setuptools"]["package-data"]["veil"]
     assert sorted(p.name for p in (SOURCES["veil"] / "v1").glob("*.proto")) == [
-        "audit.proto", "catalog.proto", "federation.proto", "governance.proto", "query.proto"]
+        "audit.proto", "catalog.proto", "federation.proto", "governance.proto", "model.proto", "query.proto"]
     server = tomllib.loads((PROJECTS["veil-server"] / "pyproject.toml").read_text(encoding="utf-8"))
     plugins = server["project"]["entry-points"]["veil.cli"]
     assert plugins == {"node": "veil_server.cli.node:register", "token": "veil_server.cli.token:register",

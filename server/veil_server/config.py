@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from .disclosure.settings import parse_dominance, parse_policy
 from .query.catalog import Column, ColumnControl, ColumnType, Dataset
-from .query.sources import check_conninfo, parse_source
+from .query.sources import check_conninfo, parse_basis, parse_source
 from .state.statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -265,6 +265,7 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         cols.append(col)
     if not cols:
         raise ConfigError(f"{where}.columns must declare every column the owner exposes")
+    basis, consent = parse_basis(d, where, base_dir, fmt, seen, ConfigError)
     return Dataset(
         name=name,
         source=src,
@@ -277,6 +278,8 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         max_rows=max_rows,
         connection=connection,
         disclosure=parse_policy(d, where, error=ConfigError),
+        basis=basis,
+        consent=consent,
     )
 
 
@@ -383,7 +386,16 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
     return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
             "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
             "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {}),
+            **({"basis": ds.basis} if ds.basis else {}), **({"consent": _consent_dict(ds)} if ds.consent else {}),
             **ds.disclosure.to_dict()}
+
+
+def _consent_dict(ds: Dataset) -> dict[str, Any]:
+    assert ds.consent is not None
+    c = ds.consent.to_dict()
+    if c["format"] == "postgres":  # implied by the dataset's format
+        del c["format"]
+    return c
 
 
 def dataset_from_dict(d: Mapping[str, Any], *, where: str = "dataset", base_dir: Path = Path("/"),

@@ -18,6 +18,7 @@ transaction (``write_ahead=``), so if it cannot be made durable the step does no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -38,11 +39,12 @@ from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
+from .query.consent import now_scope
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
 from .errors import (DataLoss, DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
-                     QueryNotFound, VeilError)
+                     QueryNotFound, Unavailable, VeilError)
 from .governance.registry import OPERATOR, Governance
 from .governance.steward import Steward, round_significant
 from .disclosure.budget import PrivacyBudget
@@ -59,6 +61,8 @@ log = logging.getLogger("veil.node")
 
 MAX_REQUEST_ID = 128
 MIN_KEY_BITS = 2048
+# Reads of a consent dataset before giving up when its consent table keeps changing under the scans.
+CONSENT_READS = 3
 
 
 @dataclass(frozen=True)
@@ -490,22 +494,31 @@ class Node:
             return  # cancelled (or taken by another worker or replica) before it started
         try:
             plan = QueryPlan.from_json(rec.plan_json)
-            ds = self.dataset(plan.dataset)
             key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
-            # The ciphertexts' randomness, made during the scan (what the stock lacks).
-            randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
-            try:
-                stats = self.engine.aggregate(plan, ds)
-            finally:
-                randomness.stop()
             inputs = query_pb2.SubmitQueryRequest.FromString(rec.inputs)
-            specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
-            weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
+            for _ in range(CONSENT_READS):
+                # A consent dataset: the purpose and this instant bound, the valid consent set
+                # read and digested (every scan below filters on the same terms).
+                ds = self._consent_bound(self.dataset(plan.dataset), rec.purpose)
+                # The ciphertexts' randomness, made during the scan (what the stock lacks).
+                randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
+                try:
+                    stats = self.engine.aggregate(plan, ds)
+                finally:
+                    randomness.stop()
+                specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
+                weighted = [(s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)) for s in specs]
+                # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
+                # before anything is encrypted.
+                prepared = self.disclosure.prepare(plan, ds, stats, weighted,
+                                                   self.disclosure.epsilon(ds, inputs.epsilon))
+                if self._consent_unchanged(ds):
+                    break
+            else:
+                raise Unavailable("the consent table changed during every attempt to compute this query; try "
+                                  "again when consent updates pause", reason="CONSENT_SOURCE_CHANGING")
             now = Timestamp()
             now.GetCurrentTime()
-            # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
-            # before anything is encrypted.
-            prepared = self.disclosure.prepare(plan, ds, stats, weighted, self.disclosure.epsilon(ds, inputs.epsilon))
             certificate = self.certificate_id(ds.name)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
 
@@ -531,6 +544,7 @@ class Node:
                                                 zero=audited.zero | prepared.zero, obfuscation=self.obfuscation,
                                                 dp=prepared.dp)
                 result.certificate_id = certificate
+                result.consent_snapshot = ds.consent_scope.snapshot if ds.consent_scope is not None else ""
                 result.result_digest = result_digest(result)
                 self._move(
                     query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
@@ -547,13 +561,30 @@ class Node:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
             if e.reason == "RUN_SUPERSEDED":
                 return  # the replica that took the run over finishes it
-            if e.reason == "EXACT_TABLE_OVERLAPS":  # a structural refusal found at release counts too
+            if e.reason in ("EXACT_TABLE_OVERLAPS", "EXACT_CONSENT_CHANGED"):  # a structural refusal found at release counts too
                 self.disclosure.refused(rec.principal, e, dataset=rec.dataset, purpose=rec.purpose, query_id=query_id)
             self._fail(query_id, e.reason, e.message, run[0])
         except Exception:
             log.exception("query %s failed", query_id)
             self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details",
                        run[0])
+
+    def _consent_bound(self, ds: Dataset, purpose: str) -> Dataset:
+        """``ds`` with its consent scope bound (purpose, now, and the valid set's digest) if its
+        basis is consent; other datasets unchanged. Raises CONSENT_SOURCE_UNAVAILABLE."""
+        if not ds.needs_consent:
+            return ds
+        bound = dataclasses.replace(ds, consent_scope=now_scope(purpose))
+        digest = self.engine.consent_snapshot(bound)  # type: ignore[attr-defined]
+        assert bound.consent_scope is not None
+        return dataclasses.replace(ds, consent_scope=dataclasses.replace(bound.consent_scope, snapshot=digest))
+
+    def _consent_unchanged(self, ds: Dataset) -> bool:
+        """After the scans: whether the consent set they read is still the digested one (the
+        digest then describes exactly the rows the result was computed on)."""
+        if ds.consent_scope is None:
+            return True
+        return self.engine.consent_snapshot(ds) == ds.consent_scope.snapshot  # type: ignore[attr-defined]
 
     def _fail(self, query_id: str, reason: str, message: str, run_id: str) -> None:
         def record(r: QueryRecord) -> None:

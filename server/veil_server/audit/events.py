@@ -342,7 +342,10 @@ class AuditTrail:
                       key_fingerprint=rec.key_fingerprint,
                       # The ε this release spends: what `veil node recover` debits if the state is lost.
                       epsilon_micro=round(getattr(result, "epsilon", 0.0) * 1_000_000),
-                      ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())))),
+                      ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())),
+                      # A consent dataset: the digest of the consent set the result was computed on.
+                      **({"consent_snapshot": result.consent_snapshot}
+                         if getattr(result, "consent_snapshot", "") else {}))),
         ], checkpoint=True)
 
     def rejected(self, rec, principal: Principal, reason: str, code: str) -> None:

@@ -66,6 +66,8 @@ def schema_hash(ds: Dataset) -> str:
     spec = dataset_to_dict(ds)
     spec.pop("source")
     spec.pop("connection", None)  # nor is moving the database
+    if "consent" in spec:  # nor moving the consent table (its content is each release's snapshot)
+        spec["consent"] = {k: v for k, v in spec["consent"].items() if k != "source"}
     return "sha256:" + hashlib.sha256(canonical.encode(_no_floats(spec))).hexdigest()
 
 

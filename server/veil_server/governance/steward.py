@@ -14,6 +14,7 @@ from typing import Iterable
 from ..query.catalog import Catalog, Dataset
 from ..config import NodeConfig, Principal, Role
 from ..disclosure.lattice import incomplete_columns
+from ..query.consent import listing_scope
 from ..query.engine import is_numeric_type
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..access.node_key import NodeKey
@@ -60,6 +61,12 @@ class LiveCatalog(Catalog):
 
     def __len__(self) -> int:
         return len(self._registry.all_serving())
+
+
+def listing_view(ds: Dataset) -> Dataset:
+    """The dataset as the owner's listing checks read it: every row, a consent dataset included
+    (bound explicitly; nothing read here is released but the certificate's noisy statistics)."""
+    return replace(ds, consent_scope=listing_scope()) if ds.needs_consent else ds
 
 
 class Steward:
@@ -137,7 +144,7 @@ class Steward:
         self._check_types(rec.dataset)
         if not rec.dataset.disclosure.dp and self._engine is not None:
             # Exact mode's lattice must partition the table (see disclosure.lattice).
-            missing = incomplete_columns(self._engine, rec.dataset)
+            missing = incomplete_columns(self._engine, listing_view(rec.dataset))
             if missing:
                 raise FailedPrecondition(
                     f"exact mode needs every filter and group column complete; {', '.join(missing)} of "

@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from ..catalog import Column, Dataset
+from ..consent import ConsentSource
 from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
@@ -46,6 +47,10 @@ class SparkRenderer(SqlRenderer):
 
     def ident(self, name: str) -> str:
         return quote_backtick(name)
+
+    def consent_table(self, src: ConsentSource) -> str:
+        # The configuration refuses a consent source for a Spark dataset; never read one whole.
+        raise Internal("consent sources are not supported for Spark datasets", reason="CONSENT_NOT_APPLIED")
 
     def rounded(self, d: str) -> str:
         # Half away from zero, as DuckDB's ROUND; only ever reached inside the guarded bounds.

@@ -1,0 +1,228 @@
+"""Consent as data the node enforces, on real nodes over real gRPC (DuckDB over a CSV file, and
+PostgreSQL): results equal the same consent filter applied to the raw rows, for each purpose; a
+withdrawal removes exactly that subject from later results; the consent snapshot digest in the
+result and its receipt (the release's log entry) is the one recomputed from the consent table;
+exact mode refuses a population counted again under another snapshot; an unreadable consent
+source refuses the query."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import veil
+from tests.integration.consent_support import (
+    PAST,
+    Record,
+    consent_records,
+    digest_of,
+    load_consent_pg,
+    raw_reference,
+    valid_subjects,
+    write_consent_csv,
+)
+from tests.integration.engine_support import admin_conninfo, load_table, scratch_database, write_parquet
+from veil_server.api.server import run_server
+from veil_server.cli.demo import init_node_folder, patients_table
+from veil_server.config import ConfigError, load_config
+
+ROWS = 4_000
+BY_SEX = "SELECT sex, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM patients WHERE region = '{region}' GROUP BY sex"
+RAW_BY_SEX = "SELECT sex, COUNT(*), SUM(length_of_stay) FROM {{src}} WHERE region = '{region}' GROUP BY sex"
+BY_REGION = "SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM patients GROUP BY region"
+RAW_BY_REGION = "SELECT region, COUNT(*), SUM(length_of_stay) FROM {src} GROUP BY region"
+
+
+def consent_folder(folder: Path, *, consent_source: str = 'source = "data/consent.csv"',
+                   data_line: str | None = None) -> tuple[dict[str, str], Path]:
+    """A demo node folder (exact mode) whose dataset's basis is consent, purposes research and
+    marketing, alice granted both."""
+    tokens = init_node_folder(folder, rows=ROWS, disclosure="exact")
+    config = folder / "veil.toml"
+    text = config.read_text()
+    old = 'purposes = ["research", "planning"]'
+    assert text.count(old) == 1
+    text = text.replace(old, 'purposes = ["research", "marketing"]\nbasis = "consent"\n'
+                        f'consent = {{ {consent_source}, subject_column = "patient_id" }}')
+    text = text.replace('purpose = "planning"', 'purpose = "marketing"')
+    if data_line is not None:
+        text = text.replace('source = "data/patients.csv"', data_line)
+    config.write_text(text)
+    return tokens, config
+
+
+def rows_of(df, key: str) -> dict[tuple, tuple]:
+    return {(r[key],): (int(r["n"]), int(r["stay"])) for _, r in df.iterrows() if not r["suppressed"]}
+
+
+def check_receipt(node: veil.Node, df, query_id: str, expected: str) -> None:
+    assert df.attrs["consent_snapshot"] == expected
+    receipt = node.receipt(query_id)  # verified against the pinned node key
+    assert receipt.consent_snapshot == expected
+
+
+def run(node: veil.Node, sql: str, purpose: str):
+    """(the decrypted result, the query's id)."""
+    info = node.submit(sql, purpose=purpose)
+    return node.wait(info.name), info.name
+
+
+@pytest.mark.parametrize("purpose", ["research", "marketing"])
+def test_each_purpose_sees_exactly_its_consented_rows(tmp_path, analyst_home, purpose):
+    tokens, config = consent_folder(tmp_path / "node")
+    records = consent_records(ROWS)
+    write_consent_csv(records, tmp_path / "node" / "data" / "consent.csv")
+    subjects = valid_subjects(records, purpose)
+    other = "marketing" if purpose == "research" else "research"
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        df, qid = run(alice, BY_REGION, purpose)
+        want = raw_reference(f"read_csv_auto('{tmp_path / 'node' / 'data' / 'patients.csv'}')", RAW_BY_REGION,
+                             subjects)
+        assert rows_of(df, "region") == want
+        # the filter bites: all rows would give other figures
+        assert sum(n for n, _ in want.values()) < ROWS
+        check_receipt(alice, df, qid, digest_of(records, purpose))
+        # Exact mode: the same populations under the other purpose's consent set differ by the
+        # subjects whose consent differs; released exactly, the pair would single them out.
+        with pytest.raises(veil.QueryFailed) as e:
+            alice.query(BY_REGION, purpose=other)
+        assert e.value.reason == "EXACT_CONSENT_CHANGED"
+
+
+def test_withdrawal_removes_exactly_that_subject(tmp_path, analyst_home):
+    tokens, config = consent_folder(tmp_path / "node")
+    data = tmp_path / "node" / "data"
+    records = consent_records(ROWS)
+    write_consent_csv(records, data / "consent.csv")
+    raw = f"read_csv_auto('{data / 'patients.csv'}')"
+    table = patients_table(ROWS).to_pylist()
+    before = valid_subjects(records, "research")
+    # a consenting subject in the South
+    person = next(r for r in table if r["region"] == "South" and r["patient_id"] in before)
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        first = alice.query(BY_SEX.format(region="North"), purpose="research")
+        assert rows_of(first, "sex") == raw_reference(raw, RAW_BY_SEX.format(region="North"), before)
+        records.append(Record(person["patient_id"], "research", "withdrawn", PAST))
+        write_consent_csv(records, data / "consent.csv")
+        after = valid_subjects(records, "research")
+        assert before - after == {person["patient_id"]}
+        second, qid = run(alice, BY_SEX.format(region="South"), "research")
+        got = rows_of(second, "sex")
+        assert got == raw_reference(raw, RAW_BY_SEX.format(region="South"), after)
+        old = raw_reference(raw, RAW_BY_SEX.format(region="South"), before)
+        # exactly one row, the withdrawn subject's, is gone
+        diff = {k: (old[k][0] - got[k][0], old[k][1] - got[k][1]) for k in old}
+        assert diff == {**{k: (0, 0) for k in old}, (person["sex"],): (1, person["length_of_stay"])}
+        check_receipt(alice, second, qid, digest_of(records, "research"))
+        assert first.attrs["consent_snapshot"] != second.attrs["consent_snapshot"]
+        # The first table again, now under the new snapshot: refused in exact mode.
+        with pytest.raises(veil.QueryFailed) as e:
+            alice.query(BY_SEX.format(region="North"), purpose="research")
+        assert e.value.reason == "EXACT_CONSENT_CHANGED"
+
+
+def test_a_missing_consent_source_refuses_every_query(tmp_path, analyst_home):
+    tokens, config = consent_folder(tmp_path / "node")  # no consent.csv written
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        with pytest.raises(veil.QueryFailed) as e:
+            alice.query(BY_REGION, purpose="research")
+        assert e.value.reason == "CONSENT_SOURCE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("bad, fix", [
+    ({"basis": "consent"}, "needs [datasets.consent]"),
+    ({"basis": "legitimate-interest"}, "basis must be one of"),
+    ({"basis": "contract", "consent": {"source": "c.csv", "subject_column": "patient_id"}}, "only read for"),
+    ({"basis": "consent", "consent": {"source": "c.csv", "subject_column": "nobody"}}, "subject_column"),
+    ({"basis": "consent", "consent": {"source": "c.txt", "subject_column": "patient_id"}}, ".csv or .parquet"),
+    ({"basis": "consent", "consent": {"source": "c.csv", "subject_column": "patient_id",
+                                      "columns": {"who": "x"}}}, "may rename only"),
+])
+def test_consent_declarations_are_validated(tmp_path, bad, fix):
+    import tomllib
+
+    from veil_server.cli.demo import dataset_toml
+    from veil_server.config import dataset_from_dict
+
+    raw = tomllib.loads(dataset_toml("patients", "p.csv"))["datasets"][0]
+    with pytest.raises(ConfigError, match=fix.replace("[", r"\[").replace(".", r"\.")):
+        dataset_from_dict({**raw, **bad}, base_dir=tmp_path)
+
+
+def test_an_unbound_consent_dataset_is_never_read_whole(tmp_path):
+    """Deny by default: a consent dataset reaching an engine without its scope is refused."""
+    import tomllib
+
+    from veil_server.cli.demo import dataset_toml
+    from veil_server.config import dataset_from_dict
+    from veil_server.errors import Internal
+    from veil_server.query.catalog import Catalog
+    from veil_server.query.consent import now_scope
+    from veil_server.query.engine import DuckDBEngine
+    from veil_server.query.planner import plan_query
+
+    records = consent_records(200)
+    write_consent_csv(records, tmp_path / "consent.csv")
+    write_parquet(patients_table(200), tmp_path / "p.parquet")
+    raw = tomllib.loads(dataset_toml("patients", str(tmp_path / "p.parquet")))["datasets"][0]
+    ds = dataset_from_dict({**raw, "basis": "consent", "consent": {"source": str(tmp_path / "consent.csv"),
+                                                                   "subject_column": "patient_id"}})
+    engine = DuckDBEngine([ds])
+    plan = plan_query("SELECT COUNT(*) AS n FROM patients", Catalog([ds]))
+    with pytest.raises(Internal) as e:
+        engine.aggregate(plan, ds)
+    assert e.value.reason == "CONSENT_NOT_APPLIED"
+    bound = dataclasses.replace(ds, consent_scope=now_scope("research"))
+    assert engine.aggregate(plan, bound).rows_matched == len(valid_subjects(records, "research") & set(range(1, 201)))
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pg-consent")
+    patients = patients_table(ROWS)
+    for conninfo in scratch_database(admin_conninfo()):
+        load_table(conninfo, "clinic.patients", patients)
+        yield {"conninfo": conninfo, "parquet": write_parquet(patients, folder / "patients.parquet")}
+
+
+def test_postgres_consent_per_purpose_and_withdrawal(pg, tmp_path, analyst_home):
+    records = consent_records(ROWS)
+    load_consent_pg(pg["conninfo"], "clinic.consent", records)
+    tokens, config = consent_folder(
+        tmp_path / "node", consent_source='source = "clinic.consent"',
+        data_line=f'format = "postgres"\ntable = "clinic.patients"\nconninfo = "{pg["conninfo"]}"')
+    raw = f"read_parquet('{pg['parquet']}')"
+    table = patients_table(ROWS).to_pylist()
+    before = valid_subjects(records, "research")
+    person = next(r for r in table if r["region"] == "South" and r["patient_id"] in before)
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        first, qid = run(alice, BY_SEX.format(region="North"), "research")
+        assert rows_of(first, "sex") == raw_reference(raw, RAW_BY_SEX.format(region="North"), before)
+        check_receipt(alice, first, qid, digest_of(records, "research"))
+        with psycopg.connect(pg["conninfo"], autocommit=True) as conn:
+            conn.execute("UPDATE clinic.consent SET status = 'withdrawn' WHERE subject_id = %s AND purpose = %s",
+                         (person["patient_id"], "research"))
+        records = [dataclasses.replace(r, status="withdrawn")
+                   if (r.subject, r.purpose) == (person["patient_id"], "research") else r for r in records]
+        after = valid_subjects(records, "research")
+        assert before - after == {person["patient_id"]}
+        second, qid = run(alice, BY_SEX.format(region="South"), "research")
+        got = rows_of(second, "sex")
+        assert got == raw_reference(raw, RAW_BY_SEX.format(region="South"), after)
+        old = raw_reference(raw, RAW_BY_SEX.format(region="South"), before)
+        diff = {k: (old[k][0] - got[k][0], old[k][1] - got[k][1]) for k in old}
+        assert diff == {**{k: (0, 0) for k in old}, (person["sex"],): (1, person["length_of_stay"])}
+        check_receipt(alice, second, qid, digest_of(records, "research"))
+        # marketing, on populations disjoint from the research releases? none here: refused
+        with pytest.raises(veil.QueryFailed) as e:
+            alice.query(BY_SEX.format(region="North"), purpose="marketing")
+        assert e.value.reason == "EXACT_CONSENT_CHANGED"

@@ -266,6 +266,9 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
     if not cols:
         raise ConfigError(f"{where}.columns must declare every column the owner exposes")
     basis, consent = parse_basis(d, where, base_dir, fmt, seen, ConfigError)
+    freshness = str(d.get("freshness_column") or "")
+    if freshness and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", freshness):
+        raise ConfigError(f"{where}.freshness_column must be a column name (letters, digits, _)")
     return Dataset(
         name=name,
         source=src,
@@ -280,6 +283,7 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         disclosure=parse_policy(d, where, error=ConfigError),
         basis=basis,
         consent=consent,
+        freshness_column=freshness,
     )
 
 
@@ -386,7 +390,8 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
     return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
             "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
             "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {}),
-            **({"basis": ds.basis} if ds.basis else {}), **({"consent": _consent_dict(ds)} if ds.consent else {}),
+            **({"basis": ds.basis} if ds.basis else {}),
+            **({"freshness_column": ds.freshness_column} if ds.freshness_column else {}), **({"consent": _consent_dict(ds)} if ds.consent else {}),
             **ds.disclosure.to_dict()}
 
 

@@ -108,6 +108,9 @@ class Dataset:
     disclosure: DisclosurePolicy = field(default_factory=DisclosurePolicy)
     # The lawful basis ("consent", "contract", "public-task", "anonymous"; "" if not declared),
     # recorded in the certificate; "consent" needs a consent source (see query.consent).
+    # A date or timestamp column of the source whose recency the quality profile reports
+    # (governance.quality); read only there, never by a query.
+    freshness_column: str = ""
     basis: str = ""
     consent: ConsentSource | None = None
     # Bound at execution for a consent dataset (query.consent.bind): the purpose and instant the

@@ -464,6 +464,19 @@ class DuckDBEngine:
             raise Internal("the query could not be executed", reason="EXECUTION_FAILED", private=str(e)) from None
         return decode_dominance(plan, rows)
 
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = SqlRenderer(dataset, self._view(dataset))
+        try:
+            row = self._cursor().execute(build(r)).fetchone()
+        except duckdb.IOException as e:
+            raise Unavailable("the dataset's source cannot be read; the owner must restore it",
+                              reason="DATASET_UNAVAILABLE", private=str(e)) from None
+        except duckdb.Error as e:
+            raise Internal("the quality profile could not be computed", reason="EXECUTION_FAILED",
+                           private=str(e)) from None
+        return tuple(row)
+
     def consent_snapshot(self, dataset: Dataset) -> str:
         """The digest of the valid consent set for the dataset's bound scope (query.consent)."""
         r = SqlRenderer(dataset, self._view(dataset))

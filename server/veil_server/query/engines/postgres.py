@@ -140,6 +140,12 @@ class PostgresEngine:
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._fetch(dataset, sql, r.params))
 
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = PostgresRenderer(dataset, relation_sql(dataset))
+        (row,) = self._fetch(dataset, build(r), [])
+        return row
+
     def consent_snapshot(self, dataset: Dataset) -> str:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         try:

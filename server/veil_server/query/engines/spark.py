@@ -127,6 +127,12 @@ class SparkEngine:
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._collect(dataset, sql, [_param(p) for p in r.params]))
 
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = SparkRenderer(dataset, self._view(dataset))
+        (row,) = self._collect(dataset, build(r), [])
+        return row
+
     def column_types(self, dataset: Dataset) -> dict[str, str]:
         try:
             frame = self._spark(dataset).table(self._view(dataset).strip("`"))

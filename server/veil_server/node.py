@@ -39,7 +39,7 @@ from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
-from .query.consent import now_scope
+from .query.consent import CONSENT_READS, now_scope
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
@@ -61,8 +61,6 @@ log = logging.getLogger("veil.node")
 
 MAX_REQUEST_ID = 128
 MIN_KEY_BITS = 2048
-# Reads of a consent dataset before giving up when its consent table keeps changing under the scans.
-CONSENT_READS = 3
 
 
 @dataclass(frozen=True)
@@ -499,7 +497,7 @@ class Node:
             for _ in range(CONSENT_READS):
                 # A consent dataset: the purpose and this instant bound, the valid consent set
                 # read and digested (every scan below filters on the same terms).
-                ds = self._consent_bound(self.dataset(plan.dataset), rec.purpose)
+                ds = self.consent_bound(self.dataset(plan.dataset), rec.purpose)
                 # The ciphertexts' randomness, made during the scan (what the stock lacks).
                 randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
                 try:
@@ -512,7 +510,7 @@ class Node:
                 # before anything is encrypted.
                 prepared = self.disclosure.prepare(plan, ds, stats, weighted,
                                                    self.disclosure.epsilon(ds, inputs.epsilon))
-                if self._consent_unchanged(ds):
+                if self.consent_unchanged(ds):
                     break
             else:
                 raise Unavailable("the consent table changed during every attempt to compute this query; try "
@@ -569,7 +567,7 @@ class Node:
             self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details",
                        run[0])
 
-    def _consent_bound(self, ds: Dataset, purpose: str) -> Dataset:
+    def consent_bound(self, ds: Dataset, purpose: str) -> Dataset:
         """``ds`` with its consent scope bound (purpose, now, and the valid set's digest) if its
         basis is consent; other datasets unchanged. Raises CONSENT_SOURCE_UNAVAILABLE."""
         if not ds.needs_consent:
@@ -579,7 +577,7 @@ class Node:
         assert bound.consent_scope is not None
         return dataclasses.replace(ds, consent_scope=dataclasses.replace(bound.consent_scope, snapshot=digest))
 
-    def _consent_unchanged(self, ds: Dataset) -> bool:
+    def consent_unchanged(self, ds: Dataset) -> bool:
         """After the scans: whether the consent set they read is still the digested one (the
         digest then describes exactly the rows the result was computed on)."""
         if ds.consent_scope is None:

@@ -226,3 +226,35 @@ def test_postgres_consent_per_purpose_and_withdrawal(pg, tmp_path, analyst_home)
         with pytest.raises(veil.QueryFailed) as e:
             alice.query(BY_SEX.format(region="North"), purpose="marketing")
         assert e.value.reason == "EXACT_CONSENT_CHANGED"
+
+
+# -- federated ------------------------------------------------------------------------------------
+
+def test_a_federated_member_counts_only_its_consented_rows(tmp_path, analyst_home):
+    from tests.integration.federation_cluster import federation
+
+    old = 'purposes = ["research", "planning"]'
+    new = ('purposes = ["research", "planning"]\nbasis = "consent"\n'
+           'consent = { source = "data/consent.csv", subject_column = "patient_id" }')
+    with federation(tmp_path, rows=(3000, 3000, 3000), edit={"south": (old, new)}) as c:
+        records = consent_records(3000)
+        write_consent_csv(records, c.members["south"].folder / "data" / "consent.csv")
+        south = c.running["south"].node
+        seen = []
+        aggregate = south.engine.aggregate
+        south.engine.aggregate = lambda plan, ds: (lambda r: (seen.append((ds, r)), r)[1])(aggregate(plan, ds))
+        with c.connect("north", analyst_home) as node:
+            df = node.federated_query("SELECT sex, COUNT(*) AS n FROM admissions GROUP BY sex", purpose="research")
+        assert len(df) == 2
+        # south's exact part, before its noise: the consented rows of its raw file only
+        (ds, stats), = seen
+        subjects = valid_subjects(records, "research")
+        want = raw_reference(f"read_csv_auto('{c.members['south'].part}')",
+                             "SELECT sex, COUNT(*), 0 FROM {src} GROUP BY sex", subjects)
+        assert {g.keys: g.rows for g in stats.groups} == {k: v[0] for k, v in want.items()}
+        assert sum(g.rows for g in stats.groups) < 3000
+        # its log names the consent snapshot its part was computed under
+        logged = [e.details.get("consent_snapshot") for e in c.entries("south", "query.execute")
+                  if e.details.get("federation", {}).get("step") == "contribute"]
+        assert logged == [digest_of(records, "research")]
+        assert ds.consent_scope is not None and ds.consent_scope.snapshot == logged[0]

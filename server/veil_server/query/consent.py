@@ -66,6 +66,8 @@ DEFAULT_COLUMNS = {"subject": "subject_id", "purpose": "purpose", "status": "sta
                    "granted_at": "granted_at", "expires_at": "expires_at"}
 
 SNAPSHOT_FORMAT = "veil.consent.snapshot.v1"
+# Reads of a consent dataset before giving up when its consent table keeps changing under the scans.
+CONSENT_READS = 3
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,28 @@ def test_profile_in_queue_certificate_and_catalog_and_new_per_version(tmp_path, 
         assert cert2.version == 2 and cert2.quality == submitted.quality != cert.quality
         with who("alice") as alice:
             assert alice.dataset("patients").quality == cert2.quality
+
+
+def test_the_console_shows_the_profile_in_the_queue_and_on_the_dataset_page(tmp_path, analyst_home):
+    import html
+
+    from tests.integration.console_support import Client, console_node
+
+    with console_node(tmp_path / "node") as node:
+        table, _ = planted(2_000)
+        new = node.folder / "data" / "patients_v2.csv"
+        pacsv.write_csv(table.drop(["updated_at"]), new)
+        spec = tomllib.loads(dataset_toml("patients", str(new)))["datasets"][0]
+        spec.update(classification="internal", rights=["holding", "processing"], auto_approve=True)
+        with veil.connect(node.target, token=node.tokens["olivia"], ca=node.ca, home=analyst_home) as olivia:
+            olivia.governance.register(spec)
+            submitted = olivia.governance.submit("patients")
+        rita = Client(node)
+        assert rita.sign_in("rita").status == 303
+        page = html.unescape(rita.get("/listings").body)
+        assert "Quality profile of patients version 2" in page and "Lawful basis" in page
+        region = submitted.quality["columns"]["region"]
+        assert f"<th scope=\"row\">region</th><td>{region['missing']}</td><td></td><td>{region['out_of_domain']}</td>" \
+            in page
+        detail = html.unescape(rita.get("/datasets/patients").body)
+        assert "Quality profile of version 2" in detail

@@ -42,6 +42,9 @@ class Role(enum.Enum):
     AUDITOR = "auditor"
     ADMIN = "admin"
     REVIEWER = "reviewer"
+    # A data subject's digital-space service: asks for subject statements (issue 21), nothing else
+    # but the public catalog and the node key.
+    SUBJECT_AGENT = "subject_agent"
 
 
 @dataclass(frozen=True)

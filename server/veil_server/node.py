@@ -39,7 +39,8 @@ from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
-from .query.consent import CONSENT_READS, now_scope
+from .query.consent import CONSENT_READS, now_scope, snapshot_digest
+from .governance.subject_statements import SubjectLedger, subject_hash
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
@@ -96,6 +97,7 @@ class Node:
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
+        self.subjects = SubjectLedger(self.store)  # consent snapshots of releases, subject statements
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         # Analyst keys' encryption randomness, topped up between queries (off the request path),
         # of the kind [crypto] obfuscation asks for.
@@ -497,7 +499,7 @@ class Node:
             for _ in range(CONSENT_READS):
                 # A consent dataset: the purpose and this instant bound, the valid consent set
                 # read and digested (every scan below filters on the same terms).
-                ds = self.consent_bound(self.dataset(plan.dataset), rec.purpose)
+                ds, subjects = self.consent_bound(self.dataset(plan.dataset), rec.purpose)
                 # The ciphertexts' randomness, made during the scan (what the stock lacks).
                 randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
                 try:
@@ -534,6 +536,9 @@ class Node:
                                          rows=scanned,
                                          ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
                 self.audit.released(r, result, counters, rows_scanned_approx=scanned)
+                if ds.consent_scope is not None:  # what a subject statement answers from
+                    self.subjects.record_release(r.id, ds.name, r.purpose, ds.consent_scope.snapshot, subjects,
+                                                 result.result_digest)
 
             # Exact mode: the history audit under the dataset's lock, held until the release commits.
             with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:
@@ -567,22 +572,35 @@ class Node:
             self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details",
                        run[0])
 
-    def consent_bound(self, ds: Dataset, purpose: str) -> Dataset:
-        """``ds`` with its consent scope bound (purpose, now, and the valid set's digest) if its
-        basis is consent; other datasets unchanged. Raises CONSENT_SOURCE_UNAVAILABLE."""
+    def consent_bound(self, ds: Dataset, purpose: str) -> tuple[Dataset, list[str]]:
+        """``ds`` with its consent scope bound (purpose, now, and the valid set's digest) and the
+        consenting subject ids, if its basis is consent; other datasets unchanged, no subjects.
+        Raises CONSENT_SOURCE_UNAVAILABLE."""
         if not ds.needs_consent:
-            return ds
-        bound = dataclasses.replace(ds, consent_scope=now_scope(purpose))
-        digest = self.engine.consent_snapshot(bound)  # type: ignore[attr-defined]
-        assert bound.consent_scope is not None
-        return dataclasses.replace(ds, consent_scope=dataclasses.replace(bound.consent_scope, snapshot=digest))
+            return ds, []
+        scope = now_scope(purpose)
+        subjects = self.engine.consent_subjects(dataclasses.replace(ds, consent_scope=scope))  # type: ignore[attr-defined]
+        scope = dataclasses.replace(scope, snapshot=snapshot_digest(purpose, subjects))
+        return dataclasses.replace(ds, consent_scope=scope), subjects
 
     def consent_unchanged(self, ds: Dataset) -> bool:
         """After the scans: whether the consent set they read is still the digested one (the
         digest then describes exactly the rows the result was computed on)."""
-        if ds.consent_scope is None:
+        scope = ds.consent_scope
+        if scope is None:
             return True
-        return self.engine.consent_snapshot(ds) == ds.consent_scope.snapshot  # type: ignore[attr-defined]
+        return snapshot_digest(scope.purpose, self.engine.consent_subjects(ds)) == scope.snapshot  # type: ignore[attr-defined]
+
+    def subject_statement(self, principal: Principal, dataset: str, subject: str, purpose: str) -> tuple[bytes, str]:
+        """A signed statement of the releases of ``dataset`` whose consent snapshot included
+        ``subject`` (governance.subject_statements): rate-limited per agent, logged with the
+        subject hashed."""
+        self.subjects.admit(principal.name)
+        ds = self.dataset(dataset)
+        self.audit.admin("subject.statement", principal.name, dataset=ds.name,
+                         details={"subject_sha256": subject_hash(subject), "purpose": purpose[:200]})
+        return self.subjects.statement(dataset=ds.name, consent_dataset=ds.needs_consent, subject=subject,
+                                       purpose=purpose, node_id=self.config.name, key=self.audit.key)
 
     def _fail(self, query_id: str, reason: str, message: str, run_id: str) -> None:
         def record(r: QueryRecord) -> None:

@@ -258,3 +258,104 @@ def test_a_federated_member_counts_only_its_consented_rows(tmp_path, analyst_hom
                   if e.details.get("federation", {}).get("step") == "contribute"]
         assert logged == [digest_of(records, "research")]
         assert ds.consent_scope is not None and ds.consent_scope.snapshot == logged[0]
+        # south's subject statements list the federated part for a consenting subject only
+        from veil_server.config import Principal, Role
+
+        agent = Principal("dspace", Role.SUBJECT_AGENT, "")
+        document, _ = south.subject_statement(agent, "patients", str(min(subjects)), "")
+        assert '"query":"fed:' in document.decode()
+        never = next(i for i in range(1, 3000) if i not in subjects)
+        document, _ = south.subject_statement(agent, "patients", str(never), "")
+        assert '"releases":[]' in document.decode()
+
+
+# -- subject statements ---------------------------------------------------------------------------
+
+def add_agent(config: Path) -> str:
+    """A subject_agent principal (a digital-space service) with a static token (dev mode)."""
+    import hashlib
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    config.write_text(config.read_text() + '\n[[principals]]\nname = "dspace"\nrole = "subject_agent"\n'
+                      f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n')
+    return token
+
+
+def test_a_subject_statement_lists_exactly_the_releases_whose_snapshot_included_them(tmp_path, analyst_home):
+    from veil.statements import StatementError, verify_statement
+    from veil_server.governance.subject_statements import subject_hash
+
+    tokens, config = consent_folder(tmp_path / "node")
+    agent = add_agent(config)
+    data = tmp_path / "node" / "data"
+    records = consent_records(ROWS)
+    write_consent_csv(records, data / "consent.csv")
+    before = valid_subjects(records, "research")
+    table = patients_table(ROWS).to_pylist()
+    person = next(r["patient_id"] for r in table if r["region"] == "South" and r["patient_id"] in before)
+    stays = next(s for s in sorted(before) if s != person)
+    never = next(i for i in range(1, ROWS) if i not in before and i not in valid_subjects(records, "marketing"))
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+            _, q1 = run(alice, BY_SEX.format(region="North"), "research")
+            records.append(Record(person, "research", "withdrawn", PAST))
+            write_consent_csv(records, data / "consent.csv")
+            _, q2 = run(alice, BY_SEX.format(region="South"), "research")
+            with pytest.raises(veil.PermissionDenied):  # analysts may not ask
+                alice.audit.subject_statement("patients", str(stays))
+        ids = [q.removeprefix("queries/") for q in (q1, q2)]
+        with veil.connect(running.target, token=agent, home=analyst_home) as dspace:
+            def listed(subject, **kw):
+                return [r["query"] for r in dspace.audit.subject_statement("patients", str(subject), **kw)["releases"]]
+
+            assert listed(person) == ids[:1]  # withdrawn after the first release
+            assert listed(stays) == ids
+            assert listed(stays, purpose="marketing") == []
+            assert listed(never) == []
+            st = dspace.audit.subject_statement("patients", str(person))
+            assert st["subject_id"] == str(person) and st["releases"][0]["consent_snapshot"] == \
+                digest_of(records[:-1], "research")
+            key = running.node.audit.key.public_key_bytes
+            verify_statement(st["document"], st["signature"], key)
+            with pytest.raises(StatementError):
+                verify_statement(st["document"].replace(str(person).encode(), b"1"), st["signature"], key)
+            # rate-limited per agent
+            running.node.subjects.per_hour = 6
+            with pytest.raises(veil.QuotaExceeded) as e:
+                for _ in range(7):
+                    listed(stays)
+            assert e.value.reason == "SUBJECT_STATEMENT_RATE_LIMITED"
+        # logged, with the subject hashed, never in clear
+        entries = [e for e in running.node.audit.log.search(kind="admin.subject.statement").entries]
+        assert entries and all(set(e.details) == {"purpose", "subject_sha256"} for e in entries)
+        assert {e.details["subject_sha256"] for e in entries} >= {subject_hash(str(person)), subject_hash(str(stays))}
+
+
+def test_a_subject_agent_may_call_nothing_else(tmp_path):
+    """Deny by default for the new role: every RPC not granted to subject_agent is refused."""
+    import grpc
+
+    from tests.security.conftest import bearer, raw_stream, raw_unary
+    from veil_server.access.auth import METHOD_ROLES, PEER_SIGNED
+    from veil_server.config import Role
+
+    _, config = consent_folder(tmp_path / "node")
+    agent = add_agent(config)
+    refused = 0
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            grpc.insecure_channel(running.target) as ch:
+        for method, allowed in sorted(METHOD_ROLES.items()):
+            if allowed is PEER_SIGNED or Role.SUBJECT_AGENT in allowed:
+                continue
+            call = raw_stream(ch, method) if method.endswith("ExportAuditLog") else raw_unary(ch, method)
+            with pytest.raises(grpc.RpcError) as e:
+                out = call(b"", metadata=bearer(agent), timeout=10)
+                list(out) if method.endswith("ExportAuditLog") else out
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+            refused += 1
+    assert refused >= 30
+    assert {m for m, roles in METHOD_ROLES.items() if roles is not PEER_SIGNED and Role.SUBJECT_AGENT in roles} == {
+        "/veil.v1.AuditService/GetSubjectStatement", "/veil.v1.CatalogService/ListDatasets",
+        "/veil.v1.CatalogService/GetDataset", "/veil.v1.GovernanceService/GetCertificate",
+        "/veil.v1.AuditService/GetNodeKey", "/veil.v1.FederationService/ListFederatedDatasets"}

@@ -100,6 +100,7 @@ class Session:
     epsilon: float = 0.0
     purpose: str = ""
     consent_snapshot: str = ""  # a consent dataset: the snapshot this member's part was computed on
+    consent_subjects: list[str] = field(default_factory=list)  # ... and the subjects it included
     account: str = ""  # whose budget: the analyst's own name, whichever member coordinates
     # Set by AGGREGATE (sharing, compute parties).
     summed: np.ndarray | None = None
@@ -283,7 +284,7 @@ class Participant:
         # snapshot digest goes into this member's log entry of the exchange. The loop makes the
         # digest describe the rows counted (see Node._execute_query).
         for _ in range(CONSENT_READS):
-            local = self.node.consent_bound(s.local, s.purpose)
+            local, subjects = self.node.consent_bound(s.local, s.purpose)
             stats = self.node.engine.aggregate(s.plan, local)
             if self.node.consent_unchanged(local):
                 break
@@ -291,6 +292,7 @@ class Participant:
             raise Unavailable("the consent table changed during every attempt to compute this member's part; "
                               "try again when consent updates pause", reason="CONSENT_SOURCE_CHANGING")
         s.consent_snapshot = local.consent_scope.snapshot if local.consent_scope is not None else ""
+        s.consent_subjects = subjects
         # This member's own noise, then its ε charged, before anything derived from it leaves.
         s.matrix = noisy_matrix(s.layout, partial_matrix(s.plan, s.dataset, s.layout, stats), s.epsilon)
         self._charge(s)
@@ -318,6 +320,9 @@ class Participant:
                                               limit=policy.analyst_budget, dataset_limit=policy.dataset_budget)
             ledger.record("released", principal=s.account, dataset=s.local.name, purpose=s.purpose,
                           query_id=f"fed:{s.query}", released=1, micro_epsilon=to_micro(s.epsilon))
+            if s.consent_snapshot:  # this member's noisy part leaves now: a subject statement lists it
+                self.node.subjects.record_release(f"fed:{s.query}", s.local.name, s.purpose, s.consent_snapshot,
+                                                  s.consent_subjects, "")
 
     def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
         """Check every member's signed preparation and derive the pairwise seeds from them."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import duckdb
 
 from .catalog import Column, ColumnType, Dataset
-from .consent import ConsentSource, Dialect, consented_relation, snapshot_digest, snapshot_sql
+from .consent import ConsentSource, Dialect, consented_relation, snapshot_sql
 from ..errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
 from .range_proof import NO_PROOF, RangeProofs, within_ranges
@@ -477,15 +477,14 @@ class DuckDBEngine:
                            private=str(e)) from None
         return tuple(row)
 
-    def consent_snapshot(self, dataset: Dataset) -> str:
-        """The digest of the valid consent set for the dataset's bound scope (query.consent)."""
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
+        """The subject ids (as text) with a valid consent for the dataset's bound scope (query.consent)."""
         r = SqlRenderer(dataset, self._view(dataset))
         try:
             rows = self._cursor().execute(r.snapshot_sql()).fetchall()
         except duckdb.Error as e:
             raise consent_unavailable(str(e)) from None
-        assert dataset.consent_scope is not None
-        return snapshot_digest(dataset.consent_scope.purpose, (str(row[0]) for row in rows))
+        return [str(row[0]) for row in rows]
 
     def row_count(self, dataset: Dataset) -> int:
         with self._lock:

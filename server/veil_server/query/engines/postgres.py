@@ -33,7 +33,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..catalog import Column, ColumnType, Dataset
-from ..consent import ConsentSource, snapshot_digest
+from ..consent import ConsentSource
 from ..engine import (AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows, quote_ident,
                       quote_string)
 from ...errors import Internal, Unavailable
@@ -146,14 +146,13 @@ class PostgresEngine:
         (row,) = self._fetch(dataset, build(r), [])
         return row
 
-    def consent_snapshot(self, dataset: Dataset) -> str:
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         try:
             rows = self._fetch(dataset, r.snapshot_sql(), [])
         except (Unavailable, Internal) as e:
             raise consent_unavailable(e.private or e.reason) from None
-        assert dataset.consent_scope is not None
-        return snapshot_digest(dataset.consent_scope.purpose, (str(row[0]) for row in rows))
+        return [str(row[0]) for row in rows]
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
         try:

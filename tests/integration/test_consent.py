@@ -126,6 +126,30 @@ def test_withdrawal_removes_exactly_that_subject(tmp_path, analyst_home):
         assert e.value.reason == "EXACT_CONSENT_CHANGED"
 
 
+def test_dp_consent_counts_the_consented_rows_within_the_declared_noise(tmp_path, analyst_home):
+    """Under DP (the default) the same filter applies; the noise covers differencing across
+    consent changes, as the budget charges each release."""
+    from veil.accuracy import Noise
+
+    folder = tmp_path / "node"
+    tokens = init_node_folder(folder, rows=ROWS)  # DP
+    config = folder / "veil.toml"
+    old = 'purposes = ["research", "planning"]'
+    text = config.read_text().replace(old, old + '\nbasis = "consent"\n'
+                                      'consent = { source = "data/consent.csv", subject_column = "patient_id" }')
+    config.write_text(text)
+    records = consent_records(ROWS)
+    write_consent_csv(records, folder / "data" / "consent.csv")
+    consented = len(valid_subjects(records, "research") & set(range(1, ROWS + 1)))
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        df, qid = run(alice, "SELECT COUNT(*) AS n FROM patients", "research")
+        noise = df.attrs["noise"]["n"]
+        bound = Noise(noise["count_scale"], terms=1).bound(1 - 1e-6)
+        assert abs(int(df["n"][0]) - consented) <= bound < (ROWS - consented) / 2
+        check_receipt(alice, df, qid, digest_of(records, "research"))
+
+
 def test_a_missing_consent_source_refuses_every_query(tmp_path, analyst_home):
     tokens, config = consent_folder(tmp_path / "node")  # no consent.csv written
     with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \

@@ -45,6 +45,8 @@ def quote_backtick(name: str) -> str:
 class SparkRenderer(SqlRenderer):
     placeholder = "?"
 
+    text_type = "STRING"  # Spark's VARCHAR needs a length
+
     def ident(self, name: str) -> str:
         return quote_backtick(name)
 

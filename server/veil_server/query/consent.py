@@ -24,8 +24,8 @@ grant after a withdrawal replaces the withdrawn record). Rows whose subject is N
 
 **Where the filter is applied.** Every SQL statement an engine runs for a consent dataset reads
 the dataset through :func:`consented_relation`: a derived table that keeps only rows whose subject
-has a valid consent for the query's purpose at the execution time T (an ``EXISTS`` semi-join and a
-``NOT EXISTS`` anti-join the engine evaluates). The renderer builds it in its constructor
+has a valid consent for the query's purpose at the execution time T (a semi-join on the valid subjects: the granted
+ones ``EXCEPT`` the withdrawn ones, the same statement the snapshot reads). The renderer builds it in its constructor
 (:class:`veil_server.query.engine.SqlRenderer`), which every aggregate, dominance and atom query
 of every engine goes through; the analyst's SQL is parsed into a plan that names only the
 dataset, so nothing the analyst writes can reach or remove it. A consent dataset reaching a
@@ -151,31 +151,35 @@ def subject_text(expr: str, d: Dialect) -> str:
     return f"CAST({expr} AS {d.text_type})"
 
 
+def valid_subjects_sql(consent_table: str, src: ConsentSource, scope: ConsentScope, d: Dialect) -> str:
+    """The distinct subject ids (as text) with a valid consent for the purpose at T: the granted
+    ones EXCEPT the withdrawn ones (set semantics: distinct, hashed by the engine). The filter and
+    the snapshot both use exactly this statement."""
+    granted = subject_text(f"veil_g.{d.ident(src.subject)}", d)
+    withdrawn = subject_text(f"veil_w.{d.ident(src.subject)}", d)
+    return (f"SELECT {granted} FROM {consent_table} AS veil_g WHERE veil_g.{d.ident(src.subject)} IS NOT NULL AND "
+            f"{valid_condition(src, scope, d, 'veil_g')} EXCEPT SELECT {withdrawn} FROM {consent_table} AS veil_w "
+            f"WHERE {withdrawn_condition(src, scope, d, 'veil_w')}")
+
+
 def consented_relation(relation: str, consent_table: str, src: ConsentSource, scope: ConsentScope,
                        d: Dialect) -> str:
-    """``relation`` restricted to rows whose subject holds a valid consent (a derived table)."""
+    """``relation`` restricted to rows whose subject holds a valid consent (a derived table: a
+    semi-join on the valid subjects; a NULL subject matches nothing)."""
     subject = subject_text(f"veil_d.{d.ident(src.subject_column)}", d)
-    return (f"(SELECT veil_d.* FROM {relation} AS veil_d WHERE EXISTS (SELECT 1 FROM {consent_table} AS veil_g "
-            f"WHERE {subject_text('veil_g.' + d.ident(src.subject), d)} = {subject} AND "
-            f"{valid_condition(src, scope, d, 'veil_g')}) AND NOT EXISTS (SELECT 1 FROM {consent_table} AS veil_w "
-            f"WHERE {subject_text('veil_w.' + d.ident(src.subject), d)} = {subject} AND "
-            f"{withdrawn_condition(src, scope, d, 'veil_w')})) AS veil_consented")
+    return (f"(SELECT veil_d.* FROM {relation} AS veil_d WHERE {subject} IN "
+            f"({valid_subjects_sql(consent_table, src, scope, d)})) AS veil_consented")
 
 
 def snapshot_sql(consent_table: str, src: ConsentSource, scope: ConsentScope, d: Dialect) -> str:
-    """The distinct subject ids (as text) with a valid consent for the purpose at T."""
-    subject = subject_text(f"veil_g.{d.ident(src.subject)}", d)
-    return (f"SELECT DISTINCT {subject} FROM {consent_table} AS veil_g WHERE veil_g.{d.ident(src.subject)} IS NOT NULL "
-            f"AND {valid_condition(src, scope, d, 'veil_g')} AND NOT EXISTS (SELECT 1 FROM {consent_table} AS veil_w "
-            f"WHERE {subject_text('veil_w.' + d.ident(src.subject), d)} = {subject} AND "
-            f"{withdrawn_condition(src, scope, d, 'veil_w')})")
+    return valid_subjects_sql(consent_table, src, scope, d)
 
 
 def snapshot_digest(purpose: str, subjects: Iterable[str]) -> str:
     """``sha256:`` + hex SHA-256 of the canonical JSON
     ``{"format":"veil.consent.snapshot.v1","purpose":P,"subjects":[sorted ids]}`` (ids as text,
     sorted by their UTF-8 bytes, no duplicates, no spaces in the JSON)."""
-    ids = sorted(set(subjects), key=lambda s: s.encode())
+    ids = sorted(set(subjects))  # code point order is UTF-8 byte order
     doc = json.dumps({"format": SNAPSHOT_FORMAT, "purpose": purpose, "subjects": ids}, sort_keys=True,
                      separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(doc.encode()).hexdigest()

@@ -383,3 +383,42 @@ def test_a_subject_agent_may_call_nothing_else(tmp_path):
         "/veil.v1.AuditService/GetSubjectStatement", "/veil.v1.CatalogService/ListDatasets",
         "/veil.v1.CatalogService/GetDataset", "/veil.v1.GovernanceService/GetCertificate",
         "/veil.v1.AuditService/GetNodeKey", "/veil.v1.FederationService/ListFederatedDatasets"}
+
+
+def test_an_owner_registers_a_consent_version_over_grpc(tmp_path, analyst_home):
+    """The basis and consent source travel in DatasetSpec; the certificate states the basis; the
+    listed version's queries count consented rows only."""
+    import tomllib
+
+    from veil.accuracy import Noise
+    from veil_server.cli.demo import dataset_toml
+
+    folder = tmp_path / "node"
+    tokens = init_node_folder(folder, rows=ROWS, disclosure="exact")
+    records = consent_records(ROWS)
+    write_consent_csv(records, folder / "data" / "consent.csv")
+    spec = tomllib.loads(dataset_toml("patients", str(folder / "data" / "patients.csv"), disclosure="exact"))
+    spec = spec["datasets"][0]
+    spec.update(classification="internal", rights=["holding", "processing"], auto_approve=True, basis="consent",
+                consent={"source": str(folder / "data" / "consent.csv"), "subject_column": "patient_id"})
+    with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=1.0) as running:
+        def who(name):
+            return veil.connect(running.target, token=tokens[name], home=analyst_home)
+
+        with who("olivia") as olivia:
+            v = olivia.governance.register(spec)
+            assert v.basis == "consent"
+            olivia.governance.submit("patients")
+        with who("rita") as rita:
+            rita.governance.approve_listing("patients", "consent source reviewed")
+            cert, _ = rita.governance.certificate("patients")
+        assert cert.version == 2 and cert.basis == "consent"
+        with who("alice") as alice:
+            assert alice.dataset("patients").basis == "consent"
+            # a version registered over gRPC releases with DP (its spec names no exact reason)
+            df, qid = run(alice, "SELECT COUNT(*) AS n FROM patients", "research")
+            assert df.attrs["disclosure"] == "dp"
+            consented = len(valid_subjects(records, "research") & set(range(1, ROWS + 1)))
+            bound = Noise(df.attrs["noise"]["n"]["count_scale"], terms=1).bound(1 - 1e-6)
+            assert abs(int(df["n"][0]) - consented) <= bound < (ROWS - consented) / 2
+            check_receipt(alice, df, qid, digest_of(records, "research"))

@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -564,7 +565,8 @@ class Node:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
             if e.reason == "RUN_SUPERSEDED":
                 return  # the replica that took the run over finishes it
-            if e.reason in ("EXACT_TABLE_OVERLAPS", "EXACT_CONSENT_CHANGED"):  # a structural refusal found at release counts too
+            # A structural refusal found at release counts too.
+            if e.reason in ("EXACT_TABLE_OVERLAPS", "EXACT_CONSENT_CHANGED"):
                 self.disclosure.refused(rec.principal, e, dataset=rec.dataset, purpose=rec.purpose, query_id=query_id)
             self._fail(query_id, e.reason, e.message, run[0])
         except Exception:
@@ -579,7 +581,8 @@ class Node:
         if not ds.needs_consent:
             return ds, []
         scope = now_scope(purpose)
-        subjects = self.engine.consent_subjects(dataclasses.replace(ds, consent_scope=scope))  # type: ignore[attr-defined]
+        engine: Any = self.engine
+        subjects = engine.consent_subjects(dataclasses.replace(ds, consent_scope=scope))
         scope = dataclasses.replace(scope, snapshot=snapshot_digest(purpose, subjects))
         return dataclasses.replace(ds, consent_scope=scope), subjects
 
@@ -589,7 +592,8 @@ class Node:
         scope = ds.consent_scope
         if scope is None:
             return True
-        return snapshot_digest(scope.purpose, self.engine.consent_subjects(ds)) == scope.snapshot  # type: ignore[attr-defined]
+        engine: Any = self.engine
+        return snapshot_digest(scope.purpose, engine.consent_subjects(ds)) == scope.snapshot
 
     def subject_statement(self, principal: Principal, dataset: str, subject: str, purpose: str) -> tuple[bytes, str]:
         """A signed statement of the releases of ``dataset`` whose consent snapshot included

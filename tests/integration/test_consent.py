@@ -422,3 +422,32 @@ def test_an_owner_registers_a_consent_version_over_grpc(tmp_path, analyst_home):
             bound = Noise(df.attrs["noise"]["n"]["count_scale"], terms=1).bound(1 - 1e-6)
             assert abs(int(df["n"][0]) - consented) <= bound < (ROWS - consented) / 2
             check_receipt(alice, df, qid, digest_of(records, "research"))
+
+
+def test_recover_rebuilds_each_exact_populations_consent_snapshot(tmp_path, analyst_home):
+    """`veil node recover` takes the snapshot from the logged release: the same table under the
+    same consent state is answered again; without the snapshot (control) it would be refused."""
+    from tests.integration.state_damage import SQLS, NodeFiles
+    from tests.integration.test_recover import _ask, _delete_state, recover
+    from veil_server.node import Node
+    from veil_server.state.lifecycle import QueryState
+
+    _, config = consent_folder(tmp_path / "node")
+    write_consent_csv(consent_records(ROWS), tmp_path / "node" / "data" / "consent.csv")
+    files = NodeFiles(tmp_path / "node", analyst_home)
+    files.run(1)  # SQLS[0], released under the research snapshot
+    _delete_state(files)
+    out = recover(files.config)
+    assert out.returncode == 0, out.stderr
+    assert _ask(files.config, SQLS[0], files.pk)[0] is QueryState.SUCCEEDED  # same snapshot: same populations
+    node = Node(files.config)  # the control: the rebuilt populations without their snapshot
+    try:
+        with node.store.joined_tx() as db:
+            db.execute("DELETE FROM exact_consent_snapshots")
+        node.disclosure.history.forget("patients")
+        alice = next(p for p in files.config.principals if p.name == "alice")
+        sub = node.submit(alice, sql=SQLS[0], purpose="research", public_key=files.pk.to_bytes(),
+                          request_id="control")
+        assert node.wait(alice, sub.query.id, 60).state_reason == "EXACT_CONSENT_CHANGED"
+    finally:
+        node.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import consent_bench  # noqa: E402  (the consent filter's cost, issue 21)
 import console_bench  # noqa: E402  (the web console's page times on a 100,000-entry log, issue 19)
 import crypto_bench  # noqa: E402
 import disclosure_bench  # noqa: E402  (disclosure control's cost and DP's accuracy, issue 14)
@@ -45,6 +46,7 @@ def main() -> None:
     console_bench.main(["--entries", "20000", "--repeat", "3"] if quick else [])
     print()
     model_bench.main(["--rows", "1000000", "--logit-rows", "100000", "--repeat", "1"] if quick else [])
+    consent_bench.main(["--rows", "200000", "--repeat", "3"] if quick else [])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 On listing, a node signs (Ed25519) a canonical JSON document naming the dataset and its version,
 its owner, a hash of its schema and rules, a fingerprint of its content, its row count,
 classification, declared rights and allowed purposes, its disclosure mode (differential privacy
-with its ε terms, or exact release with the owner's stated reason), and the time of issue. Anyone holding the
+with its ε terms, or exact release with the owner's stated reason), its lawful basis, its
+quality profile (computed at listing, under the dataset's disclosure rules), and the time of issue. Anyone holding the
 node's public key can verify a certificate offline; changing any byte of it breaks the signature,
 and the node refuses to run queries once the data no longer matches the fingerprint.
 
@@ -25,8 +26,10 @@ from .audit import canonical
 from .audit.records import load_public_key
 
 CERT_TYPE = "veil.dataset.certificate"
-CERT_VERSION = 2
-KNOWN_VERSIONS = (1, 2)  # version 1: before the disclosure mode was certified
+CERT_VERSION = 3
+# version 1: before the disclosure mode was certified; 2: before the lawful basis and the
+# quality profile were
+KNOWN_VERSIONS = (1, 2, 3)
 
 
 class CertificateError(ValueError):
@@ -49,6 +52,11 @@ class DatasetCertificate:
     key_id: str
     # {"mode": "dp" | "exact", ...}: the ε terms, or the owner's reason for exact release; all strings.
     disclosure: dict[str, str] = field(default_factory=dict)
+    # Version 3: the lawful basis ("consent", "contract", "public-task", "anonymous"; "" if the
+    # owner declared none) and the quality profile computed at listing (strings and integers:
+    # see veil_server.governance.quality).
+    basis: str = ""
+    quality: dict[str, Any] = field(default_factory=dict)
     signature: str = field(default="", compare=False)  # lowercase hex Ed25519 over signed_bytes()
     version_of_format: int = field(default=CERT_VERSION, compare=False)
 
@@ -63,6 +71,9 @@ class DatasetCertificate:
         fmt = d.pop("version_of_format")
         if fmt == 1:
             d.pop("disclosure")
+        if fmt < 3:
+            d.pop("basis")
+            d.pop("quality")
         d["rights"] = sorted(self.rights)
         d["purposes"] = sorted(self.purposes)
         d["type"] = CERT_TYPE
@@ -101,6 +112,8 @@ class DatasetCertificate:
             if version >= 2 and not (isinstance(body.get("disclosure"), dict)
                                      and all(isinstance(v, str) for v in body["disclosure"].values())):
                 raise CertificateError("malformed certificate: disclosure")
+            if version >= 3 and not (isinstance(body.get("basis"), str) and isinstance(body.get("quality"), dict)):
+                raise CertificateError("malformed certificate: basis or quality")
             body["version_of_format"] = version
             body["rights"] = tuple(body["rights"])
             body["purposes"] = tuple(body["purposes"])

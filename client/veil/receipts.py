@@ -68,6 +68,10 @@ def check_receipt(receipt: Receipt, node_key, *, query_id: str, result: query_pb
         if result.result_digest != digest or receipt.result_digest.hex() != digest:
             raise IntegrityError("the result is not the one the receipt says was released",
                                  reason="RECEIPT_MISMATCH")
+        # The consent snapshot is outside the result digest; the logged entry binds it.
+        if result.consent_snapshot != receipt.consent_snapshot:
+            raise IntegrityError("the result's consent snapshot is not the one its release entry logged",
+                                 reason="RECEIPT_MISMATCH")
     if canonical_sql is not None and receipt.query_digest.hex() != plan_digest(canonical_sql):
         raise IntegrityError("the receipt names another plan than the query's canonical SQL",
                              reason="RECEIPT_MISMATCH")

@@ -181,6 +181,8 @@ def to_frame(result: query_pb2.QueryResult, private_key: PrivateKey, *, exact: b
             frame[c.name] = frame[c.name].astype("float64")
     frame["suppressed"] = [r.suppressed for r in result.rows]
     describe(frame, result.disclosure_mode, result.epsilon, columns)
+    # A consent dataset: the digest of the consent state the figures were computed under.
+    frame.attrs["consent_snapshot"] = result.consent_snapshot
     return frame
 
 

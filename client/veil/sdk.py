@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from .connection import DEFAULT_TARGET, Connection
 from .errors import IntegrityError, QueryFailed, Timeout, VeilError
+from .quality import quality_dict
 from .v1 import audit_pb2, catalog_pb2, catalog_pb2_grpc, query_pb2, query_pb2_grpc
 from .weights import WeightedSum, encrypt_all
 
@@ -61,6 +62,9 @@ class DatasetInfo:
     epsilon_per_query: float = 0.0  # DP: the default ε of a query...
     max_epsilon_per_query: float = 0.0  # ...and the most one may ask for
     exact_reason: str = ""  # exact: the owner's recorded reason
+    basis: str = ""  # the lawful basis the certificate states ("consent", "contract", ...)
+    # The quality profile the certificate states (veil.quality.quality_dict: rows, mode, columns, ...)
+    quality: dict = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_proto(cls, d: catalog_pb2.Dataset) -> "DatasetInfo":
@@ -88,6 +92,8 @@ class DatasetInfo:
             epsilon_per_query=d.epsilon_per_query,
             max_epsilon_per_query=d.max_epsilon_per_query,
             exact_reason=d.exact_reason,
+            basis=d.basis,
+            quality=quality_dict(d.quality) if d.HasField("quality") else {},
         )
 
     def columns_frame(self) -> pd.DataFrame:

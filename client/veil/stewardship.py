@@ -14,7 +14,7 @@ them against the node key the SDK trusts before returning them.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from .certificates import CertificateError, DatasetCertificate, verify_bytes
 from .errors import IntegrityError
+from .quality import quality_dict
 from .v1 import catalog_pb2, governance_pb2, governance_pb2_grpc, query_pb2
 
 if TYPE_CHECKING:
@@ -42,11 +43,15 @@ class DatasetVersionInfo:
     listed_by: str
     certificate_id: str
     classification: str
+    # The version's quality profile (from submission for review on; see veil.quality.quality_dict)
+    quality: dict = field(default_factory=dict, compare=False)
+    basis: str = ""
 
     @classmethod
     def from_proto(cls, v: governance_pb2.DatasetVersion) -> "DatasetVersionInfo":
         return cls(v.name.removeprefix("datasets/"), v.version, v.state, tuple(v.owners), v.registered_by,
-                   v.listed_by, v.certificate_id, v.spec.classification)
+                   v.listed_by, v.certificate_id, v.spec.classification,
+                   quality_dict(v.quality) if v.HasField("quality") else {}, v.spec.basis)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,13 @@ def spec_proto(spec: Mapping[str, Any]) -> governance_pb2.DatasetSpec:
         min_group_size=int(spec.get("min_group_size", 0)), max_groups=int(spec.get("max_groups", 0)),
         max_rows=int(spec.get("max_rows", 0)), classification=spec.get("classification", "internal"),
         rights=list(spec.get("rights", [])), auto_approve=bool(spec.get("auto_approve", False)),
-        approvals_required=int(spec.get("approvals_required", 1)), owners=list(spec.get("owners", [])))
+        approvals_required=int(spec.get("approvals_required", 1)), owners=list(spec.get("owners", [])),
+        basis=spec.get("basis", ""), freshness_column=spec.get("freshness_column", ""))
+    if spec.get("consent"):
+        c = spec["consent"]
+        out.consent.CopyFrom(governance_pb2.ConsentSourceSpec(
+            source=str(c.get("source", "")), format=c.get("format", ""), subject_column=c.get("subject_column", ""),
+            columns=dict(c.get("columns", {}))))
     for c in spec.get("columns", []):
         controls = c.get("controls", c.get("control", ["hidden"]))
         controls = [controls] if isinstance(controls, str) else controls

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 from .disclosure.settings import parse_dominance, parse_policy
 from .query.catalog import Column, ColumnControl, ColumnType, Dataset
-from .query.sources import check_conninfo, parse_source
+from .query.sources import check_conninfo, parse_basis, parse_source
 from .state.statedb import POSTGRES, SCHEMA_RE, SQLITE, StateSettings
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -43,6 +43,9 @@ class Role(enum.Enum):
     AUDITOR = "auditor"
     ADMIN = "admin"
     REVIEWER = "reviewer"
+    # A data subject's digital-space service: asks for subject statements (issue 21), nothing else
+    # but the public catalog and the node key.
+    SUBJECT_AGENT = "subject_agent"
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,10 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         cols.append(col)
     if not cols:
         raise ConfigError(f"{where}.columns must declare every column the owner exposes")
+    basis, consent = parse_basis(d, where, base_dir, fmt, seen, ConfigError)
+    freshness = str(d.get("freshness_column") or "")
+    if freshness and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", freshness):
+        raise ConfigError(f"{where}.freshness_column must be a column name (letters, digits, _)")
     return Dataset(
         name=name,
         source=src,
@@ -285,6 +292,9 @@ def _dataset(d: Mapping[str, Any], where: str, base_dir: Path, node_min_k: int) 
         max_rows=max_rows,
         connection=connection,
         disclosure=parse_policy(d, where, error=ConfigError),
+        basis=basis,
+        consent=consent,
+        freshness_column=freshness,
     )
 
 
@@ -391,7 +401,17 @@ def dataset_to_dict(ds: Dataset) -> dict[str, Any]:
     return {"name": ds.name, "source": ds.source, "format": ds.format, "description": ds.description,
             "purposes": sorted(ds.purposes), "min_group_size": ds.min_group_size, "max_groups": ds.max_groups,
             "max_rows": ds.max_rows, "columns": cols, **({"connection": ds.connection} if ds.connection else {}),
+            **({"basis": ds.basis} if ds.basis else {}),
+            **({"freshness_column": ds.freshness_column} if ds.freshness_column else {}), **({"consent": _consent_dict(ds)} if ds.consent else {}),
             **ds.disclosure.to_dict()}
+
+
+def _consent_dict(ds: Dataset) -> dict[str, Any]:
+    assert ds.consent is not None
+    c = ds.consent.to_dict()
+    if c["format"] == "postgres":  # implied by the dataset's format
+        del c["format"]
+    return c
 
 
 def dataset_from_dict(d: Mapping[str, Any], *, where: str = "dataset", base_dir: Path = Path("/"),

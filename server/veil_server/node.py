@@ -18,6 +18,7 @@ transaction (``write_ahead=``), so if it cannot be made durable the step does no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -25,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -38,11 +40,13 @@ from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
+from .query.consent import CONSENT_READS, now_scope, snapshot_digest
+from .governance.subject_statements import SubjectLedger, subject_hash
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
 from .errors import (DataLoss, DatasetNotFound, FailedPrecondition, InvalidArgument, NotReady, PermissionDenied,
-                     QueryNotFound, VeilError)
+                     QueryNotFound, Unavailable, VeilError)
 from .governance.registry import OPERATOR, Governance
 from .governance.steward import Steward, round_significant
 from .disclosure.budget import PrivacyBudget
@@ -103,6 +107,7 @@ class Node:
         self.catalog = self.steward.catalog  # what analysts and the planner see: serving versions only
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
+        self.subjects = SubjectLedger(self.store)  # consent snapshots of releases, subject statements
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         # Analyst keys' encryption randomness, topped up between queries (off the request path),
         # of the kind [crypto] obfuscation asks for.
@@ -515,27 +520,35 @@ class Node:
             return  # cancelled (or taken by another worker or replica) before it started
         try:
             plan = QueryPlan.from_json(rec.plan_json)
-            ds = self.dataset(plan.dataset)
             key = PublicKey.from_bytes(rec.public_key, min_bits=MIN_KEY_BITS)
-            # The ciphertexts' randomness, made during the scan (what the stock lacks).
-            randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
-            try:
-                with self.metrics.engine(ds.format):
-                    stats = self.engine.aggregate(plan, ds)
-            finally:
-                randomness.stop()
             inputs = query_pb2.SubmitQueryRequest.FromString(rec.inputs)
-            specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
-            weighted = []
-            for s in specs:
-                with self.metrics.engine(ds.format):
-                    weighted.append((s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)))
+            for _ in range(CONSENT_READS):
+                # A consent dataset: the purpose and this instant bound, the valid consent set
+                # read and digested (every scan below filters on the same terms).
+                ds, subjects = self.consent_bound(self.dataset(plan.dataset), rec.purpose)
+                # The ciphertexts' randomness, made during the scan (what the stock lacks).
+                randomness = Randomness(plan, ds, key, obfuscation=self.obfuscation)
+                try:
+                    with self.metrics.engine(ds.format):
+                        stats = self.engine.aggregate(plan, ds)
+                finally:
+                    randomness.stop()
+                specs = encrypted_input.validate(list(inputs.weighted_sums), plan, ds, key)
+                weighted = []
+                for s in specs:
+                    with self.metrics.engine(ds.format):
+                        weighted.append((s, self.engine.aggregate(encrypted_input.statistics_plan(plan, s), ds)))
+                # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
+                # before anything is encrypted.
+                epsilon = self.disclosure.epsilon(ds, inputs.epsilon)
+                prepared = self.disclosure.prepare(plan, ds, stats, weighted, epsilon)
+                if self.consent_unchanged(ds):
+                    break
+            else:
+                raise Unavailable("the consent table changed during every attempt to compute this query; try "
+                                  "again when consent updates pause", reason="CONSENT_SOURCE_CHANGING")
             now = Timestamp()
             now.GetCurrentTime()
-            # DP noise on every statistic (sub-cells included), or exact mode's dominance rule,
-            # before anything is encrypted.
-            epsilon = self.disclosure.epsilon(ds, inputs.epsilon)
-            prepared = self.disclosure.prepare(plan, ds, stats, weighted, epsilon)
             certificate = self.certificate_id(ds.name)
             scanned = self.approximate_rows(ds)  # the catalog's rounding: the log holds no exact count
 
@@ -554,6 +567,9 @@ class Node:
                                          ciphertexts=len(result.cells.ciphertexts) + len(result.weighted_cells))
                 self.audit.released(r, result, counters, rows_scanned_approx=scanned,
                                     exact_cells=None if ds.disclosure.dp else audited.cell_flags)
+                if ds.consent_scope is not None:  # what a subject statement answers from
+                    self.subjects.record_release(r.id, ds.name, r.purpose, ds.consent_scope.snapshot, subjects,
+                                                 result.result_digest)
 
             # Exact mode: the history audit under the dataset's lock, held until the release commits.
             with self.disclosure.releasing(rec, plan, ds, stats, prepared, certificate=certificate) as audited:
@@ -565,6 +581,7 @@ class Node:
                                                     dp=prepared.dp)
                     made(len(result.cells.ciphertexts) + len(result.weighted_cells))
                 result.certificate_id = certificate
+                result.consent_snapshot = ds.consent_scope.snapshot if ds.consent_scope is not None else ""
                 result.result_digest = result_digest(result)
                 self._move(
                     query_id, QueryState.SUCCEEDED, "RESULT_RELEASED",
@@ -582,13 +599,46 @@ class Node:
                 log.warning("query %s failed: %s (%s)", query_id, e.reason, e.private)
             if e.reason == "RUN_SUPERSEDED":
                 return  # the replica that took the run over finishes it
-            if e.reason == "EXACT_TABLE_OVERLAPS":  # a structural refusal found at release counts too
+            # A structural refusal found at release counts too.
+            if e.reason in ("EXACT_TABLE_OVERLAPS", "EXACT_CONSENT_CHANGED"):
                 self.disclosure.refused(rec.principal, e, dataset=rec.dataset, purpose=rec.purpose, query_id=query_id)
             self._fail(query_id, e.reason, e.message, run[0])
         except Exception:
             log.exception("query %s failed", query_id)
             self._fail(query_id, "EXECUTION_FAILED", "the query could not be computed; the operator has the details",
                        run[0])
+
+    def consent_bound(self, ds: Dataset, purpose: str) -> tuple[Dataset, list[str]]:
+        """``ds`` with its consent scope bound (purpose, now, and the valid set's digest) and the
+        consenting subject ids, if its basis is consent; other datasets unchanged, no subjects.
+        Raises CONSENT_SOURCE_UNAVAILABLE."""
+        if not ds.needs_consent:
+            return ds, []
+        scope = now_scope(purpose)
+        engine: Any = self.engine
+        subjects = engine.consent_subjects(dataclasses.replace(ds, consent_scope=scope))
+        scope = dataclasses.replace(scope, snapshot=snapshot_digest(purpose, subjects))
+        return dataclasses.replace(ds, consent_scope=scope), subjects
+
+    def consent_unchanged(self, ds: Dataset) -> bool:
+        """After the scans: whether the consent set they read is still the digested one (the
+        digest then describes exactly the rows the result was computed on)."""
+        scope = ds.consent_scope
+        if scope is None:
+            return True
+        engine: Any = self.engine
+        return snapshot_digest(scope.purpose, engine.consent_subjects(ds)) == scope.snapshot
+
+    def subject_statement(self, principal: Principal, dataset: str, subject: str, purpose: str) -> tuple[bytes, str]:
+        """A signed statement of the releases of ``dataset`` whose consent snapshot included
+        ``subject`` (governance.subject_statements): rate-limited per agent, logged with the
+        subject hashed."""
+        self.subjects.admit(principal.name)
+        ds = self.dataset(dataset)
+        self.audit.admin("subject.statement", principal.name, dataset=ds.name,
+                         details={"subject_sha256": subject_hash(subject), "purpose": purpose[:200]})
+        return self.subjects.statement(dataset=ds.name, consent_dataset=ds.needs_consent, subject=subject,
+                                       purpose=purpose, node_id=self.config.name, key=self.audit.key)
 
     def _fail(self, query_id: str, reason: str, message: str, run_id: str) -> None:
         def record(r: QueryRecord) -> None:

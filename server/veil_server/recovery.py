@@ -23,7 +23,8 @@ from it what it can prove, and nothing else:
   (A DP listing's 0.1 for its certificate's row count is charged again when the start lists the
   configured datasets anew.)
 * **exact-mode history**: every logged release on an exact dataset adds its plan's cell
-  populations to the dataset's release history, each counted as *released* (whether a cell was
+  populations to the dataset's release history (with the consent snapshot its entry logged, for
+  a consent dataset), each counted as *released* (whether a cell was
   suppressed depended on the rows, which recovery does not read; counting it released only
   makes later secondary suppression stricter). Not rebuilt: the sub-cells of an encrypted-input
   release's key column, which the log does not record (its categories came with the analyst's
@@ -303,5 +304,7 @@ def _history(node: Node, db, qid: str, q, report: RecoveryReport) -> None:
         flags = [True] * len(boxes)
     told = node.disclosure.release_columns(plan)
     node.disclosure.history.record(ds.name, qid, [(b, told if f else frozenset()) for b, f in zip(boxes, flags)])
+    if q.consent_snapshot:  # a consent dataset: the snapshot its release entry logged
+        node.disclosure.history.record_snapshot(ds.name, qid, q.consent_snapshot)
     node.disclosure.history.forget(ds.name)
     report.history_added += 1

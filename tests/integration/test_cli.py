@@ -50,6 +50,7 @@ def test_cli_end_to_end(served):
 
     r = veil(served, "dataset", "show", "patients")
     assert r.returncode == 0 and "length_of_stay" in r.stdout and "patient_id" not in r.stdout
+    assert "quality profile:" in r.stdout and "outside domain" in r.stdout  # as the certificate states it
 
     r = veil(served, "query", "submit", "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex", "--purpose",
              "research", "--json")

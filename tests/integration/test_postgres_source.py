@@ -191,6 +191,9 @@ def test_node_query_over_grpc_equals_duckdb(pg, pg_node, analyst_home: Path):
     with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as node:
         (ds,) = node.datasets()
         assert ds.approximate_row_count == DEMO_ROWS
+        # the quality profile was computed in PostgreSQL at listing (exact mode: exact counts)
+        assert ds.quality["rows"] == DEMO_ROWS and ds.quality["columns"]["region"] == {
+            "missing": "0.0000", "out_of_domain": "0.0000", "distinct": "2-9"}
         df = node.query("SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay, SUM(cost) AS total,"
                         " AVG(cost) AS avg_cost, STDDEV(cost) AS sd_cost FROM patients WHERE sex = 'F'"
                         " GROUP BY region", purpose="research")

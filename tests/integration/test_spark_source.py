@@ -128,6 +128,11 @@ def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home:
         with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as node:
             df = node.query("SELECT diagnosis, COUNT(*) AS n, SUM(cost) AS total, AVG(age) AS a, "
                             "VARIANCE(cost) AS v FROM patients GROUP BY diagnosis", purpose="research")
+            # the quality profile was computed by Spark at listing (exact mode: exact counts)
+            quality = node.dataset("patients").quality
+            rows = duckdb.connect().execute("SELECT COUNT(*) FROM read_parquet(?)", [str(data["patients"])]).fetchone()[0]
+            assert quality["rows"] == rows and quality["columns"]["region"] == {
+                "missing": "0.0000", "out_of_domain": "0.0000", "distinct": "2-9"}
     ref = duckdb.connect().execute(
         "SELECT diagnosis, COUNT(*) AS n, SUM(CAST(ROUND(cost * 100) AS BIGINT)) AS c, AVG(age) AS a,"
         " VAR_SAMP(cost) AS v FROM read_parquet(?) GROUP BY diagnosis",

@@ -228,8 +228,9 @@ def test_exact_history_is_shared_by_all_analysts(tmp_path, survey, analyst_home,
 def test_dp_dataset_budget_stops_colluders(tmp_path, survey, analyst_home, other_home, tmp_path_factory):
     d, t = survey
     # ε = 1 per query (a count of 50 stays above k but with probability ~1e-9): two each. The
-    # dataset's budget is four queries plus the 0.1 its listing spent on the certificate's row count.
-    terms = "dp = { epsilon_per_query = 1.0, analyst_budget = 2.0, dataset_budget = 4.1 }"
+    # dataset's budget is four queries plus the 0.1 its listing spent on the certificate's row count
+    # and the 0.5 on its quality profile.
+    terms = "dp = { epsilon_per_query = 1.0, analyst_budget = 2.0, dataset_budget = 4.6 }"
     with node(tmp_path / "a", d, mode="dp", dp=terms, home=analyst_home) as (alice, running, tokens):
         carol_home = tmp_path_factory.mktemp("carol")
         with veil.connect(running.target, token=tokens["bob"], home=other_home) as bob, \
@@ -241,7 +242,7 @@ def test_dp_dataset_budget_stops_colluders(tmp_path, survey, analyst_home, other
             assert e.value.reason == "PRIVACY_BUDGET_EXHAUSTED" and e.value.metadata["budget"] == "dataset"
             assert alice.budget("survey").dataset_remaining == 0
     # Positive control: with a dataset budget as large as the analysts' together, carol is answered.
-    big = "dp = { epsilon_per_query = 1.0, analyst_budget = 2.0, dataset_budget = 6.1 }"
+    big = "dp = { epsilon_per_query = 1.0, analyst_budget = 2.0, dataset_budget = 6.6 }"
     with node(tmp_path / "b", d, mode="dp", dp=big, who="carol", home=tmp_path_factory.mktemp("carol2")) as (c, _, _):
         assert isinstance(ask(c, "SELECT COUNT(*) FROM survey"), int)
 

@@ -64,3 +64,24 @@ def test_touched_but_identical_data_is_restamped(record):
     os.utime(record.dataset.source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     new_stamp = check_unchanged(record)
     assert new_stamp is not None and new_stamp != record.file_stamp
+
+
+def test_format_3_signs_basis_and_quality_and_format_2_still_verifies(record, tmp_path):
+    import dataclasses
+
+    key = NodeKey.load_or_create(tmp_path / "keys")
+    rec = dataclasses.replace(record, dataset=dataclasses.replace(record.dataset, basis="anonymous"))
+    profile = {"rows": 2, "mode": "exact", "columns": {"g": {"missing": "0.0000", "distinct": "2-9"}}}
+    cert = issue(rec, key=key, node_id="n1", row_count=2, content=rec.fingerprint, quality=profile)
+    back = verify_bytes(cert.to_bytes(), key.public_key_bytes)
+    assert back.version_of_format == 3 and back.basis == "anonymous" and back.quality == profile
+    # the basis and the profile are signed: changing either breaks the signature
+    for change in ({"basis": "consent"}, {"quality": {**profile, "rows": 3}}):
+        forged = dataclasses.replace(back, **change)
+        with pytest.raises(CertificateError):
+            forged.verify(key.public_key_bytes)
+    # a certificate of format 2 (issued before this field existed) verifies as it was signed
+    old = dataclasses.replace(cert, version_of_format=2, basis="", quality={}, signature="")
+    old = dataclasses.replace(old, signature=key.sign(old.signed_bytes()).hex())
+    assert b'"basis"' not in old.signed_bytes()
+    assert verify_bytes(old.to_bytes(), key.public_key_bytes).version_of_format == 2

@@ -301,6 +301,13 @@ class Receipt:
     # against pinned witness keys by ``veil.audit.witness.check_witnessed``. Empty: none.
     witness_note: bytes = b""
 
+    @property
+    def consent_snapshot(self) -> str:
+        """The consent snapshot digest the release entry logged ("" for a dataset whose basis is
+        not consent); bound by :meth:`verify` like every field of the entry."""
+        value = Entry.from_bytes(self.entry).details.get("consent_snapshot", "")
+        return value if isinstance(value, str) else ""
+
     def verify(self, public_key: bytes | str | Ed25519PublicKey) -> None:
         """Raises a :class:`VerificationError` naming the first thing that does not hold."""
         cp = self.checkpoint

@@ -41,7 +41,26 @@ def show(args: argparse.Namespace) -> None:
                   f"  about {d.approximate_row_count} rows; groups under {d.min_group_size} rows are suppressed;"
                   f" purposes: {', '.join(d.purposes)}\n  disclosure: {_mode(d)}"
                   + (f" (reason: {d.exact_reason})" if d.exact_reason else "")
-                  + f"\n{frame_text(d.columns_frame())}")
+                  + (f"\n  lawful basis: {d.basis}" if d.basis else "")
+                  + f"\n{frame_text(d.columns_frame())}" + _quality(d.quality))
+
+
+def _quality(q: dict) -> str:
+    """The certified quality profile as a table (shares of missing, out-of-range and out-of-domain
+    values, distinct-value bands), with how it was released."""
+    if not q:
+        return ""
+    how = (f"noisy: ε {q.get('epsilon')}, noise scale {q.get('noise_scale')} per count" if q.get("mode") == "dp"
+           else "exact; '<' marks fewer than k rows")
+    head = f"\nquality profile: {q.get('rows')} rows ({how})"
+    fresh = q.get("freshness")
+    if fresh:
+        head += (f"; dated within 30 days {fresh['within_30d']}, within a year {fresh['within_365d']}"
+                 f" ({fresh['column']})")
+    rows = [{"column": name, "missing": c.get("missing", ""), "outside range": c.get("out_of_range", ""),
+             "outside domain": c.get("out_of_domain", ""), "distinct": c.get("distinct", "")}
+            for name, c in q.get("columns", {}).items()]
+    return head + "\n" + table(rows)
 
 
 def register_spec(args: argparse.Namespace) -> None:

@@ -9,6 +9,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetSubjectStatementRequest(_message.Message):
+    __slots__ = ("dataset", "subject_id", "purpose")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    subject_id: str
+    purpose: str
+    def __init__(self, dataset: _Optional[str] = ..., subject_id: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class SubjectStatement(_message.Message):
+    __slots__ = ("document", "signature")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    signature: str
+    def __init__(self, document: _Optional[bytes] = ..., signature: _Optional[str] = ...) -> None: ...
+
 class AuditEvent(_message.Message):
     __slots__ = ("index", "time", "kind", "principal", "outcome", "dataset", "query", "details_json", "entry")
     INDEX_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class AuditServiceStub:
                 request_serializer=veil_dot_v1_dot_audit__pb2.GetReceiptRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_audit__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.GetSubjectStatement = channel.unary_unary(
+                '/veil.v1.AuditService/GetSubjectStatement',
+                request_serializer=veil_dot_v1_dot_audit__pb2.GetSubjectStatementRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_audit__pb2.SubjectStatement.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -142,6 +147,15 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSubjectStatement(self, request, context):
+        """A signed statement of which releases of a consent dataset were computed on a consent
+        snapshot that included one subject (see README "Consent"). For the subject_agent role (a data
+        subject's digital-space service); rate-limited per agent; logged with the subject id hashed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +198,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetReceipt,
                     request_deserializer=veil_dot_v1_dot_audit__pb2.GetReceiptRequest.FromString,
                     response_serializer=veil_dot_v1_dot_audit__pb2.Receipt.SerializeToString,
+            ),
+            'GetSubjectStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubjectStatement,
+                    request_deserializer=veil_dot_v1_dot_audit__pb2.GetSubjectStatementRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_audit__pb2.SubjectStatement.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +423,33 @@ class AuditService:
             '/veil.v1.AuditService/GetReceipt',
             veil_dot_v1_dot_audit__pb2.GetReceiptRequest.SerializeToString,
             veil_dot_v1_dot_audit__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubjectStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.AuditService/GetSubjectStatement',
+            veil_dot_v1_dot_audit__pb2.GetSubjectStatementRequest.SerializeToString,
+            veil_dot_v1_dot_audit__pb2.SubjectStatement.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,27 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15veil/v1/catalog.proto\x12\x07veil.v1\"\xd5\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.veil.v1.ColumnType\x12(\n\x08\x63ontrols\x18\x03 \x03(\x0e\x32\x16.veil.v1.ColumnControl\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x11\n\trange_low\x18\x06 \x01(\t\x12\x12\n\nrange_high\x18\x07 \x01(\t\x12\r\n\x05scale\x18\x08 \x01(\x05\x12\x11\n\tbin_width\x18\t \x01(\t\"\xe4\x02\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12 \n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Column\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x16\n\x0emin_group_size\x18\x05 \x01(\x05\x12\x12\n\nmax_groups\x18\x06 \x01(\x05\x12\x1d\n\x15\x61pproximate_row_count\x18\x07 \x01(\x03\x12\r\n\x05state\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x0b \x01(\t\x12\x17\n\x0f\x64isclosure_mode\x18\x0c \x01(\t\x12\x19\n\x11\x65psilon_per_query\x18\r \x01(\x01\x12\x1d\n\x15max_epsilon_per_query\x18\x0e \x01(\x01\x12\x14\n\x0c\x65xact_reason\x18\x0f \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListDatasetsResponse\x12\"\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x10.veil.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\xb8\x01\n\rColumnControl\x12\x1e\n\x1a\x43OLUMN_CONTROL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLUMN_CONTROL_HIDDEN\x10\x01\x12\x19\n\x15\x43OLUMN_CONTROL_FILTER\x10\x02\x12\x18\n\x14\x43OLUMN_CONTROL_GROUP\x10\x03\x12\x1c\n\x18\x43OLUMN_CONTROL_AGGREGATE\x10\x04\x12\x19\n\x15\x43OLUMN_CONTROL_PUBLIC\x10\x05*q\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x02\x12\x14\n\x10\x43OLUMN_TYPE_TEXT\x10\x03\x32\x99\x01\n\x0e\x43\x61talogService\x12K\n\x0cListDatasets\x12\x1c.veil.v1.ListDatasetsRequest\x1a\x1d.veil.v1.ListDatasetsResponse\x12:\n\nGetDataset\x12\x1a.veil.v1.GetDatasetRequest\x1a\x10.veil.v1.Datasetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15veil/v1/catalog.proto\x12\x07veil.v1\"\xd5\x01\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.veil.v1.ColumnType\x12(\n\x08\x63ontrols\x18\x03 \x03(\x0e\x32\x16.veil.v1.ColumnControl\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x11\n\trange_low\x18\x06 \x01(\t\x12\x12\n\nrange_high\x18\x07 \x01(\t\x12\r\n\x05scale\x18\x08 \x01(\x05\x12\x11\n\tbin_width\x18\t \x01(\t\"\x9d\x03\n\x07\x44\x61taset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12 \n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x0f.veil.v1.Column\x12\x10\n\x08purposes\x18\x04 \x03(\t\x12\x16\n\x0emin_group_size\x18\x05 \x01(\x05\x12\x12\n\nmax_groups\x18\x06 \x01(\x05\x12\x1d\n\x15\x61pproximate_row_count\x18\x07 \x01(\x03\x12\r\n\x05state\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\x03\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x0b \x01(\t\x12\x17\n\x0f\x64isclosure_mode\x18\x0c \x01(\t\x12\x19\n\x11\x65psilon_per_query\x18\r \x01(\x01\x12\x1d\n\x15max_epsilon_per_query\x18\x0e \x01(\x01\x12\x14\n\x0c\x65xact_reason\x18\x0f \x01(\t\x12(\n\x07quality\x18\x10 \x01(\x0b\x32\x17.veil.v1.QualityProfile\x12\r\n\x05\x62\x61sis\x18\x11 \x01(\t\"\xbe\x01\n\x0eQualityProfile\x12\x0c\n\x04rows\x18\x01 \x01(\x03\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x03 \x01(\t\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\t\x12\'\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x16.veil.v1.ColumnQuality\x12\x18\n\x10\x66reshness_column\x18\x06 \x01(\t\x12\x12\n\nwithin_30d\x18\x07 \x01(\t\x12\x13\n\x0bwithin_365d\x18\x08 \x01(\t\"o\n\rColumnQuality\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0f\n\x07missing\x18\x02 \x01(\t\x12\x14\n\x0cout_of_range\x18\x03 \x01(\t\x12\x15\n\rout_of_domain\x18\x04 \x01(\t\x12\x10\n\x08\x64istinct\x18\x05 \x01(\t\"<\n\x13ListDatasetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListDatasetsResponse\x12\"\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x10.veil.v1.Dataset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\xb8\x01\n\rColumnControl\x12\x1e\n\x1a\x43OLUMN_CONTROL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLUMN_CONTROL_HIDDEN\x10\x01\x12\x19\n\x15\x43OLUMN_CONTROL_FILTER\x10\x02\x12\x18\n\x14\x43OLUMN_CONTROL_GROUP\x10\x03\x12\x1c\n\x18\x43OLUMN_CONTROL_AGGREGATE\x10\x04\x12\x19\n\x15\x43OLUMN_CONTROL_PUBLIC\x10\x05*q\n\nColumnType\x12\x1b\n\x17\x43OLUMN_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43OLUMN_TYPE_INTEGER\x10\x01\x12\x17\n\x13\x43OLUMN_TYPE_DECIMAL\x10\x02\x12\x14\n\x10\x43OLUMN_TYPE_TEXT\x10\x03\x32\x99\x01\n\x0e\x43\x61talogService\x12K\n\x0cListDatasets\x12\x1c.veil.v1.ListDatasetsRequest\x1a\x1d.veil.v1.ListDatasetsResponse\x12:\n\nGetDataset\x12\x1a.veil.v1.GetDatasetRequest\x1a\x10.veil.v1.Datasetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLUMNCONTROL']._serialized_start=792
-  _globals['_COLUMNCONTROL']._serialized_end=976
-  _globals['_COLUMNTYPE']._serialized_start=978
-  _globals['_COLUMNTYPE']._serialized_end=1091
+  _globals['_COLUMNCONTROL']._serialized_start=1155
+  _globals['_COLUMNCONTROL']._serialized_end=1339
+  _globals['_COLUMNTYPE']._serialized_start=1341
+  _globals['_COLUMNTYPE']._serialized_end=1454
   _globals['_COLUMN']._serialized_start=35
   _globals['_COLUMN']._serialized_end=248
   _globals['_DATASET']._serialized_start=251
-  _globals['_DATASET']._serialized_end=607
-  _globals['_LISTDATASETSREQUEST']._serialized_start=609
-  _globals['_LISTDATASETSREQUEST']._serialized_end=669
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=671
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=754
-  _globals['_GETDATASETREQUEST']._serialized_start=756
-  _globals['_GETDATASETREQUEST']._serialized_end=789
-  _globals['_CATALOGSERVICE']._serialized_start=1094
-  _globals['_CATALOGSERVICE']._serialized_end=1247
+  _globals['_DATASET']._serialized_end=664
+  _globals['_QUALITYPROFILE']._serialized_start=667
+  _globals['_QUALITYPROFILE']._serialized_end=857
+  _globals['_COLUMNQUALITY']._serialized_start=859
+  _globals['_COLUMNQUALITY']._serialized_end=970
+  _globals['_LISTDATASETSREQUEST']._serialized_start=972
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1032
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1034
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1117
+  _globals['_GETDATASETREQUEST']._serialized_start=1119
+  _globals['_GETDATASETREQUEST']._serialized_end=1152
+  _globals['_CATALOGSERVICE']._serialized_start=1457
+  _globals['_CATALOGSERVICE']._serialized_end=1610
 # @@protoc_insertion_point(module_scope)

@@ -56,7 +56,7 @@ class Column(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ColumnType, str]] = ..., controls: _Optional[_Iterable[_Union[ColumnControl, str]]] = ..., description: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., range_low: _Optional[str] = ..., range_high: _Optional[str] = ..., scale: _Optional[int] = ..., bin_width: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "description", "columns", "purposes", "min_group_size", "max_groups", "approximate_row_count", "state", "version", "classification", "certificate_id", "disclosure_mode", "epsilon_per_query", "max_epsilon_per_query", "exact_reason")
+    __slots__ = ("name", "description", "columns", "purposes", "min_group_size", "max_groups", "approximate_row_count", "state", "version", "classification", "certificate_id", "disclosure_mode", "epsilon_per_query", "max_epsilon_per_query", "exact_reason", "quality", "basis")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class Dataset(_message.Message):
     EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
     MAX_EPSILON_PER_QUERY_FIELD_NUMBER: _ClassVar[int]
     EXACT_REASON_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     columns: _containers.RepeatedCompositeFieldContainer[Column]
@@ -87,7 +89,43 @@ class Dataset(_message.Message):
     epsilon_per_query: float
     max_epsilon_per_query: float
     exact_reason: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., approximate_row_count: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., classification: _Optional[str] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon_per_query: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ..., exact_reason: _Optional[str] = ...) -> None: ...
+    quality: QualityProfile
+    basis: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., approximate_row_count: _Optional[int] = ..., state: _Optional[str] = ..., version: _Optional[int] = ..., classification: _Optional[str] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon_per_query: _Optional[float] = ..., max_epsilon_per_query: _Optional[float] = ..., exact_reason: _Optional[str] = ..., quality: _Optional[_Union[QualityProfile, _Mapping]] = ..., basis: _Optional[str] = ...) -> None: ...
+
+class QualityProfile(_message.Message):
+    __slots__ = ("rows", "mode", "epsilon", "noise_scale", "columns", "freshness_column", "within_30d", "within_365d")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_30D_FIELD_NUMBER: _ClassVar[int]
+    WITHIN_365D_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    mode: str
+    epsilon: str
+    noise_scale: str
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnQuality]
+    freshness_column: str
+    within_30d: str
+    within_365d: str
+    def __init__(self, rows: _Optional[int] = ..., mode: _Optional[str] = ..., epsilon: _Optional[str] = ..., noise_scale: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnQuality, _Mapping]]] = ..., freshness_column: _Optional[str] = ..., within_30d: _Optional[str] = ..., within_365d: _Optional[str] = ...) -> None: ...
+
+class ColumnQuality(_message.Message):
+    __slots__ = ("column", "missing", "out_of_range", "out_of_domain", "distinct")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_RANGE_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    missing: str
+    out_of_range: str
+    out_of_domain: str
+    distinct: str
+    def __init__(self, column: _Optional[str] = ..., missing: _Optional[str] = ..., out_of_range: _Optional[str] = ..., out_of_domain: _Optional[str] = ..., distinct: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

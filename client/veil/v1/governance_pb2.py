@@ -27,51 +27,57 @@ from veil.v1 import catalog_pb2 as veil_dot_v1_dot_catalog__pb2
 from veil.v1 import query_pb2 as veil_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/governance.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15veil/v1/catalog.proto\x1a\x13veil/v1/query.proto\"\xac\x02\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08purposes\x18\x05 \x03(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x12\n\nmax_groups\x18\x07 \x01(\x05\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12 \n\x07\x63olumns\x18\t \x03(\x0b\x32\x0f.veil.v1.Column\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x0e\n\x06rights\x18\x0b \x03(\t\x12\x14\n\x0c\x61uto_approve\x18\x0c \x01(\x08\x12\x1a\n\x12\x61pprovals_required\x18\r \x01(\x05\x12\x0e\n\x06owners\x18\x0e \x03(\t\"<\n\x16RegisterDatasetRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\"4\n\x14\x44\x61tasetActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x94\x02\n\x0e\x44\x61tasetVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06owners\x18\x04 \x03(\t\x12\x15\n\rregistered_by\x18\x05 \x01(\t\x12\x11\n\tlisted_by\x18\x06 \x01(\t\x12\"\n\x04spec\x18\x07 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\x12\x16\n\x0e\x63\x65rtificate_id\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ndisclosure\x18\n \x01(\x0b\x32\x19.veil.v1.DisclosurePolicy\"\xb4\x01\n\x10\x44isclosurePolicy\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x14\n\x0c\x65xact_reason\x18\x02 \x01(\t\x12\x19\n\x11\x65psilon_per_query\x18\x03 \x01(\x01\x12\x1d\n\x15max_epsilon_per_query\x18\x04 \x01(\x01\x12\x16\n\x0e\x61nalyst_budget\x18\x05 \x01(\x01\x12\x16\n\x0e\x64\x61taset_budget\x18\x06 \x01(\x01\x12\x12\n\nbudget_per\x18\x07 \x01(\t\"*\n\x1aListDatasetVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x1bListDatasetVersionsResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.veil.v1.DatasetVersion\"%\n\x15GetCertificateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0b\x43\x65rtificate\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\xd0\x01\n\x12\x43reateGrantRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x07 \x01(\x03\"\x80\x03\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x08 \x01(\x03\x12\x0c\n\x04used\x18\t \x01(\x03\x12\x12\n\ncreated_by\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12\x15\n\rrevoke_reason\x18\x0e \x01(\t\"$\n\x11ListGrantsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"4\n\x12ListGrantsResponse\x12\x1e\n\x06grants\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Grant\"2\n\x12RevokeGrantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe2\x01\n\x0cPendingQuery\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.veil.v1.Query\x12\x1f\n\x05rules\x18\x02 \x03(\x0b\x32\x10.veil.v1.RuleHit\x12\x17\n\x0f\x63olumns_touched\x18\x03 \x03(\t\x12\x17\n\x0f\x65xpected_groups\x18\x04 \x01(\x03\x12\x1a\n\x12\x61pprovals_required\x18\x05 \x01(\x05\x12\x13\n\x0b\x61pproved_by\x18\x06 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x19ListPendingQueriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"D\n\x1aListPendingQueriesResponse\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.veil.v1.PendingQuery\"2\n\x12ReviewQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x8a\x07\n\x11GovernanceService\x12K\n\x0fRegisterDataset\x12\x1f.veil.v1.RegisterDatasetRequest\x1a\x17.veil.v1.DatasetVersion\x12P\n\x16SubmitDatasetForReview\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0e\x41pproveListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rRejectListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0eSuspendDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rResumeDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rDelistDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12`\n\x13ListDatasetVersions\x12#.veil.v1.ListDatasetVersionsRequest\x1a$.veil.v1.ListDatasetVersionsResponse\x12\x46\n\x0eGetCertificate\x12\x1e.veil.v1.GetCertificateRequest\x1a\x14.veil.v1.Certificate\x12:\n\x0b\x43reateGrant\x12\x1b.veil.v1.CreateGrantRequest\x1a\x0e.veil.v1.Grant\x12\x45\n\nListGrants\x12\x1a.veil.v1.ListGrantsRequest\x1a\x1b.veil.v1.ListGrantsResponse\x12:\n\x0bRevokeGrant\x12\x1b.veil.v1.RevokeGrantRequest\x1a\x0e.veil.v1.Grant2\xbc\x02\n\rReviewService\x12]\n\x12ListPendingQueries\x12\".veil.v1.ListPendingQueriesRequest\x1a#.veil.v1.ListPendingQueriesResponse\x12\x45\n\x0fGetPendingQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x42\n\x0c\x41pproveQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x41\n\x0bRejectQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQueryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18veil/v1/governance.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15veil/v1/catalog.proto\x1a\x13veil/v1/query.proto\"\x82\x03\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x10\n\x08purposes\x18\x05 \x03(\t\x12\x16\n\x0emin_group_size\x18\x06 \x01(\x05\x12\x12\n\nmax_groups\x18\x07 \x01(\x05\x12\x10\n\x08max_rows\x18\x08 \x01(\x03\x12 \n\x07\x63olumns\x18\t \x03(\x0b\x32\x0f.veil.v1.Column\x12\x16\n\x0e\x63lassification\x18\n \x01(\t\x12\x0e\n\x06rights\x18\x0b \x03(\t\x12\x14\n\x0c\x61uto_approve\x18\x0c \x01(\x08\x12\x1a\n\x12\x61pprovals_required\x18\r \x01(\x05\x12\x0e\n\x06owners\x18\x0e \x03(\t\x12\r\n\x05\x62\x61sis\x18\x0f \x01(\t\x12+\n\x07\x63onsent\x18\x10 \x01(\x0b\x32\x1a.veil.v1.ConsentSourceSpec\x12\x18\n\x10\x66reshness_column\x18\x11 \x01(\t\"\xb5\x01\n\x11\x43onsentSourceSpec\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x16\n\x0esubject_column\x18\x03 \x01(\t\x12\x38\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\'.veil.v1.ConsentSourceSpec.ColumnsEntry\x1a.\n\x0c\x43olumnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x16RegisterDatasetRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\"4\n\x14\x44\x61tasetActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbe\x02\n\x0e\x44\x61tasetVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06owners\x18\x04 \x03(\t\x12\x15\n\rregistered_by\x18\x05 \x01(\t\x12\x11\n\tlisted_by\x18\x06 \x01(\t\x12\"\n\x04spec\x18\x07 \x01(\x0b\x32\x14.veil.v1.DatasetSpec\x12\x16\n\x0e\x63\x65rtificate_id\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ndisclosure\x18\n \x01(\x0b\x32\x19.veil.v1.DisclosurePolicy\x12(\n\x07quality\x18\x0b \x01(\x0b\x32\x17.veil.v1.QualityProfile\"\xb4\x01\n\x10\x44isclosurePolicy\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x14\n\x0c\x65xact_reason\x18\x02 \x01(\t\x12\x19\n\x11\x65psilon_per_query\x18\x03 \x01(\x01\x12\x1d\n\x15max_epsilon_per_query\x18\x04 \x01(\x01\x12\x16\n\x0e\x61nalyst_budget\x18\x05 \x01(\x01\x12\x16\n\x0e\x64\x61taset_budget\x18\x06 \x01(\x01\x12\x12\n\nbudget_per\x18\x07 \x01(\t\"*\n\x1aListDatasetVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x1bListDatasetVersionsResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.veil.v1.DatasetVersion\"%\n\x15GetCertificateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"7\n\x0b\x43\x65rtificate\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\xd0\x01\n\x12\x43reateGrantRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\t\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x07 \x01(\x03\"\x80\x03\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmax_queries\x18\x08 \x01(\x03\x12\x0c\n\x04used\x18\t \x01(\x03\x12\x12\n\ncreated_by\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\r \x01(\t\x12\x15\n\rrevoke_reason\x18\x0e \x01(\t\"$\n\x11ListGrantsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"4\n\x12ListGrantsResponse\x12\x1e\n\x06grants\x18\x01 \x03(\x0b\x32\x0e.veil.v1.Grant\"2\n\x12RevokeGrantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xe2\x01\n\x0cPendingQuery\x12\x1d\n\x05query\x18\x01 \x01(\x0b\x32\x0e.veil.v1.Query\x12\x1f\n\x05rules\x18\x02 \x03(\x0b\x32\x10.veil.v1.RuleHit\x12\x17\n\x0f\x63olumns_touched\x18\x03 \x03(\t\x12\x17\n\x0f\x65xpected_groups\x18\x04 \x01(\x03\x12\x1a\n\x12\x61pprovals_required\x18\x05 \x01(\x05\x12\x13\n\x0b\x61pproved_by\x18\x06 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x19ListPendingQueriesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"D\n\x1aListPendingQueriesResponse\x12&\n\x07queries\x18\x01 \x03(\x0b\x32\x15.veil.v1.PendingQuery\"2\n\x12ReviewQueryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x8a\x07\n\x11GovernanceService\x12K\n\x0fRegisterDataset\x12\x1f.veil.v1.RegisterDatasetRequest\x1a\x17.veil.v1.DatasetVersion\x12P\n\x16SubmitDatasetForReview\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0e\x41pproveListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rRejectListing\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12H\n\x0eSuspendDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rResumeDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12G\n\rDelistDataset\x12\x1d.veil.v1.DatasetActionRequest\x1a\x17.veil.v1.DatasetVersion\x12`\n\x13ListDatasetVersions\x12#.veil.v1.ListDatasetVersionsRequest\x1a$.veil.v1.ListDatasetVersionsResponse\x12\x46\n\x0eGetCertificate\x12\x1e.veil.v1.GetCertificateRequest\x1a\x14.veil.v1.Certificate\x12:\n\x0b\x43reateGrant\x12\x1b.veil.v1.CreateGrantRequest\x1a\x0e.veil.v1.Grant\x12\x45\n\nListGrants\x12\x1a.veil.v1.ListGrantsRequest\x1a\x1b.veil.v1.ListGrantsResponse\x12:\n\x0bRevokeGrant\x12\x1b.veil.v1.RevokeGrantRequest\x1a\x0e.veil.v1.Grant2\xbc\x02\n\rReviewService\x12]\n\x12ListPendingQueries\x12\".veil.v1.ListPendingQueriesRequest\x1a#.veil.v1.ListPendingQueriesResponse\x12\x45\n\x0fGetPendingQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x42\n\x0c\x41pproveQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQuery\x12\x41\n\x0bRejectQuery\x12\x1b.veil.v1.ReviewQueryRequest\x1a\x15.veil.v1.PendingQueryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.governance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CONSENTSOURCESPEC_COLUMNSENTRY']._loaded_options = None
+  _globals['_CONSENTSOURCESPEC_COLUMNSENTRY']._serialized_options = b'8\001'
   _globals['_DATASETSPEC']._serialized_start=115
-  _globals['_DATASETSPEC']._serialized_end=415
-  _globals['_REGISTERDATASETREQUEST']._serialized_start=417
-  _globals['_REGISTERDATASETREQUEST']._serialized_end=477
-  _globals['_DATASETACTIONREQUEST']._serialized_start=479
-  _globals['_DATASETACTIONREQUEST']._serialized_end=531
-  _globals['_DATASETVERSION']._serialized_start=534
-  _globals['_DATASETVERSION']._serialized_end=810
-  _globals['_DISCLOSUREPOLICY']._serialized_start=813
-  _globals['_DISCLOSUREPOLICY']._serialized_end=993
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=995
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=1037
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=1039
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=1111
-  _globals['_GETCERTIFICATEREQUEST']._serialized_start=1113
-  _globals['_GETCERTIFICATEREQUEST']._serialized_end=1150
-  _globals['_CERTIFICATE']._serialized_start=1152
-  _globals['_CERTIFICATE']._serialized_end=1207
-  _globals['_CREATEGRANTREQUEST']._serialized_start=1210
-  _globals['_CREATEGRANTREQUEST']._serialized_end=1418
-  _globals['_GRANT']._serialized_start=1421
-  _globals['_GRANT']._serialized_end=1805
-  _globals['_LISTGRANTSREQUEST']._serialized_start=1807
-  _globals['_LISTGRANTSREQUEST']._serialized_end=1843
-  _globals['_LISTGRANTSRESPONSE']._serialized_start=1845
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=1897
-  _globals['_REVOKEGRANTREQUEST']._serialized_start=1899
-  _globals['_REVOKEGRANTREQUEST']._serialized_end=1949
-  _globals['_PENDINGQUERY']._serialized_start=1952
-  _globals['_PENDINGQUERY']._serialized_end=2178
-  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_start=2180
-  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_end=2224
-  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_start=2226
-  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_end=2294
-  _globals['_REVIEWQUERYREQUEST']._serialized_start=2296
-  _globals['_REVIEWQUERYREQUEST']._serialized_end=2346
-  _globals['_GOVERNANCESERVICE']._serialized_start=2349
-  _globals['_GOVERNANCESERVICE']._serialized_end=3255
-  _globals['_REVIEWSERVICE']._serialized_start=3258
-  _globals['_REVIEWSERVICE']._serialized_end=3574
+  _globals['_DATASETSPEC']._serialized_end=501
+  _globals['_CONSENTSOURCESPEC']._serialized_start=504
+  _globals['_CONSENTSOURCESPEC']._serialized_end=685
+  _globals['_CONSENTSOURCESPEC_COLUMNSENTRY']._serialized_start=639
+  _globals['_CONSENTSOURCESPEC_COLUMNSENTRY']._serialized_end=685
+  _globals['_REGISTERDATASETREQUEST']._serialized_start=687
+  _globals['_REGISTERDATASETREQUEST']._serialized_end=747
+  _globals['_DATASETACTIONREQUEST']._serialized_start=749
+  _globals['_DATASETACTIONREQUEST']._serialized_end=801
+  _globals['_DATASETVERSION']._serialized_start=804
+  _globals['_DATASETVERSION']._serialized_end=1122
+  _globals['_DISCLOSUREPOLICY']._serialized_start=1125
+  _globals['_DISCLOSUREPOLICY']._serialized_end=1305
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=1307
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=1349
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=1351
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=1423
+  _globals['_GETCERTIFICATEREQUEST']._serialized_start=1425
+  _globals['_GETCERTIFICATEREQUEST']._serialized_end=1462
+  _globals['_CERTIFICATE']._serialized_start=1464
+  _globals['_CERTIFICATE']._serialized_end=1519
+  _globals['_CREATEGRANTREQUEST']._serialized_start=1522
+  _globals['_CREATEGRANTREQUEST']._serialized_end=1730
+  _globals['_GRANT']._serialized_start=1733
+  _globals['_GRANT']._serialized_end=2117
+  _globals['_LISTGRANTSREQUEST']._serialized_start=2119
+  _globals['_LISTGRANTSREQUEST']._serialized_end=2155
+  _globals['_LISTGRANTSRESPONSE']._serialized_start=2157
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=2209
+  _globals['_REVOKEGRANTREQUEST']._serialized_start=2211
+  _globals['_REVOKEGRANTREQUEST']._serialized_end=2261
+  _globals['_PENDINGQUERY']._serialized_start=2264
+  _globals['_PENDINGQUERY']._serialized_end=2490
+  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_start=2492
+  _globals['_LISTPENDINGQUERIESREQUEST']._serialized_end=2536
+  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_start=2538
+  _globals['_LISTPENDINGQUERIESRESPONSE']._serialized_end=2606
+  _globals['_REVIEWQUERYREQUEST']._serialized_start=2608
+  _globals['_REVIEWQUERYREQUEST']._serialized_end=2658
+  _globals['_GOVERNANCESERVICE']._serialized_start=2661
+  _globals['_GOVERNANCESERVICE']._serialized_end=3567
+  _globals['_REVIEWSERVICE']._serialized_start=3570
+  _globals['_REVIEWSERVICE']._serialized_end=3886
 # @@protoc_insertion_point(module_scope)

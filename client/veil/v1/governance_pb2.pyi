@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("name", "source", "format", "description", "purposes", "min_group_size", "max_groups", "max_rows", "columns", "classification", "rights", "auto_approve", "approvals_required", "owners")
+    __slots__ = ("name", "source", "format", "description", "purposes", "min_group_size", "max_groups", "max_rows", "columns", "classification", "rights", "auto_approve", "approvals_required", "owners", "basis", "consent", "freshness_column")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class DatasetSpec(_message.Message):
     AUTO_APPROVE_FIELD_NUMBER: _ClassVar[int]
     APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     OWNERS_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    FRESHNESS_COLUMN_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     format: str
@@ -41,7 +44,29 @@ class DatasetSpec(_message.Message):
     auto_approve: bool
     approvals_required: int
     owners: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., max_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[_catalog_pb2.Column, _Mapping]]] = ..., classification: _Optional[str] = ..., rights: _Optional[_Iterable[str]] = ..., auto_approve: _Optional[bool] = ..., approvals_required: _Optional[int] = ..., owners: _Optional[_Iterable[str]] = ...) -> None: ...
+    basis: str
+    consent: ConsentSourceSpec
+    freshness_column: str
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ..., purposes: _Optional[_Iterable[str]] = ..., min_group_size: _Optional[int] = ..., max_groups: _Optional[int] = ..., max_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[_catalog_pb2.Column, _Mapping]]] = ..., classification: _Optional[str] = ..., rights: _Optional[_Iterable[str]] = ..., auto_approve: _Optional[bool] = ..., approvals_required: _Optional[int] = ..., owners: _Optional[_Iterable[str]] = ..., basis: _Optional[str] = ..., consent: _Optional[_Union[ConsentSourceSpec, _Mapping]] = ..., freshness_column: _Optional[str] = ...) -> None: ...
+
+class ConsentSourceSpec(_message.Message):
+    __slots__ = ("source", "format", "subject_column", "columns")
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    format: str
+    subject_column: str
+    columns: _containers.ScalarMap[str, str]
+    def __init__(self, source: _Optional[str] = ..., format: _Optional[str] = ..., subject_column: _Optional[str] = ..., columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RegisterDatasetRequest(_message.Message):
     __slots__ = ("spec",)
@@ -58,7 +83,7 @@ class DatasetActionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class DatasetVersion(_message.Message):
-    __slots__ = ("name", "version", "state", "owners", "registered_by", "listed_by", "spec", "certificate_id", "update_time", "disclosure")
+    __slots__ = ("name", "version", "state", "owners", "registered_by", "listed_by", "spec", "certificate_id", "update_time", "disclosure", "quality")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +94,7 @@ class DatasetVersion(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     state: str
@@ -79,7 +105,8 @@ class DatasetVersion(_message.Message):
     certificate_id: str
     update_time: _timestamp_pb2.Timestamp
     disclosure: DisclosurePolicy
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ..., listed_by: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., certificate_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disclosure: _Optional[_Union[DisclosurePolicy, _Mapping]] = ...) -> None: ...
+    quality: _catalog_pb2.QualityProfile
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., owners: _Optional[_Iterable[str]] = ..., registered_by: _Optional[str] = ..., listed_by: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., certificate_id: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disclosure: _Optional[_Union[DisclosurePolicy, _Mapping]] = ..., quality: _Optional[_Union[_catalog_pb2.QualityProfile, _Mapping]] = ...) -> None: ...
 
 class DisclosurePolicy(_message.Message):
     __slots__ = ("mode", "exact_reason", "epsilon_per_query", "max_epsilon_per_query", "analyst_budget", "dataset_budget", "budget_per")

@@ -425,7 +425,7 @@ class EncryptedCells(_message.Message):
     def __init__(self, slot_bits: _Optional[int] = ..., slots_per_ciphertext: _Optional[int] = ..., slot_offset: _Optional[str] = ..., cell_count: _Optional[int] = ..., ciphertexts: _Optional[_Iterable[bytes]] = ..., column_slot_bits: _Optional[_Iterable[int]] = ..., column_slot_offsets: _Optional[_Iterable[str]] = ..., plaintext_bits: _Optional[int] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id", "disclosure_mode", "epsilon")
+    __slots__ = ("query", "columns", "rows", "cells", "public_key_fingerprint", "min_group_size", "result_digest", "create_time", "weighted_cells", "certificate_id", "disclosure_mode", "epsilon", "consent_snapshot")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -438,6 +438,7 @@ class QueryResult(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_MODE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     query: str
     columns: _containers.RepeatedCompositeFieldContainer[ResultColumn]
     rows: _containers.RepeatedCompositeFieldContainer[ResultRow]
@@ -450,4 +451,5 @@ class QueryResult(_message.Message):
     certificate_id: str
     disclosure_mode: str
     epsilon: float
-    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
+    consent_snapshot: str
+    def __init__(self, query: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ResultColumn, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[ResultRow, _Mapping]]] = ..., cells: _Optional[_Union[EncryptedCells, _Mapping]] = ..., public_key_fingerprint: _Optional[str] = ..., min_group_size: _Optional[int] = ..., result_digest: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., weighted_cells: _Optional[_Iterable[bytes]] = ..., certificate_id: _Optional[str] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., consent_snapshot: _Optional[str] = ...) -> None: ...

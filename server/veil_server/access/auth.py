@@ -90,6 +90,7 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.AuditService/ExportAuditLog": frozenset({AUDITOR}),
     "/veil.v1.AuditService/GetNodeKey": ANYONE,
     "/veil.v1.AuditService/GetReceipt": frozenset({ANALYST, AUDITOR}),
+    "/veil.v1.AuditService/GetSubjectStatement": frozenset({Role.SUBJECT_AGENT}),
     # Federation (issue 6). Analysts run federated queries at any member; peers call PeerService.
     "/veil.v1.FederationService/ListFederatedDatasets": ANYONE,
     "/veil.v1.FederationService/RunFederatedQuery": frozenset({ANALYST}),

@@ -139,6 +139,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.NodeKey(public_key=key.public_key_bytes, public_key_pem=key.public_key_pem.decode(),
                                  key_id=key.key_id, node_id=self.node.audit.node_id)
 
+    def GetSubjectStatement(self, request, context):
+        document, signature = self.node.subject_statement(current_principal(), request.dataset, request.subject_id,
+                                                          request.purpose)
+        return audit_pb2.SubjectStatement(document=document, signature=signature)
+
     def GetReceipt(self, request, context):
         # Node.result checks ownership (analysts see only their own queries) and the state.
         principal = current_principal()

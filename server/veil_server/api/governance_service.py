@@ -16,6 +16,7 @@ from ..access.auth import current_principal
 from ..config import ConfigError, Role, dataset_from_dict
 from ..errors import InvalidArgument
 from ..governance.grants import Grant
+from ..governance.quality import quality_proto
 from ..governance.registry import DatasetRecord, Governance
 from ..node import Node
 from .query_service import _CONTROL, _TYPE, query_proto
@@ -50,10 +51,14 @@ def spec_to_dict(spec: governance_pb2.DatasetSpec) -> dict:
         cols.append(col)
     d = {"name": spec.name, "source": spec.source, "description": spec.description, "purposes": list(spec.purposes),
          "columns": cols}
-    for key in ("format", "min_group_size", "max_groups", "max_rows"):
+    for key in ("format", "min_group_size", "max_groups", "max_rows", "basis", "freshness_column"):
         value = getattr(spec, key)
         if value:
             d[key] = value
+    if spec.HasField("consent"):
+        c = spec.consent
+        d["consent"] = {"source": c.source, "subject_column": c.subject_column,
+                        **({"format": c.format} if c.format else {}), **({"columns": dict(c.columns)} if c.columns else {})}
     return d
 
 
@@ -64,7 +69,11 @@ def spec_from_record(rec: DatasetRecord) -> governance_pb2.DatasetSpec:
         min_group_size=ds.min_group_size, max_groups=ds.max_groups, max_rows=ds.max_rows,
         classification=rec.governance.classification, rights=list(rec.governance.rights),
         auto_approve=rec.governance.auto_approve, approvals_required=rec.governance.approvals_required,
-        owners=list(rec.owners))
+        owners=list(rec.owners), basis=ds.basis, freshness_column=ds.freshness_column)
+    if ds.consent is not None:
+        out.consent.CopyFrom(governance_pb2.ConsentSourceSpec(
+            source=ds.consent.source, format=ds.consent.format if ds.consent.format != "postgres" else "",
+            subject_column=ds.consent.subject_column, columns=ds.consent.to_dict()["columns"]))
     for c in ds.columns:
         col = out.columns.add(name=c.name, type=_TYPE[c.type], controls=sorted(_CONTROL[x] for x in c.controls),
                               description=c.description, categories=[str(x) for x in c.categories], scale=c.scale,
@@ -83,12 +92,16 @@ def disclosure_proto(rec: DatasetRecord) -> governance_pb2.DisclosurePolicy:
         analyst_budget=d.analyst_budget, dataset_budget=d.dataset_budget, budget_per=d.per)
 
 
-def version_proto(rec: DatasetRecord) -> governance_pb2.DatasetVersion:
+def version_proto(rec: DatasetRecord, profile: dict | None = None) -> governance_pb2.DatasetVersion:
+    """``profile``: the version's stored quality profile (the listing queue shows it)."""
     cert_id = DatasetCertificate.from_json(rec.certificate).certificate_id if rec.certificate else ""
-    return governance_pb2.DatasetVersion(
+    out = governance_pb2.DatasetVersion(
         name=f"datasets/{rec.name}", version=rec.version, state=rec.state, owners=list(rec.owners),
         registered_by=rec.registered_by, listed_by=rec.listed_by or "", spec=spec_from_record(rec),
         certificate_id=cert_id, update_time=_ts(rec.updated_us), disclosure=disclosure_proto(rec))
+    if profile:
+        out.quality.CopyFrom(quality_proto(profile))
+    return out
 
 
 def grant_proto(g: Grant) -> governance_pb2.Grant:
@@ -122,7 +135,8 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
         name = request.name.removeprefix("datasets/")
         self.node.audit.admin(f"dataset.{action}", principal.name, dataset=name,
                               details={"reason": request.reason[:2000]})
-        return version_proto(self.node.steward.act(principal, name, action, request.reason))
+        rec = self.node.steward.act(principal, name, action, request.reason)
+        return version_proto(rec, self.node.steward.profiles.get(rec.name, rec.version))
 
     def SubmitDatasetForReview(self, request, context):
         return self._act(request, "submit")
@@ -152,7 +166,7 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServiceServicer):
                 continue
             for rec in self.node.steward.registry.versions(name):
                 if principal.role in (Role.REVIEWER, Role.ADMIN) or rec.owned_by(principal.name):
-                    out.versions.append(version_proto(rec))
+                    out.versions.append(version_proto(rec, self.node.steward.profiles.get(rec.name, rec.version)))
         return out
 
     def GetCertificate(self, request, context):

@@ -17,6 +17,8 @@ from ..query.catalog import ColumnControl, ColumnType, Dataset
 from ..errors import InvalidArgument, VeilError
 from ..node import Node
 from ..state.store import QueryRecord
+from veil.certificates import DatasetCertificate
+from ..governance.quality import quality_proto
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -97,6 +99,11 @@ def dataset_proto(node: Node, ds: Dataset) -> catalog_pb2.Dataset:
         out.state, out.version = rec.state, rec.version
         out.classification = rec.governance.classification
         out.certificate_id = node.certificate_id(ds.name)
+        if rec.certificate is not None:  # what the signed certificate states
+            cert = DatasetCertificate.from_json(rec.certificate)
+            out.basis = cert.basis
+            if cert.quality:
+                out.quality.CopyFrom(quality_proto(cert.quality))
     return out
 
 

@@ -82,6 +82,7 @@ class _Query:
     request_id: str = ""
     canonical_sql: str = ""
     epsilon_micro: int | None = None  # of its release, when the entry records it
+    consent_snapshot: str = ""  # of its release on a consent dataset, when the entry records it
     status: str = ""  # a key of _ALLOWED
     status_index: int = -1
     release_digest: str = ""
@@ -194,6 +195,8 @@ def lifecycle_of(reading: LogReading, void: set[tuple[int, int]]) -> dict[str, _
             q.epsilon_micro = micro if isinstance(micro, int) and not isinstance(micro, bool) else None
             flags = details.get("exact_released")
             q.exact_released = flags if isinstance(flags, str) else ""
+            snapshot = details.get("consent_snapshot")
+            q.consent_snapshot = snapshot if isinstance(snapshot, str) else ""
     return out
 
 

@@ -346,7 +346,10 @@ class AuditTrail:
                       ciphertexts=len(result.cells.ciphertexts) + len(getattr(result, "weighted_cells", ())),
                       # Exact mode: which of the plan's cells were released (structure, no value;
                       # what `veil node recover` rebuilds the release history from).
-                      **({} if exact_cells is None else {"exact_released": pack_flags(exact_cells)}))),
+                      **({} if exact_cells is None else {"exact_released": pack_flags(exact_cells)}),
+                      # A consent dataset: the digest of the consent set the result was computed on.
+                      **({"consent_snapshot": result.consent_snapshot}
+                         if getattr(result, "consent_snapshot", "") else {}))),
         ], checkpoint=True)
 
     # -- models (issue 18) ------------------------------------------------------------------

@@ -76,7 +76,7 @@ class DisclosureControl:
         self.ledger = Ledger(store)
         self.history = history.ExactHistory(store)
         self.store = store
-        self._atoms: dict[tuple[str, str], lattice.AtomTable] = {}
+        self._atoms: dict[tuple[str, str, str], lattice.AtomTable] = {}
         self._atoms_lock = threading.Lock()
 
     # -- policy ---------------------------------------------------------------------------
@@ -221,6 +221,8 @@ class DisclosureControl:
         populations = self._populations(plan, ds, lat, [s for s, _ in prepared.weighted])
         forest = self.history.forest(ds.name, lat)
         history.check_structure(forest, [b for b, _ in populations])
+        if ds.consent_scope is not None and ds.consent_scope.snapshot:
+            self.history.check_snapshot(ds.name, ds.consent_scope.snapshot, [b for b, _ in populations], lat)
         atoms = self._atom_table(ds, certificate)
         k = ds.min_group_size
         by_key = {g.keys: g for g in stats.groups}
@@ -310,7 +312,9 @@ class DisclosureControl:
                 raise
 
     def _atom_table(self, ds: Dataset, certificate: str) -> lattice.AtomTable:
-        key = (ds.name.lower(), certificate or ds.source)
+        # A consent dataset's atoms are those of the consented rows: one table per consent snapshot.
+        snapshot = ds.consent_scope.snapshot if ds.consent_scope is not None else ""
+        key = (ds.name.lower(), certificate or ds.source, snapshot)
         with self._atoms_lock:
             table = self._atoms.get(key)
         if table is None:
@@ -345,6 +349,8 @@ class DisclosureControl:
                               epsilon=prepared.epsilon, limit=p.analyst_budget, dataset_limit=p.dataset_budget)
         else:
             self.history.record(ds.name, rec.id, audited.populations)
+            if ds.consent_scope is not None and ds.consent_scope.snapshot:
+                self.history.record_snapshot(ds.name, rec.id, ds.consent_scope.snapshot)
         cells_per_group = max(1, len(plan.aggregates))
         self.ledger.record("released", principal=rec.principal, dataset=ds.name, purpose=rec.purpose,
                            query_id=rec.id, released=1, rows_scanned=rows,

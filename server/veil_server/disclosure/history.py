@@ -62,7 +62,12 @@ CREATE TABLE IF NOT EXISTS exact_populations (
     at_us INTEGER NOT NULL,
     known TEXT
 );
-CREATE INDEX IF NOT EXISTS exact_populations_by_dataset ON exact_populations (dataset, seq)
+CREATE INDEX IF NOT EXISTS exact_populations_by_dataset ON exact_populations (dataset, seq);
+CREATE TABLE IF NOT EXISTS exact_consent_snapshots (
+    query_id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL,
+    snapshot TEXT NOT NULL
+)
 """
 
 
@@ -98,6 +103,10 @@ def known_set(released: bool | frozenset[str] | set[str]) -> frozenset[str]:
     if released is False:
         return frozenset()
     return frozenset(released)
+
+
+class ConsentChanged(PolicyViolation):
+    default_reason = "EXACT_CONSENT_CHANGED"
 
 
 @dataclass(eq=False)
@@ -236,6 +245,37 @@ class ExactHistory:
                 db.execute("INSERT INTO exact_populations (dataset, box, released, query_id, at_us, known) VALUES "
                            "(?,?,?,?,?,?)", (dataset.lower(), box.to_json(), int(bool(known)), query_id, at,
                                              json.dumps(sorted(known))))
+
+    def record_snapshot(self, dataset: str, query_id: str, snapshot: str) -> None:
+        """In the release transaction of a consent dataset: the consent snapshot its populations
+        were counted under."""
+        with self.store.joined_tx() as db:
+            db.execute("INSERT INTO exact_consent_snapshots (query_id, dataset, snapshot) VALUES (?,?,?)",
+                       (query_id, dataset.lower(), snapshot))
+
+    def check_snapshot(self, dataset: str, snapshot: str, boxes: list[Box], lattice: Lattice) -> None:
+        """Consent changes count as differencing. A population counted under one consent snapshot
+        and the same (or an overlapping) population under another differ by the subjects whose
+        consent changed: released exactly, the two would reveal a withdrawn subject's values. So
+        the populations of other snapshots (and those recorded with none) are treated as other
+        populations that cross every population they meet: a table whose cells overlap one of them
+        is refused, structurally (it depends on the boxes and the digests, never on a value;
+        the digests are in every result). A table disjoint from them is released as usual."""
+        with self.store.reading() as db:
+            rows = db.execute(
+                "SELECT DISTINCT p.box FROM exact_populations p LEFT JOIN exact_consent_snapshots s "
+                "ON s.query_id = p.query_id WHERE p.dataset=? AND COALESCE(s.snapshot, '') <> ?",
+                (dataset.lower(), snapshot)).fetchall()
+        earlier = [Box.from_json(r[0]) for r in rows]
+        for b in boxes:
+            if b.empty:
+                continue
+            if any(not e.empty and not b.disjoint(e, lattice) for e in earlier):
+                raise ConsentChanged(
+                    "the consent state for this purpose changed since earlier exact releases of populations "
+                    "this query overlaps; an exact release now could reveal a subject who withdrew. Ask for "
+                    "populations disjoint from the earlier ones, or ask the owner to release the dataset with DP",
+                    metadata={"rule": "consent_snapshot"})
 
     def count(self, dataset: str) -> int:
         with self.store.reading() as db:

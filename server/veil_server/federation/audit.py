@@ -86,11 +86,12 @@ class FederationAudit:
                                    "reason": err.reason, "code": err.code.name, "message": _cap(err.message, 1000)})
 
     def exchange(self, principal: str, query: str, dataset: str, *, step: str, peer: str, direction: str,
-                 request: bytes, response: bytes) -> None:
+                 request: bytes, response: bytes, consent_snapshot: str = "") -> None:
         self._append("query.execute", principal, "ok", dataset=dataset, query=query, details={
             "federation": {"step": step, "peer": _cap(peer), "direction": direction},
             "request_sha256": digest(request), "response_sha256": digest(response),
-            "request_bytes": len(request), "response_bytes": len(response)})
+            "request_bytes": len(request), "response_bytes": len(response),
+            **({"consent_snapshot": consent_snapshot} if consent_snapshot else {})})
 
     def released(self, principal: str, query: str, dataset: str, *, plan_digest: str, result_digest: str,
                  key_fingerprint: str, ciphertexts: int, released: int, suppressed: int) -> None:

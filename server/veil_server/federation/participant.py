@@ -42,10 +42,11 @@ from veil.crypto import EncodingOverflow, InvalidKey, PackingLayout, PublicKey
 from veil.v1 import federation_pb2
 
 from ..query.catalog import Catalog, Dataset
+from ..query.consent import CONSENT_READS
 from ..config import Principal, Role
 from ..query.domain import expected_groups
 from ..errors import (AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound, PermissionDenied,
-                      PolicyViolation, ResourceExhausted, VeilError)
+                      PolicyViolation, ResourceExhausted, Unavailable, VeilError)
 from ..query.plan import QueryPlan
 from ..query.planner import plan_query
 from ..query.policy import evaluate
@@ -98,6 +99,8 @@ class Session:
     own_share: np.ndarray | None = None
     epsilon: float = 0.0
     purpose: str = ""
+    consent_snapshot: str = ""  # a consent dataset: the snapshot this member's part was computed on
+    consent_subjects: list[str] = field(default_factory=list)  # ... and the subjects it included
     account: str = ""  # whose budget: the analyst's own name, whichever member coordinates
     # Set by AGGREGATE (sharing, compute parties).
     summed: np.ndarray | None = None
@@ -166,7 +169,8 @@ class Participant:
             answer = self.signer.sign(q, session.coordinator, **{RESPONSE_BODY[step]: body})
             self.audit.exchange(session.principal, q, session.fed.name if session.fed else "", step=step,
                                 peer=session.coordinator, direction="answered",
-                                request=envelope.SerializeToString(), response=answer.SerializeToString())
+                                request=envelope.SerializeToString(), response=answer.SerializeToString(),
+                                consent_snapshot=session.consent_snapshot if step == "contribute" else "")
             session.answers[step] = (request_digest, answer)
             if step == "release" or (step == "contribute" and (session.model is not None or (
                     session.protocol == "sharing" and self.name not in session.compute))):
@@ -285,7 +289,19 @@ class Participant:
         assert s.plan is not None and s.dataset is not None and s.local is not None
         self._join_session(s, list(v.payload.contribute.prepared))
         assert s.layout is not None
-        stats = self.node.engine.aggregate(s.plan, s.local)
+        # A consent dataset: this member's rows of subjects consenting to the purpose, now; the
+        # snapshot digest goes into this member's log entry of the exchange. The loop makes the
+        # digest describe the rows counted (see Node._execute_query).
+        for _ in range(CONSENT_READS):
+            local, subjects = self.node.consent_bound(s.local, s.purpose)
+            stats = self.node.engine.aggregate(s.plan, local)
+            if self.node.consent_unchanged(local):
+                break
+        else:
+            raise Unavailable("the consent table changed during every attempt to compute this member's part; "
+                              "try again when consent updates pause", reason="CONSENT_SOURCE_CHANGING")
+        s.consent_snapshot = local.consent_scope.snapshot if local.consent_scope is not None else ""
+        s.consent_subjects = subjects
         # This member's own noise, then its ε charged, before anything derived from it leaves.
         s.matrix = noisy_matrix(s.layout, partial_matrix(s.plan, s.dataset, s.layout, stats), s.epsilon)
         self._charge(s)
@@ -387,6 +403,9 @@ class Participant:
                                               limit=policy.analyst_budget, dataset_limit=policy.dataset_budget)
             ledger.record("released", principal=s.account, dataset=s.local.name, purpose=s.purpose,
                           query_id=f"fed:{s.query}", released=1, micro_epsilon=to_micro(s.epsilon))
+            if s.consent_snapshot:  # this member's noisy part leaves now: a subject statement lists it
+                self.node.subjects.record_release(f"fed:{s.query}", s.local.name, s.purpose, s.consent_snapshot,
+                                                  s.consent_subjects, "")
 
     def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
         """Check every member's signed preparation and derive the pairwise seeds from them."""

@@ -78,6 +78,8 @@ def schema_hash(ds: Dataset) -> str:
     spec = dataset_to_dict(ds)
     spec.pop("source")
     spec.pop("connection", None)  # nor is moving the database
+    if "consent" in spec:  # nor moving the consent table (its content is each release's snapshot)
+        spec["consent"] = {k: v for k, v in spec["consent"].items() if k != "source"}
     return "sha256:" + hashlib.sha256(canonical.encode(_no_floats(spec))).hexdigest()
 
 
@@ -92,14 +94,15 @@ def _no_floats(value):
     return value
 
 
-def issue(rec: DatasetRecord, *, key: NodeKey, node_id: str, row_count: int, content: str) -> DatasetCertificate:
+def issue(rec: DatasetRecord, *, key: NodeKey, node_id: str, row_count: int, content: str,
+          quality: dict | None = None) -> DatasetCertificate:
     gov: Governance = rec.governance
     cert = DatasetCertificate(
         dataset=rec.name, version=rec.version, owner=",".join(rec.owners), schema_hash=schema_hash(rec.dataset),
         content_fingerprint=content, row_count=row_count, classification=gov.classification,
         rights=tuple(sorted(gov.rights)), purposes=tuple(sorted(rec.dataset.purposes)),
         issued_at=format_time(datetime.now(timezone.utc)), node_id=node_id, key_id=key.key_id,
-        disclosure=disclosure_terms(rec.dataset))
+        disclosure=disclosure_terms(rec.dataset), basis=rec.dataset.basis, quality=dict(quality or {}))
     return DatasetCertificate(**{**cert.__dict__, "signature": key.sign(cert.signed_bytes()).hex()})
 
 

@@ -14,6 +14,7 @@ from typing import Iterable
 from ..query.catalog import Catalog, Dataset
 from ..config import NodeConfig, Principal, Role
 from ..disclosure.lattice import incomplete_columns
+from ..query.consent import listing_scope
 from ..query.engine import is_numeric_type
 from ..errors import DatasetNotFound, FailedPrecondition, InvalidArgument, PermissionDenied
 from ..access.node_key import NodeKey
@@ -21,7 +22,8 @@ from ..state.store import StateStore
 from .certify import check_unchanged, issue, keyed_fingerprint, source_fingerprint, source_stamp
 from .classification import RIGHTS, check_against_level
 from .grants import Grants
-from .registry import LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
+from .quality import Profiles, compute as compute_quality
+from .registry import DRAFT, LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
 from .reviews import Reviews
 
 MAX_REASON = 2000
@@ -62,6 +64,12 @@ class LiveCatalog(Catalog):
         return len(self._registry.all_serving())
 
 
+def listing_view(ds: Dataset) -> Dataset:
+    """The dataset as the owner's listing checks read it: every row, a consent dataset included
+    (bound explicitly; nothing read here is released but the certificate's noisy statistics)."""
+    return replace(ds, consent_scope=listing_scope()) if ds.needs_consent else ds
+
+
 class Steward:
     def __init__(self, store: StateStore, *, key: NodeKey, config: NodeConfig, row_count, engine=None,
                  budget=None) -> None:
@@ -69,6 +77,7 @@ class Steward:
         self.grants = Grants(store)
         self.reviews = Reviews(store)
         self.catalog = LiveCatalog(self.registry)
+        self.profiles = Profiles(store)
         self._key = key
         self._config = config
         self._row_count = row_count  # callable(Dataset) -> int
@@ -119,6 +128,8 @@ class Steward:
             raise InvalidArgument(f"say why: a reason is required to {action}", reason="REASON_REQUIRED")
         if action == "submit":
             self._require_owner(principal, rec)
+            if rec.state == DRAFT:  # the reviewers see the version's quality profile in the queue
+                self.quality(rec)
         elif action in ("approve", "reject"):
             if principal.role is not Role.REVIEWER:
                 raise PermissionDenied("only reviewers list datasets", reason="ROLE_NOT_ALLOWED")
@@ -137,7 +148,7 @@ class Steward:
         self._check_types(rec.dataset)
         if not rec.dataset.disclosure.dp and self._engine is not None:
             # Exact mode's lattice must partition the table (see disclosure.lattice).
-            missing = incomplete_columns(self._engine, rec.dataset)
+            missing = incomplete_columns(self._engine, listing_view(rec.dataset))
             if missing:
                 raise FailedPrecondition(
                     f"exact mode needs every filter and group column complete; {', '.join(missing)} of "
@@ -148,9 +159,25 @@ class Steward:
         content = source_fingerprint(rec.dataset)
         stamp = source_stamp(rec.dataset)
         cert = issue(rec, key=self._key, node_id=self._config.name, row_count=self._published_rows(rec),
-                     content=keyed_fingerprint(self._key, content))
+                     content=keyed_fingerprint(self._key, content), quality=self.quality(rec))
         return self.registry.move(name, "approve", principal=by, reason=reason, certificate=cert.to_bytes(),
                                   fingerprint=content, file_stamp=stamp)
+
+    def quality(self, rec: DatasetRecord) -> dict:
+        """The version's quality profile (governance.quality): computed once per version, when
+        it is first submitted for review (or listed from the config), then stored: a version
+        resubmitted after a rejection shows the same profile, and its noise is drawn once."""
+        stored = self.profiles.get(rec.name, rec.version)
+        if stored is not None or self._engine is None:
+            return stored or {}
+        budget = self._budget
+        tag = f"quality:{rec.name}:{rec.version}"
+        charge = (lambda eps: budget.charge_failure(tag, OPERATOR, rec.name.lower(), "", epsilon=eps)) \
+            if budget is not None else None
+        profile = compute_quality(self._engine, listing_view(rec.dataset),
+                                  freshness_column=rec.dataset.freshness_column, charge=charge)
+        self.profiles.put(rec.name, rec.version, profile)
+        return profile
 
     def _published_rows(self, rec: DatasetRecord) -> int:
         """The row count the certificate (and the catalog) states. Exact mode: the count. DP: the

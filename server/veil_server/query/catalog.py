@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Iterable, Mapping
 
 from ..disclosure.settings import DisclosurePolicy, Dominance
+from .consent import CONSENT, ConsentScope, ConsentSource
 
 
 class ColumnControl(enum.Enum):
@@ -105,6 +106,16 @@ class Dataset:
     connection: str = ""
     # How numbers are released: differential privacy (the default) or exact (see disclosure.settings).
     disclosure: DisclosurePolicy = field(default_factory=DisclosurePolicy)
+    # The lawful basis ("consent", "contract", "public-task", "anonymous"; "" if not declared),
+    # recorded in the certificate; "consent" needs a consent source (see query.consent).
+    # A date or timestamp column of the source whose recency the quality profile reports
+    # (governance.quality); read only there, never by a query.
+    freshness_column: str = ""
+    basis: str = ""
+    consent: ConsentSource | None = None
+    # Bound at execution for a consent dataset (query.consent.bind): the purpose and instant the
+    # engine's consent filter applies. Never part of the dataset's identity.
+    consent_scope: ConsentScope | None = field(default=None, compare=False)
     _by_name: Mapping[str, Column] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -113,6 +124,10 @@ class Dataset:
     @property
     def resource_name(self) -> str:
         return f"datasets/{self.name}"
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.basis == CONSENT
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name.lower())

@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol
 import duckdb
 
 from .catalog import Column, ColumnType, Dataset
+from .consent import ConsentSource, Dialect, consented_relation, snapshot_sql
 from ..errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
 from .range_proof import NO_PROOF, RangeProofs, within_ranges
@@ -84,7 +85,7 @@ class SqlRenderer:
         """``unclamped``: columns proven inside their declared range (the clamp would be a no-op).
         ``int64_sums``: DuckDB only, see ``total``."""
         self.dataset = dataset
-        self.relation = relation
+        self.relation = self.consented(relation)
         self.params: list[Any] = []
         self.unclamped = unclamped
         self.int64_sums = int64_sums
@@ -94,6 +95,38 @@ class SqlRenderer:
 
     def ident(self, name: str) -> str:
         return quote_ident(name)
+
+    # -- consent (see query.consent): every statement a renderer makes reads self.relation --
+    text_type = "VARCHAR"
+
+    def timestamp(self, text: str) -> str:
+        return f"CAST({quote_string(text)} AS TIMESTAMP)"
+
+    def dialect(self) -> Dialect:
+        return Dialect(self.ident, self.text_type, self.timestamp)
+
+    def consent_table(self, src: ConsentSource) -> str:
+        """The consent source as a relation in this engine's SQL."""
+        return duckdb_reader(src.source, src.format)
+
+    def consented(self, relation: str) -> str:
+        """``relation``, restricted to consented rows for a consent dataset. Deny by default: a
+        consent dataset whose scope was not bound at execution is refused, never read whole."""
+        ds = self.dataset
+        if not ds.needs_consent:
+            return relation
+        scope = ds.consent_scope
+        if ds.consent is None or scope is None:
+            raise Internal("the consent filter was not bound for this dataset; nothing was read",
+                           reason="CONSENT_NOT_APPLIED", private=ds.name)
+        if scope.all_rows:
+            return relation
+        return consented_relation(relation, self.consent_table(ds.consent), ds.consent, scope, self.dialect())
+
+    def snapshot_sql(self) -> str:
+        ds = self.dataset
+        assert ds.consent is not None and ds.consent_scope is not None
+        return snapshot_sql(self.consent_table(ds.consent), ds.consent, ds.consent_scope, self.dialect())
 
     def total(self, v: str, col: Column, bound: int) -> str:
         """Exact sum of ``v`` (terms of magnitude at most ``bound``). DuckDB sums BIGINT into a
@@ -263,6 +296,18 @@ class SqlRenderer:
         return sql
 
 
+def duckdb_reader(path: str, fmt: str) -> str:
+    if fmt == "parquet":
+        return f"read_parquet({quote_string(path)})"
+    # the usual spellings of a missing value (R writes NA) are missing, not text
+    return f"read_csv_auto({quote_string(path)}, nullstr = {CSV_NULLS})"
+
+
+def consent_unavailable(private: str) -> Unavailable:
+    return Unavailable("the dataset's consent source cannot be read, so no row may be used; the owner must "
+                       "restore the consent table", reason="CONSENT_SOURCE_UNAVAILABLE", private=private)
+
+
 def _param(value: Any) -> Any:
     return value
 
@@ -348,10 +393,7 @@ class DuckDBEngine:
             self._register(ds)
 
     def _register(self, ds: Dataset) -> None:
-        if ds.format == "parquet":
-            reader = f"read_parquet({quote_string(ds.source)})"
-        else:  # the usual spellings of a missing value (R writes NA) are missing, not text
-            reader = f"read_csv_auto({quote_string(ds.source)}, nullstr = {CSV_NULLS})"
+        reader = duckdb_reader(ds.source, ds.format)
         self._db.execute(f"CREATE OR REPLACE VIEW {self._view(ds)} AS SELECT * FROM {reader}")
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
@@ -437,6 +479,28 @@ class DuckDBEngine:
             raise Internal("the model statistics could not be computed", reason="EXECUTION_FAILED",
                            private=str(e)) from None
         return tuple(row)
+
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = SqlRenderer(dataset, self._view(dataset))
+        try:
+            row = self._cursor().execute(build(r)).fetchone()
+        except duckdb.IOException as e:
+            raise Unavailable("the dataset's source cannot be read; the owner must restore it",
+                              reason="DATASET_UNAVAILABLE", private=str(e)) from None
+        except duckdb.Error as e:
+            raise Internal("the quality profile could not be computed", reason="EXECUTION_FAILED",
+                           private=str(e)) from None
+        return tuple(row)
+
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
+        """The subject ids (as text) with a valid consent for the dataset's bound scope (query.consent)."""
+        r = SqlRenderer(dataset, self._view(dataset))
+        try:
+            rows = self._cursor().execute(r.snapshot_sql()).fetchall()
+        except duckdb.Error as e:
+            raise consent_unavailable(str(e)) from None
+        return [str(row[0]) for row in rows]
 
     def row_count(self, dataset: Dataset) -> int:
         with self._lock:

@@ -71,6 +71,12 @@ class RoutingEngine:
     def dominance(self, plan: QueryPlan, dataset: Dataset, column: str, n: int) -> dict[tuple[str, ...], tuple[int, int]]:
         return self.engine_for(dataset).dominance(plan, dataset, column, n)  # type: ignore[attr-defined]
 
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        return self.engine_for(dataset).profile_counts(dataset, build)  # type: ignore[attr-defined]
+
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
+        return self.engine_for(dataset).consent_subjects(dataset)  # type: ignore[attr-defined]
+
     def row_count(self, dataset: Dataset) -> int:
         return self.engine_for(dataset).row_count(dataset)
 

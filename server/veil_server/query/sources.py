@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from ..extras import MissingExtra, require
 from .catalog import Dataset
+from .consent import BASES, CONSENT, DEFAULT_COLUMNS, ConsentSource
 
 FILE_FORMATS = ("csv", "parquet")
 POSTGRES = "postgres"
@@ -69,6 +70,48 @@ def parse_source(d: Mapping[str, Any], where: str, base_dir: Path,
     if fmt not in FILE_FORMATS:
         raise error(f"{where}.format must be one of {', '.join(repr(f) for f in FORMATS)}")
     return fmt, src, ""
+
+
+def parse_basis(d: Mapping[str, Any], where: str, base_dir: Path, fmt: str, columns: set[str],
+                error: Callable[[str], Exception]) -> tuple[str, ConsentSource | None]:
+    """``(basis, consent source)`` of one ``[[datasets]]`` table (see :mod:`.consent`).
+
+    ``basis = "consent"`` needs a ``[datasets.consent]`` table: ``source`` (a CSV/Parquet file
+    for a file dataset, ``schema.table`` in the same database for a PostgreSQL one),
+    ``subject_column`` (a declared column of the dataset), and optionally ``columns`` renaming
+    the consent table's subject_id / purpose / status / granted_at / expires_at."""
+    basis = str(d.get("basis") or "")
+    if basis and basis not in BASES:
+        raise error(f"{where}.basis must be one of {', '.join(repr(b) for b in BASES)}")
+    raw = d.get("consent")
+    if basis != CONSENT:
+        if raw:
+            raise error(f"{where}.consent is only read for basis = \"consent\"; remove it or declare that basis")
+        return basis, None
+    if not isinstance(raw, Mapping) or not raw.get("source"):
+        raise error(f"{where}: basis = \"consent\" needs [datasets.consent] with source = the consent table "
+                    "and subject_column = the dataset's subject id column")
+    subject_column = str(raw.get("subject_column") or "")
+    if subject_column.lower() not in columns:
+        raise error(f"{where}.consent.subject_column must name a declared column of the dataset")
+    names = raw.get("columns") or {}
+    if not isinstance(names, Mapping) or set(names) - set(DEFAULT_COLUMNS):
+        raise error(f"{where}.consent.columns may rename only {', '.join(DEFAULT_COLUMNS)}")
+    for k, v in names.items():
+        if not isinstance(v, str) or not re.match(rf"^{_IDENT}$", v):
+            raise error(f"{where}.consent.columns.{k} must be a column name (letters, digits, _)")
+    if fmt in FILE_FORMATS:
+        source = _location(raw["source"], base_dir)
+        cfmt = str(raw.get("format") or Path(source).suffix.lstrip(".")).lower()
+        if cfmt not in FILE_FORMATS:
+            raise error(f"{where}.consent.source must be a .csv or .parquet file (or set consent.format)")
+    elif fmt == POSTGRES:
+        source, cfmt = str(raw["source"]), POSTGRES
+        if not RELATION_RE.match(source):
+            raise error(f"{where}.consent.source must be name or schema.name in the dataset's database")
+    else:
+        raise error(f"{where}: consent sources are supported for csv, parquet and postgres datasets, not {fmt}")
+    return basis, ConsentSource(source=source, format=cfmt, subject_column=subject_column, **dict(names))
 
 
 def _relation(d: Mapping[str, Any], where: str, error: Callable[[str], Exception]) -> str:

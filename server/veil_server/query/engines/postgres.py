@@ -33,7 +33,9 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..catalog import Column, ColumnType, Dataset
-from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows, quote_ident
+from ..consent import ConsentSource
+from ..engine import (AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows, quote_ident,
+                      quote_string)
 from ...errors import Internal, Unavailable
 from ..plan import Between, Compare, Filter, QueryPlan
 from ..sources import postgres_conninfo
@@ -52,6 +54,15 @@ class PostgresRenderer(SqlRenderer):
     placeholder = "%s"
 
     double_type = "DOUBLE PRECISION"
+    text_type = "TEXT"
+
+    def timestamp(self, text: str) -> str:
+        # A UTC instant: timestamptz columns compare exactly; timestamp columns are read in the
+        # session's time zone (keep them in UTC, or use timestamptz).
+        return f"CAST({quote_string(text + '+00')} AS TIMESTAMPTZ)"
+
+    def consent_table(self, src: ConsentSource) -> str:
+        return ".".join(quote_ident(part) for part in src.source.split("."))
 
     def is_nan(self, d: str) -> str:
         return f"({d} = 'NaN'::float8)"
@@ -135,6 +146,20 @@ class PostgresEngine:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._fetch(dataset, sql, r.params))
+
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = PostgresRenderer(dataset, relation_sql(dataset))
+        (row,) = self._fetch(dataset, build(r), [])
+        return row
+
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
+        r = PostgresRenderer(dataset, relation_sql(dataset))
+        try:
+            rows = self._fetch(dataset, r.snapshot_sql(), [])
+        except (Unavailable, Internal) as e:
+            raise consent_unavailable(e.private or e.reason) from None
+        return [str(row[0]) for row in rows]
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
         try:

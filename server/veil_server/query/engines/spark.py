@@ -28,6 +28,7 @@ import threading
 from typing import Any
 
 from ..catalog import Column, Dataset
+from ..consent import ConsentSource
 from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
@@ -44,8 +45,14 @@ def quote_backtick(name: str) -> str:
 class SparkRenderer(SqlRenderer):
     placeholder = "?"
 
+    text_type = "STRING"  # Spark's VARCHAR needs a length
+
     def ident(self, name: str) -> str:
         return quote_backtick(name)
+
+    def consent_table(self, src: ConsentSource) -> str:
+        # The configuration refuses a consent source for a Spark dataset; never read one whole.
+        raise Internal("consent sources are not supported for Spark datasets", reason="CONSENT_NOT_APPLIED")
 
     def rounded(self, d: str) -> str:
         # Half away from zero, as DuckDB's ROUND; only ever reached inside the guarded bounds.
@@ -121,6 +128,12 @@ class SparkEngine:
         r = SparkRenderer(dataset, self._view(dataset))
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._collect(dataset, sql, [_param(p) for p in r.params]))
+
+    def profile_counts(self, dataset: Dataset, build) -> tuple:
+        """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
+        r = SparkRenderer(dataset, self._view(dataset))
+        (row,) = self._collect(dataset, build(r), [])
+        return row
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
         try:

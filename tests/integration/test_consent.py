@@ -451,3 +451,15 @@ def test_recover_rebuilds_each_exact_populations_consent_snapshot(tmp_path, anal
         assert node.wait(alice, sub.query.id, 60).state_reason == "EXACT_CONSENT_CHANGED"
     finally:
         node.close()
+
+
+def test_models_refuse_a_consent_dataset(tmp_path, analyst_home):
+    """Models compute their statistics outside the consent filter's statements: refused, with the
+    rule named, rather than fitted on rows without consent."""
+    tokens, config = consent_folder(tmp_path / "node")
+    write_consent_csv(consent_records(ROWS), tmp_path / "node" / "data" / "consent.csv")
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+            veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        with pytest.raises(veil.VeilError) as e:
+            alice.fit("length_of_stay ~ age", dataset="patients", purpose="research")
+    assert e.value.reason == "MODEL_CONSENT_UNSUPPORTED" and "consent" in str(e.value)

@@ -147,6 +147,12 @@ class ModelFitting:
                                   f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
                                   metadata={"dataset": name_as or ds.name, "purpose": purpose})
         spec = resolve(formula, ds)
+        if ds.needs_consent:
+            # Deny by default: the model statistics are computed outside the consent filter's
+            # statements, and an exact fit has no consent-snapshot check yet.
+            raise PolicyViolation(f"datasets/{ds.name} counts only rows with consent for the query's purpose, and "
+                                  "models do not apply that filter yet; use SQL aggregates on this dataset",
+                                  reason="MODEL_CONSENT_UNSUPPORTED", metadata={"dataset": ds.name})
         if not served.governance.auto_approve:
             raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
                                   "on datasets whose policy approves automatically (ask the owner)",

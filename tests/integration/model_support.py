@@ -159,7 +159,7 @@ name = "olivia"
 role = "owner"
 token_sha256 = "{hashlib.sha256(owner.encode()).hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
-        + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5))
+        + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5).replace("dataset_budget = 2.5", "dataset_budget = 10.0"))
         + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")
         + _dataset("fair_cells", EXACT)
         + extra)

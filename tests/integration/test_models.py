@@ -20,7 +20,7 @@ import pytest
 import statsmodels.formula.api as smf
 
 import veil
-from tests.integration.model_support import survey_node
+from tests.integration.model_support import survey, survey_node
 
 OLS_FORMULA = "affairs ~ age + yrs_married + children + educ + C(religious)"
 # Exact mode keeps every release's populations nested or disjoint (the model's cells join the
@@ -423,10 +423,57 @@ def test_owners_see_what_is_fitted_on_their_data(alice, served, tmp_path_factory
         assert any(r["formula"] == "affairs ~ age + educ" and r["principal"] == "alice" and
                    r["terms"] == ["Intercept", "age", "educ"] and r["family"] == "gaussian" for r in seen)
         assert all(r["dataset"] == "datasets/fair" for r in seen)
-        assert not any(str(v) in str(seen) for v in (raw["affairs"].sum(), len(raw)))  # no value, no count
+        # No value, no count. (Ids and digests are random hex, where any short number may occur by
+        # chance: they are left out of the search.)
+        shown = [{k: v for k, v in r.items() if not isinstance(v, str) or not _hexish(v)} for r in seen]
+        assert not any(str(v) in str(shown) for v in (raw["affairs"].sum(), len(raw)))
         with pytest.raises(veil.VeilError) as e:  # owners name a dataset they own
             olivia.model_releases("")
         assert e.value.reason == "DATASET_REQUIRED"
     with pytest.raises(veil.VeilError) as e:  # analysts do not list others' models
         alice.model_releases("fair")
     assert e.value.code.name == "PERMISSION_DENIED"
+
+
+def test_exact_logistic_is_evaluated_only_along_newtons_path(alice):
+    """Exact mode: the gradient at coefficients of the analyst's choosing would let enough fits
+    reconstruct rows; the node releases only along the Newton path from zero, which it computes
+    itself, and only in order (so a refusal says nothing the analyst was not already given)."""
+    import grpc
+
+    from veil.v1 import model_pb2, model_pb2_grpc, query_pb2
+
+    stub = model_pb2_grpc.ModelServiceStub(alice._channel)
+    pk = alice.keys[0]
+
+    def ask(fit_id: str, iteration: int, coefficients: list[float]):
+        return stub.ComputeModelStatistics(model_pb2.ComputeModelStatisticsRequest(
+            dataset="datasets/fair", formula=LOGIT_FORMULA, family="binomial", purpose="research",
+            public_key=query_pb2.PaillierPublicKey(n=pk.to_bytes()), fit_id=fit_id, iteration=iteration,
+            coefficients=coefficients), metadata=alice._metadata())
+
+    p = 7  # intercept, three numbers, three religious levels beyond the reference
+    with pytest.raises(grpc.RpcError) as chosen:
+        ask("chosen-1", 0, [0.0] * (p - 1) + [25.0])  # a steep logistic: a threshold of the analyst's choosing
+    assert "Newton's path" in chosen.value.details()
+    with pytest.raises(grpc.RpcError) as skipped:
+        ask("skip-1", 1, [0.1] * p)  # iteration 1 before iteration 0
+    assert "order" in skipped.value.details()
+    first = ask("path-1", 0, [])  # the canonical start is accepted
+    assert first.cells.ciphertexts
+    with pytest.raises(grpc.RpcError) as off:
+        ask("path-1", 1, [0.5] * p)  # not where the first step leads
+    assert "Newton" in off.value.details()
+    # The SDK follows the path: the fit matches statsmodels (test_fits_equal_statsmodels), and a
+    # second fit of the same model gives the same coefficients.
+    again = alice.fit(LOGIT_FORMULA, dataset="fair", purpose="research", family="binomial")
+    ref = smf.logit(LOGIT_FORMULA, survey()).fit(disp=0, tol=1e-12, maxiter=100)
+    for name in ref.params.index:
+        assert again.params[name] == pytest.approx(ref.params[name], rel=1e-6)
+
+
+def _hexish(text: str) -> bool:
+    """An id or a digest: hex digits (with the separators ids use), at least 16 of them."""
+    import re
+
+    return re.fullmatch(r"[0-9a-fA-F:\-]+|model:[0-9a-fA-F:\-]+|sha256:[0-9a-f]+", text) is not None and len(text) >= 16

@@ -70,6 +70,9 @@ class ModelFitting:
         self.node = node
         self._lock = threading.Lock()
         self._releases: dict[tuple[str, str, str], int] = {}  # (principal, dataset, fit) -> releases
+        # Exact mode, logistic and Poisson: each fit's Newton path as the node computes it from its
+        # own exact statistics (beta_0 = 0, beta_t+1 = beta_t + H^-1 g, from the released values).
+        self._paths: dict[tuple[str, str, str], list[list[float]]] = {}
 
     def compute(self, principal: Principal, request: model_pb2.ComputeModelStatisticsRequest) -> \
             model_pb2.ModelStatistics:
@@ -180,6 +183,9 @@ class ModelFitting:
         coefficients = _coefficients(coefficients, iteration, spec, family)
         if iteration >= MAX_ITERATIONS:
             raise _cap(iteration)
+        if family != design.GAUSSIAN and not ds.disclosure.dp:
+            coefficients = self._canonical(principal, ds, fit_id, int(iteration), coefficients,
+                                           federated=bool(name_as))
         eps = node.disclosure.epsilon(ds, epsilon)
         sens = design.sensitivities(spec, ds, family)
         if max(sens) * (2 * rows + 1000) * 2**FRACTION_BITS >= MAX_PUBLIC_BOUND:
@@ -229,10 +235,70 @@ class ModelFitting:
         with self.node.disclosure.model_releasing(prep.ds, cells, certificate) as populations:
             yield populations
 
+    def _canonical(self, principal: str, ds: Any, fit_id: str, iteration: int, coefficients: list[float], *,
+                   federated: bool) -> list[float]:
+        """Exact mode, logistic and Poisson: the gradient is released only along Newton's path
+        from zero, which the node computes itself. At coefficients of the analyst's choosing, the
+        weights of each row (a logistic of x'beta) are the analyst's to shape: enough fits at
+        chosen coefficients would give sums over thresholds the lattice does not allow, and in
+        the end the rows themselves. Along the canonical path every release is a fixed function
+        of the data. Iteration t comes after the fit's t releases to this analyst, so the
+        coefficients checked are ones it already computed from what it was given: a refusal
+        tells it nothing new. A federated fit cannot be held to the path (no party sees the
+        union's statistics), so it needs DP datasets."""
+        if federated:
+            raise PolicyViolation("an exact-mode federated model may be ordinary least squares only: logistic and "
+                                  "Poisson fits evaluate the analyst's coefficients, which no party can hold to "
+                                  "Newton's path over the union; ask the owners for DP datasets",
+                                  reason="MODEL_EXACT_FEDERATED_GLM")
+        account = (principal, ds.name.lower(), fit_id)
+        with self._lock:
+            done = self._releases.get(account, 0)
+            path = self._paths.get(account)
+        if iteration != done or (iteration > 0 and (path is None or len(path) <= iteration)):
+            raise PolicyViolation(f"in exact mode a logistic or Poisson fit takes its steps in order: this fit has "
+                                  f"{done} release(s), so the next is iteration {done}; start a new fit to begin "
+                                  "again", reason="MODEL_ITERATION_OUT_OF_ORDER",
+                                  metadata={"iteration": str(iteration), "expected": str(done)})
+        expected = path[iteration] if path is not None else [0.0] * len(coefficients)  # iteration 0: zero
+        if expected is None or len(coefficients) != len(expected) or any(
+                abs(a - b) > 1e-9 * (1.0 + abs(b)) for a, b in zip(coefficients, expected)):
+            raise PolicyViolation("in exact mode a logistic or Poisson fit evaluates only Newton's path from zero, "
+                                  "the coefficients each release leads to; use node.fit, which follows it",
+                                  reason="MODEL_COEFFICIENTS_NOT_CANONICAL", metadata={"iteration": str(iteration)})
+        return list(expected)
+
+    def _advance(self, prep: Prepared, fixed: list[int]) -> None:
+        """Exact GLM: the next point of the fit's Newton path, from the values just released
+        (as the SDK computes it: the fixed-point cells, the same solve)."""
+        import numpy as np
+
+        p = len(prep.spec.terms)
+        values = [v / float(2**FRACTION_BITS) for v in fixed]
+        m = np.zeros((p, p))
+        k = 1
+        for i in range(p):
+            for j in range(i, p):
+                m[i, j] = m[j, i] = values[k]
+                k += 1
+        vec = np.array(values[k:k + p])
+        beta = np.array(prep.coefficients) if prep.coefficients else np.zeros(p)
+        account = (prep.principal, prep.ds.name.lower(), prep.fit_id)
+        try:
+            nxt = (beta + np.linalg.solve(m, vec)).tolist()
+        except np.linalg.LinAlgError:
+            nxt = None  # singular: the fit cannot go on (the SDK says so)
+        with self._lock:
+            path = self._paths.setdefault(account, [beta.tolist()])
+            if len(path) == prep.iteration + 1:
+                path.append(nxt)
+
     def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
         """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
         exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
         fixed = [round(v * 2**FRACTION_BITS) for v in exact]
+        if prep.family != design.GAUSSIAN and not prep.ds.disclosure.dp:
+            self._advance(prep, fixed)
         scales: list[float] = []
         if prep.ds.disclosure.dp:
             m = len(fixed)

@@ -299,15 +299,27 @@ class Node(Connection):
         for attempt in range(self._retries + 1):
             pool = ThreadPoolExecutor(workers, thread_name_prefix="veil-decrypt") if pipelined else None
             futures: list = []
+            broken: list[Exception] = []
 
             def on_cells(blobs: list[bytes]) -> None:
-                cts = [Ciphertext.from_bytes(pk, b) for b in blobs]
+                if broken:
+                    return
+                try:
+                    cts = [Ciphertext.from_bytes(pk, b) for b in blobs]
+                except Exception as e:  # noqa: BLE001 -- reported by the ordinary path, after the receipt
+                    broken.append(e)
+                    return
                 futures.append(pool.submit(sk.decrypt_raw_many, cts, workers=1))
 
             try:
                 chunks = self._queries.StreamQueryResult(request, metadata=self._metadata(), timeout=self._timeout)
                 res = assemble_stream(chunks, on_cells if pool is not None else None)
-                raw = [m for f in futures for m in f.result()] if pool is not None else None
+                raw = None
+                if pool is not None and not broken:
+                    try:
+                        raw = [m for f in futures for m in f.result()]
+                    except Exception:  # noqa: BLE001 -- decrypted again, and reported, after the receipt
+                        raw = None
                 return res, raw
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNIMPLEMENTED:

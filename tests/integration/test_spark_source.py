@@ -142,3 +142,38 @@ def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home:
         r = ref.loc[row["diagnosis"]]
         assert row["n"] == r["n"] and round(row["total"] * 100) == r["c"]
         assert math.isclose(row["a"], r["a"], rel_tol=REL) and math.isclose(row["v"], r["v"], rel_tol=REL)
+
+
+def test_a_spark_dataset_counts_only_consented_rows(spark, tmp_path, analyst_home: Path):
+    """Issue 21 on Spark: the consent table (Parquet) is read by Spark in the same statement as
+    the data; each purpose's figures equal the same filter applied to the raw file, and the
+    result carries the consent snapshot's digest."""
+    import pyarrow.parquet as pq
+
+    import veil
+    from tests.integration.consent_support import arrow_table, consent_records, digest_of, raw_reference, valid_subjects
+
+    rows = 400
+    tokens = init_node_folder(tmp_path, rows=rows, disclosure="exact")
+    data = write_parquet(patients_table(rows), tmp_path / "patients.parquet")
+    records = consent_records(rows)
+    pq.write_table(arrow_table(records), tmp_path / "consent.parquet")
+    config = tmp_path / "veil.toml"
+    text = config.read_text()
+    old = 'purposes = ["research", "planning"]'
+    assert text.count('source = "data/patients.csv"') == 1 and text.count(old) == 1
+    text = text.replace('source = "data/patients.csv"', f'format = "spark"\nsource = "{data}"')
+    text = text.replace(old, 'purposes = ["research", "marketing"]\nbasis = "consent"\n'
+                        f'consent = {{ source = "{tmp_path / "consent.parquet"}", subject_column = "patient_id" }}')
+    config.write_text(text.replace('purpose = "planning"', 'purpose = "marketing"'))
+    sql = "SELECT region, COUNT(*) AS n, SUM(length_of_stay) AS stay FROM patients GROUP BY region"
+    raw_sql = "SELECT region, COUNT(*), SUM(length_of_stay) FROM {src} GROUP BY region"
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running:
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as node:
+            df = node.query(sql, purpose="research")
+    subjects = valid_subjects(records, "research")
+    want = raw_reference(f"read_parquet('{data}')", raw_sql, subjects)
+    got = {(r["region"],): (int(r["n"]), int(r["stay"])) for _, r in df.iterrows() if not r["suppressed"]}
+    assert got and all(got[k] == want[k] for k in got)
+    assert sum(n for n, _ in want.values()) < rows  # the filter bites
+    assert df.attrs["consent_snapshot"] == digest_of(records, "research")

@@ -109,8 +109,15 @@ def parse_basis(d: Mapping[str, Any], where: str, base_dir: Path, fmt: str, colu
         source, cfmt = str(raw["source"]), POSTGRES
         if not RELATION_RE.match(source):
             raise error(f"{where}.consent.source must be name or schema.name in the dataset's database")
+    elif fmt == SPARK:
+        # Spark reads the consent table in place, as it reads the data: a Parquet file or location.
+        text = str(raw["source"])
+        source = text if "://" in text else _location(text, base_dir)
+        cfmt = str(raw.get("format") or "parquet").lower()
+        if cfmt != "parquet":
+            raise error(f"{where}.consent.source of a Spark dataset must be Parquet (consent.format = \"parquet\")")
     else:
-        raise error(f"{where}: consent sources are supported for csv, parquet and postgres datasets, not {fmt}")
+        raise error(f"{where}: consent sources are supported for csv, parquet, postgres and spark datasets, not {fmt}")
     return basis, ConsentSource(source=source, format=cfmt, subject_column=subject_column, **dict(names))
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..catalog import Column, Dataset
 from ..consent import ConsentSource
-from ..engine import AggregateResult, SqlRenderer, decode_dominance, decode_rows
+from ..engine import AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
 from ..sources import spark_master
@@ -51,8 +51,11 @@ class SparkRenderer(SqlRenderer):
         return quote_backtick(name)
 
     def consent_table(self, src: ConsentSource) -> str:
-        # The configuration refuses a consent source for a Spark dataset; never read one whole.
-        raise Internal("consent sources are not supported for Spark datasets", reason="CONSENT_NOT_APPLIED")
+        """The consent table as Spark SQL reads a Parquet location in place (the configuration
+        accepts only Parquet for a Spark dataset's consent source)."""
+        if src.format != "parquet":
+            raise Internal("a Spark dataset's consent source must be Parquet", reason="CONSENT_NOT_APPLIED")
+        return f"parquet.{quote_backtick(src.source)}"
 
     def rounded(self, d: str) -> str:
         # Half away from zero, as DuckDB's ROUND; only ever reached inside the guarded bounds.
@@ -134,6 +137,15 @@ class SparkEngine:
         r = SparkRenderer(dataset, self._view(dataset))
         (row,) = self._collect(dataset, build(r), [])
         return row
+
+    def consent_subjects(self, dataset: Dataset) -> list[str]:
+        """The subject ids (as text) with a valid consent for the dataset's bound scope."""
+        r = SparkRenderer(dataset, self._view(dataset))
+        try:
+            rows = self._collect(dataset, r.snapshot_sql(), [])
+        except (Unavailable, Internal) as e:
+            raise consent_unavailable(str(e)) from None
+        return [str(row[0]) for row in rows]
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
         try:

@@ -156,3 +156,34 @@ def test_audit_verify_checks_the_witness_quorum_offline(world, analyst_home, tmp
     bad = subprocess.run([*veil_cmd, "--witness", keys[0], "--witness", other, "--quorum", "2"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "1 of the pinned witnesses cosigned" in bad.stderr
+
+
+def test_checkpoints_carry_their_cosignatures_and_the_console_checks_them(world, analyst_home):
+    """Issue 19's checkpoint history: ListCheckpoints returns each checkpoint's signed note with the
+    cosignatures the node holds; the console's reader verifies them against the pinned keys and
+    marks a line from an unpinned key, or a note for another checkpoint, as not verified."""
+    from veil.v1 import audit_pb2, audit_pb2_grpc
+    from veil_server.console.witnesses import cosignatures
+
+    config = load_config(world["a"] / "veil.toml", env={})
+    pinned = [world["b_vkey"], world["w_vkey"]]
+    with run_server(config, listen="127.0.0.1:0", grace=0.5) as running:
+        with veil.connect(running.target, token=world["tokens"]["alice"], home=analyst_home,
+                          witnesses=[k.text() for k in pinned]) as alice:
+            info = alice.submit(SQL, purpose="research")
+            alice.wait(info.name)
+            receipt = alice.receipt(info.name)  # cosigned by both (the SDK checks the quorum)
+        with veil.connect(running.target, token=world["tokens"]["audra"], home=analyst_home) as audra:
+            stub = audit_pb2_grpc.AuditServiceStub(audra._channel)
+            cps = stub.ListCheckpoints(audit_pb2.ListCheckpointsRequest(page_size=100),
+                                       metadata=audra._metadata()).checkpoints
+    cp = next(c for c in cps if c.tree_size == receipt.checkpoint.tree_size)
+    seen = cosignatures(cp, pinned)
+    assert sorted(s.witness for s in seen if s.verified) == sorted(k.name for k in pinned)
+    assert all(s.time for s in seen)
+    assert not any(s.verified for s in cosignatures(cp, []))  # nothing pinned: shown, not verified
+    other = next(c for c in cps if c.tree_size != cp.tree_size)
+    forged = audit_pb2.Checkpoint()
+    forged.CopyFrom(other)
+    forged.witness_note = cp.witness_note  # cosignatures of another checkpoint
+    assert not any(s.verified for s in cosignatures(forged, pinned))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/audit.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x1aGetSubjectStatementRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"7\n\x10SubjectStatement\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xbc\x01\n\nAuditEvent\x12\r\n\x05index\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12\r\n\x05query\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\x12\r\n\x05\x65ntry\x18\t \x01(\x0c\"\xe7\x01\n\x16ListAuditEventsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05query\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"j\n\x17ListAuditEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.veil.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"\x81\x01\n\nCheckpoint\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\troot_hash\x18\x05 \x01(\x0c\x12\x0c\n\x04time\x18\x06 \x01(\t\x12\x0e\n\x06key_id\x18\x07 \x01(\t\"(\n\x14GetCheckpointRequest\x12\x10\n\x08sign_now\x18\x01 \x01(\x08\"?\n\x16ListCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x17ListCheckpointsResponse\x12(\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x13.veil.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"z\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\x12\'\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x13.veil.v1.Checkpoint\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\"\xa0\x01\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12+\n\x0eold_checkpoint\x18\x04 \x01(\x0b\x32\x13.veil.v1.Checkpoint\x12+\n\x0enew_checkpoint\x18\x05 \x01(\x0b\x32\x13.veil.v1.Checkpoint\"\x17\n\x15\x45xportAuditLogRequest\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x13\n\x11GetNodeKeyRequest\"V\n\x07NodeKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"!\n\x11GetReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xdf\x01\n\x07Receipt\x12\r\n\x05query\x18\x01 \x01(\t\x12\x14\n\x0cquery_digest\x18\x02 \x01(\x0c\x12\x1e\n\x16\x64\x61taset_certificate_id\x18\x03 \x01(\t\x12\x15\n\rresult_digest\x18\x04 \x01(\x0c\x12\x11\n\tlog_index\x18\x05 \x01(\x03\x12\r\n\x05\x65ntry\x18\x06 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x07 \x03(\x0c\x12\'\n\ncheckpoint\x18\x08 \x01(\x0b\x32\x13.veil.v1.Checkpoint\x12\x14\n\x0cwitness_note\x18\t \x01(\x0c\x32\xc0\x05\n\x0c\x41uditService\x12T\n\x0fListAuditEvents\x12\x1f.veil.v1.ListAuditEventsRequest\x1a .veil.v1.ListAuditEventsResponse\x12\x43\n\rGetCheckpoint\x12\x1d.veil.v1.GetCheckpointRequest\x1a\x13.veil.v1.Checkpoint\x12T\n\x0fListCheckpoints\x12\x1f.veil.v1.ListCheckpointsRequest\x1a .veil.v1.ListCheckpointsResponse\x12O\n\x11GetInclusionProof\x12!.veil.v1.GetInclusionProofRequest\x1a\x17.veil.v1.InclusionProof\x12U\n\x13GetConsistencyProof\x12#.veil.v1.GetConsistencyProofRequest\x1a\x19.veil.v1.ConsistencyProof\x12H\n\x0e\x45xportAuditLog\x12\x1e.veil.v1.ExportAuditLogRequest\x1a\x14.veil.v1.ExportChunk0\x01\x12:\n\nGetNodeKey\x12\x1a.veil.v1.GetNodeKeyRequest\x1a\x10.veil.v1.NodeKey\x12:\n\nGetReceipt\x12\x1a.veil.v1.GetReceiptRequest\x1a\x10.veil.v1.Receipt\x12U\n\x13GetSubjectStatement\x12#.veil.v1.GetSubjectStatementRequest\x1a\x19.veil.v1.SubjectStatementb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/audit.proto\x12\x07veil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"R\n\x1aGetSubjectStatementRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"7\n\x10SubjectStatement\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xbc\x01\n\nAuditEvent\x12\r\n\x05index\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x06 \x01(\t\x12\r\n\x05query\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\x12\r\n\x05\x65ntry\x18\t \x01(\x0c\"\xe7\x01\n\x16ListAuditEventsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05query\x18\x05 \x01(\t\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"j\n\x17ListAuditEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.veil.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"\x97\x01\n\nCheckpoint\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x11\n\troot_hash\x18\x05 \x01(\x0c\x12\x0c\n\x04time\x18\x06 \x01(\t\x12\x0e\n\x06key_id\x18\x07 \x01(\t\x12\x14\n\x0cwitness_note\x18\x08 \x01(\x0c\"(\n\x14GetCheckpointRequest\x12\x10\n\x08sign_now\x18\x01 \x01(\x08\"?\n\x16ListCheckpointsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x17ListCheckpointsResponse\x12(\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x13.veil.v1.Checkpoint\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\"z\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\x12\'\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x13.veil.v1.Checkpoint\"@\n\x1aGetConsistencyProofRequest\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\"\xa0\x01\n\x10\x43onsistencyProof\x12\x10\n\x08old_size\x18\x01 \x01(\x03\x12\x10\n\x08new_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12+\n\x0eold_checkpoint\x18\x04 \x01(\x0b\x32\x13.veil.v1.Checkpoint\x12+\n\x0enew_checkpoint\x18\x05 \x01(\x0b\x32\x13.veil.v1.Checkpoint\"\x17\n\x15\x45xportAuditLogRequest\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x13\n\x11GetNodeKeyRequest\"V\n\x07NodeKey\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"!\n\x11GetReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xdf\x01\n\x07Receipt\x12\r\n\x05query\x18\x01 \x01(\t\x12\x14\n\x0cquery_digest\x18\x02 \x01(\x0c\x12\x1e\n\x16\x64\x61taset_certificate_id\x18\x03 \x01(\t\x12\x15\n\rresult_digest\x18\x04 \x01(\x0c\x12\x11\n\tlog_index\x18\x05 \x01(\x03\x12\r\n\x05\x65ntry\x18\x06 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x07 \x03(\x0c\x12\'\n\ncheckpoint\x18\x08 \x01(\x0b\x32\x13.veil.v1.Checkpoint\x12\x14\n\x0cwitness_note\x18\t \x01(\x0c\x32\xc0\x05\n\x0c\x41uditService\x12T\n\x0fListAuditEvents\x12\x1f.veil.v1.ListAuditEventsRequest\x1a .veil.v1.ListAuditEventsResponse\x12\x43\n\rGetCheckpoint\x12\x1d.veil.v1.GetCheckpointRequest\x1a\x13.veil.v1.Checkpoint\x12T\n\x0fListCheckpoints\x12\x1f.veil.v1.ListCheckpointsRequest\x1a .veil.v1.ListCheckpointsResponse\x12O\n\x11GetInclusionProof\x12!.veil.v1.GetInclusionProofRequest\x1a\x17.veil.v1.InclusionProof\x12U\n\x13GetConsistencyProof\x12#.veil.v1.GetConsistencyProofRequest\x1a\x19.veil.v1.ConsistencyProof\x12H\n\x0e\x45xportAuditLog\x12\x1e.veil.v1.ExportAuditLogRequest\x1a\x14.veil.v1.ExportChunk0\x01\x12:\n\nGetNodeKey\x12\x1a.veil.v1.GetNodeKeyRequest\x1a\x10.veil.v1.NodeKey\x12:\n\nGetReceipt\x12\x1a.veil.v1.GetReceiptRequest\x1a\x10.veil.v1.Receipt\x12U\n\x13GetSubjectStatement\x12#.veil.v1.GetSubjectStatementRequest\x1a\x19.veil.v1.SubjectStatementb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,33 +43,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=631
   _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=737
   _globals['_CHECKPOINT']._serialized_start=740
-  _globals['_CHECKPOINT']._serialized_end=869
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=871
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=911
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=913
-  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=976
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=978
-  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1070
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1072
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1132
-  _globals['_INCLUSIONPROOF']._serialized_start=1134
-  _globals['_INCLUSIONPROOF']._serialized_end=1256
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1258
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1322
-  _globals['_CONSISTENCYPROOF']._serialized_start=1325
-  _globals['_CONSISTENCYPROOF']._serialized_end=1485
-  _globals['_EXPORTAUDITLOGREQUEST']._serialized_start=1487
-  _globals['_EXPORTAUDITLOGREQUEST']._serialized_end=1510
-  _globals['_EXPORTCHUNK']._serialized_start=1512
-  _globals['_EXPORTCHUNK']._serialized_end=1539
-  _globals['_GETNODEKEYREQUEST']._serialized_start=1541
-  _globals['_GETNODEKEYREQUEST']._serialized_end=1560
-  _globals['_NODEKEY']._serialized_start=1562
-  _globals['_NODEKEY']._serialized_end=1648
-  _globals['_GETRECEIPTREQUEST']._serialized_start=1650
-  _globals['_GETRECEIPTREQUEST']._serialized_end=1683
-  _globals['_RECEIPT']._serialized_start=1686
-  _globals['_RECEIPT']._serialized_end=1909
-  _globals['_AUDITSERVICE']._serialized_start=1912
-  _globals['_AUDITSERVICE']._serialized_end=2616
+  _globals['_CHECKPOINT']._serialized_end=891
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=893
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=933
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_start=935
+  _globals['_LISTCHECKPOINTSREQUEST']._serialized_end=998
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_start=1000
+  _globals['_LISTCHECKPOINTSRESPONSE']._serialized_end=1092
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1094
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1154
+  _globals['_INCLUSIONPROOF']._serialized_start=1156
+  _globals['_INCLUSIONPROOF']._serialized_end=1278
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1280
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1344
+  _globals['_CONSISTENCYPROOF']._serialized_start=1347
+  _globals['_CONSISTENCYPROOF']._serialized_end=1507
+  _globals['_EXPORTAUDITLOGREQUEST']._serialized_start=1509
+  _globals['_EXPORTAUDITLOGREQUEST']._serialized_end=1532
+  _globals['_EXPORTCHUNK']._serialized_start=1534
+  _globals['_EXPORTCHUNK']._serialized_end=1561
+  _globals['_GETNODEKEYREQUEST']._serialized_start=1563
+  _globals['_GETNODEKEYREQUEST']._serialized_end=1582
+  _globals['_NODEKEY']._serialized_start=1584
+  _globals['_NODEKEY']._serialized_end=1670
+  _globals['_GETRECEIPTREQUEST']._serialized_start=1672
+  _globals['_GETRECEIPTREQUEST']._serialized_end=1705
+  _globals['_RECEIPT']._serialized_start=1708
+  _globals['_RECEIPT']._serialized_end=1931
+  _globals['_AUDITSERVICE']._serialized_start=1934
+  _globals['_AUDITSERVICE']._serialized_end=2638
 # @@protoc_insertion_point(module_scope)

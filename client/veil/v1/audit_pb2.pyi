@@ -82,7 +82,7 @@ class ListAuditEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., tree_size: _Optional[int] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
-    __slots__ = ("body", "signature", "origin", "tree_size", "root_hash", "time", "key_id")
+    __slots__ = ("body", "signature", "origin", "tree_size", "root_hash", "time", "key_id", "witness_note")
     BODY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Checkpoint(_message.Message):
     ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_NOTE_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     signature: bytes
     origin: str
@@ -97,7 +98,8 @@ class Checkpoint(_message.Message):
     root_hash: bytes
     time: str
     key_id: str
-    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., origin: _Optional[str] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., time: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+    witness_note: bytes
+    def __init__(self, body: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., origin: _Optional[str] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., time: _Optional[str] = ..., key_id: _Optional[str] = ..., witness_note: _Optional[bytes] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
     __slots__ = ("sign_now",)

@@ -91,8 +91,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             tree_size=size,
         )
 
+    def _witnessed(self, cp: Checkpoint | None) -> audit_pb2.Checkpoint | None:
+        """``checkpoint_proto`` with the witnesses' cosignatures the node holds for ``cp``."""
+        out = checkpoint_proto(cp)
+        witnesses = self.node.audit.witnesses
+        if out is not None and witnesses is not None and witnesses.settings.witnesses:
+            out.witness_note = witnesses.note(cp)
+        return out
+
     def GetCheckpoint(self, request, context):
-        return checkpoint_proto(self.log.checkpoint() if request.sign_now else self._latest())
+        return self._witnessed(self.log.checkpoint() if request.sign_now else self._latest())
 
     def ListCheckpoints(self, request, context):
         size = page_size(request.page_size)
@@ -100,7 +108,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         cps = self.log.checkpoints(limit=start + size + 1)[start:]
         nxt = encode_token("cp", start + size) if len(cps) > size else ""
         return audit_pb2.ListCheckpointsResponse(
-            checkpoints=[checkpoint_proto(c) for c in cps[:size]], next_page_token=nxt)
+            checkpoints=[self._witnessed(c) for c in cps[:size]], next_page_token=nxt)
 
     def GetInclusionProof(self, request, context):
         if request.tree_size:

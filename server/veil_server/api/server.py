@@ -191,7 +191,8 @@ def _start_console(config: NodeConfig, security: Any, calls: NodeCalls, authenti
         console = start_console(settings, calls=calls, authenticator=authenticator, on_denied=node.audit.denied,
                                 on_session=lambda verb, who, details: node.audit.admin(f"console.{verb}", who,
                                                                                        details=details),
-                                node_name=config.name, tls=security.tls, listen=address)
+                                node_name=config.name, tls=security.tls, listen=address,
+                                witness_keys=tuple(w.key for w in getattr(config.witness, "witnesses", ()) or ()))
     except OSError as e:
         raise ConfigError(f"console.listen: cannot listen on {address} ({e.strerror or e}); choose a free port "
                           "(VEIL_CONSOLE_LISTEN) or set console.enabled = false") from None

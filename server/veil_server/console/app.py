@@ -53,8 +53,11 @@ CONSOLE_ROLES = frozenset({Role.OWNER, Role.REVIEWER, Role.AUDITOR, Role.ADMIN})
 class Console:
     def __init__(self, settings: ConsoleSettings, *, calls: NodeCalls, authenticator: Any,
                  on_denied: Callable[[str, str | None, VeilError], None] | None, node_name: str,
-                 tls: Any = None, on_session: Callable[[str, str, dict[str, str]], None] | None = None) -> None:
+                 tls: Any = None, on_session: Callable[[str, str, dict[str, str]], None] | None = None,
+                 witness_keys: tuple = ()) -> None:
         self.settings = settings
+        # The witness keys pinned in [witness]: the checkpoint page checks cosignatures against them.
+        self.witness_keys = tuple(witness_keys)
         self.calls = calls
         self.authenticator = authenticator
         self.on_denied = on_denied

@@ -129,7 +129,7 @@ def checkpoints_page(app: App, req: Request) -> Response:
             ok = True
         except Exception:  # noqa: BLE001 - shown as not verified
             ok = False
-        rows.append({"c": c, "verified": ok, "witnesses": cosignatures(c)})
+        rows.append({"c": c, "verified": ok, "witnesses": cosignatures(c, app.witness_keys)})
     return app.render(req, "checkpoints.html", title="Checkpoints", rows=rows, next_token=out.next_page_token,
                       key=key, first_page=not req.arg("page_token"))
 

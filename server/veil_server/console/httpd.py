@@ -255,6 +255,7 @@ def serve(address: str, app: Any, tls: ssl.SSLContext | None) -> tuple[ConsoleHT
 class App(Protocol):
     """What a page handler uses of the console (:class:`veil_server.console.app.Console`)."""
 
+    witness_keys: tuple  # the [witness] keys the checkpoint page verifies cosignatures against
     settings: Any
     sessions: Any
     throttle: Any

@@ -1,8 +1,8 @@
 """Federated models (issue 18): Fair's survey split across three member nodes (real gRPC, signed
-envelopes, pairwise masks); the exact OLS fit equals statsmodels' on the union within 1e-6
-relative, exact logistic and Poisson fits are refused (no party can hold the analyst's
-coefficients to Newton's path over the union), and no party sees one member's statistics (a DP
-logistic fit's rounds).
+envelopes, pairwise masks); the exact OLS, logistic and Poisson fits equal statsmodels' on the
+union within 1e-6 relative; an exact GLM is held to Newton's path over the union by the members'
+joint step check (a step off the path is refused, the true step accepted); and no party sees one
+member's statistics (a DP logistic fit's rounds) or one member's step residual.
 
 Leakage: the coordinator receives each member's contribution, Enc(P_i + r_i mod n). Even with the
 analyst's key (analyst and coordinator colluding), each contribution, and the product of any
@@ -69,17 +69,20 @@ def fits(cluster, analyst_home):
                                 epsilon=1.0, max_iter=8)  # rounds enough for the uniformity test
         out["messages"] = recorder.messages[start:]
         out["sk"] = node.keys[1]
-        out["refused"] = {}
-        for family, formula in (("binomial", LOGIT_FORMULA), ("poisson", POISSON_FORMULA)):
-            with pytest.raises(veil.VeilError) as e:
-                node.fit(formula, dataset="survey", purpose="research", family=family)
-            out["refused"][family] = e.value
+        start = len(recorder.messages)
+        out["exact_logit"] = node.fit(LOGIT_FORMULA, dataset="survey", purpose="research", family="binomial")
+        out["exact_poisson"] = node.fit(POISSON_FORMULA, dataset="survey", purpose="research", family="poisson")
+        out["exact_messages"] = recorder.messages[start:]
     return out
 
 
 def test_federated_fits_equal_statsmodels_on_the_union(cluster, fits):
+    import statsmodels.api as sm
+
     raw = cluster[3]
-    for key, ref in (("ols", smf.ols(OLS_FORMULA, raw).fit()),):
+    for key, ref in (("ols", smf.ols(OLS_FORMULA, raw).fit()),
+                     ("exact_logit", smf.logit(LOGIT_FORMULA, raw).fit(disp=0, tol=1e-12, maxiter=100)),
+                     ("exact_poisson", smf.glm(POISSON_FORMULA, raw, family=sm.families.Poisson()).fit(tol=1e-12))):
         ours = fits[key]
         assert list(ours.params.index) == list(ref.params.index)
         for name in ref.params.index:
@@ -89,17 +92,83 @@ def test_federated_fits_equal_statsmodels_on_the_union(cluster, fits):
         assert ours.disclosure == "exact"
 
 
-def test_exact_federated_logistic_and_poisson_are_refused(fits):
-    for family, err in fits["refused"].items():
-        # Refused by the members (the coordinator relays a member's reason as peer_reason).
-        assert "MODEL_EXACT_FEDERATED_GLM" in (err.reason, err.metadata.get("peer_reason")), (family, err)
+def test_exact_federated_glms_converge_along_newtons_path(fits):
+    for key in ("exact_logit", "exact_poisson"):
+        ours = fits[key]
+        assert ours.converged and 3 <= ours.iterations <= 25, key
+        assert len(ours.release_digests) == ours.iterations
+
+
+def test_a_step_off_newtons_path_is_refused_by_the_members(cluster, analyst_home):
+    """The analyst drives the protocol by hand: iteration 0 at zero, then (a) a step of its
+    choosing, (b) the true step nudged by 1e-6 of its size, both refused with the rule's reason,
+    and (c) the true Newton step from the decrypted release, accepted."""
+    import grpc
+    import veil
+    from veil.models import decode_release
+    from veil.v1 import model_pb2, model_pb2_grpc, query_pb2
+
+    members, running = cluster[0], cluster[1]
+    with veil.connect(members["east"].target, token=members["east"].tokens["alice"], home=analyst_home) as node:
+        stub = model_pb2_grpc.ModelServiceStub(node._channel)
+        sk = node.keys[1]
+
+        def ask(fit_id: str, iteration: int, coefficients: list[float]):
+            return stub.ComputeModelStatistics(model_pb2.ComputeModelStatisticsRequest(
+                dataset="datasets/survey", formula=LOGIT_FORMULA, family="binomial", purpose="research",
+                public_key=query_pb2.PaillierPublicKey(n=sk.public_key.to_bytes()), fit_id=fit_id,
+                iteration=iteration, coefficients=coefficients), metadata=node._metadata())
+
+        with pytest.raises(grpc.RpcError) as start:
+            ask("fed-chosen", 0, [0.0] * 6 + [25.0])  # a start of the analyst's choosing
+        assert "Newton" in start.value.details()
+        first = ask("fed-path", 0, [])
+        rel = decode_release(first, sk, "binomial")
+        step = np.linalg.solve(rel.matrix, rel.vector)
+        for label, coefficients in (("chosen", [0.5] * len(step)), ("nudged", (step * (1 + 1e-6)).tolist())):
+            with pytest.raises(grpc.RpcError) as off:
+                ask("fed-path", 1, coefficients)
+            assert "Newton" in off.value.details(), label
+            assert off.value.code() == grpc.StatusCode.PERMISSION_DENIED, label
+        # The refused attempts released nothing; the true step is accepted (iteration 1).
+        second = ask("fed-path", 1, step.tolist())
+        assert second.iteration == 1 and second.cells.ciphertexts
+        for name in MEMBERS:
+            entries = running[name].node.audit.log.search(kind="model.release", page_size=1000).entries
+            assert not [e for e in entries if e.details.get("fit_id") == "fed-chosen"], name
+
+
+def test_step_checks_are_uniform_to_everyone_but_their_sum_is_the_residual(fits):
+    """Each member's masked residual (PREPARE, iterations 1..) is uniform mod 2^1024 to the
+    coordinator; the three together sum to the union's residual, near zero (positive control)."""
+    from veil_server.models.fitting import STEP_MODULUS
+
+    per_member: dict[str, list[int]] = {m: [] for m in MEMBERS}
+    sums: list[int] = []
+    rounds: dict[str, list[int]] = {}
+    for node, what, sender, data in fits["exact_messages"]:
+        if node == "north" and what == "response:prepare":
+            body = payload(data).prepared
+            if body.step_check:
+                values = [int.from_bytes(v, "big") for v in body.step_check]
+                per_member[payload(data).sender] += values
+                rounds[payload(data).sender] = values
+                if len(rounds) == len(MEMBERS):
+                    total = [sum(col) % STEP_MODULUS for col in zip(*rounds.values())]
+                    sums += [t - STEP_MODULUS if t > STEP_MODULUS // 2 else t for t in total]
+                    rounds = {}
+    width = STEP_MODULUS.bit_length() // 8
+    for m, values in per_member.items():
+        assert uniform(b"".join(v.to_bytes(width, "big") for v in values)), m
+    assert sums and all(abs(s) < 1 << 200 for s in sums)  # positive control: the masks cancel
 
 
 def test_every_member_logs_its_release(cluster, fits):
     members, running = cluster[0], cluster[1]
-    releases = 1 + fits["logit"].iterations
+    releases = 1 + sum(fits[k].iterations for k in ("logit", "exact_logit", "exact_poisson"))
     for name in MEMBERS:
-        entries = running[name].node.audit.log.search(kind="model.release", page_size=1000).entries
+        entries = [e for e in running[name].node.audit.log.search(kind="model.release", page_size=1000).entries
+                   if not e.details["fit_id"].startswith("fed-")]  # the hand-driven fit's releases
         assert len(entries) == releases, name
         assert all(e.details["federation"]["members"] == sorted(MEMBERS) for e in entries)
 

@@ -261,7 +261,7 @@ class PrepareBody(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., sql: _Optional[str] = ..., purpose: _Optional[str] = ..., analyst: _Optional[str] = ..., public_key: _Optional[bytes] = ..., protocol: _Optional[_Union[FederationProtocol, str]] = ..., participants: _Optional[_Iterable[str]] = ..., compute_parties: _Optional[_Iterable[str]] = ..., epsilon: _Optional[float] = ..., formula: _Optional[str] = ..., family: _Optional[str] = ..., coefficients: _Optional[_Iterable[float]] = ..., iteration: _Optional[int] = ..., fit_id: _Optional[str] = ...) -> None: ...
 
 class PreparedBody(_message.Message):
-    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql", "epsilon", "terms", "statistic_count")
+    __slots__ = ("plan_digest", "part_digest", "group_count", "min_group_size", "max_rows", "ephemeral_key", "canonical_sql", "epsilon", "terms", "statistic_count", "step_check", "public_rows")
     PLAN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     PART_DIGEST_FIELD_NUMBER: _ClassVar[int]
     GROUP_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +272,8 @@ class PreparedBody(_message.Message):
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     TERMS_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STEP_CHECK_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_ROWS_FIELD_NUMBER: _ClassVar[int]
     plan_digest: str
     part_digest: str
     group_count: int
@@ -282,7 +284,9 @@ class PreparedBody(_message.Message):
     epsilon: float
     terms: _containers.RepeatedScalarFieldContainer[str]
     statistic_count: int
-    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[_Iterable[str]] = ..., statistic_count: _Optional[int] = ...) -> None: ...
+    step_check: _containers.RepeatedScalarFieldContainer[bytes]
+    public_rows: int
+    def __init__(self, plan_digest: _Optional[str] = ..., part_digest: _Optional[str] = ..., group_count: _Optional[int] = ..., min_group_size: _Optional[int] = ..., max_rows: _Optional[int] = ..., ephemeral_key: _Optional[bytes] = ..., canonical_sql: _Optional[str] = ..., epsilon: _Optional[float] = ..., terms: _Optional[_Iterable[str]] = ..., statistic_count: _Optional[int] = ..., step_check: _Optional[_Iterable[bytes]] = ..., public_rows: _Optional[int] = ...) -> None: ...
 
 class ContributeBody(_message.Message):
     __slots__ = ("prepared",)

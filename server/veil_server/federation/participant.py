@@ -284,7 +284,7 @@ class Participant:
 
     def _contribute(self, s: Session, v: Verified) -> federation_pb2.ContributionBody:
         if s.model is not None:
-            self._join_session(s, list(v.payload.contribute.prepared))
+            self._check_step(s, self._join_session(s, list(v.payload.contribute.prepared)))
             return self._contribute_model(s)
         assert s.plan is not None and s.dataset is not None and s.local is not None
         self._join_session(s, list(v.payload.contribute.prepared))
@@ -367,7 +367,55 @@ class Participant:
         return federation_pb2.PreparedBody(
             plan_digest=model, part_digest=schema, group_count=0, min_group_size=ds.min_group_size,
             max_rows=ds.max_rows, ephemeral_key=public, canonical_sql=body.formula[:2000], epsilon=prep.epsilon,
-            terms=terms, statistic_count=count)
+            terms=terms, statistic_count=count, step_check=self._step_check(prep), public_rows=prep.rows)
+
+    @staticmethod
+    def _exact_glm(prep) -> bool:
+        from ..models.design import GAUSSIAN
+
+        return prep.family != GAUSSIAN and not prep.ds.disclosure.dp
+
+    def _step_check(self, prep) -> list[bytes]:
+        """Exact GLM, iteration t > 0: this member's masked residual of the analyst's step
+        (models/fitting.py, "The federated step check")."""
+        from ..models.fitting import STEP_MODULUS, step_residual
+
+        if not self._exact_glm(prep) or prep.iteration == 0:
+            return []
+        step = self._models().member_step(prep)
+        assert step is not None and step.iteration == prep.iteration - 1  # prepare() checked the order
+        residual = step_residual(step.fixed, step.coefficients, prep.coefficients)
+        masks = zero_sum_mod(self.name, step.seeds, STEP_MODULUS, len(residual), b"model-step|" + step.context)
+        return [((r + m) % STEP_MODULUS).to_bytes(STEP_MODULUS.bit_length() // 8, "big")
+                for r, m in zip(residual, masks)]
+
+    def _check_step(self, s: Session, seen: dict[str, Verified]) -> None:
+        """Every member's masked residual added up: the union's H·d - g, within the public
+        tolerance, or no member contributes (MODEL_COEFFICIENTS_NOT_CANONICAL)."""
+        from ..models.fitting import STEP_MODULUS, step_tolerance
+
+        prep = s.model
+        if not self._exact_glm(prep) or prep.iteration == 0:
+            return
+        p, width = len(prep.coefficients), STEP_MODULUS.bit_length() // 8
+        total = [0] * p
+        for name, pv in seen.items():
+            values = list(pv.payload.prepared.step_check)
+            if len(values) != p or any(len(v) != width for v in values):
+                raise FailedPrecondition(f"member {name} sent no check of the analyst's step",
+                                         reason="FEDERATION_SESSION_INVALID", metadata={"node": name})
+            total = [(t + int.from_bytes(v, "big")) % STEP_MODULUS for t, v in zip(total, values)]
+        residual = [t - STEP_MODULUS if t > STEP_MODULUS // 2 else t for t in total]
+        step = self._models().member_step(prep)
+        assert step is not None
+        rows = sum(2 * max(0, pv.payload.prepared.public_rows) + 1000 for pv in seen.values())
+        tolerance = step_tolerance(prep.sensitivities, rows, step.coefficients, prep.coefficients, len(seen))
+        if any(abs(r) > t for r, t in zip(residual, tolerance)):
+            raise PolicyViolation("in exact mode a logistic or Poisson fit evaluates only Newton's path from zero: "
+                                  f"the coefficients of iteration {prep.iteration} are not the step the previous "
+                                  "release leads to over the union; use node.fit, which follows it",
+                                  reason="MODEL_COEFFICIENTS_NOT_CANONICAL",
+                                  metadata={"iteration": str(prep.iteration)})
 
     def _contribute_model(self, s: Session) -> federation_pb2.ContributionBody:
         from ..models.fitting import SLOT_HIGH, SLOT_LOW
@@ -390,6 +438,11 @@ class Participant:
                                   certificate=certificate, populations=populations,
                                   details={"federation": {"query": s.query, "coordinator": s.coordinator,
                                                           "members": s.members}})
+        if self._exact_glm(prep):  # this member's part, for checking the analyst's next step
+            from ..models.fitting import MemberStep
+
+            self._models().keep_step(prep, MemberStep(prep.iteration, list(prep.coefficients), list(fixed),
+                                                      dict(s.seeds), s.context))
         return federation_pb2.ContributionBody(model_statistics=federation_pb2.ReleasedSection(ciphertexts=cts))
 
     def _charge(self, s: Session) -> None:
@@ -407,7 +460,7 @@ class Participant:
                 self.node.subjects.record_release(f"fed:{s.query}", s.local.name, s.purpose, s.consent_snapshot,
                                                   s.consent_subjects, "")
 
-    def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> None:
+    def _join_session(self, s: Session, envelopes: list[federation_pb2.PeerEnvelope]) -> dict[str, Verified]:
         """Check every member's signed preparation and derive the pairwise seeds from them."""
         seen: dict[str, Verified] = {}
         for env in envelopes:
@@ -439,6 +492,7 @@ class Participant:
         s.context = s.query.encode() + b"|" + session
         if s.plan is not None:  # a model release has no grouped layout
             s.layout = layout_for(s.plan, s.dataset, rows)
+        return seen
 
     def _aggregate(self, s: Session, v: Verified) -> federation_pb2.AggregatedBody:
         assert s.layout is not None

@@ -73,6 +73,9 @@ class ModelFitting:
         # Exact mode, logistic and Poisson: each fit's Newton path as the node computes it from its
         # own exact statistics (beta_0 = 0, beta_t+1 = beta_t + H^-1 g, from the released values).
         self._paths: dict[tuple[str, str, str], list[list[float]]] = {}
+        # Exact mode, federated logistic and Poisson: this member's part of each fit's last
+        # release, kept for the joint check of the analyst's next step (participant.py).
+        self._steps: dict[tuple[str, str, str], MemberStep] = {}
 
     def compute(self, principal: Principal, request: model_pb2.ComputeModelStatisticsRequest) -> \
             model_pb2.ModelStatistics:
@@ -208,7 +211,7 @@ class ModelFitting:
             if self._releases.get(account, 0) >= MAX_ITERATIONS:
                 raise _cap(iteration)
         return Prepared(principal, ds, spec, family, coefficients, eps if pol.dp else 0.0, rows, sens, key, purpose,
-                        budget_purpose, fit_id, int(iteration), formula, check_grant)
+                        budget_purpose, fit_id, int(iteration), formula, check_grant, bool(name_as))
 
     @contextlib.contextmanager
     def releasing(self, prep: Prepared, certificate: str) -> Iterator[list]:
@@ -244,17 +247,27 @@ class ModelFitting:
         the end the rows themselves. Along the canonical path every release is a fixed function
         of the data. Iteration t comes after the fit's t releases to this analyst, so the
         coefficients checked are ones it already computed from what it was given: a refusal
-        tells it nothing new. A federated fit cannot be held to the path (no party sees the
-        union's statistics), so it needs DP datasets."""
-        if federated:
-            raise PolicyViolation("an exact-mode federated model may be ordinary least squares only: logistic and "
-                                  "Poisson fits evaluate the analyst's coefficients, which no party can hold to "
-                                  "Newton's path over the union; ask the owners for DP datasets",
-                                  reason="MODEL_EXACT_FEDERATED_GLM")
+        tells it nothing new.
+
+        A federated member sees only its own part, so it cannot compute the path; it checks the
+        order here (iteration 0 at zero) and the step itself jointly with the other members
+        (:func:`step_residual`, ``federation/participant.py``)."""
         account = (principal, ds.name.lower(), fit_id)
         with self._lock:
             done = self._releases.get(account, 0)
             path = self._paths.get(account)
+            step = self._steps.get(account)
+        if federated:
+            if iteration != done or (iteration > 0 and (step is None or step.iteration != iteration - 1)):
+                raise PolicyViolation(f"in exact mode a logistic or Poisson fit takes its steps in order: this fit "
+                                      f"has {done} release(s) here, so the next is iteration {done}; start a new fit "
+                                      "to begin again", reason="MODEL_ITERATION_OUT_OF_ORDER",
+                                      metadata={"iteration": str(iteration), "expected": str(done)})
+            if iteration == 0 and any(c != 0.0 for c in coefficients):
+                raise PolicyViolation("in exact mode a logistic or Poisson fit starts from zero coefficients; use "
+                                      "node.fit, which follows Newton's path", reason="MODEL_COEFFICIENTS_NOT_CANONICAL",
+                                      metadata={"iteration": "0"})
+            return coefficients
         if iteration != done or (iteration > 0 and (path is None or len(path) <= iteration)):
             raise PolicyViolation(f"in exact mode a logistic or Poisson fit takes its steps in order: this fit has "
                                   f"{done} release(s), so the next is iteration {done}; start a new fit to begin "
@@ -293,11 +306,20 @@ class ModelFitting:
             if len(path) == prep.iteration + 1:
                 path.append(nxt)
 
+    def member_step(self, prep: Prepared) -> MemberStep | None:
+        """A federated member's part of this fit's previous release (exact GLMs), or None."""
+        with self._lock:
+            return self._steps.get((prep.principal, prep.ds.name.lower(), prep.fit_id))
+
+    def keep_step(self, prep: Prepared, step: MemberStep) -> None:
+        with self._lock:
+            self._steps[(prep.principal, prep.ds.name.lower(), prep.fit_id)] = step
+
     def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
         """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
         exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
         fixed = [round(v * 2**FRACTION_BITS) for v in exact]
-        if prep.family != design.GAUSSIAN and not prep.ds.disclosure.dp:
+        if prep.family != design.GAUSSIAN and not prep.ds.disclosure.dp and not prep.federated:
             self._advance(prep, fixed)
         scales: list[float] = []
         if prep.ds.disclosure.dp:
@@ -370,6 +392,7 @@ class Prepared:
     iteration: int
     formula: str
     check_grant: bool = True
+    federated: bool = False
 
     @property
     def digest(self) -> str:
@@ -378,6 +401,86 @@ class Prepared:
                             self.key.fingerprint())
 
 
+
+
+@dataclass(frozen=True)
+class MemberStep:
+    """What a federated member keeps of an exact GLM release it contributed to: its own
+    fixed-point statistics and the session's pairwise seeds (for the mask of the next step's
+    check), never anything of another member."""
+
+    iteration: int
+    coefficients: list[float]
+    fixed: list[int]
+    seeds: dict[str, bytes]
+    context: bytes
+
+
+# The federated step check (exact mode, logistic and Poisson).
+#
+# The analyst decrypts the union's H (X'WX) and g (X'(y - mu)) of release t and sends
+# beta_t+1 = beta_t + d. Newton's step is d = H^-1 g, that is H·d - g = 0, which is linear in the
+# members' parts: sum_i (H_i·d - g_i) = H·d - g. So at PREPARE of release t+1 each member sends
+# its own residual plus its zero-sum mask of release t's session; at CONTRIBUTE every member adds
+# the signed values of all members (the masks cancel) and contributes only if the union's
+# residual is within a tolerance set from public bounds (the declared ranges times the members'
+# public row counts), so it never depends on the data.
+#
+# What it reveals: each member's masked value is uniform to everyone else. Every member learns
+# the union's residual H·d - g: for the step node.fit takes it is the analyst's floating-point
+# solve error, about 1e-16 of the statistics' size; an analyst who sends another step is refused,
+# and the members have then seen one linear combination of the union's statistics of release t
+# (aggregates over every row of every member, never a row), which the analyst already had.
+# Slack: a step within the tolerance (1e-10 of the public bound) passes, as on one node the
+# coefficients may differ from the node's own path by 1e-9 of their size.
+
+STEP_SCALE_BITS = 16  # the residual is sent in units of 2^-16 of a fixed-point unit
+STEP_MODULUS = 1 << 1024  # masks and residuals live here; 128 bytes each on the wire
+STEP_TOLERANCE = 1e-10
+
+
+def _symmetric(fixed: list[int], p: int) -> tuple[list[list[int]], list[int]]:
+    """H (p x p, from its upper triangle after n) and g of a release's fixed-point statistics."""
+    h = [[0] * p for _ in range(p)]
+    k = 1
+    for i in range(p):
+        for j in range(i, p):
+            h[i][j] = h[j][i] = fixed[k]
+            k += 1
+    return h, fixed[k:k + p]
+
+
+def step_residual(fixed: list[int], before: list[float], after: list[float]) -> list[int]:
+    """This member's H_i·d - g_i for d = after - before, exactly (d is a difference of
+    doubles), in units of 2^-(32+16) value units, rounded."""
+    from fractions import Fraction
+
+    p = len(after)
+    h, g = _symmetric(fixed, p)
+    d = [Fraction(a) - Fraction(b) for a, b in zip(after, before)]
+    scale = 1 << STEP_SCALE_BITS
+    return [round((sum(h[j][k] * d[k] for k in range(p)) - g[j]) * scale) for j in range(p)]
+
+
+def step_tolerance(sensitivities: list[float], rows_bound: int, before: list[float], after: list[float],
+                   members: int) -> list[int]:
+    """The largest residual (same units) a Newton step computed in floating point can have,
+    from public bounds: |H_jk| <= rows * Δ(H_jk), |g_j| <= rows * Δ(g_j); the solve's backward
+    error and the rounding of beta are far below 1e-10 of |H|(|d| + |beta|) + |g|."""
+    p = len(after)
+    k = 1
+    hs = [[0.0] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i, p):
+            hs[i][j] = hs[j][i] = sensitivities[k]
+            k += 1
+    gs = sensitivities[k:k + p]
+    unit = float(1 << (FRACTION_BITS + STEP_SCALE_BITS))
+    out = []
+    for j in range(p):
+        size = sum(hs[j][k] * (abs(after[k] - before[k]) + abs(after[k])) for k in range(p)) + gs[j]
+        out.append(math.ceil(STEP_TOLERANCE * rows_bound * size * unit) + members * (1 << STEP_SCALE_BITS))
+    return out
 
 
 def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, family: str) -> list[float]:

@@ -128,6 +128,11 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
     for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota", "fair_cells"):  # one source is listed once: a file each
         d.to_csv(folder / f"{name}.csv", index=False)
     d.head(100).to_csv(folder / "fair_tiny.csv", index=False)
+    # affairs missing in every row of religious = 1 but one (the model attack on missing values)
+    nulls = d.copy()
+    one = nulls.index[nulls["religious"] == 1]
+    nulls.loc[one[1:], "affairs"] = None
+    nulls.to_csv(folder / "fair_nulls.csv", index=False)
     extra = ""
     if postgres:
         import pyarrow as pa
@@ -161,7 +166,7 @@ token_sha256 = "{hashlib.sha256(owner.encode()).hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5).replace("dataset_budget = 2.5", "dataset_budget = 10.0"))
         + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")
-        + _dataset("fair_cells", EXACT)
+        + _dataset("fair_cells", EXACT) + _dataset("fair_nulls", EXACT)
         + extra)
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
         yield running, token, d

@@ -404,6 +404,23 @@ def test_exact_models_join_the_release_history(alice, served):
     assert len(df) == 4
 
 
+def test_exact_model_cells_need_k_values_of_each_column(alice, served):
+    """A missing value enters a model as its range's midpoint, a public constant: a cell's sum of
+    a column is then as good as the sum of its few non-null values. In fair_nulls only one
+    respondent with religious = 1 has a value of affairs; "affairs ~ C(religious)" would release
+    that cell's mean, (v + (n - 1) * 29) / n, and with it v. Each cell needs k values of every
+    numeric column, as a SUM does: refused, nothing released. The same model without that column
+    is answered."""
+    log = served[0].node.audit.log
+    with pytest.raises(veil.VeilError) as e:
+        alice.fit("affairs ~ C(religious)", dataset="fair_nulls", purpose="research")
+    assert e.value.reason == "MODEL_CELLS_SUPPRESSED"
+    assert not log.search(kind="model.release", dataset="fair_nulls", page_size=10).entries
+    res = alice.fit("age ~ C(religious)", dataset="fair_nulls", purpose="research")
+    ref = smf.ols("age ~ C(religious)", served[2]).fit()
+    _close(res.params, ref.params)
+
+
 def test_a_singular_design_is_named_not_a_traceback(alice):
     from veil.models import SingularDesign
 

@@ -278,13 +278,19 @@ class DisclosureControl:
 
     @contextmanager
     def model_releasing(self, ds: Dataset, cells: list[tuple[QueryPlan, AggregateResult]],
-                        certificate: str = "") -> Iterator[list]:
+                        certificate: str = "", columns: list[str] | None = None) -> Iterator[list]:
         """Exact mode, models (issue 18): a model's statistics are aggregates over the cells of
         ``cells`` (each categorical term's levels, and each pair of them crossed; the whole table
         without one). They pass the same structural check and history audit as a query's cells,
         under the dataset's lock held until the release commits; a model cannot suppress a cell,
         so one that would be suppressed refuses the release (``MODEL_CELLS_SUPPRESSED``, the
-        k rule's own "< k" signal, as suppression gives). Yields the populations to record."""
+        k rule's own "< k" signal, as suppression gives). Yields the populations to record.
+
+        ``columns``: the model's columns. Each cell releases sums of them (a NULL counts as the
+        declared range's midpoint, a public constant, so the sum is as good as one over the
+        non-null values): each cell needs k values of each in every remainder, as a SUM does, and
+        is recorded as known for exactly those columns."""
+        families = history.release_columns([(True, c) for c in columns or []])
         with self.store.named_lock(f"release:{ds.name.lower()}"):
             try:
                 lat = lattice.lattice_for(ds)
@@ -298,14 +304,14 @@ class DisclosureControl:
                     candidates = [history.Candidate(b, (g := by_key.get(keys)) is not None
                                                     and g.rows >= ds.min_group_size)
                                   for b, (keys, _) in populations]
-                    released = history.audit(forest, atoms, candidates, k=ds.min_group_size, columns=[])
+                    released = history.audit(forest, atoms, candidates, k=ds.min_group_size, columns=families)
                     if not all(released):
                         raise PolicyViolation(
                             f"a model on these categories would release a population of datasets/{ds.name} that "
-                            "fewer than k rows make up (or that released tables leave), which exact mode "
-                            "suppresses; use fewer or coarser categorical terms", reason="MODEL_CELLS_SUPPRESSED",
-                            metadata={"dataset": ds.name})
-                    out += [(b, True) for b, _ in populations]
+                            "fewer than k rows (or k values of one of its columns) make up, or that released "
+                            "tables leave, which exact mode suppresses; use fewer or coarser categorical terms",
+                            reason="MODEL_CELLS_SUPPRESSED", metadata={"dataset": ds.name})
+                    out += [(b, frozenset(["", *families])) for b, _ in populations]
                 yield out
             except BaseException:
                 self.history.forget(ds.name)  # the in-memory family may hold what did not commit

@@ -235,7 +235,10 @@ class ModelFitting:
         for sql in sqls:
             plan = plan_query(sql, Catalog([prep.ds]))
             cells.append((plan, self.node.engine.aggregate(plan, prep.ds)))
-        with self.node.disclosure.model_releasing(prep.ds, cells, certificate) as populations:
+        # Sums of the numeric columns (indicators of categories are counts, checked as rows).
+        columns = list(dict.fromkeys([t.column for t in prep.spec.terms if not t.intercept and t.level is None]
+                                     + [prep.spec.response.name]))
+        with self.node.disclosure.model_releasing(prep.ds, cells, certificate, columns) as populations:
             yield populations
 
     def _canonical(self, principal: str, ds: Any, fit_id: str, iteration: int, coefficients: list[float], *,

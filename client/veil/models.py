@@ -64,6 +64,7 @@ class ModelRelease:
     noise_scales: list[float]
     digest: str
     max_iterations: int
+    consent_snapshot: str = ""  # a consent dataset: the snapshot the statistics were computed on
 
 
 def decode_release(msg: Any, sk: PrivateKey, family: str) -> ModelRelease:
@@ -89,7 +90,7 @@ def decode_release(msg: Any, sk: PrivateKey, family: str) -> ModelRelease:
     vec = np.array(values[k:k + p])
     yty = values[k + p] if family == "gaussian" else 0.0
     return ModelRelease(list(msg.terms), msg.response, values[0], m, vec, yty, msg.disclosure_mode, msg.epsilon,
-                        list(msg.noise_scales), msg.release_digest, msg.max_iterations)
+                        list(msg.noise_scales), msg.release_digest, msg.max_iterations, msg.consent_snapshot)
 
 
 def _normal_cdf(z: float) -> float:
@@ -136,6 +137,8 @@ class RegressionResults:
     scale: float = 1.0
     release_digests: list[str] = field(default_factory=list)
     receipt: Any = None  # veil.audit.Receipt of the final release, checked (None: federated, or not asked)
+    # A dataset whose basis is consent: each release's consent snapshot digest, in release order.
+    consent_snapshots: list[str] = field(default_factory=list)
 
     @property
     def tvalues(self) -> pd.Series:
@@ -239,7 +242,8 @@ def ols_results(rel: ModelRelease, *, formula: str, dataset: str) -> RegressionR
     return RegressionResults(
         "gaussian", formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
         rel.n, p - (1 if has_const else 0), df_resid, pd.DataFrame(cov, index=index, columns=index),
-        rel.disclosure, rel.epsilon, [rel.noise_scales], 1, True, float(sigma2), [rel.digest])
+        rel.disclosure, rel.epsilon, [rel.noise_scales], 1, True, float(sigma2), [rel.digest],
+        consent_snapshots=[rel.consent_snapshot] if rel.consent_snapshot else [])
 
 
 class SingularDesign(ValueError):
@@ -307,4 +311,5 @@ def _fit(call, sk: PrivateKey, request_of, *, formula: str, dataset: str, family
         family, formula, dataset, pd.Series(beta, index=index), pd.Series(np.sqrt(np.diag(cov)), index=index),
         last.n, p - (1 if "Intercept" in index else 0), last.n - p, pd.DataFrame(cov, index=index, columns=index),
         last.disclosure, sum(r.epsilon for r in releases), [r.noise_scales for r in releases], iteration, converged,
-        1.0, [r.digest for r in releases], receipt)
+        1.0, [r.digest for r in releases], receipt,
+        consent_snapshots=[r.consent_snapshot for r in releases if r.consent_snapshot])

@@ -453,13 +453,50 @@ def test_recover_rebuilds_each_exact_populations_consent_snapshot(tmp_path, anal
         node.close()
 
 
-def test_models_refuse_a_consent_dataset(tmp_path, analyst_home):
-    """Models compute their statistics outside the consent filter's statements: refused, with the
-    rule named, rather than fitted on rows without consent."""
+def test_models_fit_only_the_consented_rows_and_carry_the_snapshot(tmp_path, analyst_home):
+    """A model on a consent dataset is fitted on the rows of subjects with a valid consent for its
+    purpose (equal to statsmodels on exactly those raw rows), each release carries the consent
+    snapshot (result, log entry), a consenting subject's statement lists it and a subject without
+    consent's does not; after a withdrawal the same model, exact, is refused as differencing."""
+    import json
+
+    import statsmodels.formula.api as smf
+
+    from veil_server.config import load_config as load
+
     tokens, config = consent_folder(tmp_path / "node")
-    write_consent_csv(consent_records(ROWS), tmp_path / "node" / "data" / "consent.csv")
-    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
+    data = tmp_path / "node" / "data"
+    records = consent_records(ROWS)
+    write_consent_csv(records, data / "consent.csv")
+    table = patients_table(ROWS).to_pandas()
+    subjects = valid_subjects(records, "research")
+    formula = "length_of_stay ~ age"
+    with run_server(load(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
             veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+        res = alice.fit(formula, dataset="patients", purpose="research")
+        consented = table[table["patient_id"].isin(subjects)]
+        ref = smf.ols(formula, consented).fit()
+        assert res.nobs == len(consented) < ROWS
+        for name in ref.params.index:
+            assert res.params[name] == pytest.approx(ref.params[name], rel=1e-6)
+            assert res.bse[name] == pytest.approx(ref.bse[name], rel=1e-6)
+        assert res.consent_snapshots == [digest_of(records, "research")]
+        entry = running.node.audit.log.search(kind="model.release", page_size=10).entries[-1]
+        assert entry.details["consent_snapshot"] == digest_of(records, "research")
+        # The subjects' statements (a consenting subject, one without consent for research).
+        release = entry.details["release"]
+        inside = int(consented["patient_id"].iloc[0])
+        outside = next(r.subject for r in records if r.subject not in subjects)
+        def listed(subject) -> list[str]:
+            doc, _sig = running.node.subjects.statement(dataset="patients", consent_dataset=True, subject=str(subject),
+                                                        purpose="", node_id="n", key=running.node.audit.key)
+            return [r["query"] for r in json.loads(doc)["releases"]]
+
+        assert release in listed(inside)
+        assert release not in listed(outside)
+        # A withdrawal, then the same model again: another snapshot over the same population.
+        records.append(Record(inside, "research", "withdrawn", PAST))
+        write_consent_csv(records, data / "consent.csv")
         with pytest.raises(veil.VeilError) as e:
-            alice.fit("length_of_stay ~ age", dataset="patients", purpose="research")
-    assert e.value.reason == "MODEL_CONSENT_UNSUPPORTED" and "consent" in str(e.value)
+            alice.fit(formula, dataset="patients", purpose="research")
+        assert e.value.reason == "EXACT_CONSENT_CHANGED"

@@ -87,7 +87,7 @@ class ComputeModelStatisticsRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., formula: _Optional[str] = ..., family: _Optional[str] = ..., purpose: _Optional[str] = ..., public_key: _Optional[_Union[_query_pb2.PaillierPublicKey, _Mapping]] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., coefficients: _Optional[_Iterable[float]] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
-    __slots__ = ("dataset", "fit_id", "iteration", "terms", "response", "fraction_bits", "cells", "disclosure_mode", "epsilon", "noise_scales", "max_iterations", "release_digest", "certificate_id", "release", "model_digest")
+    __slots__ = ("dataset", "fit_id", "iteration", "terms", "response", "fraction_bits", "cells", "disclosure_mode", "epsilon", "noise_scales", "max_iterations", "release_digest", "certificate_id", "release", "model_digest", "consent_snapshot")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     FIT_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class ModelStatistics(_message.Message):
     CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     fit_id: str
     iteration: int
@@ -118,4 +119,5 @@ class ModelStatistics(_message.Message):
     certificate_id: str
     release: str
     model_digest: str
-    def __init__(self, dataset: _Optional[str] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., fraction_bits: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., noise_scales: _Optional[_Iterable[float]] = ..., max_iterations: _Optional[int] = ..., release_digest: _Optional[str] = ..., certificate_id: _Optional[str] = ..., release: _Optional[str] = ..., model_digest: _Optional[str] = ...) -> None: ...
+    consent_snapshot: str
+    def __init__(self, dataset: _Optional[str] = ..., fit_id: _Optional[str] = ..., iteration: _Optional[int] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., fraction_bits: _Optional[int] = ..., cells: _Optional[_Union[_query_pb2.EncryptedCells, _Mapping]] = ..., disclosure_mode: _Optional[str] = ..., epsilon: _Optional[float] = ..., noise_scales: _Optional[_Iterable[float]] = ..., max_iterations: _Optional[int] = ..., release_digest: _Optional[str] = ..., certificate_id: _Optional[str] = ..., release: _Optional[str] = ..., model_digest: _Optional[str] = ..., consent_snapshot: _Optional[str] = ...) -> None: ...

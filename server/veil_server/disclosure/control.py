@@ -300,6 +300,9 @@ class DisclosureControl:
                 for plan, stats in cells:
                     populations = self._populations(plan, ds, lat, [])
                     history.check_structure(forest, [b for b, _ in populations])
+                    if ds.consent_scope is not None and ds.consent_scope.snapshot:  # consent changes difference
+                        self.history.check_snapshot(ds.name, ds.consent_scope.snapshot, [b for b, _ in populations],
+                                                    lat)
                     by_key = {g.keys: g for g in stats.groups}
                     candidates = [history.Candidate(b, (g := by_key.get(keys)) is not None
                                                     and g.rows >= ds.min_group_size)

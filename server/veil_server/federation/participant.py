@@ -424,8 +424,9 @@ class Participant:
         assert prep is not None and key is not None and s.local is not None
         certificate = self.node.certificate_id(s.local.name)
         # Exact parts: this member's cells through its own exact-mode history audit.
+        prep, exact = self._models().consented(prep)  # a consent dataset: this member's consenting rows
         with self._models().releasing(prep, certificate) as populations:
-            fixed, _scales = self._models().statistics(prep)  # this member's own noise under DP
+            fixed, _scales = self._models().statistics(prep, exact)  # this member's own noise under DP
             n = len(s.members)
             packing = PackingLayout.for_range(key, SLOT_LOW, SLOT_HIGH, terms=n)  # room for the sum of n
             plaintexts = packing.pack(fixed)
@@ -438,6 +439,7 @@ class Participant:
                                   certificate=certificate, populations=populations,
                                   details={"federation": {"query": s.query, "coordinator": s.coordinator,
                                                           "members": s.members}})
+        s.consent_snapshot = prep.snapshot  # into this member's log entry of the exchange
         if self._exact_glm(prep):  # this member's part, for checking the analyst's next step
             from ..models.fitting import MemberStep
 

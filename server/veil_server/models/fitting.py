@@ -31,6 +31,7 @@ recorded ``exact_reason``) release the statistics as computed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import secrets
@@ -46,7 +47,8 @@ from veil.v1 import model_pb2, query_pb2
 from ..config import Principal, Role
 from ..disclosure.budget import BudgetExhausted, to_micro
 from ..disclosure.noise import mechanism, privatize
-from ..errors import Internal, InvalidArgument, PermissionDenied, PolicyViolation, VeilError
+from ..errors import Internal, InvalidArgument, PermissionDenied, PolicyViolation, Unavailable, VeilError
+from ..query.consent import CONSENT_READS
 from ..query.catalog import Catalog
 from ..query.engine import quote_ident
 from ..query.planner import plan_query
@@ -107,8 +109,11 @@ class ModelFitting:
                             purpose=req.purpose, public_key=req.public_key.n, fit_id=req.fit_id,
                             iteration=req.iteration, coefficients=list(req.coefficients), epsilon=req.epsilon)
         certificate = node.certificate_id(prep.ds.name)
+        prep, exact = self.consented(prep)
         with self.releasing(prep, certificate) as populations:
-            fixed, scales = self.statistics(prep)
+            if prep.family != design.GAUSSIAN and not prep.ds.disclosure.dp:
+                self._advance(prep, exact)
+            fixed, scales = self.statistics(prep, exact)
             layout = PackingLayout.for_range(prep.key, SLOT_LOW, SLOT_HIGH)
             cts = [c.to_bytes() for c in encrypt_packed(prep.key, fixed, layout, obfuscation=node.obfuscation)]
             digest = hashlib.sha256(b"".join(cts)).hexdigest()
@@ -122,7 +127,7 @@ class ModelFitting:
                                            plaintext_bits=layout.slot_bits * layout.slots),
             disclosure_mode=prep.ds.disclosure.mode, epsilon=prep.epsilon, noise_scales=scales,
             max_iterations=MAX_ITERATIONS, release_digest=digest, certificate_id=certificate, release=release,
-            model_digest=prep.digest)
+            model_digest=prep.digest, consent_snapshot=prep.snapshot)
 
     def prepare(self, principal: str, *, dataset: str, formula: str, family: str, purpose: str,
                 public_key: bytes, fit_id: str, iteration: int, coefficients: list[float], epsilon: float,
@@ -153,12 +158,6 @@ class ModelFitting:
                                   f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
                                   metadata={"dataset": name_as or ds.name, "purpose": purpose})
         spec = resolve(formula, ds)
-        if ds.needs_consent:
-            # Deny by default: the model statistics are computed outside the consent filter's
-            # statements, and an exact fit has no consent-snapshot check yet.
-            raise PolicyViolation(f"datasets/{ds.name} counts only rows with consent for the query's purpose, and "
-                                  "models do not apply that filter yet; use SQL aggregates on this dataset",
-                                  reason="MODEL_CONSENT_UNSUPPORTED", metadata={"dataset": ds.name})
         if not served.governance.auto_approve:
             raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
                                   "on datasets whose policy approves automatically (ask the owner)",
@@ -318,12 +317,26 @@ class ModelFitting:
         with self._lock:
             self._steps[(prep.principal, prep.ds.name.lower(), prep.fit_id)] = step
 
-    def statistics(self, prep: Prepared) -> tuple[list[int], list[float]]:
-        """The release's fixed-point statistics (noised under DP) and each one's noise scale."""
-        exact = design.compute(self.node.engine, prep.spec, prep.ds, prep.family, prep.coefficients)
-        fixed = [round(v * 2**FRACTION_BITS) for v in exact]
-        if prep.family != design.GAUSSIAN and not prep.ds.disclosure.dp and not prep.federated:
-            self._advance(prep, fixed)
+    def consented(self, prep: Prepared) -> tuple[Prepared, list[int]]:
+        """The release's exact fixed-point statistics, and ``prep`` with the dataset bound to
+        this instant's consent (a dataset whose basis is consent: only rows whose subject has a
+        valid consent for the purpose count, as for queries; the snapshot's digest goes into the
+        release, its log entry and the subjects' statements). The consent set is read again
+        after the scan: if it changed, the scan is repeated, so the digest describes the rows."""
+        node = self.node
+        for _ in range(CONSENT_READS):
+            ds, subjects = node.consent_bound(prep.ds, prep.purpose)
+            bound = dataclasses.replace(prep, ds=ds, subjects=tuple(subjects))
+            exact = design.compute(node.engine, bound.spec, ds, bound.family, bound.coefficients)
+            if node.consent_unchanged(ds):
+                return bound, [round(v * 2**FRACTION_BITS) for v in exact]
+        raise Unavailable("the consent table changed during every attempt to compute this model's statistics; try "
+                          "again when consent updates pause", reason="CONSENT_SOURCE_CHANGING")
+
+    def statistics(self, prep: Prepared, exact: list[int]) -> tuple[list[int], list[float]]:
+        """The release's fixed-point statistics (``exact``, noised under DP) and each one's
+        noise scale."""
+        fixed = list(exact)
         scales: list[float] = []
         if prep.ds.disclosure.dp:
             m = len(fixed)
@@ -349,6 +362,11 @@ class ModelFitting:
                                            purpose=prep.purpose, columns=list(prep.spec.columns))
             if populations:  # exact mode: the model's cells join the dataset's release history
                 node.disclosure.history.record(ds.name, release_id, populations)
+                if prep.snapshot:  # ... counted under this consent snapshot
+                    node.disclosure.history.record_snapshot(ds.name, release_id, prep.snapshot)
+            if prep.snapshot:  # what a subject statement answers from
+                node.subjects.record_release(release_id, ds.name, prep.purpose, prep.snapshot, list(prep.subjects),
+                                             digest)
             if pol.dp:
                 try:
                     node.disclosure.budget.debit(release_id, prep.principal, ds.name.lower(), prep.budget_purpose,
@@ -362,7 +380,8 @@ class ModelFitting:
                 "formula": prep.formula[:2000], "terms": [t.name for t in prep.spec.terms], "purpose": prep.purpose,
                 "disclosure": pol.mode, "epsilon_micro": to_micro(prep.epsilon) if pol.dp else 0,
                 "statistics": statistics, "ciphertexts": ciphertexts, "release_sha256": digest,
-                "key_fingerprint": prep.key.fingerprint(), "dataset_certificate": certificate, **(details or {})})
+                "key_fingerprint": prep.key.fingerprint(), "dataset_certificate": certificate,
+                **({"consent_snapshot": prep.snapshot} if prep.snapshot else {}), **(details or {})})
             node.disclosure.ledger.record("submitted", principal=prep.principal, dataset=ds.name,
                                           purpose=prep.purpose, query_id=release_id, submitted=1)
             node.disclosure.ledger.record("released", principal=prep.principal, dataset=ds.name,
@@ -396,6 +415,13 @@ class Prepared:
     formula: str
     check_grant: bool = True
     federated: bool = False
+    subjects: tuple[str, ...] = ()  # a consent dataset: the subjects whose rows count (bound at execution)
+
+    @property
+    def snapshot(self) -> str:
+        """A consent dataset's snapshot digest, once bound; "" otherwise."""
+        scope = self.ds.consent_scope
+        return scope.snapshot if scope is not None else ""
 
     @property
     def digest(self) -> str:

@@ -471,7 +471,8 @@ class DuckDBEngine:
         """One row of aggregates over the dataset's view, for :mod:`veil_server.models.design`,
         which renders the SQL from checked column names and binds every value as a parameter."""
         try:
-            row = self._cursor().execute(render(self._view(dataset)), params).fetchone()
+            # The consented relation: a consent dataset's rows of consenting subjects only.
+            row = self._cursor().execute(render(SqlRenderer(dataset, self._view(dataset)).relation), params).fetchone()
         except duckdb.IOException as e:
             raise Unavailable("the dataset's source cannot be read; the owner must restore it",
                               reason="DATASET_UNAVAILABLE", private=str(e)) from None

@@ -140,7 +140,8 @@ class PostgresEngine:
 
     def model_moments(self, dataset: Dataset, render, params: list[Any]) -> tuple:
         """One row of a model's aggregates (issue 18, :mod:`veil_server.models.design`), pushed down."""
-        return tuple(self._fetch(dataset, render(relation_sql(dataset)), params)[0])
+        # The consented relation: a consent dataset's rows of consenting subjects only.
+        return tuple(self._fetch(dataset, render(PostgresRenderer(dataset, relation_sql(dataset)).relation), params)[0])
 
     def aggregate(self, plan: QueryPlan, dataset: Dataset) -> AggregateResult:
         r = PostgresRenderer(dataset, relation_sql(dataset))

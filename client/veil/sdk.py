@@ -520,6 +520,40 @@ class Node(Connection):
             if not token:
                 return out
 
+    def model_reviews(self, dataset: str = "", *, state: str = "pending") -> list[dict]:
+        """Owners (and admins): the models waiting for a decision on ``dataset`` (empty: every
+        dataset you own) -- who asked, formula, terms, family, purpose, approvals so far;
+        ``state`` "pending" (default), "approved", "rejected" or "all". Never a value."""
+        from google.protobuf.json_format import MessageToDict
+
+        from .v1 import model_pb2, model_pb2_grpc
+
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+        resp = self._call(stub.ListModelReviews, model_pb2.ListModelReviewsRequest(
+            dataset=_ds(dataset) if dataset else "", state=state), retry=True)
+        return [MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+                for r in resp.reviews]
+
+    def approve_model(self, review: str, *, reason: str = "") -> dict:
+        """Owners: approve a model review (``modelReviews/ID`` or ``ID``); once the policy's
+        number of owners approved, the analyst's fits of that model run."""
+        return self._decide_model(review, reason, approve=True)
+
+    def reject_model(self, review: str, *, reason: str) -> dict:
+        """Owners: reject a model review with a reason the analyst is told."""
+        return self._decide_model(review, reason, approve=False)
+
+    def _decide_model(self, review: str, reason: str, *, approve: bool) -> dict:
+        from google.protobuf.json_format import MessageToDict
+
+        from .v1 import model_pb2, model_pb2_grpc
+
+        stub = model_pb2_grpc.ModelServiceStub(self._channel)
+        name = review if review.startswith("modelReviews/") else f"modelReviews/{review}"
+        call = stub.ApproveModel if approve else stub.RejectModel
+        out = self._call(call, model_pb2.ReviewModelRequest(name=name, reason=reason))
+        return MessageToDict(out, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
     def budget(self, dataset: str, *, purpose: str = ""):
         """The caller's ε budget on ``dataset`` (``veil.usage.Budget``; dp_enabled False without DP)."""
         from .usage import Budget

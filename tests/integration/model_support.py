@@ -92,13 +92,13 @@ def survey() -> pd.DataFrame:
     return d
 
 
-def _dataset(name: str, disclosure: str, source: str = "", grant: str = "") -> str:
+def _dataset(name: str, disclosure: str, source: str = "", grant: str = "", owners: str = '"olivia"') -> str:
     return f"""
 [[datasets]]
 name = "{name}"
 {source or f'source = "{name}.csv"'}
 purposes = ["research"]
-owners = ["olivia"]
+owners = [{owners}]
 classification = "public"
 min_group_size = 10
 max_rows = 100000
@@ -125,7 +125,7 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
     """Yields (the running node, alice's token, the raw rows). ``postgres``: a conninfo whose
     database gets the rows as table survey.fair, served as the exact-mode dataset fair_pg."""
     d = survey()
-    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota", "fair_cells"):  # one source is listed once: a file each
+    for name in ("fair", "fair_dp", "fair_dp2", "fair_dp3", "fair_small", "fair_quota", "fair_cells", "fair_review"):  # one source is listed once: a file each
         d.to_csv(folder / f"{name}.csv", index=False)
     d.head(100).to_csv(folder / "fair_tiny.csv", index=False)
     # affairs missing in every row of religious = 1 but one (the model attack on missing values)
@@ -145,6 +145,8 @@ def survey_node(folder: Path, *, dp_epsilon: float = 1.0, postgres: str = "") ->
     digest = hashlib.sha256(token.encode()).hexdigest()
     owner = secrets.token_urlsafe(24)
     (folder / "olivia.token").write_text(owner)  # the datasets' owner, for ListModelReleases
+    second = secrets.token_urlsafe(24)
+    (folder / "oskar.token").write_text(second)  # fair_review's second owner (two approvals)
     (folder / "veil.toml").write_text(f"""[node]
 name = "model-node"
 state_dir = "state"
@@ -163,10 +165,16 @@ token_sha256 = "{digest}"
 name = "olivia"
 role = "owner"
 token_sha256 = "{hashlib.sha256(owner.encode()).hexdigest()}"
+[[principals]]
+name = "oskar"
+role = "owner"
+token_sha256 = "{hashlib.sha256(second.encode()).hexdigest()}"
 """ + _dataset("fair", EXACT) + _dataset("fair_dp", dp(dp_epsilon, 1000.0, 10.0))
         + _dataset("fair_dp2", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_dp3", dp(dp_epsilon, 1000.0, 10.0)) + _dataset("fair_small", dp(1.0, 2.5).replace("dataset_budget = 2.5", "dataset_budget = 10.0"))
         + _dataset("fair_tiny", EXACT) + _dataset("fair_quota", EXACT, grant="quota = { queries_per_day = 2 }\n")
         + _dataset("fair_cells", EXACT) + _dataset("fair_nulls", EXACT)
+        + _dataset("fair_review", EXACT + "\nauto_approve = false\napprovals_required = 2",
+                   owners='"olivia", "oskar"')
         + extra)
     with run_server(load_config(folder / "veil.toml", env={}), listen="127.0.0.1:0", grace=0.5) as running:
         yield running, token, d

@@ -421,6 +421,68 @@ def test_exact_model_cells_need_k_values_of_each_column(alice, served):
     _close(res.params, ref.params)
 
 
+def test_owners_review_models_before_they_are_fitted(alice, served, tmp_path_factory):
+    """fair_review needs two owners' approval: the first fit opens a review and is refused with
+    its id (asking again names the same review); the owners see who asked for what (formula,
+    terms, family, purpose), never a value; the analyst cannot decide; one approval is not
+    enough; after the second the fit runs and equals statsmodels. A rejected model is refused
+    with the owner's reason; another model needs its own review."""
+    from pathlib import Path
+
+    running, _, raw = served
+    folder = Path(running.node.config.state_dir).parent
+    formula = "affairs ~ age + C(religious)"
+    with pytest.raises(veil.VeilError) as e:
+        alice.fit(formula, dataset="fair_review", purpose="research")
+    assert e.value.reason == "MODEL_REVIEW_PENDING" and e.value.code.name == "FAILED_PRECONDITION"
+    review = e.value.metadata["review"]
+    assert review in str(e.value)
+    with pytest.raises(veil.VeilError) as again:  # the same model, spelt differently: the same review
+        alice.fit("affairs ~ C(religious) + age", dataset="fair_review", purpose="research")
+    assert again.value.metadata["review"] == review
+    with pytest.raises(veil.VeilError) as denied:
+        alice.approve_model(review)
+    assert denied.value.code.name == "PERMISSION_DENIED"
+    tokens = {n: (folder / f"{n}.token").read_text() for n in ("olivia", "oskar")}
+    with veil.connect(running.target, token=tokens["olivia"], home=tmp_path_factory.mktemp("o1")) as olivia, \
+            veil.connect(running.target, token=tokens["oskar"], home=tmp_path_factory.mktemp("o2")) as oskar:
+        pending = olivia.model_reviews("fair_review")
+        (item,) = [r for r in pending if r["name"] == f"modelReviews/{review}"]
+        assert item["principal"] == "alice" and item["formula"] == formula and item["family"] == "gaussian"
+        assert item["purpose"] == "research" and item["state"] == "pending" and item["approvals_required"] == 2
+        assert set(item["terms"]) == {"Intercept", "age", "C(religious)[T.2]", "C(religious)[T.3]",
+                                      "C(religious)[T.4]"}
+        assert str(int(raw["affairs"].sum())) not in str(pending)
+        assert olivia.approve_model(review, reason="fine")["state"] == "pending"  # one of two
+        with pytest.raises(veil.VeilError) as twice:
+            olivia.approve_model(review)
+        assert twice.value.reason == "ALREADY_APPROVED"
+        with pytest.raises(veil.VeilError) as still:
+            alice.fit(formula, dataset="fair_review", purpose="research")
+        assert still.value.reason == "MODEL_REVIEW_PENDING"
+        assert oskar.approve_model(review)["state"] == "approved"
+        res = alice.fit(formula, dataset="fair_review", purpose="research")
+        _close(res.params, smf.ols(formula, raw).fit().params)
+        # Another model: its own review; rejected with a reason the analyst is told.
+        with pytest.raises(veil.VeilError) as other:
+            alice.fit("affairs ~ educ", dataset="fair_review", purpose="research")
+        second = other.value.metadata["review"]
+        assert second != review
+        with pytest.raises(veil.VeilError) as no_reason:
+            olivia.reject_model(second, reason=" ")
+        assert no_reason.value.reason == "REASON_REQUIRED"
+        assert olivia.reject_model(second, reason="education is out of scope")["state"] == "rejected"
+        with pytest.raises(veil.VeilError) as rejected:
+            alice.fit("affairs ~ educ", dataset="fair_review", purpose="research")
+        assert rejected.value.reason == "MODEL_REVIEW_REJECTED" and "out of scope" in str(rejected.value)
+        with pytest.raises(veil.VeilError) as decided:
+            oskar.approve_model(second)
+        assert decided.value.reason == "MODEL_REVIEW_DECIDED"
+        assert {r["state"] for r in olivia.model_reviews("fair_review", state="all")} >= {"approved", "rejected"}
+    kinds = [e.kind for e in running.node.audit.log.search(dataset="fair_review", page_size=100).entries]
+    assert {"admin.model_review.open", "admin.model_review.approve", "admin.model_review.reject"} <= set(kinds)
+
+
 def test_a_singular_design_is_named_not_a_traceback(alice):
     from veil.models import SingularDesign
 

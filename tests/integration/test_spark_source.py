@@ -115,6 +115,26 @@ def test_config_master(master, ok, tmp_path):
             parse_config(raw, base_dir=tmp_path, env={})
 
 
+@pytest.mark.parametrize("family,formula,coefficients", [
+    ("gaussian", "cost ~ age + length_of_stay + C(sex) + C(region)", []),
+    ("binomial", "cost ~ age + C(sex)", [0.3, -0.01, 0.2]),  # not a binary response: moments only
+    ("poisson", "length_of_stay ~ age + C(sex)", [0.5, 0.01, -0.1]),
+])
+def test_model_statistics_equal_duckdb(data, engine, family, formula, coefficients):
+    """Issue 18 on Spark: a model's design statistics (X'X, X'y or the Hessian and gradient at
+    given coefficients) pushed down to Spark equal DuckDB's on the same file."""
+    from veil_server.models import design
+    from veil_server.models.formula import resolve
+
+    local = demo_dataset(source=str(data["patients"]))
+    remote = demo_dataset(source=str(data["patients"]), format="spark")
+    want = design.compute(DuckDBEngine([local]), resolve(formula, local), local, family, coefficients)
+    got = design.compute(engine, resolve(formula, remote), remote, family, coefficients)
+    assert len(got) == len(want) and want[0] == DEMO_ROWS
+    for g, w in zip(got, want):
+        assert math.isclose(g, w, rel_tol=1e-9, abs_tol=1e-6)
+
+
 def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home: Path):
     import veil
 
@@ -128,6 +148,7 @@ def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home:
         with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as node:
             df = node.query("SELECT diagnosis, COUNT(*) AS n, SUM(cost) AS total, AVG(age) AS a, "
                             "VARIANCE(cost) AS v FROM patients GROUP BY diagnosis", purpose="research")
+            fitted = node.fit("cost ~ age + length_of_stay", dataset="patients", purpose="research")
             # the quality profile was computed by Spark at listing (exact mode: exact counts)
             quality = node.dataset("patients").quality
             rows = duckdb.connect().execute("SELECT COUNT(*) FROM read_parquet(?)", [str(data["patients"])]).fetchone()[0]
@@ -138,6 +159,13 @@ def test_node_query_over_grpc_equals_duckdb(spark, data, tmp_path, analyst_home:
         " VAR_SAMP(cost) AS v FROM read_parquet(?) GROUP BY diagnosis",
         [str(data["patients"])]).df().set_index("diagnosis")
     assert len(df) == 10 and not df["suppressed"].any()
+    import statsmodels.formula.api as smf
+
+    raw = duckdb.connect().execute("SELECT * FROM read_parquet(?)", [str(data["patients"])]).df()
+    ols = smf.ols("cost ~ age + length_of_stay", raw).fit()
+    for name in ols.params.index:  # a model fitted by Spark over gRPC equals statsmodels on the file
+        assert math.isclose(fitted.params[name], ols.params[name], rel_tol=1e-6)
+        assert math.isclose(fitted.bse[name], ols.bse[name], rel_tol=1e-6)
     for _, row in df.iterrows():
         r = ref.loc[row["diagnosis"]]
         assert row["n"] == r["n"] and round(row["total"] * 100) == r["c"]

@@ -30,7 +30,7 @@ ONLINE = {
     ("grant", "add"), ("grant", "list"), ("grant", "revoke"), ("review", "list"), ("review", "show"),
     ("review", "approve"), ("review", "reject"), ("cert", "get"), ("usage", "report"), ("budget", "show"),
     ("node", "health"),
-    ("model", "fit"), ("model", "list"),  # issue 18
+    ("model", "fit"), ("model", "list"), ("model", "reviews"), ("model", "approve"), ("model", "reject"),  # issue 18
 }
 OFFLINE = {("audit", "verify"), ("receipt", "verify"), ("cert", "verify"), ("completion", "bash"),
            ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("node", "check"), ("token", "issue"), ("token", "revoke"),

@@ -26,25 +26,33 @@ from veil.v1 import audit_pb2 as veil_dot_v1_dot_audit__pb2
 from veil.v1 import query_pb2 as veil_dot_v1_dot_query__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/model.proto\x12\x07veil.v1\x1a\x13veil/v1/audit.proto\x1a\x13veil/v1/query.proto\"R\n\x18ListModelReleasesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x90\x02\n\x12ModelReleaseRecord\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07\x66ormula\x18\x04 \x01(\t\x12\r\n\x05terms\x18\x05 \x03(\t\x12\x0e\n\x06\x66\x61mily\x18\x06 \x01(\t\x12\x11\n\titeration\x18\x07 \x01(\r\x12\x0e\n\x06\x66it_id\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\x12\x17\n\x0f\x64isclosure_mode\x18\n \x01(\t\x12\x0f\n\x07\x65psilon\x18\x0b \x01(\x01\x12\x16\n\x0erelease_digest\x18\x0c \x01(\t\x12\x0c\n\x04time\x18\r \x01(\t\x12\x11\n\tlog_index\x18\x0e \x01(\x04\"c\n\x19ListModelReleasesResponse\x12-\n\x08releases\x18\x01 \x03(\x0b\x32\x1b.veil.v1.ModelReleaseRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x16GetModelReceiptRequest\x12\x0f\n\x07release\x18\x01 \x01(\t\"\xdc\x01\n\x1d\x43omputeModelStatisticsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07\x66ormula\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12.\n\npublic_key\x18\x05 \x01(\x0b\x32\x1a.veil.v1.PaillierPublicKey\x12\x0e\n\x06\x66it_id\x18\x06 \x01(\t\x12\x11\n\titeration\x18\x07 \x01(\r\x12\x14\n\x0c\x63oefficients\x18\x08 \x03(\x01\x12\x0f\n\x07\x65psilon\x18\t \x01(\x01\"\xee\x02\n\x0fModelStatistics\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0e\n\x06\x66it_id\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\r\x12\r\n\x05terms\x18\x04 \x03(\t\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x15\n\rfraction_bits\x18\x06 \x01(\r\x12&\n\x05\x63\x65lls\x18\x07 \x01(\x0b\x32\x17.veil.v1.EncryptedCells\x12\x17\n\x0f\x64isclosure_mode\x18\x08 \x01(\t\x12\x0f\n\x07\x65psilon\x18\t \x01(\x01\x12\x14\n\x0cnoise_scales\x18\n \x03(\x01\x12\x16\n\x0emax_iterations\x18\x0b \x01(\r\x12\x16\n\x0erelease_digest\x18\x0c \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\r \x01(\t\x12\x0f\n\x07release\x18\x0e \x01(\t\x12\x14\n\x0cmodel_digest\x18\x0f \x01(\t\x12\x18\n\x10\x63onsent_snapshot\x18\x10 \x01(\t2\x8c\x02\n\x0cModelService\x12Z\n\x16\x43omputeModelStatistics\x12&.veil.v1.ComputeModelStatisticsRequest\x1a\x18.veil.v1.ModelStatistics\x12\x44\n\x0fGetModelReceipt\x12\x1f.veil.v1.GetModelReceiptRequest\x1a\x10.veil.v1.Receipt\x12Z\n\x11ListModelReleases\x12!.veil.v1.ListModelReleasesRequest\x1a\".veil.v1.ListModelReleasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13veil/v1/model.proto\x12\x07veil.v1\x1a\x13veil/v1/audit.proto\x1a\x13veil/v1/query.proto\"\xa4\x02\n\x0bModelReview\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x0f\n\x07\x66ormula\x18\x06 \x01(\t\x12\r\n\x05terms\x18\x07 \x03(\t\x12\x10\n\x08response\x18\x08 \x01(\t\x12\r\n\x05state\x18\t \x01(\t\x12\x1a\n\x12\x61pprovals_required\x18\n \x01(\x05\x12\x13\n\x0b\x61pproved_by\x18\x0b \x03(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x13\n\x0b\x63reate_time\x18\r \x01(\t\x12\x13\n\x0b\x65xpire_time\x18\x0e \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x0f \x01(\t\"9\n\x17ListModelReviewsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"A\n\x18ListModelReviewsResponse\x12%\n\x07reviews\x18\x01 \x03(\x0b\x32\x14.veil.v1.ModelReview\"2\n\x12ReviewModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"R\n\x18ListModelReleasesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x90\x02\n\x12ModelReleaseRecord\x12\x0f\n\x07release\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x0f\n\x07\x66ormula\x18\x04 \x01(\t\x12\r\n\x05terms\x18\x05 \x03(\t\x12\x0e\n\x06\x66\x61mily\x18\x06 \x01(\t\x12\x11\n\titeration\x18\x07 \x01(\r\x12\x0e\n\x06\x66it_id\x18\x08 \x01(\t\x12\x0f\n\x07purpose\x18\t \x01(\t\x12\x17\n\x0f\x64isclosure_mode\x18\n \x01(\t\x12\x0f\n\x07\x65psilon\x18\x0b \x01(\x01\x12\x16\n\x0erelease_digest\x18\x0c \x01(\t\x12\x0c\n\x04time\x18\r \x01(\t\x12\x11\n\tlog_index\x18\x0e \x01(\x04\"c\n\x19ListModelReleasesResponse\x12-\n\x08releases\x18\x01 \x03(\x0b\x32\x1b.veil.v1.ModelReleaseRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x16GetModelReceiptRequest\x12\x0f\n\x07release\x18\x01 \x01(\t\"\xdc\x01\n\x1d\x43omputeModelStatisticsRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0f\n\x07\x66ormula\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12.\n\npublic_key\x18\x05 \x01(\x0b\x32\x1a.veil.v1.PaillierPublicKey\x12\x0e\n\x06\x66it_id\x18\x06 \x01(\t\x12\x11\n\titeration\x18\x07 \x01(\r\x12\x14\n\x0c\x63oefficients\x18\x08 \x03(\x01\x12\x0f\n\x07\x65psilon\x18\t \x01(\x01\"\xee\x02\n\x0fModelStatistics\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0e\n\x06\x66it_id\x18\x02 \x01(\t\x12\x11\n\titeration\x18\x03 \x01(\r\x12\r\n\x05terms\x18\x04 \x03(\t\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x15\n\rfraction_bits\x18\x06 \x01(\r\x12&\n\x05\x63\x65lls\x18\x07 \x01(\x0b\x32\x17.veil.v1.EncryptedCells\x12\x17\n\x0f\x64isclosure_mode\x18\x08 \x01(\t\x12\x0f\n\x07\x65psilon\x18\t \x01(\x01\x12\x14\n\x0cnoise_scales\x18\n \x03(\x01\x12\x16\n\x0emax_iterations\x18\x0b \x01(\r\x12\x16\n\x0erelease_digest\x18\x0c \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\r \x01(\t\x12\x0f\n\x07release\x18\x0e \x01(\t\x12\x14\n\x0cmodel_digest\x18\x0f \x01(\t\x12\x18\n\x10\x63onsent_snapshot\x18\x10 \x01(\t2\xea\x03\n\x0cModelService\x12Z\n\x16\x43omputeModelStatistics\x12&.veil.v1.ComputeModelStatisticsRequest\x1a\x18.veil.v1.ModelStatistics\x12\x44\n\x0fGetModelReceipt\x12\x1f.veil.v1.GetModelReceiptRequest\x1a\x10.veil.v1.Receipt\x12Z\n\x11ListModelReleases\x12!.veil.v1.ListModelReleasesRequest\x1a\".veil.v1.ListModelReleasesResponse\x12W\n\x10ListModelReviews\x12 .veil.v1.ListModelReviewsRequest\x1a!.veil.v1.ListModelReviewsResponse\x12\x41\n\x0c\x41pproveModel\x12\x1b.veil.v1.ReviewModelRequest\x1a\x14.veil.v1.ModelReview\x12@\n\x0bRejectModel\x12\x1b.veil.v1.ReviewModelRequest\x1a\x14.veil.v1.ModelReviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veil.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTMODELRELEASESREQUEST']._serialized_start=74
-  _globals['_LISTMODELRELEASESREQUEST']._serialized_end=156
-  _globals['_MODELRELEASERECORD']._serialized_start=159
-  _globals['_MODELRELEASERECORD']._serialized_end=431
-  _globals['_LISTMODELRELEASESRESPONSE']._serialized_start=433
-  _globals['_LISTMODELRELEASESRESPONSE']._serialized_end=532
-  _globals['_GETMODELRECEIPTREQUEST']._serialized_start=534
-  _globals['_GETMODELRECEIPTREQUEST']._serialized_end=575
-  _globals['_COMPUTEMODELSTATISTICSREQUEST']._serialized_start=578
-  _globals['_COMPUTEMODELSTATISTICSREQUEST']._serialized_end=798
-  _globals['_MODELSTATISTICS']._serialized_start=801
-  _globals['_MODELSTATISTICS']._serialized_end=1167
-  _globals['_MODELSERVICE']._serialized_start=1170
-  _globals['_MODELSERVICE']._serialized_end=1438
+  _globals['_MODELREVIEW']._serialized_start=75
+  _globals['_MODELREVIEW']._serialized_end=367
+  _globals['_LISTMODELREVIEWSREQUEST']._serialized_start=369
+  _globals['_LISTMODELREVIEWSREQUEST']._serialized_end=426
+  _globals['_LISTMODELREVIEWSRESPONSE']._serialized_start=428
+  _globals['_LISTMODELREVIEWSRESPONSE']._serialized_end=493
+  _globals['_REVIEWMODELREQUEST']._serialized_start=495
+  _globals['_REVIEWMODELREQUEST']._serialized_end=545
+  _globals['_LISTMODELRELEASESREQUEST']._serialized_start=547
+  _globals['_LISTMODELRELEASESREQUEST']._serialized_end=629
+  _globals['_MODELRELEASERECORD']._serialized_start=632
+  _globals['_MODELRELEASERECORD']._serialized_end=904
+  _globals['_LISTMODELRELEASESRESPONSE']._serialized_start=906
+  _globals['_LISTMODELRELEASESRESPONSE']._serialized_end=1005
+  _globals['_GETMODELRECEIPTREQUEST']._serialized_start=1007
+  _globals['_GETMODELRECEIPTREQUEST']._serialized_end=1048
+  _globals['_COMPUTEMODELSTATISTICSREQUEST']._serialized_start=1051
+  _globals['_COMPUTEMODELSTATISTICSREQUEST']._serialized_end=1271
+  _globals['_MODELSTATISTICS']._serialized_start=1274
+  _globals['_MODELSTATISTICS']._serialized_end=1640
+  _globals['_MODELSERVICE']._serialized_start=1643
+  _globals['_MODELSERVICE']._serialized_end=2133
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,62 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ModelReview(_message.Message):
+    __slots__ = ("name", "principal", "dataset", "purpose", "family", "formula", "terms", "response", "state", "approvals_required", "approved_by", "reason", "create_time", "expire_time", "certificate_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    FORMULA_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    principal: str
+    dataset: str
+    purpose: str
+    family: str
+    formula: str
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    response: str
+    state: str
+    approvals_required: int
+    approved_by: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    create_time: str
+    expire_time: str
+    certificate_id: str
+    def __init__(self, name: _Optional[str] = ..., principal: _Optional[str] = ..., dataset: _Optional[str] = ..., purpose: _Optional[str] = ..., family: _Optional[str] = ..., formula: _Optional[str] = ..., terms: _Optional[_Iterable[str]] = ..., response: _Optional[str] = ..., state: _Optional[str] = ..., approvals_required: _Optional[int] = ..., approved_by: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[str] = ..., expire_time: _Optional[str] = ..., certificate_id: _Optional[str] = ...) -> None: ...
+
+class ListModelReviewsRequest(_message.Message):
+    __slots__ = ("dataset", "state")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    state: str
+    def __init__(self, dataset: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ListModelReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[ModelReview]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[ModelReview, _Mapping]]] = ...) -> None: ...
+
+class ReviewModelRequest(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class ListModelReleasesRequest(_message.Message):
     __slots__ = ("dataset", "page_size", "page_token")
     DATASET_FIELD_NUMBER: _ClassVar[int]

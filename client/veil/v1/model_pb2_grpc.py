@@ -53,6 +53,21 @@ class ModelServiceStub:
                 request_serializer=veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.SerializeToString,
                 response_deserializer=veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.FromString,
                 _registered_method=True)
+        self.ListModelReviews = channel.unary_unary(
+                '/veil.v1.ModelService/ListModelReviews',
+                request_serializer=veil_dot_v1_dot_model__pb2.ListModelReviewsRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_model__pb2.ListModelReviewsResponse.FromString,
+                _registered_method=True)
+        self.ApproveModel = channel.unary_unary(
+                '/veil.v1.ModelService/ApproveModel',
+                request_serializer=veil_dot_v1_dot_model__pb2.ReviewModelRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_model__pb2.ModelReview.FromString,
+                _registered_method=True)
+        self.RejectModel = channel.unary_unary(
+                '/veil.v1.ModelService/RejectModel',
+                request_serializer=veil_dot_v1_dot_model__pb2.ReviewModelRequest.SerializeToString,
+                response_deserializer=veil_dot_v1_dot_model__pb2.ModelReview.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -88,6 +103,30 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelReviews(self, request, context):
+        """Owner review of models. On a dataset whose policy does not approve automatically, the first
+        ComputeModelStatistics for a model (analyst, purpose, family, terms) opens a review and is
+        refused with FAILED_PRECONDITION / MODEL_REVIEW_PENDING (metadata "review"); the dataset's
+        owners list it here (formula, terms, family, purpose, who), approve it (as many distinct
+        owners as the policy's approvals_required; never the analyst) or reject it with a reason.
+        An approved model is fitted as often as the analyst asks, on this version of the dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +144,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ListModelReleases,
                     request_deserializer=veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.FromString,
                     response_serializer=veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.SerializeToString,
+            ),
+            'ListModelReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelReviews,
+                    request_deserializer=veil_dot_v1_dot_model__pb2.ListModelReviewsRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_model__pb2.ListModelReviewsResponse.SerializeToString,
+            ),
+            'ApproveModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveModel,
+                    request_deserializer=veil_dot_v1_dot_model__pb2.ReviewModelRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_model__pb2.ModelReview.SerializeToString,
+            ),
+            'RejectModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectModel,
+                    request_deserializer=veil_dot_v1_dot_model__pb2.ReviewModelRequest.FromString,
+                    response_serializer=veil_dot_v1_dot_model__pb2.ModelReview.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,6 +245,87 @@ class ModelService:
             '/veil.v1.ModelService/ListModelReleases',
             veil_dot_v1_dot_model__pb2.ListModelReleasesRequest.SerializeToString,
             veil_dot_v1_dot_model__pb2.ListModelReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ModelService/ListModelReviews',
+            veil_dot_v1_dot_model__pb2.ListModelReviewsRequest.SerializeToString,
+            veil_dot_v1_dot_model__pb2.ListModelReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ModelService/ApproveModel',
+            veil_dot_v1_dot_model__pb2.ReviewModelRequest.SerializeToString,
+            veil_dot_v1_dot_model__pb2.ModelReview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veil.v1.ModelService/RejectModel',
+            veil_dot_v1_dot_model__pb2.ReviewModelRequest.SerializeToString,
+            veil_dot_v1_dot_model__pb2.ModelReview.FromString,
             options,
             channel_credentials,
             insecure,

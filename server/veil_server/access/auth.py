@@ -62,6 +62,10 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/veil.v1.ModelService/ComputeModelStatistics": frozenset({ANALYST}),
     "/veil.v1.ModelService/GetModelReceipt": frozenset({ANALYST}),
     "/veil.v1.ModelService/ListModelReleases": frozenset({OWNER, ADMIN, AUDITOR}),
+    # Owner review of models: owners decide on datasets they own (checked by the servicer).
+    "/veil.v1.ModelService/ListModelReviews": frozenset({OWNER, ADMIN}),
+    "/veil.v1.ModelService/ApproveModel": frozenset({OWNER}),
+    "/veil.v1.ModelService/RejectModel": frozenset({OWNER}),
     # Governance (issue 3): who may drive which step; ownership and separation of duties are
     # checked by the steward on top of these roles.
     "/veil.v1.GovernanceService/RegisterDataset": frozenset({OWNER}),

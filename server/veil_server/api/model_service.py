@@ -66,3 +66,58 @@ class ModelServicer(model_pb2_grpc.ModelServiceServicer):
                              epsilon=int(d.get("epsilon_micro", 0)) / 1_000_000,
                              release_digest=str(d.get("release_sha256", "")), time=str(e.time), log_index=e.index)
         return out
+
+    # -- owner review of models (models/reviews.py) ---------------------------------------------
+
+    def _owned(self, principal) -> set[str] | None:
+        """The datasets (lower case) ``principal`` owns; None for an admin (every dataset)."""
+        if principal.role is Role.ADMIN:
+            return None
+        registry = self.fitting.node.steward.registry
+        return {r.name.lower() for r in registry.all_serving() if r.owned_by(principal.name)}
+
+    def ListModelReviews(self, request, context):
+        principal = current_principal()
+        owned = self._owned(principal)
+        name = request.dataset.removeprefix("datasets/").lower()
+        if name and owned is not None and name not in owned:
+            raise DatasetNotFound(f"no dataset named datasets/{name} that you own; name one of yours",
+                                  metadata={"dataset": name})
+        datasets = [name] if name else (sorted(owned) if owned is not None else None)
+        reviews = self.fitting.reviews.list(datasets, request.state or "pending")
+        self.fitting.node.audit.catalog_read(principal, "ListModelReviews", name or None)
+        return model_pb2.ListModelReviewsResponse(reviews=[_review_proto(r) for r in reviews])
+
+    def ApproveModel(self, request, context):
+        return self._decide(request, approve=True)
+
+    def RejectModel(self, request, context):
+        return self._decide(request, approve=False)
+
+    def _decide(self, request, *, approve: bool):
+        principal = current_principal()
+        owned = self._owned(principal) or set()
+        review = request.name.removeprefix("modelReviews/")
+        if not review or len(review) > 64:
+            raise InvalidArgument("name must be modelReviews/{id}, as ListModelReviews returns it",
+                                  reason="INVALID_NAME")
+        out = self.fitting.reviews.decide(review, principal.name, approve=approve, reason=request.reason,
+                                          owns=lambda dataset: dataset.lower() in owned)
+        return _review_proto(out)
+
+
+def _review_proto(r) -> "model_pb2.ModelReview":
+    from datetime import datetime, timezone
+
+    from veil.audit.canonical import format_time
+
+    def format_time_us(us: int) -> str:
+        return format_time(datetime.fromtimestamp(us / 1e6, timezone.utc))
+
+    return model_pb2.ModelReview(
+        name=r.name, principal=r.principal, dataset=f"datasets/{r.dataset}", purpose=r.purpose, family=r.family,
+        formula=r.formula, terms=list(r.terms), response=r.response, state=r.state,
+        approvals_required=r.approvals_required, approved_by=list(r.approved_by), reason=r.reason,
+        create_time=format_time_us(r.created_us), expire_time=format_time_us(r.expires_us),
+        certificate_id=r.certificate)
+

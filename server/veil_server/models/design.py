@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 from ..errors import FailedPrecondition
 from ..query.catalog import Column, Dataset
-from ..query.engine import quote_ident
 from .formula import ModelSpec, Term
 
 
@@ -43,6 +42,10 @@ class Dialect:
     placeholder: str = "?"
     double: str = "DOUBLE"
     text: str = "VARCHAR"
+    quote: str = '"'  # identifiers: standard SQL's double quotes; Spark SQL's backticks
+
+    def ident(self, name: str) -> str:
+        return self.quote + name.replace(self.quote, self.quote * 2) + self.quote
 
 
 DUCKDB = Dialect()
@@ -104,7 +107,7 @@ def _clamped(ident: str, col: Column, params: list[Any], d: Dialect) -> str:
 def _term_sql(term: Term, ds: Dataset, params: list[Any], d: Dialect) -> str:
     if term.intercept:
         return "1.0"
-    ident = quote_ident(term.column)
+    ident = d.ident(term.column)
     if term.level is not None:
         params.append(str(term.level))
         return f"(CASE WHEN CAST({ident} AS {d.text}) = {d.placeholder} THEN 1.0 ELSE 0.0 END)"
@@ -120,7 +123,7 @@ def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float],
     params: list[Any] = []
     p = len(spec.terms)
     cols = [f"{_term_sql(t, ds, params, d)} AS x{i}" for i, t in enumerate(spec.terms)]
-    cols.append(f"{_clamped(quote_ident(spec.response.name), spec.response, params, d)} AS y")
+    cols.append(f"{_clamped(d.ident(spec.response.name), spec.response, params, d)} AS y")
     inner_params = params
     outer: list[str] = ["COUNT(*)"]
     if family == GAUSSIAN:
@@ -153,7 +156,7 @@ def render(spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float],
 
 
 def compute(engine: Any, spec: ModelSpec, ds: Dataset, family: str, coefficients: list[float]) -> list[float]:
-    """The exact statistics, from the dataset's engine (DuckDB files and PostgreSQL; not Spark yet)."""
+    """The exact statistics, from the dataset's engine (DuckDB files, PostgreSQL, Spark)."""
     backend = getattr(engine, "engine_for", lambda _d: engine)(ds)
     moments = getattr(backend, "model_moments", None)
     if moments is None:

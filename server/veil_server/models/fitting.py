@@ -12,8 +12,10 @@ What each party learns
 Rules, each with its reason, checked before anything is computed: a purpose the dataset allows
 and a grant covering every column of the formula (``NO_GRANT``, ``GRANT_COLUMNS``); column
 controls (``HIDDEN_COLUMN``, ``COLUMN_NOT_ALLOWED``, ``MODEL_RANGE_REQUIRED``,
-``MODEL_CATEGORIES_REQUIRED``, ``CATEGORY_NOT_DECLARED``); datasets whose policy auto-approves
-(``MODEL_REVIEW_REQUIRED``: owner review of models is not built); a minimum number of rows and
+``MODEL_CATEGORIES_REQUIRED``, ``CATEGORY_NOT_DECLARED``); on datasets whose policy does not
+approve automatically, the owners' approval of the model (``MODEL_REVIEW_PENDING``,
+``MODEL_REVIEW_REJECTED``: reviews.py; a federated part needs automatic approval,
+``MODEL_REVIEW_REQUIRED``); a minimum number of rows and
 at most one parameter per ``ROWS_PER_PARAMETER`` rows (``MODEL_TOO_FEW_ROWS``,
 ``MODEL_TOO_MANY_PARAMETERS``), both judged on the catalog's public, rounded row count so the
 refusal never depends on the data; an iteration cap per fit (``MODEL_ITERATION_CAP``); the
@@ -54,6 +56,7 @@ from ..query.engine import quote_ident
 from ..query.planner import plan_query
 from . import design
 from .formula import ModelSpec, resolve
+from .reviews import ModelReviews
 
 FRACTION_BITS = 32  # fixed point: each statistic is round(value * 2^32) before noise and encryption
 SLOT_LOW, SLOT_HIGH = -(1 << 126), (1 << 126) - 1  # a public, fixed slot: its width reveals nothing
@@ -70,6 +73,7 @@ class ModelFitting:
 
     def __init__(self, node: Any) -> None:
         self.node = node
+        self.reviews = ModelReviews(node.store, node.audit)
         self._lock = threading.Lock()
         self._releases: dict[tuple[str, str, str], int] = {}  # (principal, dataset, fit) -> releases
         # Exact mode, logistic and Poisson: each fit's Newton path as the node computes it from its
@@ -158,10 +162,10 @@ class ModelFitting:
                                   f"{', '.join(sorted(ds.purposes))}", reason="PURPOSE_NOT_ALLOWED",
                                   metadata={"dataset": name_as or ds.name, "purpose": purpose})
         spec = resolve(formula, ds)
-        if not served.governance.auto_approve:
-            raise PolicyViolation(f"datasets/{ds.name} needs an owner's approval for every query; models run only "
-                                  "on datasets whose policy approves automatically (ask the owner)",
-                                  reason="MODEL_REVIEW_REQUIRED", metadata={"dataset": ds.name})
+        if not served.governance.auto_approve and name_as:
+            raise PolicyViolation(f"this member's part of {name_as} needs an owner's approval for every query; "
+                                  "federated models run only on parts whose policy approves automatically (ask the "
+                                  "owners)", reason="MODEL_REVIEW_REQUIRED", metadata={"dataset": name_as})
         if check_grant:
             node.steward.grants.find(principal=principal, dataset=ds.name, purpose=purpose,
                                      columns=list(spec.columns))
@@ -185,6 +189,11 @@ class ModelFitting:
         coefficients = _coefficients(coefficients, iteration, spec, family)
         if iteration >= MAX_ITERATIONS:
             raise _cap(iteration)
+        if not served.governance.auto_approve:  # the owners approve each model (models/reviews.py)
+            self.reviews.admit(principal=principal, dataset=ds.name, purpose=purpose, family=family, formula=formula,
+                               terms=[t.name for t in spec.terms], response=spec.response.name,
+                               certificate=node.certificate_id(ds.name),
+                               approvals_required=served.governance.approvals_required)
         if family != design.GAUSSIAN and not ds.disclosure.dp:
             coefficients = self._canonical(principal, ds, fit_id, int(iteration), coefficients,
                                            federated=bool(name_as))

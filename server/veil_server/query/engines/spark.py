@@ -132,6 +132,15 @@ class SparkEngine:
         sql = r.render(plan)
         return decode_rows(plan, dataset, self._collect(dataset, sql, [_param(p) for p in r.params]))
 
+    # Models (issue 18, veil_server.models.design): Spark SQL types, backtick identifiers.
+    model_dialect = ("?", "DOUBLE", "STRING", "`")
+
+    def model_moments(self, dataset: Dataset, render, params: list[Any]) -> tuple:
+        """One row of a model's aggregates, pushed down to Spark over the consented relation."""
+        relation = SparkRenderer(dataset, self._view(dataset)).relation
+        (row,) = self._collect(dataset, render(relation), [_param(p) for p in params])
+        return row
+
     def profile_counts(self, dataset: Dataset, build) -> tuple:
         """One row of whole-table counts (governance.quality builds the SQL with this renderer)."""
         r = SparkRenderer(dataset, self._view(dataset))

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 a = timed(lambda: engine.aggregate(p, plain), args.repeat)
                 b = timed(lambda: engine.aggregate(p, bound), args.repeat)
                 print(f"{name:28} {kind:>15} {a:15.3f} {b:12.3f} {b / a:7.2f}")
-            s = timed(lambda: snapshot_digest("research", engine.consent_subjects(bound)), args.repeat)
+            s = timed(lambda: snapshot_digest("research", engine.consent_subjects(bound), b"k" * 32), args.repeat)
             print(f"{'snapshot read + digest':28} {kind:>15} {'':15} {s:12.3f}   (twice per execution)")
 
 

@@ -102,15 +102,15 @@ class AuditAPI:
         dest.flush()
         return written
 
-    def subject_statement(self, dataset: str, subject_id: str, *, purpose: str = "") -> dict[str, Any]:
+    def subject_statement(self, dataset: str, subject_id: str, *, code: str, purpose: str = "") -> dict[str, Any]:
         """The node's signed statement of which releases of ``dataset`` (a consent dataset) were
-        computed on a consent snapshot that included ``subject_id`` (for a subject_agent),
-        verified against the node key: its content, with the raw ``document`` and ``signature``
-        added for keeping."""
+        computed on a consent snapshot that included ``subject_id`` (for a subject_agent holding
+        the subject's statement ``code``), verified against the node key: its content, with the
+        raw ``document`` and ``signature`` added for keeping."""
         from .statements import StatementError, verify_statement
 
         req = audit_pb2.GetSubjectStatementRequest(dataset=f"datasets/{dataset.removeprefix('datasets/')}",
-                                                   subject_id=subject_id, purpose=purpose)
+                                                   subject_id=subject_id, purpose=purpose, subject_code=code)
         resp = self._node._call(self._stub.GetSubjectStatement, req)
         try:
             body = verify_statement(resp.document, resp.signature, self._node.node_key())

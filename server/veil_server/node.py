@@ -40,8 +40,8 @@ from .audit.events import AuditTrail
 from .audit.witnessing import settings_of as witness_settings
 from .disclosure.control import DisclosureControl
 from .query.catalog import Dataset
-from .query.consent import CONSENT_READS, now_scope, snapshot_digest
-from .governance.subject_statements import SubjectLedger, subject_hash
+from .query.consent import CONSENT_KEY_LABEL, CONSENT_READS, now_scope, snapshot_digest
+from .governance.subject_statements import SubjectLedger, check_subject_code, subject_hash
 from .config import NodeConfig, Principal, Role
 from .query.engine import Engine
 from .query.routing import RoutingEngine
@@ -108,6 +108,8 @@ class Node:
         # Issue 4: DP budget, differencing audit, dominance, usage ledger and quotas.
         self.disclosure = DisclosureControl(self.store, self.engine, config.disclosure)
         self.subjects = SubjectLedger(self.store)  # consent snapshots of releases, subject statements
+        # Keys the consent snapshot digests and the log's subject names (query.consent).
+        self.consent_key = self.audit.key.derived_key(CONSENT_KEY_LABEL)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="veil-query")
         # Analyst keys' encryption randomness, topped up between queries (off the request path),
         # of the kind [crypto] obfuscation asks for.
@@ -617,7 +619,7 @@ class Node:
         scope = now_scope(purpose)
         engine: Any = self.engine
         subjects = engine.consent_subjects(dataclasses.replace(ds, consent_scope=scope))
-        scope = dataclasses.replace(scope, snapshot=snapshot_digest(purpose, subjects))
+        scope = dataclasses.replace(scope, snapshot=snapshot_digest(purpose, subjects, self.consent_key))
         return dataclasses.replace(ds, consent_scope=scope), subjects
 
     def consent_unchanged(self, ds: Dataset) -> bool:
@@ -627,16 +629,23 @@ class Node:
         if scope is None:
             return True
         engine: Any = self.engine
-        return snapshot_digest(scope.purpose, engine.consent_subjects(ds)) == scope.snapshot
+        return snapshot_digest(scope.purpose, engine.consent_subjects(ds), self.consent_key) == scope.snapshot
 
-    def subject_statement(self, principal: Principal, dataset: str, subject: str, purpose: str) -> tuple[bytes, str]:
+    def subject_statement(self, principal: Principal, dataset: str, subject: str, purpose: str,
+                          code: str = "") -> tuple[bytes, str]:
         """A signed statement of the releases of ``dataset`` whose consent snapshot included
         ``subject`` (governance.subject_statements): rate-limited per agent, logged with the
         subject hashed."""
         self.subjects.admit(principal.name)
         ds = self.dataset(dataset)
+        try:
+            check_subject_code(self.consent_key, ds.name, subject, code)  # the agent acts for this subject
+        except VeilError as e:
+            self.audit.admin("subject.statement.refused", principal.name, dataset=ds.name,
+                             details={"subject_hmac": subject_hash(subject, self.consent_key), "reason": e.reason})
+            raise
         self.audit.admin("subject.statement", principal.name, dataset=ds.name,
-                         details={"subject_sha256": subject_hash(subject), "purpose": purpose[:200]})
+                         details={"subject_hmac": subject_hash(subject, self.consent_key), "purpose": purpose[:200]})
         return self.subjects.statement(dataset=ds.name, consent_dataset=ds.needs_consent, subject=subject,
                                        purpose=purpose, node_id=self.config.name, key=self.audit.key)
 

@@ -49,16 +49,18 @@ def consent_records(rows: int) -> list[Record]:
 
 def valid_subjects(records: list[Record], purpose: str, at: datetime | None = None) -> set[int]:
     at = at or datetime.now(UTC)
-    withdrawn = {r.subject for r in records if r.purpose == purpose and r.status == "withdrawn"}
+    withdrawn = {r.subject for r in records if r.purpose == purpose and r.status in ("withdrawn", "expired")}
     granted = {r.subject for r in records if r.purpose == purpose and r.status == "granted"
                and r.granted_at <= at and (r.expires_at is None or at < r.expires_at)}
     return granted - withdrawn
 
 
-def digest_of(records: list[Record], purpose: str) -> str:
-    """The snapshot digest recomputed from the consent records (not by the node's code path:
-    only the documented serialisation is shared)."""
-    return snapshot_digest(purpose, (str(s) for s in valid_subjects(records, purpose)))
+def digest_of(records: list[Record], purpose: str, node, present) -> str:
+    """The snapshot digest recomputed from the consent records and the subject ids ``present``
+    in the data (not by the node's code path: only the documented serialisation and the node's
+    consent key are shared)."""
+    ids = valid_subjects(records, purpose) & set(present)
+    return snapshot_digest(purpose, (str(s) for s in ids), node.consent_key)
 
 
 def arrow_table(records: list[Record]) -> pa.Table:

@@ -8,8 +8,10 @@ source refuses the query."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 
@@ -85,7 +87,7 @@ def test_each_purpose_sees_exactly_its_consented_rows(tmp_path, analyst_home, pu
         assert rows_of(df, "region") == want
         # the filter bites: all rows would give other figures
         assert sum(n for n, _ in want.values()) < ROWS
-        check_receipt(alice, df, qid, digest_of(records, purpose))
+        check_receipt(alice, df, qid, digest_of(records, purpose, running.node, range(1, ROWS + 1)))
         # Exact mode: the same populations under the other purpose's consent set differ by the
         # subjects whose consent differs; released exactly, the pair would single them out.
         with pytest.raises(veil.QueryFailed) as e:
@@ -118,7 +120,7 @@ def test_withdrawal_removes_exactly_that_subject(tmp_path, analyst_home):
         # exactly one row, the withdrawn subject's, is gone
         diff = {k: (old[k][0] - got[k][0], old[k][1] - got[k][1]) for k in old}
         assert diff == {**{k: (0, 0) for k in old}, (person["sex"],): (1, person["length_of_stay"])}
-        check_receipt(alice, second, qid, digest_of(records, "research"))
+        check_receipt(alice, second, qid, digest_of(records, "research", running.node, range(1, ROWS + 1)))
         assert first.attrs["consent_snapshot"] != second.attrs["consent_snapshot"]
         # The first table again, now under the new snapshot: refused in exact mode.
         with pytest.raises(veil.QueryFailed) as e:
@@ -147,7 +149,7 @@ def test_dp_consent_counts_the_consented_rows_within_the_declared_noise(tmp_path
         noise = df.attrs["noise"]["n"]
         bound = Noise(noise["count_scale"], terms=1).bound(1 - 1e-6)
         assert abs(int(df["n"][0]) - consented) <= bound < (ROWS - consented) / 2
-        check_receipt(alice, df, qid, digest_of(records, "research"))
+        check_receipt(alice, df, qid, digest_of(records, "research", running.node, range(1, ROWS + 1)))
 
 
 def test_a_missing_consent_source_refuses_every_query(tmp_path, analyst_home):
@@ -231,7 +233,7 @@ def test_postgres_consent_per_purpose_and_withdrawal(pg, tmp_path, analyst_home)
             veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
         first, qid = run(alice, BY_SEX.format(region="North"), "research")
         assert rows_of(first, "sex") == raw_reference(raw, RAW_BY_SEX.format(region="North"), before)
-        check_receipt(alice, first, qid, digest_of(records, "research"))
+        check_receipt(alice, first, qid, digest_of(records, "research", running.node, range(1, ROWS + 1)))
         with psycopg.connect(pg["conninfo"], autocommit=True) as conn:
             conn.execute("UPDATE clinic.consent SET status = 'withdrawn' WHERE subject_id = %s AND purpose = %s",
                          (person["patient_id"], "research"))
@@ -245,7 +247,7 @@ def test_postgres_consent_per_purpose_and_withdrawal(pg, tmp_path, analyst_home)
         old = raw_reference(raw, RAW_BY_SEX.format(region="South"), before)
         diff = {k: (old[k][0] - got[k][0], old[k][1] - got[k][1]) for k in old}
         assert diff == {**{k: (0, 0) for k in old}, (person["sex"],): (1, person["length_of_stay"])}
-        check_receipt(alice, second, qid, digest_of(records, "research"))
+        check_receipt(alice, second, qid, digest_of(records, "research", running.node, range(1, ROWS + 1)))
         # marketing, on populations disjoint from the research releases? none here: refused
         with pytest.raises(veil.QueryFailed) as e:
             alice.query(BY_SEX.format(region="North"), purpose="marketing")
@@ -280,16 +282,21 @@ def test_a_federated_member_counts_only_its_consented_rows(tmp_path, analyst_hom
         # its log names the consent snapshot its part was computed under
         logged = [e.details.get("consent_snapshot") for e in c.entries("south", "query.execute")
                   if e.details.get("federation", {}).get("step") == "contribute"]
-        assert logged == [digest_of(records, "research")]
+        south_ids = {r[0] for r in duckdb.connect().execute(
+            f"SELECT patient_id FROM read_csv_auto('{c.members['south'].part}')").fetchall()}
+        assert logged == [digest_of(records, "research", south, south_ids)]
         assert ds.consent_scope is not None and ds.consent_scope.snapshot == logged[0]
         # south's subject statements list the federated part for a consenting subject only
         from veil_server.config import Principal, Role
+        from veil_server.governance.subject_statements import subject_code
 
         agent = Principal("dspace", Role.SUBJECT_AGENT, "")
-        document, _ = south.subject_statement(agent, "patients", str(min(subjects)), "")
+        code = lambda s: subject_code(south.consent_key, "patients", str(s))  # noqa: E731
+        first = min(subjects & south_ids)
+        document, _ = south.subject_statement(agent, "patients", str(first), "", code(first))
         assert '"query":"fed:' in document.decode()
         never = next(i for i in range(1, 3000) if i not in subjects)
-        document, _ = south.subject_statement(agent, "patients", str(never), "")
+        document, _ = south.subject_statement(agent, "patients", str(never), "", code(never))
         assert '"releases":[]' in document.decode()
 
 
@@ -308,7 +315,7 @@ def add_agent(config: Path) -> str:
 
 def test_a_subject_statement_lists_exactly_the_releases_whose_snapshot_included_them(tmp_path, analyst_home):
     from veil.statements import StatementError, verify_statement
-    from veil_server.governance.subject_statements import subject_hash
+    from veil_server.governance.subject_statements import subject_code, subject_hash
 
     tokens, config = consent_folder(tmp_path / "node")
     agent = add_agent(config)
@@ -327,19 +334,23 @@ def test_a_subject_statement_lists_exactly_the_releases_whose_snapshot_included_
             write_consent_csv(records, data / "consent.csv")
             _, q2 = run(alice, BY_SEX.format(region="South"), "research")
             with pytest.raises(veil.PermissionDenied):  # analysts may not ask
-                alice.audit.subject_statement("patients", str(stays))
+                alice.audit.subject_statement("patients", str(stays), code="x")
         ids = [q.removeprefix("queries/") for q in (q1, q2)]
         with veil.connect(running.target, token=agent, home=analyst_home) as dspace:
+            def code(subject) -> str:
+                return subject_code(running.node.consent_key, "patients", str(subject))
+
             def listed(subject, **kw):
-                return [r["query"] for r in dspace.audit.subject_statement("patients", str(subject), **kw)["releases"]]
+                return [r["query"] for r in dspace.audit.subject_statement("patients", str(subject), code=code(subject),
+                                                                             **kw)["releases"]]
 
             assert listed(person) == ids[:1]  # withdrawn after the first release
             assert listed(stays) == ids
             assert listed(stays, purpose="marketing") == []
             assert listed(never) == []
-            st = dspace.audit.subject_statement("patients", str(person))
+            st = dspace.audit.subject_statement("patients", str(person), code=code(person))
             assert st["subject_id"] == str(person) and st["releases"][0]["consent_snapshot"] == \
-                digest_of(records[:-1], "research")
+                digest_of(records[:-1], "research", running.node, range(1, ROWS + 1))
             key = running.node.audit.key.public_key_bytes
             verify_statement(st["document"], st["signature"], key)
             with pytest.raises(StatementError):
@@ -352,8 +363,69 @@ def test_a_subject_statement_lists_exactly_the_releases_whose_snapshot_included_
             assert e.value.reason == "SUBJECT_STATEMENT_RATE_LIMITED"
         # logged, with the subject hashed, never in clear
         entries = [e for e in running.node.audit.log.search(kind="admin.subject.statement").entries]
-        assert entries and all(set(e.details) == {"purpose", "subject_sha256"} for e in entries)
-        assert {e.details["subject_sha256"] for e in entries} >= {subject_hash(str(person)), subject_hash(str(stays))}
+        assert entries and all(set(e.details) == {"purpose", "subject_hmac"} for e in entries)
+        key = running.node.consent_key  # keyed: a reader of the log cannot test guesses of an id
+        assert {e.details["subject_hmac"] for e in entries} >= {subject_hash(str(person), key),
+                                                                subject_hash(str(stays), key)}
+
+
+def test_a_statement_needs_the_subjects_code_and_limits_survive_a_restart(tmp_path, analyst_home):
+    """F4 of the consent red team: an agent could read anyone's consent history, and the limit
+    was per process. Now the agent must present the subject's statement code (from the owner's
+    `veil node subject-code`); a wrong code is refused the same way for a subject that exists and
+    one that does not; the limits are kept in the state database (a new ledger over the same
+    store, as after a restart, still refuses) and hold for the whole node across agents."""
+    import subprocess
+    import sys
+
+    from veil_server.governance.subject_statements import SubjectLedger, subject_code
+
+    tokens, config = consent_folder(tmp_path / "node")
+    agent = add_agent(config)
+    records = consent_records(ROWS)
+    write_consent_csv(records, tmp_path / "node" / "data" / "consent.csv")
+    inside = min(valid_subjects(records, "research"))
+    with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running:
+        node = running.node
+        with veil.connect(running.target, token=tokens["alice"], home=analyst_home) as alice:
+            run(alice, BY_REGION, "research")
+        with veil.connect(running.target, token=agent, home=analyst_home) as dspace:
+            answers = []
+            for subject in (inside, 10**9):  # a consenting subject; one that does not exist
+                with pytest.raises(veil.PermissionDenied) as e:
+                    dspace.audit.subject_statement("patients", str(subject), code="A" * 20)
+                answers.append((e.value.reason, str(e.value)))
+            assert answers[0] == answers[1] and answers[0][0] == "SUBJECT_CODE_INVALID"
+            good = subject_code(node.consent_key, "patients", str(inside))
+            with pytest.raises(veil.PermissionDenied):  # another subject's code
+                dspace.audit.subject_statement("patients", str(inside + 1), code=good)
+            assert len(dspace.audit.subject_statement("patients", str(inside), code=good)["releases"]) == 1
+        # the operator's command prints the same code, from the node key in the state directory
+        out = subprocess.run([sys.executable, "-m", "veil.cli", "node", "subject-code", "--config", str(config),
+                              "--dataset", "patients", str(inside), "--json"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {str(inside): good}
+        # limits in the state database: a fresh ledger (a restart) sees the asks already made
+        ledger = SubjectLedger(node.store, per_hour=3, node_per_hour=10_000)
+        for _ in range(3):
+            ledger.admit("agent-a")
+        with pytest.raises(Exception) as e:
+            SubjectLedger(node.store, per_hour=3, node_per_hour=10_000).admit("agent-a")
+        assert getattr(e.value, "reason", "") == "SUBJECT_STATEMENT_RATE_LIMITED"
+        # ... and node-wide: another agent gets what is left of the node's hour, not its own 100
+        with node.store.reading() as db:
+            so_far = db.execute("SELECT COUNT(*) FROM subject_statement_requests").fetchone()[0]
+        wide = SubjectLedger(node.store, per_hour=100, node_per_hour=so_far + 2)
+        assert sum(1 for _ in range(10) if _admitted(wide, "agent-b")) == 2
+
+
+def _admitted(ledger, agent: str) -> bool:
+    try:
+        ledger.admit(agent)
+        return True
+    except Exception:  # noqa: BLE001 - SUBJECT_STATEMENT_RATE_LIMITED
+        return False
 
 
 def test_a_subject_agent_may_call_nothing_else(tmp_path):
@@ -421,7 +493,7 @@ def test_an_owner_registers_a_consent_version_over_grpc(tmp_path, analyst_home):
             consented = len(valid_subjects(records, "research") & set(range(1, ROWS + 1)))
             bound = Noise(df.attrs["noise"]["n"]["count_scale"], terms=1).bound(1 - 1e-6)
             assert abs(int(df["n"][0]) - consented) <= bound < (ROWS - consented) / 2
-            check_receipt(alice, df, qid, digest_of(records, "research"))
+            check_receipt(alice, df, qid, digest_of(records, "research", running.node, range(1, ROWS + 1)))
 
 
 def test_recover_rebuilds_each_exact_populations_consent_snapshot(tmp_path, analyst_home):
@@ -480,9 +552,9 @@ def test_models_fit_only_the_consented_rows_and_carry_the_snapshot(tmp_path, ana
         for name in ref.params.index:
             assert res.params[name] == pytest.approx(ref.params[name], rel=1e-6)
             assert res.bse[name] == pytest.approx(ref.bse[name], rel=1e-6)
-        assert res.consent_snapshots == [digest_of(records, "research")]
+        assert res.consent_snapshots == [digest_of(records, "research", running.node, range(1, ROWS + 1))]
         entry = running.node.audit.log.search(kind="model.release", page_size=10).entries[-1]
-        assert entry.details["consent_snapshot"] == digest_of(records, "research")
+        assert entry.details["consent_snapshot"] == digest_of(records, "research", running.node, range(1, ROWS + 1))
         # The subjects' statements (a consenting subject, one without consent for research).
         release = entry.details["release"]
         inside = int(consented["patient_id"].iloc[0])

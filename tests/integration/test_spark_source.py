@@ -204,4 +204,4 @@ def test_a_spark_dataset_counts_only_consented_rows(spark, tmp_path, analyst_hom
     got = {(r["region"],): (int(r["n"]), int(r["stay"])) for _, r in df.iterrows() if not r["suppressed"]}
     assert got and all(got[k] == want[k] for k in got)
     assert sum(n for n, _ in want.values()) < rows  # the filter bites
-    assert df.attrs["consent_snapshot"] == digest_of(records, "research")
+    assert df.attrs["consent_snapshot"] == digest_of(records, "research", running.node, range(1, rows + 1))

@@ -35,7 +35,7 @@ ONLINE = {
 OFFLINE = {("audit", "verify"), ("receipt", "verify"), ("cert", "verify"), ("completion", "bash"),
            ("completion", "zsh"), ("node", "init"), ("node", "serve"), ("node", "check"), ("token", "issue"), ("token", "revoke"),
            ("token", "list"), ("audit", "dump"), ("node", "recover"), ("witness", "init"), ("witness", "serve"),
-           ("witness", "key")}
+           ("witness", "key"), ("node", "subject-code")}
 # Leaves whose output is not a record: a shell script, and a running node's log.
 NO_JSON = {("completion", "bash"), ("completion", "zsh"), ("node", "serve"), ("witness", "init"), ("witness", "serve"),
            ("witness", "key")}

@@ -4,6 +4,7 @@ registry's round trip (the config's dict form)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import tomllib
 
 from veil_server.cli.demo import dataset_toml
@@ -11,13 +12,17 @@ from veil_server.config import dataset_from_dict, dataset_to_dict
 from veil_server.query.consent import ConsentSource, snapshot_digest
 
 
-def test_snapshot_digest_is_the_documented_canonical_json():
+def test_snapshot_digest_is_the_documented_canonical_json_keyed():
     doc = b'{"format":"veil.consent.snapshot.v1","purpose":"research","subjects":["10","2","Z","z","\xc3\xa9"]}'
-    want = "sha256:" + hashlib.sha256(doc).hexdigest()
+    key = b"k" * 32
+    want = "hmac-sha256:" + hmac.new(key, doc, hashlib.sha256).hexdigest()
     # order and duplicates do not matter; ids sort by their UTF-8 bytes
-    assert snapshot_digest("research", ["z", "é", "2", "10", "Z", "2"]) == want
-    assert snapshot_digest("marketing", ["z", "é", "2", "10", "Z"]) != want
-    assert snapshot_digest("research", ["z", "é", "2", "10"]) != want
+    assert snapshot_digest("research", ["z", "é", "2", "10", "Z", "2"], key) == want
+    assert snapshot_digest("marketing", ["z", "é", "2", "10", "Z"], key) != want
+    assert snapshot_digest("research", ["z", "é", "2", "10"], key) != want
+    # keyed: without the node's key the set cannot be tested (an unkeyed hash could be)
+    assert snapshot_digest("research", ["z", "é", "2", "10", "Z"], b"x" * 32) != want
+    assert want != "sha256:" + hashlib.sha256(doc).hexdigest()
 
 
 def test_a_consent_declaration_survives_the_registry_round_trip(tmp_path):

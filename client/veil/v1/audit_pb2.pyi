@@ -10,14 +10,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetSubjectStatementRequest(_message.Message):
-    __slots__ = ("dataset", "subject_id", "purpose")
+    __slots__ = ("dataset", "subject_id", "purpose", "subject_code")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_CODE_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     subject_id: str
     purpose: str
-    def __init__(self, dataset: _Optional[str] = ..., subject_id: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    subject_code: str
+    def __init__(self, dataset: _Optional[str] = ..., subject_id: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_code: _Optional[str] = ...) -> None: ...
 
 class SubjectStatement(_message.Message):
     __slots__ = ("document", "signature")

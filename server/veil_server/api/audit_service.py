@@ -149,7 +149,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     def GetSubjectStatement(self, request, context):
         document, signature = self.node.subject_statement(current_principal(), request.dataset, request.subject_id,
-                                                          request.purpose)
+                                                          request.purpose, request.subject_code)
         return audit_pb2.SubjectStatement(document=document, signature=signature)
 
     def GetReceipt(self, request, context):

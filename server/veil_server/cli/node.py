@@ -195,6 +195,31 @@ def register(cli: Any) -> None:
                                 "validate a config without binding ports or writing anything; lists every error"))
     add_config_option(node.verb("recover", cmd_recover,
                                 "rebuild a stopped node's state from its verified audit log (audited)"))
+    codes = node.verb("subject-code", cmd_subject_code,
+                      "print the statement code of each subject of a consent dataset (give it to the subject)")
+    add_config_option(codes)
+    codes.add_argument("--dataset", required=True, help="the consent dataset")
+    codes.add_argument("subjects", nargs="+", help="subject ids, as the consent table holds them")
+
+
+def cmd_subject_code(args: argparse.Namespace) -> None:
+    """The statement codes (governance.subject_statements.subject_code), from the node key in the
+    state directory: the operator's side, like ``veil token issue``. A subject (or a service acting
+    for them) needs its code to ask for its subject statement."""
+    import json
+
+    from ..access.node_key import NodeKey
+    from ..governance.subject_statements import subject_code
+    from ..query.consent import CONSENT_KEY_LABEL
+
+    config = load_node_config(args)
+    key = NodeKey.load(config.state_dir / "node_key.pem").derived_key(CONSENT_KEY_LABEL)
+    codes = {s: subject_code(key, args.dataset.removeprefix("datasets/"), s) for s in args.subjects}
+    if getattr(args, "json", False):
+        print(json.dumps(codes))
+        return
+    for s, c in codes.items():
+        print(f"{s}\t{c}")
 
 
 def cmd_recover(args: argparse.Namespace) -> None:

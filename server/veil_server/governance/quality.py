@@ -114,7 +114,7 @@ def _fmt(x: Decimal) -> str:
 def profile(ds: Dataset, counts: dict[str, int], *, noise_scale: str = "", epsilon: float = 0.0,
             freshness_column: str = "") -> dict[str, Any]:
     """The profile as the certificate states it (strings and integers only: canonical JSON)."""
-    dp = ds.disclosure.dp
+    dp = noised(ds)
     small = 0 if dp else ds.min_group_size
     rows = max(counts["rows"], 0)
     columns = {}
@@ -137,6 +137,14 @@ def profile(ds: Dataset, counts: dict[str, int], *, noise_scale: str = "", epsil
     return out
 
 
+def noised(ds: Dataset) -> bool:
+    """Whether the version's profile and size are noised: DP datasets, and consent datasets in
+    exact mode too. A consent dataset's listing counts every row, those of people without consent
+    included, and its exact figures would difference against later exact releases over the
+    consenting rows (one withdrawal: that person's missing values, exactly)."""
+    return ds.disclosure.dp or ds.needs_consent
+
+
 def compute(engine: Any, ds: Dataset, *, freshness_column: str = "",
             charge: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Read the counts through ``engine`` (all rows: the caller binds a consent dataset's
@@ -147,7 +155,7 @@ def compute(engine: Any, ds: Dataset, *, freshness_column: str = "",
     ms: list[Measure] = []
     values = engine.profile_counts(ds, lambda r: _select(ms, ds, r, freshness_column))
     counts = {m.key: int(v or 0) for m, v in zip(ms, values)}
-    if not ds.disclosure.dp:
+    if not noised(ds):
         return profile(ds, counts, freshness_column=freshness_column)
     if charge is not None:
         charge(PROFILE_EPSILON)

@@ -22,7 +22,7 @@ from ..state.store import StateStore
 from .certify import check_unchanged, issue, keyed_fingerprint, source_fingerprint, source_stamp
 from .classification import RIGHTS, check_against_level
 from .grants import Grants
-from .quality import Profiles, compute as compute_quality
+from .quality import Profiles, compute as compute_quality, noised as noisy_profile
 from .registry import DRAFT, LISTED, OPERATOR, SUSPENDED, DatasetRecord, Governance, Registry
 from .reviews import Reviews
 
@@ -185,7 +185,7 @@ class Steward:
         to the dataset's budget (beyond it if need be): the size of a version is a statistic like
         any other, and the exact count of each version would show how many rows changed."""
         n = self._row_count(rec.dataset)
-        if not rec.dataset.disclosure.dp:
+        if not noisy_profile(rec.dataset):  # exact mode, unless consent (governance.quality.noised)
             return n
         from ..disclosure.noise import mechanism, privatize
 

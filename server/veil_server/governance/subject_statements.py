@@ -10,42 +10,47 @@ key, so the subject can show it to anyone holding the node's public key.
 **What a statement reveals, and to whom.** To the caller: for this one subject, the releases on
 the dataset whose consent snapshot included them -- each release's query id, purpose, time,
 result digest and snapshot digest. Nothing about other subjects (no count, no other id, no value;
-a snapshot digest is a hash of the whole set) and nothing about the analyst or the query's SQL.
-Not whether the subject has rows in the dataset: a snapshot includes every subject with a valid
-consent, rows or not. The node logs each statement with the subject id hashed (SHA-256), never
-in clear.
+a snapshot digest is a keyed hash of the whole set) and nothing about the analyst or the query's
+SQL. A subject with no rows in the dataset is in no snapshot (the snapshot holds the consenting
+subjects whose rows were counted), so its statement lists nothing, exactly as for a subject
+without consent: an empty statement does not say which. The node logs each statement with the
+subject id under a keyed hash, never in clear.
 
-**Who may ask.** Principals with the ``subject_agent`` role, which the operator gives only to the
-subjects' own digital-space services (they authenticate like any principal: a client certificate
-or a signed token); each is limited to ``per_hour`` statements (an in-process sliding window per
-principal, on top of the node's call limits), so the API cannot be used to enumerate subject ids
-quickly. Whether the caller really acts for that subject is the agent's responsibility (the node
-does not know people); the audit log shows every statement asked.
+**Who may ask, for whom.** Principals with the ``subject_agent`` role, which the operator gives
+only to the subjects' own digital-space services (a client certificate or a signed token), and
+only with the subject's **statement code**: a keyed function of (dataset, subject id) under the
+node's consent key (:func:`subject_code`), which the data owner hands to each subject (``veil
+node subject-code``, e.g. with the consent receipt) and the subject gives to the services acting
+for them. Without the code for that subject the request is refused (``SUBJECT_CODE_INVALID``,
+the same answer whether the subject exists or not), so an agent cannot read the consent history
+of someone who did not give it their code. Rate limits, kept in the state database (they survive
+a restart and hold across processes sharing it): ``per_hour`` statements per agent and
+``NODE_PER_HOUR`` for the whole node (against many agents), on top of the node's call limits.
 
 Storage: each distinct snapshot is stored once, with its subject ids (the node already reads
 them from the consent table), and each release names its snapshot.
 """
-
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
-from collections import deque
+import hmac
+import base64
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from veil.audit import canonical
 from veil.audit.canonical import format_time
 
-from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from ..state.store import now_us
 
 STATEMENT_TYPE = "veil.subject.statement"
 STATEMENT_VERSION = 1
 MAX_SUBJECT = 256
 PER_HOUR = 30
+NODE_PER_HOUR = 600
 WINDOW_S = 3600.0
+CODE_LENGTH = 20  # base32 characters: 100 bits
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent_snapshots (
@@ -61,6 +66,11 @@ CREATE TABLE IF NOT EXISTS consent_snapshot_subjects (
     PRIMARY KEY (digest, subject)
 );
 CREATE INDEX IF NOT EXISTS consent_snapshot_subjects_by_subject ON consent_snapshot_subjects (subject, digest);
+CREATE TABLE IF NOT EXISTS subject_statement_requests (
+    agent TEXT NOT NULL,
+    at_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subject_statement_requests_at ON subject_statement_requests (at_us);
 CREATE TABLE IF NOT EXISTS consent_releases (
     query_id TEXT PRIMARY KEY,
     dataset TEXT NOT NULL,
@@ -73,12 +83,11 @@ CREATE TABLE IF NOT EXISTS consent_releases (
 
 
 class SubjectLedger:
-    def __init__(self, store: Any, *, per_hour: int = PER_HOUR) -> None:
+    def __init__(self, store: Any, *, per_hour: int = PER_HOUR, node_per_hour: int = NODE_PER_HOUR) -> None:
         self.store = store
         store.ensure_schema(_SCHEMA)
         self.per_hour = per_hour
-        self._asked: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self.node_per_hour = node_per_hour
 
     def record_release(self, query_id: str, dataset: str, purpose: str, snapshot: str, subjects: Iterable[str],
                        result_digest: str) -> None:
@@ -96,17 +105,22 @@ class SubjectLedger:
                        (query_id, dataset.lower(), purpose, snapshot, result_digest, now))
 
     def admit(self, principal: str) -> None:
-        """The per-agent rate limit (refused before anything is read)."""
-        now = time.monotonic()
-        with self._lock:
-            q = self._asked.setdefault(principal, deque())
-            while q and now - q[0] >= WINDOW_S:
-                q.popleft()
-            if len(q) >= self.per_hour:
+        """The rate limits (refused before anything is read): per agent and for the node, over
+        the last hour, counted in the state database in the transaction that records this ask."""
+        now = now_us()
+        since = now - int(WINDOW_S * 1_000_000)
+        with self.store.joined_tx() as db:
+            db.execute("DELETE FROM subject_statement_requests WHERE at_us < ?", (since,))
+            mine = db.execute("SELECT COUNT(*) FROM subject_statement_requests WHERE agent = ? AND at_us >= ?",
+                              (principal, since)).fetchone()[0]
+            total = db.execute("SELECT COUNT(*) FROM subject_statement_requests WHERE at_us >= ?",
+                               (since,)).fetchone()[0]
+            if mine >= self.per_hour or total >= self.node_per_hour:
                 raise ResourceExhausted(
-                    f"at most {self.per_hour} subject statements per hour per agent; ask again later",
-                    reason="SUBJECT_STATEMENT_RATE_LIMITED", metadata={"per_hour": str(self.per_hour)})
-            q.append(now)
+                    f"at most {self.per_hour} subject statements per hour per agent (and {self.node_per_hour} for "
+                    "the node); ask again later", reason="SUBJECT_STATEMENT_RATE_LIMITED",
+                    metadata={"per_hour": str(self.per_hour)})
+            db.execute("INSERT INTO subject_statement_requests (agent, at_us) VALUES (?, ?)", (principal, now))
 
     def statement(self, *, dataset: str, consent_dataset: bool, subject: str, purpose: str, node_id: str,
                   key: Any) -> tuple[bytes, str]:
@@ -138,6 +152,24 @@ class SubjectLedger:
         return document, key.sign(document).hex()
 
 
-def subject_hash(subject: str) -> str:
-    """How the audit log names a subject: never in clear."""
-    return hashlib.sha256(subject.encode()).hexdigest()
+def subject_code(key: bytes, dataset: str, subject: str) -> str:
+    """The statement code of ``subject`` in ``dataset``: base32 of HMAC-SHA256 under the node's
+    consent key, 20 characters (100 bits). Only the node (and its operator) can compute it."""
+    mac = hmac.new(key, b"veil.subject-code.v1|" + dataset.lower().encode() + b"|" + subject.encode(),
+                   hashlib.sha256).digest()
+    return base64.b32encode(mac).decode()[:CODE_LENGTH]
+
+
+def check_subject_code(key: bytes, dataset: str, subject: str, code: str) -> None:
+    """Refuses unless ``code`` is the subject's statement code (compared in constant time)."""
+    given = code.strip().upper().replace("-", "")
+    if not given or not hmac.compare_digest(given.encode(), subject_code(key, dataset, subject).encode()):
+        raise PermissionDenied("a subject statement needs the subject's statement code, which the data owner gives "
+                               "to each subject (veil node subject-code); pass it as subject_code",
+                               reason="SUBJECT_CODE_INVALID")
+
+
+def subject_hash(subject: str, key: bytes) -> str:
+    """How the audit log names a subject: never in clear, and keyed (HMAC-SHA256 under the node's
+    consent key) so that a reader of the log cannot test guesses of an id; the operator can."""
+    return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()

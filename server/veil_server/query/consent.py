@@ -19,8 +19,12 @@ column (default)  meaning
 
 A subject's consent for purpose P is **valid at time T** iff some record for (subject, P) has
 status ``granted``, ``granted_at <= T`` and (``expires_at`` is NULL or ``T < expires_at``), and
-no record for (subject, P) has status ``withdrawn``: a withdrawal wins over every grant (a new
-grant after a withdrawal replaces the withdrawn record). Rows whose subject is NULL match nothing.
+no record for (subject, P) has status ``withdrawn`` or ``expired``: either wins over every grant
+(a new grant after a withdrawal replaces the withdrawn record). Rows whose subject is NULL match
+nothing. A consent table holding a record the node could misread (an unknown status, a purpose
+differing from a declared one only in case or spaces, an id with spaces or leading zeros) makes
+the dataset unreadable until the owner corrects it (:func:`invalid_records_sql`, fail closed).
+Times are UTC: every engine compares in UTC whatever the host's time zone.
 
 **Where the filter is applied.** Every SQL statement an engine runs for a consent dataset reads
 the dataset through :func:`consented_relation`: a derived table that keeps only rows whose subject
@@ -40,16 +44,18 @@ refuses with ``CONSENT_SOURCE_CHANGING``). The digest goes into the release's au
 the result (``QueryResult.consent_snapshot``), so an auditor holding the consent table as of that
 time can recompute it and show which consent state a release relied on.
 
-What the digest reveals: nothing to someone without the consent table (a SHA-256 over the whole
-set); to someone who knows the set but one subject, whether that subject consented (two guesses,
-two digests) -- the analyst is not given the subject list, and the digest is not salted so that
-an auditor can recompute it. That two results carry different digests tells that the consent
+What the digest reveals: it is an HMAC under a secret derived from the node key, so nobody
+without that key can test a guess of the consent set against it (an unkeyed hash would let an
+analyst who can enumerate the subject ids find exactly who withdrew, offline, at no privacy
+cost). The node's operator recomputes it for an auditor from the consent table as of that time
+(:func:`snapshot_digest` with ``NodeKey.derived_key(CONSENT_KEY_LABEL)`` of the node's key). That two results carry different digests tells that the consent
 state for the purpose changed between them, never whose.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -125,6 +131,8 @@ class Dialect:
     ident: Callable[[str], str]
     text_type: str  # the type subject ids are compared as
     timestamp: Callable[[str], str]  # a UTC instant literal from ConsentScope.as_of_text()
+    # "text matches the whole of the regular expression" (the pattern is the node's, not data)
+    full_match: Callable[[str, str], str] = lambda text, pattern: f"regexp_full_match({text}, {_string(pattern)})"
 
 
 def _string(text: str) -> str:
@@ -143,8 +151,50 @@ def valid_condition(src: ConsentSource, scope: ConsentScope, d: Dialect, alias: 
 
 
 def withdrawn_condition(src: ConsentSource, scope: ConsentScope, d: Dialect, alias: str) -> str:
+    """A record that ends the subject's consent for the purpose: withdrawn, or marked expired."""
     c = lambda name: f"{alias}.{d.ident(name)}"  # noqa: E731
-    return f"{c(src.purpose)} = {_string(scope.purpose)} AND LOWER({c(src.status)}) = {_string(WITHDRAWN)}"
+    return (f"{c(src.purpose)} = {_string(scope.purpose)} AND LOWER({c(src.status)}) IN "
+            f"({_string(WITHDRAWN)}, {_string(EXPIRED)})")
+
+
+def invalid_records_sql(consent_table: str, src: ConsentSource, purposes: Iterable[str], d: Dialect, *,
+                        integer_subjects: bool) -> str:
+    """How many consent records the node could misread (fail closed: any makes the dataset
+    unreadable, ``CONSENT_SOURCE_INVALID``): a status other than granted, withdrawn or expired
+    (in any case, but without spaces: "withdrawn " or "revoked" would otherwise revoke nothing); a
+    purpose equal to a declared one only up to case or surrounding spaces (a withdrawal for
+    "Research " would miss "research"); a subject id with surrounding spaces, or, for a dataset
+    whose subject column is an integer, not in canonical integer text ("019" would miss 19); a
+    missing subject, purpose or granted_at on a grant."""
+    c = lambda name: f"veil_v.{d.ident(name)}"  # noqa: E731
+    declared = sorted(set(purposes))
+    lowered = ", ".join(_string(p.lower()) for p in declared) or "''"
+    exact = ", ".join(_string(p) for p in declared) or "''"
+    subject = subject_text(c(src.subject), d)
+    statuses = ", ".join(_string(x) for x in (GRANTED, WITHDRAWN, EXPIRED))
+    conditions = [
+        f"{c(src.status)} IS NULL", f"LOWER({c(src.status)}) NOT IN ({statuses})",
+        f"{c(src.purpose)} IS NULL",
+        f"(LOWER(TRIM({c(src.purpose)})) IN ({lowered}) AND {c(src.purpose)} NOT IN ({exact}))",
+        f"{c(src.subject)} IS NULL", f"{subject} <> TRIM({subject})",
+        f"(LOWER({c(src.status)}) = {_string(GRANTED)} AND {c(src.granted_at)} IS NULL)",
+    ]
+    if integer_subjects:  # canonical integer text only ("019", "+7", "7.0" would match no row's id)
+        conditions.append(f"NOT {d.full_match(subject, '-?[1-9][0-9]*|0')}")
+    return f"SELECT COUNT(*) FROM {consent_table} AS veil_v WHERE " + " OR ".join(conditions)
+
+
+def invalid_source(count: int) -> Exception | None:
+    """The refusal when the consent table holds records the node could misread, else None."""
+    if not count:
+        return None
+    from ..errors import FailedPrecondition
+
+    return FailedPrecondition(
+        "the dataset's consent table holds records the node cannot interpret safely (a status other than granted, "
+        "withdrawn or expired; a purpose that differs from a declared one only in case or spaces; a subject id with "
+        "spaces or leading zeros; a grant without granted_at), so no row may be used; the owner must correct it",
+        reason="CONSENT_SOURCE_INVALID", private=f"{count} invalid consent records")
 
 
 def subject_text(expr: str, d: Dialect) -> str:
@@ -171,15 +221,27 @@ def consented_relation(relation: str, consent_table: str, src: ConsentSource, sc
             f"({valid_subjects_sql(consent_table, src, scope, d)})) AS veil_consented")
 
 
-def snapshot_sql(consent_table: str, src: ConsentSource, scope: ConsentScope, d: Dialect) -> str:
-    return valid_subjects_sql(consent_table, src, scope, d)
+def snapshot_sql(consent_table: str, src: ConsentSource, scope: ConsentScope, d: Dialect, relation: str) -> str:
+    """The subjects the consent filter keeps rows of: those with a valid consent for the purpose
+    at T that have rows in ``relation`` (the dataset, unfiltered). A consent record of someone
+    without rows changes neither the rows counted nor the snapshot (so it cannot mark every
+    earlier exact release as another snapshot's)."""
+    subject = subject_text(f"veil_d.{d.ident(src.subject_column)}", d)
+    return (f"SELECT DISTINCT {subject} FROM {relation} AS veil_d WHERE {subject} IN "
+            f"({valid_subjects_sql(consent_table, src, scope, d)})")
 
 
-def snapshot_digest(purpose: str, subjects: Iterable[str]) -> str:
-    """``sha256:`` + hex SHA-256 of the canonical JSON
+def snapshot_digest(purpose: str, subjects: Iterable[str], key: bytes) -> str:
+    """``hmac-sha256:`` + hex HMAC-SHA256, under ``key`` (the node's consent key, derived from
+    its node key: ``NodeKey.derived_key(CONSENT_KEY_LABEL)``), of the canonical JSON
     ``{"format":"veil.consent.snapshot.v1","purpose":P,"subjects":[sorted ids]}`` (ids as text,
     sorted by their UTF-8 bytes, no duplicates, no spaces in the JSON)."""
     ids = sorted(set(subjects))  # code point order is UTF-8 byte order
     doc = json.dumps({"format": SNAPSHOT_FORMAT, "purpose": purpose, "subjects": ids}, sort_keys=True,
                      separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(doc.encode()).hexdigest()
+    return "hmac-sha256:" + hmac.new(key, doc.encode(), hashlib.sha256).hexdigest()
+
+
+# The label of the node-key-derived secret the snapshot digests and the log's subject names are
+# keyed with (veil_server.access.node_key.NodeKey.derived_key).
+CONSENT_KEY_LABEL = b"consent-snapshot"

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 import duckdb
 
 from .catalog import Column, ColumnType, Dataset
-from .consent import ConsentSource, Dialect, consented_relation, snapshot_sql
+from .consent import ConsentSource, Dialect, consented_relation, invalid_records_sql, invalid_source, snapshot_sql
 from ..errors import Internal, Unavailable
 from .plan import AggFunc, And, Between, Compare, Filter, InList, IsNull, Not, Or, QueryPlan
 from .range_proof import NO_PROOF, RangeProofs, within_ranges
@@ -85,6 +85,7 @@ class SqlRenderer:
         """``unclamped``: columns proven inside their declared range (the clamp would be a no-op).
         ``int64_sums``: DuckDB only, see ``total``."""
         self.dataset = dataset
+        self.raw_relation = relation  # only the consent snapshot reads it unfiltered
         self.relation = self.consented(relation)
         self.params: list[Any] = []
         self.unclamped = unclamped
@@ -100,14 +101,20 @@ class SqlRenderer:
     text_type = "VARCHAR"
 
     def timestamp(self, text: str) -> str:
-        return f"CAST({quote_string(text)} AS TIMESTAMP)"
+        # A UTC instant (the engine's connections also run in UTC: naive columns are UTC).
+        return f"CAST({quote_string(text + '+00')} AS TIMESTAMPTZ)"
 
     def dialect(self) -> Dialect:
         return Dialect(self.ident, self.text_type, self.timestamp)
 
     def consent_table(self, src: ConsentSource) -> str:
-        """The consent source as a relation in this engine's SQL."""
-        return duckdb_reader(src.source, src.format)
+        """The consent source as a relation in this engine's SQL. A CSV's times are read as
+        timestamps whatever they look like (a column left empty for "never" would otherwise be
+        typed as text and fail every query)."""
+        if src.format == "parquet":
+            return duckdb_reader(src.source, src.format)
+        types = ", ".join(f"{quote_string(c)}: 'TIMESTAMPTZ'" for c in (src.granted_at, src.expires_at))
+        return f"read_csv_auto({quote_string(src.source)}, nullstr = {CSV_NULLS}, types = {{{types}}})"
 
     def consented(self, relation: str) -> str:
         """``relation``, restricted to consented rows for a consent dataset. Deny by default: a
@@ -126,7 +133,16 @@ class SqlRenderer:
     def snapshot_sql(self) -> str:
         ds = self.dataset
         assert ds.consent is not None and ds.consent_scope is not None
-        return snapshot_sql(self.consent_table(ds.consent), ds.consent, ds.consent_scope, self.dialect())
+        return snapshot_sql(self.consent_table(ds.consent), ds.consent, ds.consent_scope, self.dialect(),
+                            self.raw_relation)
+
+    def consent_check_sql(self) -> str:
+        """The count of consent records the node could misread (query.consent.invalid_records_sql)."""
+        ds = self.dataset
+        assert ds.consent is not None
+        col = ds.column(ds.consent.subject_column)
+        return invalid_records_sql(self.consent_table(ds.consent), ds.consent, ds.purposes, self.dialect(),
+                                   integer_subjects=col is not None and getattr(col.type, "value", col.type) == "integer")
 
     def total(self, v: str, col: Column, bound: int) -> str:
         """Exact sum of ``v`` (terms of magnitude at most ``bound``). DuckDB sums BIGINT into a
@@ -378,6 +394,9 @@ class DuckDBEngine:
 
     def __init__(self, datasets: list[Dataset] | tuple[Dataset, ...], *, threads: int | None = None) -> None:
         self._db = duckdb.connect(":memory:")
+        # Every connection (cursor) in UTC: consent times without a zone are UTC, and a naive
+        # literal is never read in the host's zone.
+        self._db.execute("SET GLOBAL TimeZone = 'UTC'")
         if threads:
             self._db.execute(f"SET threads = {int(threads)}")
         self._local = threading.local()
@@ -498,9 +517,12 @@ class DuckDBEngine:
         """The subject ids (as text) with a valid consent for the dataset's bound scope (query.consent)."""
         r = SqlRenderer(dataset, self._view(dataset))
         try:
-            rows = self._cursor().execute(r.snapshot_sql()).fetchall()
+            (invalid,) = self._cursor().execute(r.consent_check_sql()).fetchone()
+            rows = [] if invalid else self._cursor().execute(r.snapshot_sql()).fetchall()
         except duckdb.Error as e:
             raise consent_unavailable(str(e)) from None
+        if (refusal := invalid_source(invalid)) is not None:
+            raise refusal
         return [str(row[0]) for row in rows]
 
     def row_count(self, dataset: Dataset) -> int:

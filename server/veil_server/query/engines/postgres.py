@@ -25,6 +25,8 @@ carry the server's message (which names host and user, never a password) in ``pr
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import threading
 from typing import Any
@@ -33,7 +35,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from ..catalog import Column, ColumnType, Dataset
-from ..consent import ConsentSource
+from ..consent import ConsentSource, invalid_source
 from ..engine import (AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows, quote_ident,
                       quote_string)
 from ...errors import Internal, Unavailable
@@ -58,11 +60,15 @@ class PostgresRenderer(SqlRenderer):
 
     def timestamp(self, text: str) -> str:
         # A UTC instant: timestamptz columns compare exactly; timestamp columns are read in the
-        # session's time zone (keep them in UTC, or use timestamptz).
+        # session's time zone, which the node sets to UTC (_connect).
         return f"CAST({quote_string(text + '+00')} AS TIMESTAMPTZ)"
 
     def consent_table(self, src: ConsentSource) -> str:
         return ".".join(quote_ident(part) for part in src.source.split("."))
+
+    def dialect(self):
+        d = super().dialect()
+        return dataclasses.replace(d, full_match=lambda text, pattern: f"({text} ~ {quote_string('^(' + pattern + ')$')})")
 
     def is_nan(self, d: str) -> str:
         return f"({d} = 'NaN'::float8)"
@@ -157,9 +163,12 @@ class PostgresEngine:
     def consent_subjects(self, dataset: Dataset) -> list[str]:
         r = PostgresRenderer(dataset, relation_sql(dataset))
         try:
-            rows = self._fetch(dataset, r.snapshot_sql(), [])
+            ((invalid,),) = self._fetch(dataset, r.consent_check_sql(), [])
+            rows = [] if invalid else self._fetch(dataset, r.snapshot_sql(), [])
         except (Unavailable, Internal) as e:
             raise consent_unavailable(e.private or e.reason) from None
+        if (refusal := invalid_source(invalid)) is not None:
+            raise refusal
         return [str(row[0]) for row in rows]
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:
@@ -203,7 +212,9 @@ class PostgresEngine:
 
 
 def _connect(conninfo: str) -> psycopg.Connection:
-    conn = psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME)
+    # The session in UTC: a consent table's timestamp columns (without zone) are UTC instants.
+    conn = psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME,
+                           options="-c TimeZone=UTC")
     # Every statement runs in a READ ONLY transaction: defence in depth behind plan-only rendering.
     conn.read_only = True
     return conn

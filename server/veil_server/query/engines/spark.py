@@ -22,14 +22,16 @@ Parquet (or CSV) location, registered on first use.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import logging
 import threading
 from typing import Any
 
 from ..catalog import Column, Dataset
-from ..consent import ConsentSource
-from ..engine import AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows
+from ..consent import ConsentSource, invalid_source
+from ..engine import AggregateResult, SqlRenderer, consent_unavailable, decode_dominance, decode_rows, quote_string
 from ...errors import Internal, Unavailable
 from ..plan import QueryPlan
 from ..sources import spark_master
@@ -56,6 +58,14 @@ class SparkRenderer(SqlRenderer):
         if src.format != "parquet":
             raise Internal("a Spark dataset's consent source must be Parquet", reason="CONSENT_NOT_APPLIED")
         return f"parquet.{quote_backtick(src.source)}"
+
+    def timestamp(self, text: str) -> str:
+        # Spark's TIMESTAMP is an instant in the session's zone, which the node pins to UTC.
+        return f"CAST({quote_string(text)} AS TIMESTAMP)"
+
+    def dialect(self):
+        d = super().dialect()
+        return dataclasses.replace(d, full_match=lambda text, pattern: f"({text} RLIKE {quote_string('^(' + pattern + ')$')})")
 
     def rounded(self, d: str) -> str:
         # Half away from zero, as DuckDB's ROUND; only ever reached inside the guarded bounds.
@@ -151,9 +161,12 @@ class SparkEngine:
         """The subject ids (as text) with a valid consent for the dataset's bound scope."""
         r = SparkRenderer(dataset, self._view(dataset))
         try:
-            rows = self._collect(dataset, r.snapshot_sql(), [])
+            ((invalid,),) = self._collect(dataset, r.consent_check_sql(), [])
+            rows = [] if invalid else self._collect(dataset, r.snapshot_sql(), [])
         except (Unavailable, Internal) as e:
             raise consent_unavailable(str(e)) from None
+        if (refusal := invalid_source(invalid)) is not None:
+            raise refusal
         return [str(row[0]) for row in rows]
 
     def column_types(self, dataset: Dataset) -> dict[str, str]:

@@ -136,7 +136,7 @@ class RegressionResults:
     converged: bool = True
     scale: float = 1.0
     release_digests: list[str] = field(default_factory=list)
-    receipt: Any = None  # veil.audit.Receipt of the final release, checked (None: federated, or not asked)
+    receipt: Any = None  # veil.audit.Receipt of the final release, checked (federated: the coordinator's)
     # A dataset whose basis is consent: each release's consent snapshot digest, in release order.
     consent_snapshots: list[str] = field(default_factory=list)
 

@@ -481,7 +481,7 @@ class Node(Connection):
 
         def check(request, msg):
             """The final release's receipt: in the node's log, as released, for this model."""
-            if not self._verify_receipts or not msg.release:  # federated: no single node's release
+            if not self._verify_receipts or not msg.release:
                 return None
             from .models import model_digest
             from .receipts import check_receipt, receipt_from_proto

@@ -92,6 +92,15 @@ def test_federated_fits_equal_statsmodels_on_the_union(cluster, fits):
         assert ours.disclosure == "exact"
 
 
+def test_federated_fits_carry_the_coordinators_receipt(fits):
+    """The coordinator logs its release to the analyst naming the model (its digest) and the
+    combined ciphertexts; the SDK fetched that receipt and checked it against the node key."""
+    for key in ("ols", "exact_logit", "exact_poisson", "logit"):
+        res = fits[key]
+        assert res.receipt is not None, key
+        assert res.receipt.result_digest.hex() == res.release_digests[-1], key
+
+
 def test_exact_federated_glms_converge_along_newtons_path(fits):
     for key in ("exact_logit", "exact_poisson"):
         ours = fits[key]

@@ -364,6 +364,10 @@ class AuditTrail:
     def model_receipt(self, principal: str, release: str) -> Receipt | None:
         """The receipt of ``principal``'s model release ``release`` (None: no such release of theirs)."""
         page = self.log.search(kind="model.release", query=release, outcome="ok", page_size=1)
+        if not page.entries:  # a federated model's release to the analyst, logged by its coordinator
+            page = self.log.search(kind="query.release", query=release, outcome="ok", page_size=1)
+            if page.entries and not page.entries[0].details.get("federation", {}).get("model"):
+                return None
         if not page.entries or page.entries[0].principal != principal:
             return None
         receipt = self.log.receipt(page.entries[0].index)

@@ -94,11 +94,11 @@ class FederationAudit:
             **({"consent_snapshot": consent_snapshot} if consent_snapshot else {})})
 
     def released(self, principal: str, query: str, dataset: str, *, plan_digest: str, result_digest: str,
-                 key_fingerprint: str, ciphertexts: int, released: int, suppressed: int) -> None:
+                 key_fingerprint: str, ciphertexts: int, released: int, suppressed: int, model: bool = False) -> None:
         details = release_details(plan_digest, "", result_digest, key_fingerprint=key_fingerprint,
                                   ciphertexts=ciphertexts)
-        details |= {"federation": {"step": "release_to_analyst"}, "groups_released": released,
-                    "groups_suppressed": suppressed}
+        details |= {"federation": {"step": "release_to_analyst", **({"model": True} if model else {})},
+                    "groups_released": released, "groups_suppressed": suppressed}
         self._append("query.release", principal, "ok", dataset=dataset, query=query, details=details)
         try:
             self._trail.log.checkpoint()

@@ -265,6 +265,7 @@ class Coordinator:
         members' ciphertexts -- Enc of the sum of their statistics -- goes to the analyst. What
         each party learns: ``participant.py`` (models) and ``paillier_protocol.py``."""
         from veil.crypto import PackingLayout
+        from veil.models import model_digest
         from veil.v1 import model_pb2, query_pb2
 
         from ..models.fitting import FRACTION_BITS, MAX_ITERATIONS, SLOT_HIGH, SLOT_LOW, noise_scales
@@ -322,8 +323,15 @@ class Coordinator:
             except Exception:  # noqa: BLE001 - any malformed ciphertext: refuse, never release
                 raise misbehaved(members[0], "a ciphertext is malformed") from None
             digest = hashlib.sha256(b"".join(combined)).hexdigest()
-            self.audit.released(principal.name, q, fed.name, plan_digest=mine.plan_digest, result_digest=digest,
-                                key_fingerprint=pk.fingerprint(), ciphertexts=len(combined), released=1, suppressed=0)
+            # The release's entry names the model as the SDK computes it (veil.models.model_digest):
+            # its receipt (GetModelReceipt with this release's id) proves this model's release.
+            family = request.family or "gaussian"
+            coefficients = list(request.coefficients) or ([0.0] * len(mine.terms) if family != "gaussian" else [])
+            asked = model_digest(fed.name, request.formula, family, coefficients, request.iteration, request.fit_id,
+                                 pk.fingerprint())
+            self.audit.released(principal.name, q, fed.name, plan_digest=asked, result_digest=digest,
+                                key_fingerprint=pk.fingerprint(), ciphertexts=len(combined), released=1, suppressed=0,
+                                model=True)
         except VeilError as e:
             self.audit.failed(principal.name, q, fed.name, reason=e.reason, node=e.metadata.get("node", ""))
             self._abort(q, members, e)
@@ -340,7 +348,7 @@ class Coordinator:
                                            cell_count=mine.statistic_count, ciphertexts=combined,
                                            plaintext_bits=packing.slot_bits * packing.slots),
             disclosure_mode="dp" if mine.epsilon else "exact", epsilon=mine.epsilon, noise_scales=scales,
-            max_iterations=MAX_ITERATIONS, release_digest=digest)
+            max_iterations=MAX_ITERATIONS, release_digest=digest, release=q, model_digest=asked)
 
     def _abort(self, q: str, members: list[str], err: VeilError) -> None:
         """Best effort: tell every member to log the failure and forget the query."""

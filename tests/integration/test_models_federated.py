@@ -110,8 +110,11 @@ def test_exact_federated_glms_converge_along_newtons_path(fits):
 
 def test_a_step_off_newtons_path_is_refused_by_the_members(cluster, analyst_home):
     """The analyst drives the protocol by hand: iteration 0 at zero, then (a) a step of its
-    choosing, (b) the true step nudged by 1e-6 of its size, both refused with the rule's reason,
-    and (c) the true Newton step from the decrypted release, accepted."""
+    choosing, (b) the true step nudged by 1e-6 of its size, each refused with the rule's reason
+    and ending its fit (a second attempt at the step is refused as out of order: one attempt per
+    step, so no two attempts' masked residuals can be differenced); (c) coefficients whose linear
+    predictor leaves ±50 over the declared ranges, refused before any residual is computed; and
+    (d) the true Newton step from the decrypted release, accepted."""
     import grpc
     import veil
     from veil.models import decode_release
@@ -128,23 +131,37 @@ def test_a_step_off_newtons_path_is_refused_by_the_members(cluster, analyst_home
                 public_key=query_pb2.PaillierPublicKey(n=sk.public_key.to_bytes()), fit_id=fit_id,
                 iteration=iteration, coefficients=coefficients), metadata=node._metadata())
 
+        def first_step(fit_id: str) -> np.ndarray:
+            rel = decode_release(ask(fit_id, 0, []), sk, "binomial")
+            return np.linalg.solve(rel.matrix, rel.vector)
+
         with pytest.raises(grpc.RpcError) as start:
             ask("fed-chosen", 0, [0.0] * 6 + [25.0])  # a start of the analyst's choosing
         assert "Newton" in start.value.details()
-        first = ask("fed-path", 0, [])
-        rel = decode_release(first, sk, "binomial")
-        step = np.linalg.solve(rel.matrix, rel.vector)
-        for label, coefficients in (("chosen", [0.5] * len(step)), ("nudged", (step * (1 + 1e-6)).tolist())):
+        for label, off_path in (("chosen", lambda st: [0.5] * len(st)), ("nudged", lambda st: (st * (1 + 1e-6)).tolist())):
+            fit_id = f"fed-off-{label}"
+            step = first_step(fit_id)
             with pytest.raises(grpc.RpcError) as off:
-                ask("fed-path", 1, coefficients)
+                ask(fit_id, 1, off_path(step))
             assert "Newton" in off.value.details(), label
             assert off.value.code() == grpc.StatusCode.PERMISSION_DENIED, label
-        # The refused attempts released nothing; the true step is accepted (iteration 1).
-        second = ask("fed-path", 1, step.tolist())
+            with pytest.raises(grpc.RpcError) as again:  # the fit ended: not even the true step
+                ask(fit_id, 1, step.tolist())
+            assert "in order" in again.value.details(), label
+        step = first_step("fed-steep")
+        steep = step.tolist()
+        steep[-1] = 1e4  # a step function of one column
+        with pytest.raises(grpc.RpcError) as too_large:
+            ask("fed-steep", 1, steep)
+        assert "linear predictor" in too_large.value.details()
+        step = first_step("fed-path")
+        second = ask("fed-path", 1, step.tolist())  # the true step
         assert second.iteration == 1 and second.cells.ciphertexts
         for name in MEMBERS:
             entries = running[name].node.audit.log.search(kind="model.release", page_size=1000).entries
-            assert not [e for e in entries if e.details.get("fit_id") == "fed-chosen"], name
+            fits = [e.details.get("fit_id") for e in entries]
+            assert "fed-chosen" not in fits and fits.count("fed-path") == 2, name
+            assert fits.count("fed-off-chosen") == fits.count("fed-off-nudged") == fits.count("fed-steep") == 1, name
 
 
 def test_step_checks_are_uniform_to_everyone_but_their_sum_is_the_residual(fits):

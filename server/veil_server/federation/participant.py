@@ -367,7 +367,7 @@ class Participant:
         return federation_pb2.PreparedBody(
             plan_digest=model, part_digest=schema, group_count=0, min_group_size=ds.min_group_size,
             max_rows=ds.max_rows, ephemeral_key=public, canonical_sql=body.formula[:2000], epsilon=prep.epsilon,
-            terms=terms, statistic_count=count, step_check=self._step_check(prep), public_rows=prep.rows)
+            terms=terms, statistic_count=count, step_check=self._step_check(s, prep), public_rows=prep.rows)
 
     @staticmethod
     def _exact_glm(prep) -> bool:
@@ -375,9 +375,11 @@ class Participant:
 
         return prep.family != GAUSSIAN and not prep.ds.disclosure.dp
 
-    def _step_check(self, prep) -> list[bytes]:
+    def _step_check(self, s: Session, prep) -> list[bytes]:
         """Exact GLM, iteration t > 0: this member's masked residual of the analyst's step
-        (models/fitting.py, "The federated step check")."""
+        (models/fitting.py, "The federated step check"). The mask is drawn for this attempt (this
+        federated query and these coefficients, which every member shares): two attempts' values
+        never share a mask, so their difference is no member's statistics."""
         from ..models.fitting import STEP_MODULUS, step_residual
 
         if not self._exact_glm(prep) or prep.iteration == 0:
@@ -385,7 +387,9 @@ class Participant:
         step = self._models().member_step(prep)
         assert step is not None and step.iteration == prep.iteration - 1  # prepare() checked the order
         residual = step_residual(step.fixed, step.coefficients, prep.coefficients)
-        masks = zero_sum_mod(self.name, step.seeds, STEP_MODULUS, len(residual), b"model-step|" + step.context)
+        attempt = hashlib.sha256(repr((s.query, [float(c).hex() for c in prep.coefficients])).encode()).digest()
+        masks = zero_sum_mod(self.name, step.seeds, STEP_MODULUS, len(residual),
+                             b"model-step|" + step.context + b"|" + attempt)
         return [((r + m) % STEP_MODULUS).to_bytes(STEP_MODULUS.bit_length() // 8, "big")
                 for r, m in zip(residual, masks)]
 
@@ -411,6 +415,7 @@ class Participant:
         rows = sum(2 * max(0, pv.payload.prepared.public_rows) + 1000 for pv in seen.values())
         tolerance = step_tolerance(prep.sensitivities, rows, step.coefficients, prep.coefficients, len(seen))
         if any(abs(r) > t for r, t in zip(residual, tolerance)):
+            self._models().end_fit(prep)  # one failed step ends the fit here: no second attempt
             raise PolicyViolation("in exact mode a logistic or Poisson fit evaluates only Newton's path from zero: "
                                   f"the coefficients of iteration {prep.iteration} are not the step the previous "
                                   "release leads to over the union; use node.fit, which follows it",

@@ -197,6 +197,8 @@ class ModelFitting:
         if family != design.GAUSSIAN and not ds.disclosure.dp:
             coefficients = self._canonical(principal, ds, fit_id, int(iteration), coefficients,
                                            federated=bool(name_as))
+            if name_as:
+                _linear_predictor_bounded(spec, ds, coefficients)
         eps = node.disclosure.epsilon(ds, epsilon)
         sens = design.sensitivities(spec, ds, family)
         if max(sens) * (2 * rows + 1000) * 2**FRACTION_BITS >= MAX_PUBLIC_BOUND:
@@ -321,6 +323,12 @@ class ModelFitting:
         """A federated member's part of this fit's previous release (exact GLMs), or None."""
         with self._lock:
             return self._steps.get((prep.principal, prep.ds.name.lower(), prep.fit_id))
+
+    def end_fit(self, prep: Prepared) -> None:
+        """A federated member forgets a fit whose step failed the check: its next iteration is
+        refused (out of order), so an analyst gets one attempt per step."""
+        with self._lock:
+            self._steps.pop((prep.principal, prep.ds.name.lower(), prep.fit_id), None)
 
     def keep_step(self, prep: Prepared, step: MemberStep) -> None:
         with self._lock:
@@ -464,13 +472,25 @@ class MemberStep:
 # residual is within a tolerance set from public bounds (the declared ranges times the members'
 # public row counts), so it never depends on the data.
 #
-# What it reveals: each member's masked value is uniform to everyone else. Every member learns
-# the union's residual H·d - g: for the step node.fit takes it is the analyst's floating-point
-# solve error, about 1e-16 of the statistics' size; an analyst who sends another step is refused,
-# and the members have then seen one linear combination of the union's statistics of release t
-# (aggregates over every row of every member, never a row), which the analyst already had.
-# Slack: a step within the tolerance (1e-10 of the public bound) passes, as on one node the
-# coefficients may differ from the node's own path by 1e-9 of their size.
+# What it reveals: each member's masked value is uniform to everyone else (three members or
+# more; with two, the other's value is minus one's own, as the union's is ~0), and masks are drawn
+# per attempt (federated query id and coefficients), so two attempts' values never difference to
+# a member's statistics. Every member learns the union's residual H·d - g: for the step node.fit
+# takes it is the analyst's floating-point solve error, about 1e-16 of the statistics' size; an
+# analyst who sends another step is refused, ends the fit at every member (one attempt per
+# step), and the members have seen one linear combination of the union's statistics of release
+# t, which the analyst holds and could hand them anyway. Slack: a step within the tolerance
+# (1e-10 of the public bound) passes, as on one node the coefficients may differ from the node's
+# own path by 1e-9 of their size. Defence in depth: the linear predictor stays within ±50 over
+# the declared ranges (_linear_predictor_bounded).
+#
+# Not covered (the threat model's honest-but-curious members): a member that deviates from the
+# protocol, colluding with the analyst, can send a forged residual (or a forged contribution, or
+# claim more public rows) so that a step of the analyst's choosing passes, and the honest members
+# then release statistics at those coefficients; a red team recovered a row that way. Within the
+# ±50 bound the weights stay smooth, but exact federated GLMs are only as safe as the members'
+# honesty: where a member may be hostile, the owners should serve DP parts (each member's noise
+# then protects its rows whatever the coefficients).
 
 STEP_SCALE_BITS = 16  # the residual is sent in units of 2^-16 of a fixed-point unit
 STEP_MODULUS = 1 << 1024  # masks and residuals live here; 128 bytes each on the wire
@@ -519,6 +539,22 @@ def step_tolerance(sensitivities: list[float], rows_bound: int, before: list[flo
         size = sum(hs[j][k] * (abs(after[k] - before[k]) + abs(after[k])) for k in range(p)) + gs[j]
         out.append(math.ceil(STEP_TOLERANCE * rows_bound * size * unit) + members * (1 << STEP_SCALE_BITS))
     return out
+
+
+MAX_LINEAR_PREDICTOR = 50.0
+
+
+def _linear_predictor_bounded(spec: ModelSpec, ds: Any, coefficients: list[float]) -> None:
+    """Exact federated GLMs (defence in depth behind the step check): the linear predictor x'β
+    must stay within ±MAX_LINEAR_PREDICTOR over the declared ranges, so no coefficients, however
+    obtained, make a row's weight a step function of one value (a logistic beyond ±50 is 0 or 1
+    in doubles anyway; a real fit's path stays far inside unless the data separate)."""
+    reach = sum(abs(c) * design.bound(t, ds) for c, t in zip(coefficients, spec.terms))
+    if reach > MAX_LINEAR_PREDICTOR:
+        raise PolicyViolation(f"the coefficients let the linear predictor reach {MAX_LINEAR_PREDICTOR:g} over the "
+                              "declared ranges; an exact federated fit stays within it (the data may be separable: "
+                              "drop the separating term, or ask the owners for DP datasets)",
+                              reason="MODEL_COEFFICIENTS_TOO_LARGE")
 
 
 def _coefficients(coefficients: list[float], iteration: int, spec: ModelSpec, family: str) -> list[float]:

@@ -478,7 +478,6 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
           f"{' (quick: small scale, not the targets)' if q else ''}; {args.rounds} interleaved rounds; "
           f"load average at start {start_load}", flush=True)
     ratios: list[Ratio] = []
-    os.environ.setdefault("VEIL_KNOWN_NODES", str(Path(tempfile.gettempdir()) / f"veil-perf-{os.getpid()}-known"))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         os.environ["VEIL_KNOWN_NODES"] = str(base / "known_nodes")

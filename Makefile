@@ -64,7 +64,7 @@ test: $(DEV_STAMP) browser
 ## (DuckDB vs PostgreSQL vs Spark at 1M, 10M and 100M rows; crypto by worker processes and on a
 ## Dask cluster), and the analyst's install (size of the SDK's venv, `import veil` time).
 ## Prints ratios. BENCH_ARGS=--quick for a short run, --keep-postgres to keep the loaded tables
-## for the next run.
+## for the next run, "--only perf" for one section (issue 22's four ratios; see bench/run.py).
 bench: $(DEV_STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 

@@ -18,6 +18,7 @@ transaction (``write_ahead=``), so if it cannot be made durable the step does no
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -121,6 +122,12 @@ class Node:
         self.refill = RandomnessRefill()
         self._closed = threading.Event()
         self._changed = threading.Condition()
+        # Which query moved when (issue 22): a WaitQuery re-reads the store only when its own query
+        # moved (or when a move it cannot tell apart happened), not on every move of any query --
+        # sixteen analysts waiting used to make sixteen store reads per move, under this lock.
+        self._move_seq = 0  # bumped on every move this process sees
+        self._moved_at: collections.OrderedDict[str, int] = collections.OrderedDict()  # query -> its last move
+        self._unattributed_seq = 0  # the last move not attributed to one query (other replicas, pruning)
         self._queued: set[str] = set()  # approved queries this replica has queued and not yet started
         self._queued_lock = threading.Lock()
         self.recovered = recovery.rebuild_queries(self, reading, refused) if recover else None  # `node recover`
@@ -134,7 +141,7 @@ class Node:
         self._sweeper = threading.Thread(target=self._sweep_expired, name="veil-expiry", daemon=True)
         self._sweeper.start()
         if self.store.shared:  # wake WaitQuery when another replica moves a query
-            self.store.on_change(lambda _id: self._notify_changed(), self._closed)
+            self.store.on_change(lambda _id: self._notify_changed(None), self._closed)
 
     # -- lifecycle of the node ------------------------------------------------------------
 
@@ -223,12 +230,28 @@ class Node:
     def _move(self, query_id: str, to: QueryState, reason: str, message: str, **kw) -> QueryRecord:
         rec = self.store.transition(query_id, to, reason, message, **kw)
         self.metrics.query_state(to.name)
-        self._notify_changed()
+        self._notify_changed(query_id)
         return rec
 
-    def _notify_changed(self) -> None:
+    _MOVES_KEPT = 4096  # how many queries' last moves are remembered; older ones count as unattributed
+
+    def _notify_changed(self, query_id: str | None) -> None:
+        """Wake waiters after ``query_id`` moved (``None``: some query, unknown which)."""
         with self._changed:
+            self._move_seq += 1
+            if query_id is None:
+                self._unattributed_seq = self._move_seq
+            else:
+                self._moved_at[query_id] = self._move_seq
+                self._moved_at.move_to_end(query_id)
+                if len(self._moved_at) > self._MOVES_KEPT:
+                    self._moved_at.popitem(last=False)
+                    self._unattributed_seq = self._move_seq  # a waiter on it must re-read to be safe
             self._changed.notify_all()
+
+    def _moved_since(self, query_id: str, seq: int) -> bool:
+        """Under ``self._changed``: may ``query_id`` have moved after move number ``seq``?"""
+        return self._moved_at.get(query_id, 0) > seq or self._unattributed_seq > seq
 
     def close(self, *, wait: bool = True) -> None:
         self._closed.set()
@@ -367,16 +390,25 @@ class Node:
     def wait(self, principal: Principal, query_id: str, timeout: float) -> QueryRecord:
         """The query once it is finished, or as it is when ``timeout`` seconds have passed."""
         deadline = time.monotonic() + timeout
-        with self._changed:  # read under the condition's lock so no notification is missed
-            rec = self.get(principal, query_id)
-            while not rec.state.terminal and not self._closed.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                # Woken by this replica's moves, and by other replicas' (LISTEN/NOTIFY); the
-                # timeout is the fallback if a notification is lost.
-                self._changed.wait(min(left, 1.0))
-                rec = self.store.get(rec.id)
+        with self._changed:
+            seen = self._move_seq  # taken before the read: a move after it is not missed
+        rec = self.get(principal, query_id)
+        while not rec.state.terminal and not self._closed.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # Woken by this replica's moves of this query, and by other replicas' moves
+            # (LISTEN/NOTIFY); at least once a second regardless, the fallback if a notification
+            # is lost. The store is read outside the lock, so a move never waits for a reader.
+            wake = time.monotonic() + min(left, 1.0)
+            with self._changed:
+                while not self._moved_since(rec.id, seen) and not self._closed.is_set():
+                    remaining = wake - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                seen = self._move_seq
+            rec = self.store.get(rec.id)
         return rec
 
     def cancel(self, principal: Principal, query_id: str) -> QueryRecord:

@@ -152,6 +152,14 @@ class StateStore:
                 raise corruption(exc, str(path_or_db)) or type(exc)(f"{path_or_db}: {exc}") from exc
         self._lock = threading.RLock()
         self._owner: int | None = None  # the thread whose write transaction is open
+        # SQLite: reads from other threads go through connections of their own (issue 22), so a
+        # read never waits for a writer's commit and its fsync; WAL gives each read block a
+        # snapshot of committed state, as holding the writer's lock did. Inside a thread's own
+        # write transaction, reads stay on the writer's connection and see the transaction.
+        self._readers: list[SQLiteDatabase] = []  # idle reader connections
+        self._readers_lock = threading.Lock()
+        self._reading = threading.local()
+        self._closed = False
         with self._tx() as db:
             db.script(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -172,6 +180,11 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            with self._readers_lock:
+                self._closed = True
+                for reader in self._readers:
+                    reader.close()
+                self._readers.clear()
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -227,15 +240,69 @@ class StateStore:
     def reading(self) -> Iterator[StateDatabase]:
         """Reads: one statement at a time under the connection's lock, no write lock (each
         statement sees committed state; inside a transaction, the transaction's). A read that
-        decides a write belongs in the writer's transaction (``joined_tx``), not here."""
-        with self._lock:
+        decides a write belongs in the writer's transaction (``joined_tx``), not here.
+
+        SQLite: a block read from a thread with no write transaction open runs on a reader
+        connection of its own, in one read transaction (a WAL snapshot of committed state: what
+        the writer's lock gave it, without waiting for a commit's fsync). Writes are refused on
+        it (``query_only``). Costs nothing in guarantees: reads saw committed state before too."""
+        mine = self._owner == threading.get_ident()  # this thread's write transaction is open
+        nested = getattr(self._reading, "db", None)
+        if nested is not None and not mine:
+            yield nested  # a read block inside a read block: the same snapshot
+            return
+        reader = None
+        if self.path is not None and not mine:
+            reader = self._reader()
+        if reader is None:
+            with self._lock:
+                try:
+                    yield self._db
+                except Exception as exc:
+                    damaged = self.damaged(exc)
+                    if damaged is exc:
+                        raise
+                    raise damaged from exc
+            return
+        self._reading.db = reader
+        try:
+            reader.execute("BEGIN")
             try:
-                yield self._db
-            except Exception as exc:
-                damaged = self.damaged(exc)
-                if damaged is exc:
-                    raise
-                raise damaged from exc
+                yield reader
+            finally:
+                reader.execute("COMMIT")  # read-only: ends the snapshot, writes nothing
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error):
+                reader.close()  # in doubt, not reused
+                reader = None
+            damaged = self.damaged(exc)
+            if damaged is exc:
+                raise
+            raise damaged from exc
+        finally:
+            self._reading.db = None
+            if reader is not None:
+                with self._readers_lock:
+                    if self._closed or len(self._readers) >= 32:
+                        reader.close()
+                    else:
+                        self._readers.append(reader)
+
+    def _reader(self) -> "SQLiteDatabase | None":
+        """An idle reader connection to the state file, or a new one (None once closed)."""
+        with self._readers_lock:
+            if self._closed:
+                return None
+            if self._readers:
+                return self._readers.pop()
+        assert self.path is not None
+        try:
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise self.damaged(exc) from exc
+        return SQLiteDatabase(conn, identity=self._db.identity)
 
     def open_transaction(self) -> StateDatabase | None:
         """The database, if the calling thread holds this store's open write transaction (the

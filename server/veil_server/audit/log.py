@@ -56,7 +56,7 @@ from veil.audit.records import (
 
 from ..errors import InvalidArgument
 from ..access.node_key import NodeKey
-from ..state.statedb import POSTGRES, SQLiteDatabase, StateDatabase
+from ..state.statedb import POSTGRES, SQLITE, SQLiteDatabase, StateDatabase, check_stored_schema
 from . import export as _export
 from . import search as _search
 from . import store
@@ -151,6 +151,8 @@ class AuditLog:
         conn.begin(AUDIT_LOCK)
         try:
             conn.script(store.DDL)
+            if conn.kind == SQLITE:
+                check_stored_schema(conn, store.DDL, str(self.path))
             have = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             for k, v in want.items():
                 if k not in have:

@@ -446,3 +446,55 @@ def open_database(settings: StateSettings, *, sqlite_path: Path, audit: bool = F
         return PostgresDatabase(settings.conninfo, schema,
                                 application="veil-node-audit" if audit else "veil-node-state")
     return SQLiteDatabase.open(sqlite_path)
+
+
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*)\)\s*$", re.S)
+_CONSTRAINTS = ("PRIMARY", "UNIQUE", "FOREIGN", "CHECK", "CONSTRAINT")
+
+
+def _declared(script: str) -> dict[str, set[str]]:
+    """Table -> column names, from a component's ``CREATE TABLE IF NOT EXISTS`` statements."""
+    out: dict[str, set[str]] = {}
+    for statement in split_script(script):
+        m = _CREATE.match(statement.strip())
+        if m is None:
+            continue
+        depth, item, items = 0, "", []
+        for ch in m.group(2):
+            depth += ch == "("
+            depth -= ch == ")"
+            if ch == "," and depth == 0:
+                items.append(item)
+                item = ""
+            else:
+                item += ch
+        items.append(item)
+        names = {i.split()[0].strip('"').lower() for i in items if i.split() and i.split()[0].upper() not in _CONSTRAINTS}
+        out[m.group(1).lower()] = names
+    return out
+
+
+def check_stored_schema(db: Any, script: str, where: str) -> None:
+    """Refuse (STATE_FILE_DAMAGED) when a declared table holds a column the node never declared,
+    or when a table's name is one character away from a declared one: a flipped byte in the
+    stored schema (columns added by later migrations are declared in the scripts too)."""
+    declared = _declared(script)
+    if not declared:
+        return
+    stored = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+    for name in stored:
+        n = str(name).lower()
+        if n in declared or n.startswith("sqlite_"):
+            continue
+        if any(len(n) == len(d) and sum(a != b for a, b in zip(n, d)) == 1 for d in declared):
+            raise _corrupted("STATE_FILE_DAMAGED", where, f"a table's stored name is damaged ({n!r})")
+    for table, columns in declared.items():
+        have = {str(r[1]).lower() for r in db.execute(f'PRAGMA table_info("{table}")').fetchall()}
+        if have - columns:
+            raise _corrupted("STATE_FILE_DAMAGED", where, f"table {table} stores an undeclared column")
+
+
+def _corrupted(problem: str, where: str, detail: str) -> Exception:
+    from .damage import StateCorrupted
+
+    return StateCorrupted(problem, where, detail)

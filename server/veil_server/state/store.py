@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 from ..errors import AlreadyExists, FailedPrecondition, QueryNotFound
 from .damage import StateCorrupted, check_file, corruption
 from .lifecycle import QueryState, can_move
-from .statedb import SQLiteDatabase, StateDatabase
+from .statedb import SQLITE, SQLiteDatabase, StateDatabase, check_stored_schema
 
 SCHEMA_VERSION = 1
 CHANGED = "query_changed"  # the notification topic of a query's state change
@@ -162,6 +162,8 @@ class StateStore:
         self._closed = False
         with self._tx() as db:
             db.script(_SCHEMA)
+            if db.kind == SQLITE:
+                check_stored_schema(db, _SCHEMA, str(self.path or "state.db"))
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -220,9 +222,13 @@ class StateStore:
         return StateStore._Tx(self)
 
     def ensure_schema(self, script: str) -> None:
-        """Create the tables of a component sharing this database (``;``-separated DDL)."""
+        """Create the tables of a component sharing this database (``;``-separated DDL), then
+        check the stored definitions of those tables (SQLite: a flipped byte in the stored CREATE
+        text renames a column or a table without failing SQLite's integrity check)."""
         with self.joined_tx() as db:
             db.script(script)
+            if db.kind == SQLITE:
+                check_stored_schema(db, script, str(self.path or "state.db"))
 
     @contextlib.contextmanager
     def joined_tx(self) -> Iterator[StateDatabase]:
@@ -466,5 +472,4 @@ def _record(row: tuple) -> QueryRecord:
     d["public_key"] = bytes(d["public_key"])
     d["inputs"] = bytes(d["inputs"])
     return QueryRecord(**d)
-
 

@@ -284,8 +284,9 @@ class Node:
 
     def approximate_rows(self, ds: Dataset) -> int:
         """The size the catalog states: two significant digits (small tables: "about 100"); for a
-        DP dataset, the noisy size its certificate states, released once per version."""
-        if ds.disclosure.dp:
+        DP dataset, and a consent dataset in any mode (it counts people without consent too),
+        the noisy size its certificate states, released once per version."""
+        if ds.disclosure.dp or ds.needs_consent:
             rec = self.steward.registry.serving(ds.name)
             if rec is not None and rec.certificate is not None:
                 return _certified_rows(rec.certificate)

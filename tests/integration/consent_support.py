@@ -29,9 +29,10 @@ class Record:
     expires_at: datetime | None = None
 
 
-def consent_records(rows: int) -> list[Record]:
+def consent_records(rows: int, other: str = "marketing") -> list[Record]:
     """Per subject 1..rows (and 50 subjects without data): research granted to most, some of
-    those lapsed, not yet valid or withdrawn, some with status "expired"; marketing to a fifth."""
+    those lapsed, not yet valid or withdrawn, some with status "expired"; ``other`` (a second
+    purpose the dataset declares: marketing by default) to a fifth."""
     out = []
     for i in range(1, rows + 51):
         if i % 3:
@@ -43,7 +44,7 @@ def consent_records(rows: int) -> list[Record]:
         elif i % 2 == 0:
             out.append(Record(i, "research", "expired", PAST, LAPSED))
         if i % 5 == 0:
-            out.append(Record(i, "marketing", "granted", PAST, FUTURE))
+            out.append(Record(i, other, "granted", PAST, FUTURE))
     return out
 
 

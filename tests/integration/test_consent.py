@@ -140,7 +140,7 @@ def test_dp_consent_counts_the_consented_rows_within_the_declared_noise(tmp_path
     text = config.read_text().replace(old, old + '\nbasis = "consent"\n'
                                       'consent = { source = "data/consent.csv", subject_column = "patient_id" }')
     config.write_text(text)
-    records = consent_records(ROWS)
+    records = consent_records(ROWS, other="planning")  # every record's purpose one the dataset declares
     write_consent_csv(records, folder / "data" / "consent.csv")
     consented = len(valid_subjects(records, "research") & set(range(1, ROWS + 1)))
     with run_server(load_config(config, env={}), listen="127.0.0.1:0", grace=1.0) as running, \
@@ -263,7 +263,7 @@ def test_a_federated_member_counts_only_its_consented_rows(tmp_path, analyst_hom
     new = ('purposes = ["research", "planning"]\nbasis = "consent"\n'
            'consent = { source = "data/consent.csv", subject_column = "patient_id" }')
     with federation(tmp_path, rows=(3000, 3000, 3000), edit={"south": (old, new)}) as c:
-        records = consent_records(3000)
+        records = consent_records(3000, other="planning")  # purposes the part declares
         write_consent_csv(records, c.members["south"].folder / "data" / "consent.csv")
         south = c.running["south"].node
         seen = []
@@ -467,7 +467,7 @@ def test_an_owner_registers_a_consent_version_over_grpc(tmp_path, analyst_home):
 
     folder = tmp_path / "node"
     tokens = init_node_folder(folder, rows=ROWS, disclosure="exact")
-    records = consent_records(ROWS)
+    records = consent_records(ROWS, other="planning")  # the demo dataset's purposes
     write_consent_csv(records, folder / "data" / "consent.csv")
     spec = tomllib.loads(dataset_toml("patients", str(folder / "data" / "patients.csv"), disclosure="exact"))
     spec = spec["datasets"][0]

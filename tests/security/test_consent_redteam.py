@@ -77,7 +77,14 @@ def everyone(rows: int = ROWS) -> list[tuple]:
     (7, "research ", "withdrawn", "2020-01-01T00:00:00Z", ""),
     ("019", "research", "withdrawn", "2020-01-01T00:00:00Z", ""),
     (" 7", "research", "withdrawn", "2020-01-01T00:00:00Z", ""),
-], ids=["status-space", "unknown-status", "purpose-case", "purpose-space", "leading-zero", "id-space"])
+    # second round (after the first fixes): purposes are a closed set, whatever the characters
+    (7, "research\t", "withdrawn", "2020-01-01T00:00:00Z", ""),
+    (7, "research\u200b", "withdrawn", "2020-01-01T00:00:00Z", ""),
+    (7, "r\u0435search", "withdrawn", "2020-01-01T00:00:00Z", ""),  # a Cyrillic e
+    (7, "\uff52\uff45\uff53\uff45\uff41\uff52\uff43\uff48", "withdrawn", "2020-01-01T00:00:00Z", ""),  # fullwidth
+    (7, "re\u00adsearch", "withdrawn", "2020-01-01T00:00:00Z", ""),  # a soft hyphen
+], ids=["status-space", "unknown-status", "purpose-case", "purpose-space", "leading-zero", "id-space",
+        "purpose-tab", "purpose-zero-width", "purpose-cyrillic", "purpose-fullwidth", "purpose-soft-hyphen"])
 def test_a_record_meant_to_withdraw_never_leaves_the_subject_counted(tmp_path, record):
     """Either the withdrawal is read as meant (the subject is out) or the dataset is refused until
     the owner corrects the table; never the subject counted."""
@@ -111,6 +118,37 @@ def test_withdrawn_and_expired_records_end_consent_in_any_case(tmp_path):
                          (10, "marketing", "withdrawn", "2020-01-01T00:00:00Z", "")]  # another purpose
     ds = consent_dataset(tmp_path, write_rows(tmp_path / "consent.csv", rows))
     assert subjects(ds) == set(range(1, ROWS + 1)) - {7, 8, 9}
+
+
+@pytest.mark.parametrize("bad", ["P0137\t", "P0137\u200b", "p0137", "P0137 ", "P0137\u00a0"])
+def test_a_text_keyed_datasets_withdrawal_in_another_spelling_never_leaves_the_subject_counted(tmp_path, bad):
+    """A text subject column (ids P0001..): a withdrawal for a tab-, zero-width- or case-variant of
+    a row's id is refused (CONSENT_SOURCE_INVALID), never silently ignored; the exact id works."""
+    import pyarrow.compute as pc
+
+    table = patients_table(ROWS)
+    ids = pa.array([f"P{i:04d}" for i in table.column("patient_id").to_pylist()])
+    pacsv.write_csv(table.set_column(table.schema.get_field_index("patient_id"), "patient_id", ids),
+                    tmp_path / "patients.csv")
+    rows = [(f"P{i:04d}", "research", "granted", "2020-01-01T00:00:00Z", "") for i in range(1, ROWS + 1)]
+    raw = tomllib.loads(dataset_toml("patients", str(tmp_path / "patients.csv"), disclosure="exact"))["datasets"][0]
+    raw["purposes"] = ["research", "marketing"]
+    for col in raw["columns"]:
+        if col["name"] == "patient_id":
+            col["type"] = "text"
+
+    def dataset(consent_rows):
+        return dataset_from_dict({**raw, "basis": "consent", "consent": {
+            "source": str(write_rows(tmp_path / "consent.csv", consent_rows)), "subject_column": "patient_id"}})
+
+    engine_subjects = lambda ds: DuckDBEngine([ds]).consent_subjects(  # noqa: E731
+        dataclasses.replace(ds, consent_scope=now_scope("research")))
+    assert len(engine_subjects(dataset(rows))) == ROWS and pc is not None
+    exact = engine_subjects(dataset(rows + [("P0137", "research", "withdrawn", "2020-01-01T00:00:00Z", "")]))
+    assert "P0137" not in exact and len(exact) == ROWS - 1  # control: the exact id withdraws
+    with pytest.raises(FailedPrecondition) as e:
+        engine_subjects(dataset(rows + [(bad, "research", "withdrawn", "2020-01-01T00:00:00Z", "")]))
+    assert e.value.reason == "CONSENT_SOURCE_INVALID"
 
 
 # -- F7 -------------------------------------------------------------------------------------------
@@ -174,6 +212,11 @@ def test_an_exact_consent_datasets_profile_and_size_are_noised(tmp_path, analyst
         assert info.disclosure_mode == "exact" if hasattr(info, "disclosure_mode") else True
         quality = info.quality
         assert quality["mode"] == "dp" and float(quality["epsilon"]) > 0 and quality["noise_scale"]
+        # the catalog's size is the certificate's noised one, not the raw count rounded (B2a)
+        from veil_server.node import _certified_rows
+
+        cert = running.node.steward.registry.serving("patients").certificate
+        assert running.node.approximate_rows(running.node.dataset("patients")) == _certified_rows(cert)
         # the exact answer is over the consenting rows only
         df = alice.query("SELECT COUNT(*) AS n FROM patients", purpose="research")
         assert int(df["n"][0]) < 4000

@@ -158,29 +158,38 @@ def withdrawn_condition(src: ConsentSource, scope: ConsentScope, d: Dialect, ali
 
 
 def invalid_records_sql(consent_table: str, src: ConsentSource, purposes: Iterable[str], d: Dialect, *,
-                        integer_subjects: bool) -> str:
+                        integer_subjects: bool, relation: str) -> str:
     """How many consent records the node could misread (fail closed: any makes the dataset
     unreadable, ``CONSENT_SOURCE_INVALID``): a status other than granted, withdrawn or expired
-    (in any case, but without spaces: "withdrawn " or "revoked" would otherwise revoke nothing); a
-    purpose equal to a declared one only up to case or surrounding spaces (a withdrawal for
-    "Research " would miss "research"); a subject id with surrounding spaces, or, for a dataset
-    whose subject column is an integer, not in canonical integer text ("019" would miss 19); a
-    missing subject, purpose or granted_at on a grant."""
+    (in any case, but nothing else: "withdrawn " or "revoked" would otherwise revoke nothing); a
+    purpose that is not exactly one the dataset declares (a closed set, like the statuses: a
+    withdrawal for "research\t" or with a look-alike letter would miss "research"); a missing
+    subject or purpose, a grant without granted_at; for a dataset whose subject column is an
+    integer, an id not in canonical integer text ("019" would miss 19); for a text subject
+    column, an id with anything but printable ASCII without spaces (tabs, zero-width or
+    look-alike characters), or a withdrawal or expiry whose id equals a row's id only up to case
+    (it would miss that row). ``relation``: the dataset, unfiltered."""
     c = lambda name: f"veil_v.{d.ident(name)}"  # noqa: E731
     declared = sorted(set(purposes))
-    lowered = ", ".join(_string(p.lower()) for p in declared) or "''"
     exact = ", ".join(_string(p) for p in declared) or "''"
     subject = subject_text(c(src.subject), d)
     statuses = ", ".join(_string(x) for x in (GRANTED, WITHDRAWN, EXPIRED))
     conditions = [
         f"{c(src.status)} IS NULL", f"LOWER({c(src.status)}) NOT IN ({statuses})",
-        f"{c(src.purpose)} IS NULL",
-        f"(LOWER(TRIM({c(src.purpose)})) IN ({lowered}) AND {c(src.purpose)} NOT IN ({exact}))",
-        f"{c(src.subject)} IS NULL", f"{subject} <> TRIM({subject})",
+        f"{c(src.purpose)} IS NULL", f"{c(src.purpose)} NOT IN ({exact})",
+        f"{c(src.subject)} IS NULL",
         f"(LOWER({c(src.status)}) = {_string(GRANTED)} AND {c(src.granted_at)} IS NULL)",
     ]
     if integer_subjects:  # canonical integer text only ("019", "+7", "7.0" would match no row's id)
         conditions.append(f"NOT {d.full_match(subject, '-?[1-9][0-9]*|0')}")
+    else:
+        row_id = subject_text(f"veil_r.{d.ident(src.subject_column)}", d)
+        conditions += [
+            f"NOT {d.full_match(subject, '[!-~]+')}",
+            f"(LOWER({c(src.status)}) IN ({_string(WITHDRAWN)}, {_string(EXPIRED)}) AND LOWER({subject}) IN "
+            f"(SELECT LOWER({row_id}) FROM {relation} AS veil_r) AND {subject} NOT IN "
+            f"(SELECT {row_id} FROM {relation} AS veil_r WHERE {row_id} IS NOT NULL))",
+        ]
     return f"SELECT COUNT(*) FROM {consent_table} AS veil_v WHERE " + " OR ".join(conditions)
 
 
@@ -192,8 +201,9 @@ def invalid_source(count: int) -> Exception | None:
 
     return FailedPrecondition(
         "the dataset's consent table holds records the node cannot interpret safely (a status other than granted, "
-        "withdrawn or expired; a purpose that differs from a declared one only in case or spaces; a subject id with "
-        "spaces or leading zeros; a grant without granted_at), so no row may be used; the owner must correct it",
+        "withdrawn or expired; a purpose the dataset does not declare, exactly; a subject id that is not an "
+        "integer's canonical text, or not printable ASCII without spaces, or a withdrawal whose id matches a row only "
+        "up to case; a grant without granted_at), so no row may be used; the owner must correct it",
         reason="CONSENT_SOURCE_INVALID", private=f"{count} invalid consent records")
 
 

@@ -142,7 +142,8 @@ class SqlRenderer:
         assert ds.consent is not None
         col = ds.column(ds.consent.subject_column)
         return invalid_records_sql(self.consent_table(ds.consent), ds.consent, ds.purposes, self.dialect(),
-                                   integer_subjects=col is not None and getattr(col.type, "value", col.type) == "integer")
+                                   integer_subjects=col is not None and getattr(col.type, "value", col.type) == "integer",
+                                   relation=self.raw_relation)
 
     def total(self, v: str, col: Column, bound: int) -> str:
         """Exact sum of ``v`` (terms of magnitude at most ``bound``). DuckDB sums BIGINT into a

@@ -160,14 +160,31 @@ def analyst_homes(base: Path, count: int) -> list[Path]:
     return homes
 
 
+def run_together(work, items) -> float:
+    """``work(item)`` for every item on its own thread, all released at once: seconds from the
+    release until the last one ends."""
+    barrier = threading.Barrier(len(items) + 1)
+
+    def one(item) -> None:
+        barrier.wait()
+        work(item)
+
+    threads = [threading.Thread(target=one, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def veil_load(nodes: list[veil.Node], sql: str, per: int) -> tuple[float, list[float]]:
     """Every analyst submits ``per`` queries back to back, all at once: (queries/s, latencies)."""
     latencies: list[float] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(len(nodes) + 1)
 
     def one(node: veil.Node) -> None:
-        barrier.wait()
         mine = []
         for _ in range(per):
             t0 = time.perf_counter()
@@ -176,33 +193,16 @@ def veil_load(nodes: list[veil.Node], sql: str, per: int) -> tuple[float, list[f
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=one, args=(n,)) for n in nodes]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.perf_counter() - t0), latencies
+    seconds = run_together(one, nodes)
+    return len(latencies) / seconds, latencies
 
 
 def duck_load(con: duckdb.DuckDBPyConnection, sql: str, threads: int, per: int) -> float:
-    cursors = [con.cursor() for _ in range(threads)]
-    barrier = threading.Barrier(threads + 1)
-
     def one(cur) -> None:
-        barrier.wait()
         for _ in range(per):
             cur.execute(sql).fetchall()
 
-    workers = [threading.Thread(target=one, args=(c,)) for c in cursors]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for w in workers:
-        w.join()
-    return threads * per / (time.perf_counter() - t0)
+    return threads * per / run_together(one, [con.cursor() for _ in range(threads)])
 
 
 def throughput(nodes: list[veil.Node], small: Path, rounds: int, per: int, single: int,

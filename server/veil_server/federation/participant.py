@@ -380,7 +380,7 @@ class Participant:
         (models/fitting.py, "The federated step check"). The mask is drawn for this attempt (this
         federated query and these coefficients, which every member shares): two attempts' values
         never share a mask, so their difference is no member's statistics."""
-        from ..models.fitting import STEP_MODULUS, step_residual
+        from ..models.fitting import STEP_BYTES, STEP_MODULUS, step_residual
 
         if not self._exact_glm(prep) or prep.iteration == 0:
             return []
@@ -390,22 +390,21 @@ class Participant:
         attempt = hashlib.sha256(repr((s.query, [float(c).hex() for c in prep.coefficients])).encode()).digest()
         masks = zero_sum_mod(self.name, step.seeds, STEP_MODULUS, len(residual),
                              b"model-step|" + step.context + b"|" + attempt)
-        return [((r + m) % STEP_MODULUS).to_bytes(STEP_MODULUS.bit_length() // 8, "big")
-                for r, m in zip(residual, masks)]
+        return [((r + m) % STEP_MODULUS).to_bytes(STEP_BYTES, "big") for r, m in zip(residual, masks)]
 
     def _check_step(self, s: Session, seen: dict[str, Verified]) -> None:
         """Every member's masked residual added up: the union's H·d - g, within the public
         tolerance, or no member contributes (MODEL_COEFFICIENTS_NOT_CANONICAL)."""
-        from ..models.fitting import STEP_MODULUS, step_tolerance
+        from ..models.fitting import STEP_BYTES, STEP_MODULUS, step_tolerance
 
         prep = s.model
         if not self._exact_glm(prep) or prep.iteration == 0:
             return
-        p, width = len(prep.coefficients), STEP_MODULUS.bit_length() // 8
+        p = len(prep.coefficients)
         total = [0] * p
         for name, pv in seen.items():
             values = list(pv.payload.prepared.step_check)
-            if len(values) != p or any(len(v) != width for v in values):
+            if len(values) != p or any(len(v) != STEP_BYTES for v in values):
                 raise FailedPrecondition(f"member {name} sent no check of the analyst's step",
                                          reason="FEDERATION_SESSION_INVALID", metadata={"node": name})
             total = [(t + int.from_bytes(v, "big")) % STEP_MODULUS for t, v in zip(total, values)]

@@ -221,7 +221,7 @@ class ModelFitting:
             if self._releases.get(account, 0) >= MAX_ITERATIONS:
                 raise _cap(iteration)
         return Prepared(principal, ds, spec, family, coefficients, eps if pol.dp else 0.0, rows, sens, key, purpose,
-                        budget_purpose, fit_id, int(iteration), formula, check_grant, bool(name_as))
+                        budget_purpose, fit_id, int(iteration), formula, check_grant)
 
     @contextlib.contextmanager
     def releasing(self, prep: Prepared, certificate: str) -> Iterator[list]:
@@ -300,14 +300,8 @@ class ModelFitting:
         import numpy as np
 
         p = len(prep.spec.terms)
-        values = [v / float(2**FRACTION_BITS) for v in fixed]
-        m = np.zeros((p, p))
-        k = 1
-        for i in range(p):
-            for j in range(i, p):
-                m[i, j] = m[j, i] = values[k]
-                k += 1
-        vec = np.array(values[k:k + p])
+        h, g = _symmetric([v / float(2**FRACTION_BITS) for v in fixed], p)
+        m, vec = np.array(h), np.array(g)
         beta = np.array(prep.coefficients) if prep.coefficients else np.zeros(p)
         account = (prep.principal, prep.ds.name.lower(), prep.fit_id)
         try:
@@ -431,7 +425,6 @@ class Prepared:
     iteration: int
     formula: str
     check_grant: bool = True
-    federated: bool = False
     subjects: tuple[str, ...] = ()  # a consent dataset: the subjects whose rows count (bound at execution)
 
     @property
@@ -493,19 +486,21 @@ class MemberStep:
 # then protects its rows whatever the coefficients).
 
 STEP_SCALE_BITS = 16  # the residual is sent in units of 2^-16 of a fixed-point unit
-STEP_MODULUS = 1 << 1024  # masks and residuals live here; 128 bytes each on the wire
+STEP_MODULUS = 1 << 1024  # masks and residuals live here
+STEP_BYTES = 128  # each on the wire
 STEP_TOLERANCE = 1e-10
 
 
-def _symmetric(fixed: list[int], p: int) -> tuple[list[list[int]], list[int]]:
-    """H (p x p, from its upper triangle after n) and g of a release's fixed-point statistics."""
-    h = [[0] * p for _ in range(p)]
+def _symmetric(values: list, p: int) -> tuple[list[list], list]:
+    """H (p x p, from its upper triangle after n) and g of a release's statistics in release
+    order (values, fixed-point cells or their sensitivities)."""
+    h: list[list] = [[0] * p for _ in range(p)]
     k = 1
     for i in range(p):
         for j in range(i, p):
-            h[i][j] = h[j][i] = fixed[k]
+            h[i][j] = h[j][i] = values[k]
             k += 1
-    return h, fixed[k:k + p]
+    return h, list(values[k:k + p])
 
 
 def step_residual(fixed: list[int], before: list[float], after: list[float]) -> list[int]:
@@ -526,13 +521,7 @@ def step_tolerance(sensitivities: list[float], rows_bound: int, before: list[flo
     from public bounds: |H_jk| <= rows * Δ(H_jk), |g_j| <= rows * Δ(g_j); the solve's backward
     error and the rounding of beta are far below 1e-10 of |H|(|d| + |beta|) + |g|."""
     p = len(after)
-    k = 1
-    hs = [[0.0] * p for _ in range(p)]
-    for i in range(p):
-        for j in range(i, p):
-            hs[i][j] = hs[j][i] = sensitivities[k]
-            k += 1
-    gs = sensitivities[k:k + p]
+    hs, gs = _symmetric(sensitivities, p)
     unit = float(1 << (FRACTION_BITS + STEP_SCALE_BITS))
     out = []
     for j in range(p):

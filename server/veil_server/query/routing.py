@@ -74,8 +74,8 @@ class RoutingEngine:
     def profile_counts(self, dataset: Dataset, build) -> tuple:
         return self.engine_for(dataset).profile_counts(dataset, build)  # type: ignore[attr-defined]
 
-    def consent_subjects(self, dataset: Dataset) -> list[str]:
-        return self.engine_for(dataset).consent_subjects(dataset)  # type: ignore[attr-defined]
+    def consent_subjects(self, dataset: Dataset, *, validate: bool = True) -> list[str]:
+        return self.engine_for(dataset).consent_subjects(dataset, validate=validate)  # type: ignore[attr-defined]
 
     def row_count(self, dataset: Dataset) -> int:
         return self.engine_for(dataset).row_count(dataset)

@@ -111,8 +111,8 @@ def test_exact_federated_glms_converge_along_newtons_path(fits):
 def test_a_step_off_newtons_path_is_refused_by_the_members(cluster, analyst_home):
     """The analyst drives the protocol by hand: iteration 0 at zero, then (a) a step of its
     choosing, (b) the true step nudged by 1e-6 of its size, each refused with the rule's reason
-    and ending its fit (a second attempt at the step is refused as out of order: one attempt per
-    step, so no two attempts' masked residuals can be differenced); (c) coefficients whose linear
+    and ending its fit (a second attempt at the step is refused as out of order; masks are drawn
+    per attempt anyway, so no two attempts' masked residuals difference to a member's part); (c) coefficients whose linear
     predictor leaves ±50 over the declared ranges, refused before any residual is computed; and
     (d) the true Newton step from the decrypted release, accepted."""
     import grpc

@@ -414,7 +414,7 @@ class Participant:
         rows = sum(2 * max(0, pv.payload.prepared.public_rows) + 1000 for pv in seen.values())
         tolerance = step_tolerance(prep.sensitivities, rows, step.coefficients, prep.coefficients, len(seen))
         if any(abs(r) > t for r, t in zip(residual, tolerance)):
-            self._models().end_fit(prep)  # one failed step ends the fit here: no second attempt
+            self._models().end_fit(prep)  # a failed step ends the fit here: never tried again in it
             raise PolicyViolation("in exact mode a logistic or Poisson fit evaluates only Newton's path from zero: "
                                   f"the coefficients of iteration {prep.iteration} are not the step the previous "
                                   "release leads to over the union; use node.fit, which follows it",

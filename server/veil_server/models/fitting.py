@@ -320,7 +320,7 @@ class ModelFitting:
 
     def end_fit(self, prep: Prepared) -> None:
         """A federated member forgets a fit whose step failed the check: its next iteration is
-        refused (out of order), so an analyst gets one attempt per step."""
+        refused (out of order), so a failed step is never tried again in that fit."""
         with self._lock:
             self._steps.pop((prep.principal, prep.ds.name.lower(), prep.fit_id), None)
 
@@ -466,13 +466,17 @@ class MemberStep:
 # public row counts), so it never depends on the data.
 #
 # What it reveals: each member's masked value is uniform to everyone else (three members or
-# more; with two, the other's value is minus one's own, as the union's is ~0), and masks are drawn
-# per attempt (federated query id and coefficients), so two attempts' values never difference to
-# a member's statistics. Every member learns the union's residual H·d - g: for the step node.fit
-# takes it is the analyst's floating-point solve error, about 1e-16 of the statistics' size; an
-# analyst who sends another step is refused, ends the fit at every member (one attempt per
-# step), and the members have seen one linear combination of the union's statistics of release
-# t, which the analyst holds and could hand them anyway. Slack: a step within the tolerance
+# more; with two, each member's part is the union minus its own anyway, so the other's residual
+# -- for the true step minus one's own, as the union's is ~0; for a chosen step, with the
+# coordinator and analyst colluding, H_other·d - g_other -- adds nothing to what two members
+# already learn from each other's union), and masks are drawn per attempt (federated query id
+# and coefficients), so two attempts' values never difference to a member's statistics: an
+# attempt aborted after PREPARE (which does not end the fit) gives a value under a mask no other
+# attempt shares. Every member learns the union's residual H·d - g: for the step node.fit takes
+# it is the analyst's floating-point solve error, about 1e-16 of the statistics' size; an analyst
+# whose step reaches CONTRIBUTE and fails is refused and the fit ends at every member, and the
+# members have seen one linear combination of the union's statistics of release t, which the
+# analyst holds and could hand them anyway. Slack: a step within the tolerance
 # (1e-10 of the public bound) passes, as on one node the coefficients may differ from the node's
 # own path by 1e-9 of their size. Defence in depth: the linear predictor stays within ±50 over
 # the declared ranges (_linear_predictor_bounded).
